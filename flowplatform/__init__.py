@@ -1,0 +1,5 @@
+"""Flow Platform: the Django project that wires nodes, flows and scheduling together."""
+
+from flowplatform.celery import app as celery_app
+
+__all__ = ["celery_app"]

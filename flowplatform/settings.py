@@ -1,0 +1,187 @@
+"""Django settings, read from the environment (12-factor).
+
+Without any variable set the project runs on embedded defaults: SQLite under ``var/``, flow
+data under ``var/flowdata`` and Celery tasks executed in-process. Every variable is documented
+in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+
+from flowplatform.env import SettingsError, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+if (BASE_DIR / ".env").is_file():
+    # Values already in the environment win over the file.
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+VAR_DIR = Path(env_str("FLOWPLATFORM_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("FLOWPLATFORM_DEBUG", False)
+SECRET_KEY = env_str("FLOWPLATFORM_SECRET_KEY", "")
+if not SECRET_KEY:
+    # The embedded default is for the demo and tests only; production must set its own.
+    SECRET_KEY = "insecure-embedded-default-set-FLOWPLATFORM_SECRET_KEY"  # noqa: S105
+ALLOWED_HOSTS = env_list("FLOWPLATFORM_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "nodes",
+    "flows",
+    "scheduling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "flowplatform.urls"
+WSGI_APPLICATION = "flowplatform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", "")
+if not DATABASE_URL:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASE_URL = f"sqlite:///{VAR_DIR / 'flowplatform.sqlite3'}"
+try:
+    DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
+except (KeyError, ValueError) as exc:
+    raise SettingsError(
+        f"DATABASE_URL is not a database URL this platform supports: {exc}"
+    ) from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", 60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Flow data storage (claim-check hand-off between nodes) ---------------------------------
+FLOW_DATA_STORAGE = env_str("FLOW_DATA_STORAGE", str(VAR_DIR / "flowdata"))
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "") or None
+AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def _flow_data_backend(location: str) -> dict[str, object]:
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://") :].partition("/")
+        if not bucket:
+            raise SettingsError("FLOW_DATA_STORAGE s3:// URL must name a bucket")
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "location": prefix.strip("/"),
+                "endpoint_url": AWS_S3_ENDPOINT_URL,
+                "region_name": AWS_S3_REGION_NAME,
+                "file_overwrite": True,
+                "default_acl": None,
+            },
+        }
+    return {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": location, "allow_overwrite": True},
+    }
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "flowdata": _flow_data_backend(FLOW_DATA_STORAGE),
+}
+
+# --- Secrets ---------------------------------------------------------------------------------
+# Fernet keys for connection secrets: the first encrypts, all decrypt (rotation).
+FLOWPLATFORM_ENCRYPTION_KEYS = env_list("FLOWPLATFORM_ENCRYPTION_KEYS")
+if not FLOWPLATFORM_ENCRYPTION_KEYS:
+    _derived = hashlib.sha256(f"flowplatform-fernet:{SECRET_KEY}".encode()).digest()
+    FLOWPLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
+
+# --- Outbound HTTP ---------------------------------------------------------------------------
+# Loopback and private ranges are refused unless allowed; link-local/metadata always are.
+FLOWPLATFORM_HTTP_ALLOW_PRIVATE = env_bool("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False)
+
+# --- Celery ----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+# No broker configured: execute the canvas in-process (the embedded demo mode).
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", CELERY_BROKER_URL) or None
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "flowplatform")
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A failing fan-out branch must reach the run's error callback too.
+CELERY_TASK_ALLOW_ERROR_CB_ON_CHORD_HEADER = True
+CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 86400)
+# Longest node hard time limit; the visibility timeout must stay above it (docs/operations.md).
+FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S = env_int("FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S", 3600)
+CELERY_VISIBILITY_TIMEOUT_S = env_int(
+    "CELERY_VISIBILITY_TIMEOUT_S", FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S + 600
+)
+if CELERY_VISIBILITY_TIMEOUT_S <= FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S:
+    raise SettingsError(
+        "CELERY_VISIBILITY_TIMEOUT_S must be above FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S"
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
+CELERY_TASK_TIME_LIMIT = FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# --- Logging ---------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Commands stay quiet by default; a worker's `--loglevel` sets the root level it runs at.
+    "root": {"handlers": ["console"], "level": env_str("FLOWPLATFORM_LOG_LEVEL", "WARNING")},
+}

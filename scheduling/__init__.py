@@ -1,0 +1,1 @@
+"""Schedules: FlowSchedule kept in sync with django-celery-beat."""
