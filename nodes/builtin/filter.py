@@ -1,0 +1,109 @@
+"""``filter``: keep the records that match conditions on their fields."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from nodes.builtin.operators import LIST_VALUED, OPERATORS, UNARY
+from nodes.builtin.paths import MISSING, get_path, upstream_problem
+from nodes.sdk.context import ExecutionContext
+from nodes.sdk.node import Batch, Node, NodeConfig, Record, RecordStream, first_input
+from nodes.sdk.ports import Port
+from nodes.sdk.schema import Problem, RecordSchema
+
+OperatorName = Literal[
+    "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in",
+    "contains", "startswith", "endswith", "is_null", "not_null", "regex",
+]  # fmt: skip
+
+
+class Condition(NodeConfig):
+    """One test on one field of a record."""
+
+    field: str = Field(min_length=1, description="Dotted path of the field, e.g. 'customer.id'.")
+    op: OperatorName = Field(description="The comparison operator.")
+    value: Any = Field(
+        None,
+        validate_default=True,
+        description="What to compare with: a list for in/not_in, a regular expression for "
+        "regex, nothing for is_null/not_null.",
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits_op(cls, value: Any, info: ValidationInfo) -> Any:
+        op = info.data.get("op")
+        if op is None or op in UNARY:
+            return value
+        if value is None:
+            raise ValueError(f"a value is required for '{op}' (use is_null to match nulls)")
+        if op in LIST_VALUED and not isinstance(value, list):
+            raise ValueError(f"'{op}' needs a list of values")
+        if op == "regex":
+            if not isinstance(value, str):
+                raise ValueError("'regex' needs a regular expression string")
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    def predicate(self) -> Callable[[Record], bool]:
+        """A test of one record against this condition; a missing field counts as null."""
+        test = OPERATORS[self.op]
+        value = re.compile(self.value) if self.op == "regex" else self.value
+
+        def matches(record: Record) -> bool:
+            found = get_path(record, self.field)
+            return test(None if found is MISSING else found, value)
+
+        return matches
+
+
+class FilterConfig(NodeConfig):
+    """Which records to keep."""
+
+    conditions: list[Condition] = Field(min_length=1, description="The conditions to test.")
+    match: Literal["all", "any"] = Field(
+        "all", description="'all': every condition must hold; 'any': at least one."
+    )
+
+
+class FilterNode(Node):
+    """Keeps the records matching all (or any) of the conditions; the schema passes through."""
+
+    type = "filter"
+    version = 1
+    label = "Filter"
+    description = "Keep the records whose fields match conditions (eq, gt, in, regex, ...)."
+    category = "transform"
+    inputs = (Port("in", description="Records to filter."),)
+    outputs = (Port("out", description="The records that match."),)
+    Config = FilterConfig
+    partitionable = True
+    config: FilterConfig
+
+    def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
+        return inputs.get("in", RecordSchema.unknown())
+
+    def check(self, inputs: Mapping[str, RecordSchema]) -> list[Problem]:
+        schema = inputs.get("in", RecordSchema.unknown())
+        found = (
+            upstream_problem(f"config.conditions[{i}].field", condition.field, schema)
+            for i, condition in enumerate(self.config.conditions)
+        )
+        return [problem for problem in found if problem]
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        tests = [condition.predicate() for condition in self.config.conditions]
+        combine = all if self.config.match == "all" else any
+        for batch in first_input(inputs):
+            kept = [record for record in batch if combine(test(record) for test in tests)]
+            if kept:
+                yield kept

@@ -1,0 +1,167 @@
+"""``http_post``: send records as JSON to an HTTP endpoint, and report on each request."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from django.conf import settings
+from pydantic import Field, field_validator, model_validator
+
+from nodes.builtin.delivery import Delivery, RetryPolicy
+from nodes.jsonbody import dumps
+from nodes.netguard import GuardedSession
+from nodes.sdk.context import ExecutionContext
+from nodes.sdk.errors import NodeError
+from nodes.sdk.node import (
+    DEFAULT_BATCH_SIZE,
+    Batch,
+    Node,
+    NodeConfig,
+    Record,
+    RecordStream,
+    first_input,
+    rebatch,
+)
+from nodes.sdk.ports import Port, PortKind
+from nodes.sdk.schema import FieldType, RecordSchema
+
+SUMMARY_SCHEMA = RecordSchema(
+    {
+        "batch": FieldType.INTEGER,
+        "records": FieldType.INTEGER,
+        "status": FieldType.INTEGER,
+        "attempts": FieldType.INTEGER,
+        "idempotency_key": FieldType.STRING,
+    }
+)
+
+
+class HttpPostConfig(NodeConfig):
+    """Where and how to send the records."""
+
+    url: str = Field(
+        "",
+        description="Absolute http(s) URL; with a connection, a path below its base URL "
+        "(empty: the base URL itself).",
+    )
+    connection: str | None = Field(
+        None, description="Name of an HTTP connection: base URL, auth headers, basic auth."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    batch_size: int = Field(
+        1, ge=1, le=100_000, description="1: one JSON object per request; more: a JSON array."
+    )
+    timeout_s: float = Field(30, gt=0, description="Connect and read timeout per request, seconds.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries on 429, 5xx and network errors.")
+    retry_backoff_s: float = Field(
+        1.0, ge=0, description="Base of the exponential backoff: up to base * 2**retry seconds."
+    )
+    retry_backoff_max_s: float = Field(
+        60, ge=0, description="Cap of one wait, Retry-After included, in seconds."
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _single_line_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not name or any(c in f"{name}{value}" for c in "\r\n\0"):
+                raise ValueError(f"header '{name.strip()}' is empty or contains a line break")
+        return headers
+
+    @model_validator(mode="after")
+    def _url_fits_connection(self) -> HttpPostConfig:
+        parts = urlsplit(self.url)
+        if parts.username or parts.password:
+            raise ValueError("url: credentials belong in a connection, not in the url")
+        if self.connection is None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("url must be an absolute http(s) URL when no connection is set")
+        if self.connection is not None and (parts.scheme or parts.netloc):
+            raise ValueError("url must be a path below the connection's base URL")
+        return self
+
+
+def idempotency_key(context: ExecutionContext, batch_index: int) -> str:
+    """The same for every attempt and redelivery of one batch of one node run."""
+    seed = f"{context.run_id}:{context.node_key}:{context.partition or 0}:{batch_index}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+class HttpPostNode(Node):
+    """A destination: POSTs records as JSON, retrying safely; outputs one summary per request."""
+
+    type = "http_post"
+    version = 1
+    label = "HTTP POST"
+    description = "POST records as JSON to a URL, with retries and an Idempotency-Key header."
+    category = "destination"
+    inputs = (Port("in", description="Records to send."),)
+    outputs = (Port("out", PortKind.SUMMARY, description="One record per request sent."),)
+    Config = HttpPostConfig
+    partitionable = True
+    config: HttpPostConfig
+
+    def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
+        return SUMMARY_SCHEMA
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        allow_private = settings.configured and getattr(
+            settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False
+        )
+        with GuardedSession(allow_private=bool(allow_private)) as session:
+            delivery = self._delivery(session, context)
+            summaries = self._summaries(delivery, context, first_input(inputs))
+            yield from rebatch(([summary] for summary in summaries), DEFAULT_BATCH_SIZE)
+
+    def _delivery(self, session: GuardedSession, context: ExecutionContext) -> Delivery:
+        cfg = self.config
+        delivery = Delivery(
+            session,
+            cfg.url,
+            RetryPolicy(cfg.max_retries, cfg.retry_backoff_s, cfg.retry_backoff_max_s),
+            cfg.timeout_s,
+            headers={"Content-Type": "application/json", **cfg.headers},
+            is_cancelled=context.is_cancelled,
+            logger=context.logger,
+        )
+        if cfg.connection:
+            connection = context.connection(cfg.connection)
+            parts = urlsplit(connection.url)
+            base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+            delivery.url = f"{base.rstrip('/')}/{cfg.url.lstrip('/')}" if cfg.url else base
+            delivery.credentials = dict(connection.headers)
+            if parts.username or parts.password:
+                delivery.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        return delivery
+
+    def _summaries(
+        self, delivery: Delivery, context: ExecutionContext, stream: RecordStream
+    ) -> Iterator[Record]:
+        for index, batch in enumerate(rebatch(stream, self.config.batch_size)):
+            if context.is_cancelled():
+                raise NodeError("cancelled", permanent=True)
+            try:
+                body = dumps(batch[0] if self.config.batch_size == 1 else batch).encode()
+            except TypeError as exc:
+                raise NodeError(
+                    f"batch {index} cannot be sent as JSON: {exc}", permanent=True
+                ) from None
+            key = idempotency_key(context, index)
+            status, attempts = delivery.post(body, {"Idempotency-Key": key})
+            context.logger.info(
+                "batch %d: %d records, HTTP %d after %d attempts",
+                index,
+                len(batch),
+                status,
+                attempts,
+            )
+            yield {
+                "batch": index,
+                "records": len(batch),
+                "status": status,
+                "attempts": attempts,
+                "idempotency_key": key,
+            }

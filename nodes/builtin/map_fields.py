@@ -1,0 +1,157 @@
+"""``map_fields``: build new records from fields of the input: rename, pick, cast, constants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from nodes.builtin.casts import CAST_TYPES, CastName, cast, field_type_of
+from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
+from nodes.sdk.context import ExecutionContext
+from nodes.sdk.errors import NodeError
+from nodes.sdk.node import Batch, Node, NodeConfig, Record, RecordStream, first_input
+from nodes.sdk.ports import Port
+from nodes.sdk.schema import FieldType, Problem, RecordSchema
+
+
+class FieldMapping(NodeConfig):
+    """Where one output field comes from: a ``source`` path (optionally cast) or a ``value``."""
+
+    source: str | None = Field(None, min_length=1, description="Dotted path of the input field.")
+    cast: CastName | None = Field(None, description="Convert the value to this type.")
+    default: Any = Field(None, description="Used when the source is missing or null.")
+    value: Any = Field(None, description="A constant, instead of a source.")
+
+    @model_validator(mode="after")
+    def _source_or_value(self) -> FieldMapping:
+        constant = "value" in self.model_fields_set
+        if constant == (self.source is not None):
+            raise ValueError("give either 'source' or 'value'")
+        if constant and self.default is not None:
+            raise ValueError("a constant 'value' takes no 'default'")
+        for given in (self.value, self.default):
+            if self.cast and given is not None:
+                cast(self.cast, given)  # a constant that cannot be cast fails on save, not at run
+        return self
+
+
+def _mapping_schema(schema: dict[str, Any]) -> None:
+    # Mapping values may also be a bare source path; the validator below normalises them.
+    spec = schema["properties"]["mapping"]["additionalProperties"]
+    path = {"type": "string", "description": "Dotted path of the input field."}
+    schema["properties"]["mapping"]["additionalProperties"] = {"anyOf": [path, spec]}
+
+
+class MapFieldsConfig(NodeConfig):
+    """The fields of the output records."""
+
+    model_config = ConfigDict(json_schema_extra=_mapping_schema)
+
+    mapping: dict[str, FieldMapping] = Field(
+        min_length=1,
+        description="Output field (dotted for nested objects) -> a source path, or "
+        "{source, cast, default}, or {value}.",
+    )
+    keep_unmapped: bool = Field(
+        False, description="Also keep the input fields that are not the source of a mapping."
+    )
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _paths_are_sources(cls, mapping: Any) -> Any:
+        if not isinstance(mapping, Mapping):
+            return mapping
+        return {k: {"source": v} if isinstance(v, str) else v for k, v in mapping.items()}
+
+    @field_validator("mapping")
+    @classmethod
+    def _targets_are_paths(cls, mapping: dict[str, FieldMapping]) -> dict[str, FieldMapping]:
+        for target in mapping:
+            if "" in target.split("."):
+                raise ValueError(f"'{target}' is not a valid field path")
+            for other in mapping:
+                if other.startswith(f"{target}."):
+                    raise ValueError(f"'{target}' and '{other}' overlap")
+        return mapping
+
+
+class MapFieldsNode(Node):
+    """Maps each input record to an output record described by ``mapping``."""
+
+    type = "map_fields"
+    version = 1
+    label = "Map fields"
+    description = "Rename, pick, cast and add fields; targets may be dotted to nest objects."
+    category = "transform"
+    inputs = (Port("in", description="Records to reshape."),)
+    outputs = (Port("out", description="The reshaped records, one per input record."),)
+    Config = MapFieldsConfig
+    partitionable = True
+    config: MapFieldsConfig
+
+    @cached_property
+    def _sources(self) -> set[str]:
+        return {spec.source for spec in self.config.mapping.values() if spec.source}
+
+    def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
+        upstream = inputs.get("in", RecordSchema.unknown())
+        fields: dict[str, FieldType] = {}
+        if self.config.keep_unmapped:
+            if upstream.fields is None:
+                return RecordSchema.unknown()
+            fields = {k: t for k, t in upstream.fields.items() if k not in self._sources}
+        for target, spec in self.config.mapping.items():
+            head, _, rest = target.partition(".")
+            fields[head] = FieldType.JSON if rest else self._type(spec, upstream)
+        return RecordSchema(fields)
+
+    @staticmethod
+    def _type(spec: FieldMapping, upstream: RecordSchema) -> FieldType:
+        if spec.cast:
+            return CAST_TYPES[spec.cast]
+        if spec.source:
+            return upstream.type_of(spec.source)
+        return field_type_of(spec.value)
+
+    def check(self, inputs: Mapping[str, RecordSchema]) -> list[Problem]:
+        schema = inputs.get("in", RecordSchema.unknown())
+        found = (
+            upstream_problem(f"config.mapping.{target}.source", spec.source, schema)
+            for target, spec in self.config.mapping.items()
+            if spec.source
+        )
+        return [problem for problem in found if problem]
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        index = 0
+        for batch in first_input(inputs):
+            out = []
+            for record in batch:
+                out.append(self._map(record, index, context.partition))
+                index += 1
+            if out:
+                yield out
+
+    def _map(self, record: Record, index: int, partition: int | None) -> Record:
+        sources = self._sources
+        keep = self.config.keep_unmapped
+        result = {k: v for k, v in record.items() if k not in sources} if keep else {}
+        for target, spec in self.config.mapping.items():
+            value = spec.value if spec.source is None else get_path(record, spec.source)
+            if value is MISSING or value is None:
+                value = spec.default
+            if spec.cast and value is not None:
+                try:
+                    value = cast(spec.cast, value)
+                except ValueError as exc:
+                    where = f"record {index}" + (
+                        f" of partition {partition}" if partition is not None else ""
+                    )
+                    raise NodeError(f"field '{target}' of {where}: {exc}", permanent=True) from None
+            set_path(result, target, value)
+        return result

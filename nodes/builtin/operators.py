@@ -1,0 +1,108 @@
+"""Filter operators: plain functions of (record value, condition value) -> bool. No ``eval``.
+
+A missing field arrives as ``None``. Comparisons never raise: a null or an incomparable pair is
+simply not a match, so ``eq``/``gt``/``in``/... are False against null, while their negations
+``ne`` and ``not_in`` are True (as in pandas, unlike SQL's three-valued logic).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from nodes.builtin.casts import to_bool, to_date, to_datetime, to_decimal
+
+Operator = Callable[[Any, Any], bool]
+
+#: Operators that take no ``value``.
+UNARY = frozenset({"is_null", "not_null"})
+#: Operators whose ``value`` is a list.
+LIST_VALUED = frozenset({"in", "not_in"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _aware(value: datetime) -> datetime:
+    # Naive datetimes are read as UTC so they compare with timestamptz values.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _coerce(left: Any, right: Any) -> tuple[Any, Any] | None:
+    """The pair made comparable, or ``None`` when it cannot be (nulls, bad strings)."""
+    if left is None or right is None:
+        return None
+    try:
+        if isinstance(left, bool) or isinstance(right, bool):
+            return to_bool(left), to_bool(right)
+        if isinstance(left, datetime) or isinstance(right, datetime):
+            return _aware(to_datetime(left)), _aware(to_datetime(right))
+        if isinstance(left, date) or isinstance(right, date):
+            return to_date(left), to_date(right)
+        if isinstance(left, Decimal) or isinstance(right, Decimal):
+            return to_decimal(left), to_decimal(right)
+        if _is_number(left) and isinstance(right, str):
+            return left, to_decimal(right)
+        if isinstance(left, str) and _is_number(right):
+            return to_decimal(left), right
+    except ValueError:
+        return None
+    return left, right
+
+
+def _comparison(compare: Callable[[Any, Any], bool]) -> Operator:
+    def op(left: Any, right: Any) -> bool:
+        pair = _coerce(left, right)
+        if pair is None:
+            return False
+        try:
+            return bool(compare(*pair))
+        except TypeError:  # e.g. "a" < 1 or {} < []: not comparable, so not a match
+            return False
+
+    return op
+
+
+eq = _comparison(operator.eq)
+
+
+def is_in(left: Any, right: list[Any]) -> bool:
+    return any(eq(left, item) for item in right)
+
+
+def contains(left: Any, right: Any) -> bool:
+    """Substring of a string, element of a list, or key of an object."""
+    if isinstance(left, str):
+        return isinstance(right, str) and right in left
+    if isinstance(left, list | tuple):
+        return any(eq(item, right) for item in left)
+    if isinstance(left, dict):
+        return isinstance(right, str) and right in left
+    return False
+
+
+def regex(left: Any, right: str | re.Pattern[str]) -> bool:
+    return isinstance(left, str) and re.search(right, left) is not None
+
+
+OPERATORS: dict[str, Operator] = {
+    "eq": eq,
+    "ne": lambda left, right: not eq(left, right),
+    "gt": _comparison(operator.gt),
+    "gte": _comparison(operator.ge),
+    "lt": _comparison(operator.lt),
+    "lte": _comparison(operator.le),
+    "in": is_in,
+    "not_in": lambda left, right: not is_in(left, right),
+    "contains": contains,
+    "startswith": lambda left, right: isinstance(left, str) and left.startswith(str(right)),
+    "endswith": lambda left, right: isinstance(left, str) and left.endswith(str(right)),
+    "is_null": lambda left, right: left is None,
+    "not_null": lambda left, right: left is not None,
+    "regex": regex,
+}

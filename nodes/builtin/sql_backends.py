@@ -1,0 +1,152 @@
+"""Database drivers behind ``sql_query``: PostgreSQL (psycopg 3) and SQLite (the embedded demo).
+
+Each backend streams the rows of one read-only query as dicts, in batches, and turns driver
+errors into :class:`NodeError` (permanent or not) whose message never holds the connection URL
+or its password.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import psycopg
+from psycopg.rows import dict_row
+
+from nodes.jsonbody import dumps
+from nodes.sdk.errors import NodeError
+from nodes.sdk.node import Batch
+
+# ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
+
+
+def placeholders(query: str) -> list[str]:
+    """The parameter names a query uses, in order of first use."""
+    names = (m.group(1) for m in _PLACEHOLDER.finditer(query) if m.group(1))
+    return list(dict.fromkeys(names))
+
+
+def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[Batch]:
+    while True:
+        if is_cancelled():
+            raise NodeError("cancelled", permanent=True)
+        rows = cursor.fetchmany(size)
+        if not rows:
+            return
+        yield rows
+
+
+class _Redactor:
+    """Removes the connection URL and its password from driver messages."""
+
+    def __init__(self, url: str) -> None:
+        password = urlsplit(url).password
+        self.secrets = [s for s in (url, password, password and unquote(password)) if s]
+
+    def __call__(self, exc: BaseException) -> str:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def postgres_rows(
+    url: str,
+    query: str,
+    params: dict[str, Any] | None,
+    *,
+    batch_size: int,
+    timeout_s: float,
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Batch]:
+    """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor."""
+    redact = _Redactor(url)
+    timeout_ms = str(max(1, round(timeout_s * 1000)))
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="flowplatform") as conn:
+            conn.read_only = True
+            with conn.transaction():
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
+                name = f"flowplatform_{uuid.uuid4().hex[:12]}"
+                with conn.cursor(name=name, row_factory=dict_row) as cursor:
+                    cursor.itersize = batch_size
+                    cursor.execute(query, params)
+                    yield from _batches(cursor, batch_size, is_cancelled)
+    except psycopg.errors.QueryCanceled:
+        raise NodeError(
+            f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
+            permanent=False,
+        ) from None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise NodeError(f"database unavailable: {redact(exc)}", permanent=False) from None
+    except psycopg.Error as exc:
+        raise NodeError(f"query failed: {redact(exc)}", permanent=True) from None
+
+
+def _sqlite_value(value: Any) -> Any:
+    # sqlite3 binds only str/int/float/bytes/None; the rest goes in as text.
+    if isinstance(value, datetime | date):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict | list):
+        return dumps(value)
+    if value is None or isinstance(value, str | int | float | bytes):
+        return value
+    return str(value)
+
+
+def _sqlite_query(query: str) -> str:
+    return _PLACEHOLDER.sub(lambda m: f":{m.group(1)}" if m.group(1) else "%", query)
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def sqlite_rows(
+    url: str,
+    query: str,
+    params: dict[str, Any] | None,
+    *,
+    batch_size: int,
+    timeout_s: float,
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Batch]:
+    """Rows from a SQLite file (``sqlite:///relative`` or ``sqlite:////absolute``), read-only."""
+    redact = _Redactor(url)
+    path = url.partition(":///")[2]
+    if not path:
+        raise NodeError("a sqlite connection URL needs a file path", permanent=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            conn.row_factory = _dict_row
+            conn.execute("PRAGMA query_only = ON")
+            # SQLite has no statement timeout: abort from the progress handler instead.
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+            if params is not None:
+                query = _sqlite_query(query)
+                params = {k: _sqlite_value(v) for k, v in params.items()}
+            cursor = conn.execute(query, params or {})
+            yield from _batches(cursor, batch_size, is_cancelled)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        message = redact(exc)
+        if message == "interrupted":
+            raise NodeError(
+                f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
+                permanent=False,
+            ) from None
+        transient = "locked" in message or "busy" in message
+        raise NodeError(f"query failed: {message}", permanent=not transient) from None

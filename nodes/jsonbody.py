@@ -1,0 +1,70 @@
+"""Records to JSON text, for request bodies.
+
+The standard encoder cannot write a ``Decimal`` as a number without going through ``float``
+(which rounds), so this module walks the value itself. Conversions:
+
+- ``Decimal`` -> a JSON number with exactly its digits (``Decimal("12.50")`` -> ``12.50``);
+- ``datetime``/``date``/``time`` -> ISO 8601 strings; ``UUID`` -> its string;
+- ``bytes`` -> a base64 string; tuples -> arrays;
+- NaN and infinities (float or Decimal) -> ``null``, as JavaScript's ``JSON.stringify`` does,
+  since JSON has no way to write them.
+
+Anything else raises ``TypeError`` naming the type.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable
+from datetime import date, time
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+_encode_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON text (non-ASCII characters kept as is)."""
+    parts: list[str] = []
+    _write(value, parts.append)
+    return "".join(parts)
+
+
+def _write(value: Any, emit: Callable[[str], object]) -> None:
+    if isinstance(value, dict):
+        emit("{")
+        for index, (key, item) in enumerate(value.items()):
+            emit(',"' if index else '"')
+            emit(_encode_str(str(key))[1:])
+            emit(":")
+            _write(item, emit)
+        emit("}")
+    elif isinstance(value, list | tuple):
+        emit("[")
+        for index, item in enumerate(value):
+            if index:
+                emit(",")
+            _write(item, emit)
+        emit("]")
+    else:
+        emit(_scalar(value))
+
+
+def _scalar(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | str):
+        return _encode_str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "null"
+    if isinstance(value, Decimal):
+        # str() of a finite Decimal is always a valid JSON number (e.g. 12.50, 1E+2, -0.001).
+        return str(value) if value.is_finite() else "null"
+    if isinstance(value, date | time):
+        return f'"{value.isoformat()}"'
+    if isinstance(value, UUID):
+        return f'"{value}"'
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f'"{base64.b64encode(value).decode("ascii")}"'
+    raise TypeError(f"a value of type {type(value).__name__} cannot be written as JSON")

@@ -1,0 +1,79 @@
+"""Connection: a named, encrypted credential that nodes refer to by name."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import models
+
+from nodes import crypto
+from nodes.sdk.context import ConnectionInfo
+from nodes.urls import mask_url, validate_url
+
+
+class Connection(models.Model):
+    """A named connection (database or HTTP endpoint). Its URL and headers are encrypted at rest."""
+
+    name = models.SlugField(
+        "name", max_length=100, unique=True, help_text="Referred to by nodes' `connection` config."
+    )
+    scheme = models.CharField("scheme", max_length=20, editable=False)
+    display_url = models.CharField(
+        "URL (masked)",
+        max_length=2000,
+        editable=False,
+        help_text="The URL with its password masked.",
+    )
+    encrypted_url = models.TextField("encrypted URL", editable=False)
+    encrypted_headers = models.TextField(
+        "encrypted headers", blank=True, default="", editable=False
+    )
+    description = models.TextField("description", blank=True, default="")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "connection"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_url(self, url: str) -> None:
+        """Validate and store ``url`` encrypted; keep a masked copy for display."""
+        url = validate_url(url)
+        self.scheme = url.split(":", 1)[0].lower()
+        self.display_url = mask_url(url)
+        self.encrypted_url = crypto.encrypt(url)
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        self.encrypted_headers = crypto.encrypt(json.dumps(headers)) if headers else ""
+
+    @property
+    def header_names(self) -> list[str]:
+        return sorted(self.secret_headers())
+
+    def secret_url(self) -> str:
+        return crypto.decrypt(self.encrypted_url)
+
+    def secret_headers(self) -> dict[str, str]:
+        return json.loads(crypto.decrypt(self.encrypted_headers)) if self.encrypted_headers else {}
+
+    def info(self) -> ConnectionInfo:
+        """What a node sees: the decrypted URL and headers."""
+        return ConnectionInfo(self.name, self.secret_url(), self.secret_headers())
+
+    def rotate_keys(self) -> None:
+        self.encrypted_url = crypto.rotate(self.encrypted_url)
+        if self.encrypted_headers:
+            self.encrypted_headers = crypto.rotate(self.encrypted_headers)
+
+
+def lookup_connection(name: str) -> ConnectionInfo:
+    """The default ``ExecutionContext.connection_lookup``: read the named Connection."""
+    from nodes.sdk.errors import NodeError
+
+    try:
+        return Connection.objects.get(name=name).info()
+    except Connection.DoesNotExist:
+        raise NodeError(f"connection '{name}' does not exist", permanent=True) from None

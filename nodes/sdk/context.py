@@ -1,0 +1,71 @@
+"""What a node may know about the run it is part of."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """A named connection as a node sees it: the decrypted URL and extra headers.
+
+    ``repr`` hides the URL and headers so that a logged context never leaks a secret.
+    """
+
+    name: str
+    url: str = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split(":", 1)[0].lower()
+
+
+def _no_connections(name: str) -> ConnectionInfo:
+    from nodes.sdk.errors import NodeError
+
+    raise NodeError(f"connection '{name}' does not exist", permanent=True)
+
+
+def _never_cancelled() -> bool:
+    return False
+
+
+@dataclass
+class ExecutionContext:
+    """The run values, services and identity a node executes with.
+
+    ``run_values`` are what queries may bind: the run's params plus ``interval_start``,
+    ``interval_end``, ``run_id`` and ``logical_date``.
+    """
+
+    run_id: str = "local"
+    node_key: str = "node"
+    params: dict[str, Any] = field(default_factory=dict)
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+    attempt: int = 1
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("flowplatform.node"))
+    connection_lookup: Callable[[str], ConnectionInfo] = _no_connections
+    storage: Any = None  # a Django Storage for node scratch data, or None
+    is_cancelled: Callable[[], bool] = _never_cancelled
+    partition: int | None = None
+
+    def connection(self, name: str) -> ConnectionInfo:
+        """The named connection; raises a permanent NodeError when there is none."""
+        return self.connection_lookup(name)
+
+    @property
+    def run_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "run_id": self.run_id,
+            "interval_start": self.interval_start,
+            "interval_end": self.interval_end,
+            "logical_date": self.interval_start,
+        }
+        values.update(self.params)
+        return values

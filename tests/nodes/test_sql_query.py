@@ -1,0 +1,292 @@
+"""The ``sql_query`` node against a real PostgreSQL, and SQLite from a temporary file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import ValidationError
+
+from nodes.builtin.sql_query import SqlQueryNode
+from nodes.sdk import ConnectionInfo, ExecutionContext, FieldType, NodeError
+
+PG_URL = os.environ.get("FLOWPLATFORM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PASSWORD = "s3cret-Pa55word"
+
+ROWS = [
+    (1, Decimal("10.50"), date(2024, 1, 1), datetime(2024, 1, 1, 9, tzinfo=UTC), {"tier": "gold"}, "Zoë"),
+    (2, Decimal("99.99"), date(2024, 1, 2), datetime(2024, 1, 2, 9, tzinfo=UTC), [1, 2], "東京 ☕"),
+    (3, None, None, None, None, None),
+    (4, Decimal("0.01"), date(2024, 1, 4), datetime(2024, 1, 4, 9, tzinfo=UTC), {}, "O'Brien"),
+    (5, Decimal("-1.00"), date(2024, 1, 5), datetime(2024, 1, 5, 9, tzinfo=UTC), None, ""),
+]  # fmt: skip
+
+
+def with_password(url: str, port: int | None = None) -> str:
+    """``url`` with a password (ignored by trust auth) and optionally another port."""
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    netloc = f"{user}:{PASSWORD}@{parts.hostname}:{port or parts.port or 5432}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def context_for(url: str, **kwargs: Any) -> ExecutionContext:
+    return ExecutionContext(connection_lookup=lambda name: ConnectionInfo(name, url), **kwargs)
+
+
+def run(config: dict[str, Any], url: str = PG_URL, **kwargs: Any) -> list[list[dict[str, Any]]]:
+    node = SqlQueryNode({"connection": "warehouse", **config})
+    return list(node.execute(context_for(url, **kwargs), {}))
+
+
+@pytest.fixture
+def orders() -> Iterator[str]:
+    """A freshly created table of orders; dropped afterwards."""
+    table = f"nodes_test_orders_{uuid.uuid4().hex[:8]}"
+    create = sql.SQL(
+        "create table {} (id int primary key, amount numeric(12, 2), day date, "
+        "at timestamptz, payload jsonb, name text)"
+    ).format(sql.Identifier(table))
+    insert = sql.SQL("insert into {} values (%s, %s, %s, %s, %s, %s)").format(sql.Identifier(table))
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(create)
+        with conn.cursor() as cursor:
+            rows = [
+                (*row[:4], None if row[4] is None else json.dumps(row[4]), row[5]) for row in ROWS
+            ]
+            cursor.executemany(insert, rows)
+    yield table
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(table)))
+
+
+def test_streams_rows_as_dicts_in_batches_of_batch_size(orders: str) -> None:
+    batches = run({"query": f"select * from {orders} order by id", "batch_size": 2})
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    first, second, null_row = batches[0][0], batches[0][1], batches[1][0]
+    assert first == {
+        "id": 1,
+        "amount": Decimal("10.50"),
+        "day": date(2024, 1, 1),
+        "at": datetime(2024, 1, 1, 9, tzinfo=UTC),
+        "payload": {"tier": "gold"},
+        "name": "Zoë",
+    }
+    assert second["payload"] == [1, 2] and second["name"] == "東京 ☕"
+    assert null_row == {
+        "id": 3,
+        "amount": None,
+        "day": None,
+        "at": None,
+        "payload": None,
+        "name": None,
+    }
+
+
+def test_empty_result_yields_nothing(orders: str) -> None:
+    assert run({"query": f"select * from {orders} where false"}) == []
+
+
+def test_binds_params_even_with_quotes_and_run_params_win(orders: str) -> None:
+    query = f"select id from {orders} where name = %(name)s or id = %(id)s order by id"
+    rows = run({"query": query, "params": {"name": "O'Brien", "id": 1}})
+    assert [r["id"] for b in rows for r in b] == [1, 4]
+    rows = run({"query": query, "params": {"name": "O'Brien", "id": 1}}, params={"id": 2})
+    assert [r["id"] for b in rows for r in b] == [2, 4]
+
+
+def test_binds_run_values_such_as_the_data_interval(orders: str) -> None:
+    query = (
+        f"select id from {orders} where at >= %(interval_start)s and at < %(interval_end)s "
+        "and name like 'Z%%'"
+    )
+    rows = run(
+        {"query": query},
+        interval_start=datetime(2024, 1, 1, tzinfo=UTC),
+        interval_end=datetime(2024, 1, 3, tzinfo=UTC),
+    )
+    assert rows == [[{"id": 1}]]
+
+
+def test_a_parameter_without_value_fails_permanently_naming_it(orders: str) -> None:
+    with pytest.raises(NodeError, match="query parameter 'status' has no value") as caught:
+        run({"query": f"select * from {orders} where name = %(status)s"})
+    assert caught.value.permanent
+
+
+def names_in(table: str) -> list[str | None]:
+    with psycopg.connect(PG_URL) as conn:
+        rows = conn.execute(
+            sql.SQL("select name from {} order by id").format(sql.Identifier(table))
+        )
+        return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "insert into {t} (id) values (99) returning id",
+        "update {t} set name = 'x' returning id",
+        "with gone as (delete from {t} returning id) select * from gone",
+    ],
+)
+def test_writing_statements_fail_permanently(orders: str, statement: str) -> None:
+    with pytest.raises(NodeError, match="query failed") as caught:
+        run({"query": statement.format(t=orders)})
+    assert caught.value.permanent
+    assert names_in(orders) == [row[5] for row in ROWS]
+
+
+def test_the_transaction_is_read_only_even_for_writes_hidden_in_a_select(orders: str) -> None:
+    # A SELECT passes the cursor's own checks; only the read-only transaction stops the write.
+    function = f"{orders}_write"
+    body = sql.SQL(
+        "create function {}() returns int language sql as $$ update {} set name = 'x'; select 1 $$"
+    ).format(sql.Identifier(function), sql.Identifier(orders))
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(body)
+    try:
+        with pytest.raises(NodeError, match="read-only transaction") as caught:
+            run({"query": f'select "{function}"()'})
+        assert caught.value.permanent
+        assert names_in(orders) == [row[5] for row in ROWS]
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop function {}()").format(sql.Identifier(function)))
+
+
+def test_statement_timeout_cancels_slow_queries_not_permanently() -> None:
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="statement timeout") as caught:
+        run({"query": "select pg_sleep(5)", "statement_timeout_s": 0.2})
+    assert not caught.value.permanent
+    assert time.monotonic() - started < 4
+
+
+def test_syntax_errors_fail_permanently_without_the_password() -> None:
+    with pytest.raises(NodeError) as caught:
+        run({"query": "selec 1"}, url=with_password(PG_URL))
+    assert caught.value.permanent
+    assert 'syntax error at or near "selec"' in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_undefined_tables_fail_permanently() -> None:
+    with pytest.raises(NodeError, match="does not exist") as caught:
+        run({"query": "select * from nodes_test_no_such_table"})
+    assert caught.value.permanent
+
+
+def test_connection_failures_may_be_retried_and_hide_the_url() -> None:
+    url = with_password(PG_URL, port=closed_port())
+    with pytest.raises(NodeError, match="database unavailable") as caught:
+        run({"query": "select 1"}, url=url)
+    assert not caught.value.permanent
+    assert PASSWORD not in str(caught.value) and url not in str(caught.value)
+
+
+def test_stops_between_batches_when_the_run_is_cancelled(orders: str) -> None:
+    fetched: list[int] = []
+    node = SqlQueryNode({"connection": "w", "query": f"select id from {orders}", "batch_size": 2})
+    out = node.execute(context_for(PG_URL, is_cancelled=lambda: bool(fetched)), {})
+    fetched.append(len(next(out)))
+    with pytest.raises(NodeError, match="cancelled") as caught:
+        next(out)
+    assert caught.value.permanent
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(NodeError, match="not PostgreSQL or SQLite") as caught:
+        run({"query": "select 1"}, url="mysql://root:pw@db/x")
+    assert caught.value.permanent
+    assert "pw@db" not in str(caught.value)
+
+
+def test_config_validation_and_schema() -> None:
+    with pytest.raises(ValidationError) as caught:
+        SqlQueryNode({"connection": "w", "query": "select 1", "batch_size": 0})
+    assert caught.value.errors()[0]["loc"] == ("batch_size",)
+    node = SqlQueryNode({"connection": "w", "query": "select 1 as n", "columns": {"n": "integer"}})
+    assert node.output_schema({}).fields == {"n": FieldType.INTEGER}
+    assert not SqlQueryNode({"connection": "w", "query": "select 1"}).output_schema({}).known
+    assert SqlQueryNode.describe()["inputs"] == []
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    path = tmp_path / "demo.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table orders (id integer, amount numeric, name text, day text)")
+        conn.executemany(
+            "insert into orders values (?, ?, ?, ?)",
+            [
+                (1, 10.5, "Zoë", "2024-01-01"),
+                (2, None, None, None),
+                (3, 7, "O'Brien", "2024-01-03"),
+            ],
+        )
+    conn.close()
+    return f"sqlite:///{path}"  # an absolute path: sqlite:////tmp/...
+
+
+def test_sqlite_streams_dict_rows_in_batches(sqlite_url: str) -> None:
+    batches = run({"query": "select * from orders order by id", "batch_size": 2}, url=sqlite_url)
+    assert batches == [
+        [{"id": 1, "amount": 10.5, "name": "Zoë", "day": "2024-01-01"},
+         {"id": 2, "amount": None, "name": None, "day": None}],
+        [{"id": 3, "amount": 7, "name": "O'Brien", "day": "2024-01-03"}],
+    ]  # fmt: skip
+
+
+def test_sqlite_binds_named_params_and_run_values(sqlite_url: str) -> None:
+    query = (
+        "select id from orders where (name = %(name)s or amount > %(min)s) "
+        "and day >= %(interval_start)s and name like '%%'"
+    )
+    rows = run(
+        {"query": query, "params": {"name": "O'Brien", "min": Decimal("10")}},
+        url=sqlite_url,
+        interval_start=date(2024, 1, 1),
+    )
+    assert rows == [[{"id": 1}, {"id": 3}]]
+
+
+def test_sqlite_is_read_only(sqlite_url: str) -> None:
+    with pytest.raises(NodeError, match=r"readonly|read-only") as caught:
+        run({"query": "insert into orders (id) values (9)"}, url=sqlite_url)
+    assert caught.value.permanent
+
+
+def test_sqlite_errors_are_permanent(sqlite_url: str, tmp_path: Path) -> None:
+    with pytest.raises(NodeError, match="syntax error") as caught:
+        run({"query": "selec 1"}, url=sqlite_url)
+    assert caught.value.permanent
+    with pytest.raises(NodeError, match="unable to open") as caught:
+        run({"query": "select 1"}, url=f"sqlite:///{tmp_path}/missing.sqlite3")
+    assert caught.value.permanent
+
+
+def test_sqlite_statement_timeout(sqlite_url: str) -> None:
+    slow = "with recursive n(i) as (select 1 union all select i + 1 from n) select count(*) from n"
+    with pytest.raises(NodeError, match="statement timeout") as caught:
+        run({"query": slow, "statement_timeout_s": 0.1}, url=sqlite_url)
+    assert not caught.value.permanent
