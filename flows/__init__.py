@@ -1,0 +1,1 @@
+"""Flows: models, validation, the engine, commands, API and admin."""

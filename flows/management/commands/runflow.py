@@ -1,0 +1,62 @@
+"""``manage.py runflow SLUG [--param k=v ...] [--wait]``: start a run, optionally follow it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from flows.models import Flow, RunStatus, Trigger
+from flows.services import DispatchError, start_run
+from flows.validation import FlowValidationError
+from flows.watch import summary_table, watch_run
+
+
+def parse_param(item: str) -> tuple[str, Any]:
+    """``k=v``: the value is read as JSON when it parses (10, true, [1,2]), else as a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise CommandError(f"--param '{item}' must look like NAME=VALUE")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+class Command(BaseCommand):
+    help = "Start a run of a flow. With --wait, follow it and exit 1 if it fails."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
+        parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait (--wait)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        params = dict(parse_param(item) for item in options["param"])
+        try:
+            run = start_run(options["slug"], params=params, trigger=Trigger.MANUAL)
+        except Flow.DoesNotExist:
+            raise CommandError(f"flow '{options['slug']}' does not exist") from None
+        except FlowValidationError as exc:
+            raise CommandError(f"flow '{options['slug']}' is invalid: {exc.problems[0]}") from None
+        except DispatchError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"run {run.id} of flow '{run.flow.slug}' v{run.version.number} {run.status}"
+        )
+        if not options["wait"]:
+            return
+        for line in watch_run(run, timeout=options["timeout"]):
+            self.stdout.write(f"  {line}")
+        self.stdout.write("")
+        for line in summary_table(run):
+            self.stdout.write(line)
+        duration = f" in {run.duration_s:.2f}s" if run.duration_s is not None else ""
+        if not run.is_finished:
+            raise CommandError(f"run {run.id} still {run.status} after {options['timeout']:.0f}s")
+        if run.status != RunStatus.SUCCEEDED:
+            raise CommandError(f"run {run.id} {run.status}{duration}: {run.error}")
+        self.stdout.write(f"run {run.id} finished{duration}: {run.status}")

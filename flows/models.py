@@ -1,0 +1,205 @@
+"""Flows, their immutable versions, and the record of every run and node run."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Flow(models.Model):
+    """A named graph of nodes. Its nodes and edges are editable; runs use a FlowVersion snapshot."""
+
+    slug = models.SlugField("slug", max_length=100, unique=True, help_text="Stable identifier.")
+    name = models.CharField("name", max_length=200)
+    description = models.TextField("description", blank=True, default="")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [("run_flow", "Can start and cancel runs of a flow")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def latest_version(self) -> FlowVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class FlowNode(models.Model):
+    """One node of a flow: a node type from the catalog and its config."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="nodes")
+    key = models.SlugField("key", max_length=100, help_text="Unique within the flow.")
+    type = models.CharField("node type", max_length=100, help_text="A type from the node catalog.")
+    config = models.JSONField("config", default=dict, blank=True)
+    position = models.PositiveIntegerField(
+        "position", default=0, help_text="Order in the flow file."
+    )
+
+    class Meta:
+        ordering = ["flow", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["flow", "key"], name="flownode_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug}.{self.key}"
+
+
+class FlowEdge(models.Model):
+    """Records flow from one node's output port to another node's input port."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="edges")
+    source = models.ForeignKey(FlowNode, on_delete=models.CASCADE, related_name="out_edges")
+    source_port = models.CharField("from port", max_length=100, blank=True, default="")
+    target = models.ForeignKey(FlowNode, on_delete=models.CASCADE, related_name="in_edges")
+    target_port = models.CharField("to port", max_length=100, blank=True, default="")
+    position = models.PositiveIntegerField("position", default=0)
+
+    class Meta:
+        ordering = ["flow", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.source.key} -> {self.target.key}"
+
+
+class FlowVersion(models.Model):
+    """An immutable snapshot of a flow's graph (flow-file shape). Runs execute a version."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField("number")
+    definition = models.JSONField("definition", help_text="The graph in flow-file form.")
+    checksum = models.CharField("checksum", max_length=64, help_text="sha256 of the definition.")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+
+    class Meta:
+        ordering = ["flow", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "number"], name="flowversion_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug} v{self.number}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValueError("a FlowVersion is immutable once saved")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class Trigger(models.TextChoices):
+    MANUAL = "manual", "manual"
+    API = "api", "API"
+    SCHEDULE = "schedule", "schedule"
+    BACKFILL = "backfill", "backfill"
+    RERUN = "rerun", "rerun"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class FlowRun(models.Model):
+    """One execution of a flow version."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs")
+    version = models.ForeignKey(FlowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(
+        "status", max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED
+    )
+    trigger = models.CharField("trigger", max_length=20, choices=Trigger.choices)
+    params = models.JSONField("params", default=dict, blank=True)
+    interval_start = models.DateTimeField("data interval start", null=True, blank=True)
+    interval_end = models.DateTimeField("data interval end", null=True, blank=True)
+    created_at = models.DateTimeField("created", auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    error = models.TextField("error", blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["flow", "status"], name="flowrun_flow_status")]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug} run {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class NodeStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    SKIPPED = "skipped", "skipped"
+    CANCELLED = "cancelled", "cancelled"
+
+
+FINISHED_NODE_STATUSES = (
+    NodeStatus.SUCCEEDED,
+    NodeStatus.FAILED,
+    NodeStatus.SKIPPED,
+    NodeStatus.CANCELLED,
+)
+
+
+class NodeRun(models.Model):
+    """One node's execution within a run."""
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="node_runs")
+    node_key = models.CharField("node", max_length=100)
+    node_type = models.CharField("node type", max_length=100)
+    position = models.PositiveIntegerField("position", default=0)
+    status = models.CharField(
+        "status", max_length=20, choices=NodeStatus.choices, default=NodeStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField("attempts", default=0, help_text="Executions started.")
+    deliveries = models.PositiveIntegerField(
+        "deliveries", default=0, help_text="Times a worker received this node's task."
+    )
+    rows_in = models.BigIntegerField("rows in", default=0)
+    rows_out = models.BigIntegerField("rows out", default=0)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    heartbeat_at = models.DateTimeField("heartbeat", null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField("duration (ms)", null=True, blank=True)
+    error = models.TextField("error", blank=True, default="")
+    traceback = models.TextField("traceback", blank=True, default="")
+    output_ref = models.CharField(
+        "output", max_length=500, blank=True, default="", help_text="Flow-data storage name."
+    )
+
+    class Meta:
+        ordering = ["run", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "node_key"], name="noderun_unique_node"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                name="noderun_running_heartbeat",
+                condition=Q(status="running"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.node_key}"

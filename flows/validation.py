@@ -1,0 +1,261 @@
+"""Static validation: everything that can be known wrong about a flow before it runs.
+
+``validate_flow(data)`` returns a list of problems, each located by a path into the flow
+file (``nodes[2].config.conditions[0].op``) and naming the node at fault. The same messages
+reach the CLI, the API and the admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from flows.definition import FlowSpec
+from flows.graph import CycleError, Edge, Graph
+from nodes.registry import registry
+from nodes.sdk import Node, RecordSchema, can_connect
+
+
+@dataclass(frozen=True)
+class FlowProblem:
+    """One problem with a flow file; ``node`` is the key of the node at fault, if any."""
+
+    path: str
+    message: str
+    node: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path} (node '{self.node}')" if self.node else self.path
+        return f"{where}: {self.message}" if where else self.message
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"path": self.path, "node": self.node, "message": self.message}
+
+
+class FlowValidationError(Exception):
+    """A flow file or stored flow failed validation."""
+
+    def __init__(self, problems: Sequence[FlowProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+def loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def pydantic_problems(
+    exc: ValidationError, prefix: str = "", node: str | None = None
+) -> list[FlowProblem]:
+    return [
+        FlowProblem(loc_to_path(err["loc"], prefix), err["msg"], node)
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def parse_flow(data: Any) -> tuple[FlowSpec | None, list[FlowProblem]]:
+    if not isinstance(data, dict):
+        return None, [FlowProblem("", "a flow file must be a JSON object")]
+    try:
+        return FlowSpec.model_validate(data), []
+    except ValidationError as exc:
+        return None, pydantic_problems(exc)
+
+
+def validate_flow(data: Any) -> list[FlowProblem]:
+    """All problems of a flow file (empty when it is valid)."""
+    spec, problems = parse_flow(data)
+    if spec is None:
+        return problems
+    return validate_spec(spec)
+
+
+def validate_spec(spec: FlowSpec) -> list[FlowProblem]:
+    problems: list[FlowProblem] = []
+    nodes = _check_nodes(spec, problems)
+    edges = _check_edges(spec, nodes, problems)
+    if any(p.path.startswith("edges") for p in problems):
+        return problems
+    graph = Graph([n.key for n in spec.nodes], edges)
+    try:
+        order = graph.topological_order()
+    except CycleError as exc:
+        cycle = " -> ".join(exc.nodes)
+        problems.append(FlowProblem("edges", f"the graph has a cycle: {cycle}"))
+        return problems
+    _check_inputs(spec, nodes, problems)
+    _check_schemas(spec, nodes, graph, order, problems)
+    return problems
+
+
+def _check_nodes(spec: FlowSpec, problems: list[FlowProblem]) -> dict[str, Node]:
+    """Instantiate every node whose type and config are valid; record the others' problems."""
+    instances: dict[str, Node] = {}
+    first_index: dict[str, int] = {}
+    known = ", ".join(registry.types())
+    for index, node in enumerate(spec.nodes):
+        path = f"nodes[{index}]"
+        if node.key in first_index:
+            problems.append(
+                FlowProblem(
+                    f"{path}.key",
+                    f"duplicate key '{node.key}' (also nodes[{first_index[node.key]}])",
+                    node.key,
+                )
+            )
+            continue
+        first_index[node.key] = index
+        cls = registry.get(node.type)
+        if cls is None:
+            problems.append(
+                FlowProblem(
+                    f"{path}.type", f"unknown node type '{node.type}' (known: {known})", node.key
+                )
+            )
+            continue
+        try:
+            instances[node.key] = cls(cls.Config.model_validate(node.config))
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, f"{path}.config", node.key))
+    return instances
+
+
+def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProblem]) -> list[Edge]:
+    keys = {n.key: n.type for n in spec.nodes}
+    edges: list[Edge] = []
+    seen: dict[Edge, int] = {}
+    for index, edge in enumerate(spec.edges):
+        path = f"edges[{index}]"
+        missing = [
+            (end, key)
+            for end, key in (("from", edge.source), ("to", edge.target))
+            if key not in keys
+        ]
+        for end, key in missing:
+            problems.append(FlowProblem(f"{path}.{end}", f"unknown node '{key}'"))
+        if missing or edge.source not in nodes or edge.target not in nodes:
+            continue  # unknown nodes, or nodes already reported as invalid
+        source, target = nodes[edge.source], nodes[edge.target]
+        if edge.source == edge.target:
+            problems.append(FlowProblem(path, "an edge cannot join a node to itself", edge.target))
+            continue
+        if target.is_source:
+            problems.append(
+                FlowProblem(
+                    f"{path}.to",
+                    f"node '{edge.target}' is a source ({keys[edge.target]}) and takes no input",
+                    edge.target,
+                )
+            )
+            continue
+        out_port = _port(
+            source.outputs, edge.source_port, f"{path}.from_port", edge.source, problems
+        )
+        in_port = _port(target.inputs, edge.target_port, f"{path}.to_port", edge.target, problems)
+        if out_port is None or in_port is None:
+            continue
+        if not can_connect(out_port.kind, in_port.kind):
+            problems.append(
+                FlowProblem(
+                    path,
+                    f"port kinds do not fit: {edge.source}.{out_port.name} ({out_port.kind}) "
+                    f"-> {edge.target}.{in_port.name} ({in_port.kind})",
+                    edge.target,
+                )
+            )
+            continue
+        resolved = Edge(edge.source, out_port.name, edge.target, in_port.name)
+        if resolved in seen:
+            problems.append(FlowProblem(path, f"duplicate of edges[{seen[resolved]}]", edge.target))
+            continue
+        seen[resolved] = index
+        edges.append(resolved)
+    return edges
+
+
+def _port(ports: Any, name: str, path: str, node: str, problems: list[FlowProblem]) -> Any:
+    if not name:
+        if len(ports) == 1:
+            return ports[0]
+        names = ", ".join(p.name for p in ports) or "none"
+        problems.append(
+            FlowProblem(path, f"node '{node}' has several ports ({names}): name one", node)
+        )
+        return None
+    port = next((p for p in ports if p.name == name), None)
+    if port is None:
+        names = ", ".join(p.name for p in ports) or "none"
+        problems.append(
+            FlowProblem(path, f"node '{node}' has no port '{name}' (ports: {names})", node)
+        )
+    return port
+
+
+def _check_inputs(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProblem]) -> None:
+    """Required inputs must have an edge (counting edges already reported as faulty)."""
+    for index, node in enumerate(spec.nodes):
+        instance = nodes.get(node.key)
+        if instance is None:
+            continue
+        ports = [e.target_port or "*" for e in spec.edges if e.target == node.key]
+        for port in instance.inputs:
+            if port.required and port.name not in ports and "*" not in ports:
+                problems.append(
+                    FlowProblem(
+                        f"nodes[{index}].inputs.{port.name}",
+                        f"required input '{port.name}' is not connected",
+                        node.key,
+                    )
+                )
+
+
+def _check_schemas(
+    spec: FlowSpec,
+    nodes: dict[str, Node],
+    graph: Graph,
+    order: list[str],
+    problems: list[FlowProblem],
+) -> None:
+    """Propagate record schemas in topological order and let each node check its fields."""
+    index_of = {node.key: i for i, node in enumerate(spec.nodes)}
+    schemas: dict[str, RecordSchema] = {}
+    for key in order:
+        instance = nodes.get(key)
+        if instance is None:
+            schemas[key] = RecordSchema.unknown()
+            continue
+        inputs = _input_schemas(graph, key, schemas)
+        for problem in instance.check(inputs):
+            path = (
+                f"nodes[{index_of[key]}].{problem.path}"
+                if problem.path
+                else f"nodes[{index_of[key]}]"
+            )
+            problems.append(FlowProblem(path, problem.message, key))
+        schemas[key] = instance.output_schema(inputs)
+
+
+def _input_schemas(
+    graph: Graph, key: str, schemas: dict[str, RecordSchema]
+) -> dict[str, RecordSchema]:
+    """The schema on each input port; several edges into one port merge (unknown wins)."""
+    merged: dict[str, RecordSchema] = {}
+    for edge in graph.parents[key]:
+        incoming = schemas[edge.source]
+        current = merged.get(edge.target_port)
+        if current is None:
+            merged[edge.target_port] = incoming
+        elif current.fields is None or incoming.fields is None:
+            merged[edge.target_port] = RecordSchema.unknown()
+        else:
+            merged[edge.target_port] = RecordSchema({**current.fields, **incoming.fields})
+    return merged

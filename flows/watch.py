@@ -1,0 +1,44 @@
+"""Follow a run from outside: yield a line whenever a node's status or row count changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from flows.models import FlowRun, NodeRun
+
+
+def node_line(node: NodeRun) -> str:
+    line = (
+        f"{node.node_key:<20} {node.status:<10} rows in {node.rows_in:>9,}  out {node.rows_out:>9,}"
+    )
+    if node.duration_ms is not None:
+        line += f"  {node.duration_ms / 1000:7.2f}s"
+    return line
+
+
+def watch_run(run: FlowRun, timeout: float, poll_s: float = 0.25) -> Iterator[str]:
+    """Yield progress lines until the run finishes or ``timeout`` passes (run is refreshed)."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, tuple[str, int, int]] = {}
+    while True:
+        run.refresh_from_db()
+        for node in run.node_runs.order_by("position"):
+            state = (node.status, node.rows_in, node.rows_out)
+            if seen.get(node.node_key) != state and node.status != "pending":
+                seen[node.node_key] = state
+                yield node_line(node)
+        if run.is_finished or time.monotonic() >= deadline:
+            return
+        time.sleep(poll_s)
+
+
+def summary_table(run: FlowRun) -> list[str]:
+    header = f"{'NODE':<20} {'STATUS':<10} {'ROWS IN':>9} {'ROWS OUT':>9} {'TIME':>8}"
+    lines = [header]
+    for node in run.node_runs.order_by("position"):
+        duration = f"{node.duration_ms / 1000:.2f}s" if node.duration_ms is not None else "-"
+        lines.append(
+            f"{node.node_key:<20} {node.status:<10} {node.rows_in:>9,} {node.rows_out:>9,} {duration:>8}"
+        )
+    return lines

@@ -1,0 +1,117 @@
+"""Shared fixtures: a real Celery worker process on Redis, and flow files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from flowplatform.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = "postgres://postgres@127.0.0.1:5432"
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(message or f"condition not met within {timeout}s")
+
+
+class WorkerProcess:
+    """A real ``celery worker`` subprocess bound to the test database and a private queue."""
+
+    def __init__(self, db_name: str, concurrency: int = 2, name: str | None = None) -> None:
+        self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.log_path = Path(os.environ["FLOWPLATFORM_VAR_DIR"]) / f"{self.name}.log"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": f"{PG_URL}/{db_name}",
+        }
+        self.args = [
+            sys.executable, "-m", "celery", "-A", "flowplatform", "worker",
+            "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
+            "--hostname", self.name, "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log, stderr=log)
+        wait_until(self._ready, timeout, 0.25, f"worker did not start; see {self.log_path}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"worker exited with {self.process.returncode}; see {self.log_path}")
+        replies = celery_app.control.ping(destination=[self.name], timeout=0.5)
+        return bool(replies)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def _clean_broker() -> None:
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def worker_process(
+    django_db_setup: None, django_db_blocker: Any, _clean_broker: None
+) -> Iterator[WorkerProcess]:
+    """One worker for the session, on the test database (created by pytest-django)."""
+    worker = WorkerProcess(settings.DATABASES["default"]["NAME"]).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(worker_process: WorkerProcess, transactional_db: None) -> WorkerProcess:
+    """A running worker; the test's data is committed so that the worker sees it."""
+    return worker_process
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Execute canvases in-process (the embedded mode) for this test."""
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def minimal_flow() -> dict[str, Any]:
+    """The minimal flow as a flow file (a fresh copy per test)."""
+    data = json.loads((ROOT / "examples" / "paid-orders.json").read_text())
+    return copy.deepcopy(data)

@@ -1,0 +1,149 @@
+"""The flows-as-code commands: importflow, exportflow, runflow, addconnection."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from flows.models import Flow, FlowNode, FlowVersion
+from nodes.models import Connection
+
+pytestmark = pytest.mark.django_db
+
+
+def write(tmp_path: Path, data: Any, name: str = "flow.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_import_creates_then_updates(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
+    path = write(tmp_path, minimal_flow)
+    assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' created (version 1)"
+    minimal_flow["nodes"][3]["config"]["batch_size"] = 10
+    write(tmp_path, minimal_flow)
+    assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' updated (version 2)"
+    assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' updated (version 2)"
+
+
+def test_export_round_trips(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
+    run("importflow", str(write(tmp_path, minimal_flow)))
+    exported = json.loads(run("exportflow", "paid-orders-to-crm"))
+    assert exported == minimal_flow
+    # and importing the export changes nothing
+    run("importflow", str(write(tmp_path, exported, "again.json")))
+    assert FlowVersion.objects.count() == 1
+
+
+def test_export_to_a_file(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
+    run("importflow", str(write(tmp_path, minimal_flow)))
+    target = tmp_path / "out.json"
+    run("exportflow", "paid-orders-to-crm", "--output", str(target))
+    assert json.loads(target.read_text())["slug"] == "paid-orders-to-crm"
+
+
+def test_a_refused_file_changes_nothing(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
+    run("importflow", str(write(tmp_path, minimal_flow)))
+    minimal_flow["nodes"][1]["config"]["conditions"][0]["op"] = "eqq"
+    minimal_flow["nodes"][3]["config"]["batch_size"] = 7
+    with pytest.raises(CommandError) as caught:
+        run("importflow", str(write(tmp_path, minimal_flow)))
+    assert "nodes[1].config.conditions[0].op (node 'paid')" in str(caught.value)
+    assert FlowNode.objects.get(key="push").config.get("batch_size") == 100
+    assert FlowVersion.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "invalid JSON at line 1 column 2"),
+        ("[]", "a flow file must be a JSON object"),
+        ('{"slug": "x"}', "name: Field required"),
+    ],
+)
+def test_bad_files_get_one_readable_line(tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        run("importflow", str(write(tmp_path, content)))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert Flow.objects.count() == 0
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="cannot read file"):
+        run("importflow", str(tmp_path / "nope.json"))
+
+
+def test_export_unknown_flow() -> None:
+    with pytest.raises(CommandError, match="flow 'nope' does not exist"):
+        run("exportflow", "nope")
+
+
+def test_runflow_unknown_flow() -> None:
+    with pytest.raises(CommandError, match="flow 'nope' does not exist"):
+        run("runflow", "nope")
+
+
+def test_runflow_bad_param() -> None:
+    with pytest.raises(CommandError, match="must look like NAME=VALUE"):
+        run("runflow", "nope", "--param", "novalue")
+
+
+def test_addconnection_stores_the_url_encrypted() -> None:
+    out = run("addconnection", "warehouse", "postgresql://etl:s3cret@db.internal:5432/dw")
+    assert (
+        out.strip() == "connection 'warehouse' created (postgresql://etl:***@db.internal:5432/dw)"
+    )
+    connection = Connection.objects.get(name="warehouse")
+    assert "s3cret" not in connection.encrypted_url
+    assert "s3cret" not in connection.display_url
+    assert connection.secret_url() == "postgresql://etl:s3cret@db.internal:5432/dw"
+    out = run("addconnection", "warehouse", "postgresql://etl:other@db.internal/dw")
+    assert "updated" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x/y", "unsupported scheme 'ftp'"),
+        ("postgresql:///dw", "postgresql URLs need a host"),
+        ("http://host:99999/", "not a valid URL"),
+        ("sqlite://", "sqlite URLs need a file path"),
+    ],
+)
+def test_addconnection_refuses_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run("addconnection", "x", url)
+    assert Connection.objects.count() == 0
+
+
+def test_addconnection_refuses_bad_names() -> None:
+    with pytest.raises(CommandError, match="must use only letters"):
+        run("addconnection", "has space", "http://x/")
+
+
+def test_secrets_never_reach_an_export(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
+    run(
+        "addconnection",
+        "crm",
+        "https://bot:hunter2@crm.example/api",
+        "--header",
+        "Authorization=Bearer tok-123",
+    )
+    run("importflow", str(write(tmp_path, minimal_flow)))
+    exported = run("exportflow", "paid-orders-to-crm")
+    assert "hunter2" not in exported and "tok-123" not in exported
+    connection = Connection.objects.get(name="crm")
+    assert "hunter2" not in repr(connection.info()) and "tok-123" not in repr(connection.info())
+    assert connection.header_names == ["Authorization"]

@@ -1,0 +1,47 @@
+"""A third-party node package as the registry sees one: registered through an entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from pydantic import Field
+
+from nodes.sdk import ExecutionContext, Node, NodeConfig, Port, PortKind, RecordSchema, RecordStream
+from nodes.sdk.node import Batch, first_input
+
+
+class UpperConfig(NodeConfig):
+    field: str = Field(description="The string field to upper-case.")
+
+
+class UpperNode(Node):
+    """Upper-cases one string field of every record."""
+
+    type = "dummy_upper"
+    label = "Upper-case (plugin)"
+    description = "Upper-cases one field. Shipped by a plugin package."
+    Config = UpperConfig
+    partitionable = True
+
+    def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
+        return next(iter(inputs.values()), RecordSchema.unknown())
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        name = self.config.field  # type: ignore[attr-defined]
+        for batch in first_input(inputs):
+            yield [{**r, name: str(r.get(name, "")).upper()} for r in batch]
+
+
+class AuditNode(Node):
+    """Counts summaries; its input takes summaries only (to exercise port kinds)."""
+
+    type = "dummy_audit"
+    label = "Audit summaries (plugin)"
+    inputs = (Port("summaries", PortKind.SUMMARY),)
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        yield [{"summaries": sum(len(b) for b in first_input(inputs))}]

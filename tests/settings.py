@@ -1,0 +1,26 @@
+"""Test settings: the production settings module, pointed at the real local services.
+
+Every value can still be overridden from the environment (CI uses the defaults below).
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# A dummy node plugin package, installed the way pip would (a dist-info with entry points).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "plugins"))
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flowplatform")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"flowplatform-test-{os.getpid()}")
+os.environ.setdefault("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", "true")
+os.environ.setdefault("FLOWPLATFORM_VAR_DIR", tempfile.mkdtemp(prefix="flowplatform-test-"))
+os.environ.setdefault(
+    "FLOW_DATA_STORAGE", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "flowdata")
+)
+os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+
+from flowplatform.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
