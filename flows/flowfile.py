@@ -8,6 +8,7 @@ from django.db import transaction
 
 from flows.definition import FlowSpec
 from flows.models import Flow, FlowEdge, FlowNode
+from flows.sections import sections
 from flows.validation import FlowValidationError, parse_flow, validate_spec
 from flows.versions import ensure_current_version
 
@@ -21,6 +22,9 @@ def apply_flow_file(data: Any) -> tuple[Flow, bool]:
     spec, problems = parse_flow(data)
     if spec is not None:
         problems = validate_spec(spec)
+        for section in sections():
+            if data.get(section.key) is not None:
+                problems.extend(section.validate(data[section.key]))
     if problems or spec is None:
         raise FlowValidationError(problems)
     with transaction.atomic():
@@ -32,6 +36,8 @@ def apply_flow_file(data: Any) -> tuple[Flow, bool]:
             flow.save(update_fields=["name", "description", "updated_at"])
         replace_graph(flow, spec)
         ensure_current_version(flow)
+        for section in sections():
+            section.apply(flow, data.get(section.key))
     return flow, created
 
 
@@ -74,4 +80,8 @@ def export_flow(flow: Flow) -> dict[str, Any]:
             item["to_port"] = edge.target_port
         edges.append(item)
     data["edges"] = edges
+    for section in sections():
+        value = section.export(flow)
+        if value is not None:
+            data[section.key] = value
     return data

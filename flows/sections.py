@@ -1,0 +1,42 @@
+"""Extra sections of a flow file owned by other apps (e.g. ``schedules`` by ``scheduling``).
+
+``flows`` must not import the apps that depend on it, so they register here (in their
+``AppConfig.ready``) how to validate, apply and export their section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.models import Flow
+    from flows.validation import FlowProblem
+
+
+@dataclass(frozen=True)
+class FlowFileSection:
+    """How one top-level key of a flow file is validated, applied and exported.
+
+    - ``validate(value) -> problems`` with paths relative to the file (``schedules[0].cron``);
+    - ``apply(flow, value)`` runs inside the import transaction (``value`` is None when the
+      file omits the key: leave the flow's current items alone);
+    - ``export(flow) -> value or None`` (None: omit the key).
+    """
+
+    key: str
+    validate: Callable[[Any], list[FlowProblem]]
+    apply: Callable[[Flow, Any], None]
+    export: Callable[[Flow], Any]
+
+
+_sections: dict[str, FlowFileSection] = {}
+
+
+def register_section(section: FlowFileSection) -> None:
+    _sections[section.key] = section
+
+
+def sections() -> list[FlowFileSection]:
+    return list(_sections.values())
