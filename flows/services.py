@@ -15,7 +15,7 @@ from flows import transitions
 from flows.engine.canvas import build_canvas
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
-from flows.models import Flow, FlowRun, NodeRun, RunStatus, Trigger
+from flows.models import Flow, FlowRun, FlowVersion, NodeRun, RunStatus, Trigger
 from flows.versions import ensure_current_version
 
 logger = logging.getLogger("flowplatform.engine")
@@ -32,15 +32,17 @@ def start_run(
     *,
     interval_start: datetime | None = None,
     interval_end: datetime | None = None,
+    version: FlowVersion | None = None,
 ) -> FlowRun:
     """Validate the flow, snapshot its version, record a queued run and dispatch it on commit.
 
+    ``version`` pins an existing version (re-runs); by default the flow's current graph is used.
     Raises ``Flow.DoesNotExist`` for an unknown slug and ``FlowValidationError`` for an invalid
     flow (nothing is recorded then).
     """
     flow = flow_or_slug if isinstance(flow_or_slug, Flow) else Flow.objects.get(slug=flow_or_slug)
     with transaction.atomic():
-        version = ensure_current_version(flow)
+        version = version or ensure_current_version(flow)
         run = FlowRun.objects.create(
             flow=flow,
             version=version,
@@ -85,6 +87,18 @@ def cancel_run(run: FlowRun) -> bool:
     cancelled = transitions.finish_run(str(run.id), RunStatus.CANCELLED, "cancelled by request")
     run.refresh_from_db()
     return cancelled
+
+
+def rerun(run: FlowRun, *, latest: bool = False) -> FlowRun:
+    """Start a new run with the same params and data interval, on the same version by default."""
+    return start_run(
+        run.flow,
+        params=dict(run.params),
+        trigger=Trigger.RERUN,
+        interval_start=run.interval_start,
+        interval_end=run.interval_end,
+        version=None if latest else run.version,
+    )
 
 
 def downstream_of(run: FlowRun, node_key: str) -> set[str]:
