@@ -11,10 +11,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class NodePolicy(_Strict):
+    """How the engine retries and limits one node."""
+
+    max_retries: int = Field(
+        default=0, ge=0, le=20, description="Retries after a failure that a retry can help."
+    )
+    retry_backoff_s: float = Field(
+        default=2.0, gt=0, le=3600, description="First retry delay; doubles per retry, jittered."
+    )
+    retry_backoff_max_s: float = Field(default=300.0, gt=0, le=86400, description="Delay cap.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=86400, description="Soft time limit of one attempt (hard: +30 s)."
+    )
+
+
 class NodeSpec(_Strict):
     key: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="Unique within the flow.")
     type: str = Field(min_length=1, max_length=100, description="A node type from the catalog.")
     config: dict[str, Any] = Field(default_factory=dict)
+    policy: NodePolicy | None = None
 
 
 class EdgeSpec(_Strict):
@@ -28,22 +44,9 @@ class FlowSpec(_Strict):
     slug: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
+    run_timeout_s: int | None = Field(
+        default=None, gt=0, le=7 * 86400, description="Fail a run still active after this."
+    )
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     schedules: list[dict[str, Any]] | None = None
-
-
-def graph_definition(spec: FlowSpec) -> dict[str, Any]:
-    """The versioned part of a flow (no slug, name or schedules) in flow-file form."""
-    edges = []
-    for edge in spec.edges:
-        item: dict[str, str] = {"from": edge.source, "to": edge.target}
-        if edge.source_port:
-            item["from_port"] = edge.source_port
-        if edge.target_port:
-            item["to_port"] = edge.target_port
-        edges.append(item)
-    return {
-        "nodes": [{"key": n.key, "type": n.type, "config": n.config} for n in spec.nodes],
-        "edges": edges,
-    }

@@ -29,11 +29,17 @@ def apply_flow_file(data: Any) -> tuple[Flow, bool]:
         raise FlowValidationError(problems)
     with transaction.atomic():
         flow, created = Flow.objects.select_for_update().get_or_create(
-            slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
+            slug=spec.slug,
+            defaults={
+                "name": spec.name,
+                "description": spec.description,
+                "run_timeout_s": spec.run_timeout_s,
+            },
         )
         if not created:
             flow.name, flow.description = spec.name, spec.description
-            flow.save(update_fields=["name", "description", "updated_at"])
+            flow.run_timeout_s = spec.run_timeout_s
+            flow.save(update_fields=["name", "description", "run_timeout_s", "updated_at"])
         replace_graph(flow, spec)
         ensure_current_version(flow)
         for section in sections():
@@ -46,7 +52,14 @@ def replace_graph(flow: Flow, spec: FlowSpec) -> None:
     flow.edges.all().delete()
     flow.nodes.all().delete()
     rows = FlowNode.objects.bulk_create(
-        FlowNode(flow=flow, key=n.key, type=n.type, config=n.config, position=i)
+        FlowNode(
+            flow=flow,
+            key=n.key,
+            type=n.type,
+            config=n.config,
+            policy=n.policy.model_dump(exclude_defaults=True) if n.policy else {},
+            position=i,
+        )
         for i, n in enumerate(spec.nodes)
     )
     by_key = {row.key: row for row in rows}
@@ -63,14 +76,21 @@ def replace_graph(flow: Flow, spec: FlowSpec) -> None:
     )
 
 
+def node_entry(node: FlowNode) -> dict[str, Any]:
+    entry: dict[str, Any] = {"key": node.key, "type": node.type, "config": node.config}
+    if node.policy:
+        entry["policy"] = node.policy
+    return entry
+
+
 def export_flow(flow: Flow) -> dict[str, Any]:
     """The flow as a flow file. Connections are referred to by name: no secret is ever included."""
     data: dict[str, Any] = {"slug": flow.slug, "name": flow.name}
     if flow.description:
         data["description"] = flow.description
-    data["nodes"] = [
-        {"key": n.key, "type": n.type, "config": n.config} for n in flow.nodes.order_by("position")
-    ]
+    if flow.run_timeout_s:
+        data["run_timeout_s"] = flow.run_timeout_s
+    data["nodes"] = [node_entry(n) for n in flow.nodes.order_by("position")]
     edges = []
     for edge in flow.edges.select_related("source", "target").order_by("position"):
         item = {"from": edge.source.key, "to": edge.target.key}

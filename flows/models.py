@@ -14,6 +14,9 @@ class Flow(models.Model):
     slug = models.SlugField("slug", max_length=100, unique=True, help_text="Stable identifier.")
     name = models.CharField("name", max_length=200)
     description = models.TextField("description", blank=True, default="")
+    run_timeout_s = models.PositiveIntegerField(
+        "run timeout (s)", null=True, blank=True, help_text="Fail a run still active after this."
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
@@ -36,6 +39,9 @@ class FlowNode(models.Model):
     key = models.SlugField("key", max_length=100, help_text="Unique within the flow.")
     type = models.CharField("node type", max_length=100, help_text="A type from the node catalog.")
     config = models.JSONField("config", default=dict, blank=True)
+    policy = models.JSONField(
+        "policy", default=dict, blank=True, help_text="Retries, backoff and timeout of this node."
+    )
     position = models.PositiveIntegerField(
         "position", default=0, help_text="Order in the flow file."
     )
@@ -126,6 +132,9 @@ class FlowRun(models.Model):
     started_at = models.DateTimeField("started", null=True, blank=True)
     finished_at = models.DateTimeField("finished", null=True, blank=True)
     error = models.TextField("error", blank=True, default="")
+    redispatches = models.PositiveIntegerField(
+        "re-dispatches", default=0, help_text="Times the reaper re-sent a stalled run."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -186,6 +195,21 @@ class NodeRun(models.Model):
     traceback = models.TextField("traceback", blank=True, default="")
     output_ref = models.CharField(
         "output", max_length=500, blank=True, default="", help_text="Flow-data storage name."
+    )
+    workers_lost = models.PositiveIntegerField(
+        "workers lost", default=0, help_text="Deliveries whose worker died mid-execution."
+    )
+    task_id = models.CharField("task id", max_length=255, blank=True, default="")
+    checkpoint = models.JSONField(
+        "checkpoint", null=True, blank=True, help_text="Progress a re-delivered node resumes from."
+    )
+    reused_from = models.ForeignKey(
+        FlowRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The run whose output this node reused (reruns from a later node).",
     )
 
     class Meta:

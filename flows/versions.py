@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
-from flows.definition import FlowSpec
+from flows.definition import FlowSpec, NodePolicy
 from flows.models import Flow, FlowVersion
 from flows.validation import FlowValidationError, validate_spec
 from nodes.registry import registry
@@ -37,8 +37,17 @@ def resolved_definition(spec: FlowSpec) -> dict[str, Any]:
             }
         )
     return {
-        "nodes": [{"key": n.key, "type": n.type, "config": n.config} for n in spec.nodes],
+        "nodes": [
+            {
+                "key": n.key,
+                "type": n.type,
+                "config": n.config,
+                "policy": (n.policy or NodePolicy()).model_dump(),
+            }
+            for n in spec.nodes
+        ],
         "edges": edges,
+        "run_timeout_s": spec.run_timeout_s,
     }
 
 

@@ -18,15 +18,44 @@ from flows.engine import tasks
 from flows.graph import Graph
 
 
-def build_canvas(run_id: str, definition: dict[str, Any]) -> Signature:
+def node_task_id(run_id: str, node_key: str, generation: int = 0) -> str:
+    """Deterministic task ids let ``cancel`` revoke a run's tasks without storing them."""
+    return f"{run_id}:{node_key}:{generation}"
+
+
+def node_signature(run_id: str, node: dict[str, Any], generation: int = 0) -> Signature:
+    """The task of one node, with its time limits from the node's policy."""
+    signature = tasks.run_node.si(run_id, node["key"]).set(
+        task_id=node_task_id(run_id, node["key"], generation)
+    )
+    timeout = (node.get("policy") or {}).get("timeout_s")
+    if timeout:
+        signature.set(soft_time_limit=timeout, time_limit=timeout + HARD_LIMIT_GRACE_S)
+    return signature
+
+
+HARD_LIMIT_GRACE_S = 30
+
+
+def build_canvas(
+    run_id: str,
+    definition: dict[str, Any],
+    only: set[str] | None = None,
+    generation: int = 0,
+) -> Signature:
+    """The run's canvas; ``only`` restricts it to some nodes (resume, rerun from a node)."""
+    nodes = {node["key"]: node for node in definition["nodes"]}
     steps: list[Signature] = []
-    for level in Graph.from_definition(definition).levels():
+    for full_level in Graph.from_definition(definition).levels():
+        level = [key for key in full_level if only is None or key in only]
+        if not level:
+            continue
         if steps and isinstance(steps[-1], group) and len(level) > 1:
             steps.append(tasks.barrier.si())
         if len(level) == 1:
-            steps.append(tasks.run_node.si(run_id, level[0]))
+            steps.append(node_signature(run_id, nodes[level[0]], generation))
         else:
-            steps.append(group(tasks.run_node.si(run_id, key) for key in level))
+            steps.append(group(node_signature(run_id, nodes[key], generation) for key in level))
     steps.append(tasks.finish_run.si(run_id))
     canvas = chain(*steps)
     canvas.on_error(tasks.fail_run.s(run_id))
