@@ -174,6 +174,33 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEO
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 CELERY_TASK_TIME_LIMIT = FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Publishing to a broker that is down fails within seconds instead of hanging.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 3)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+# --- Fault tolerance (docs/operations.md) ------------------------------------------------------
+# A running node touches its heartbeat this often; the reaper treats one silent for
+# FLOWPLATFORM_STALE_AFTER_S (and not held by a live process) as lost.
+FLOWPLATFORM_HEARTBEAT_S = env_int("FLOWPLATFORM_HEARTBEAT_S", 10)
+FLOWPLATFORM_STALE_AFTER_S = env_int("FLOWPLATFORM_STALE_AFTER_S", 120)
+# A node whose worker died this many times fails ("poison" node) instead of looping.
+FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
+# A stalled run is re-dispatched at most this many times, then failed.
+FLOWPLATFORM_MAX_REDISPATCHES = env_int("FLOWPLATFORM_MAX_REDISPATCHES", 3)
+FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 30)
+if FLOWPLATFORM_STALE_AFTER_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
+    raise SettingsError("FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S")
+CELERY_BEAT_SCHEDULE = {
+    "flowplatform-reap-stalled-runs": {
+        "task": "flows.reap_stalled_runs",
+        "schedule": float(FLOWPLATFORM_REAPER_INTERVAL_S),
+    }
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Logging ---------------------------------------------------------------------------------

@@ -7,15 +7,16 @@ import time
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from celery.exceptions import CeleryError
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
 from flows import transitions
-from flows.engine.canvas import build_canvas
+from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
-from flows.models import Flow, FlowRun, FlowVersion, NodeRun, RunStatus, Trigger
+from flows.models import Flow, FlowRun, FlowVersion, NodeRun, NodeStatus, RunStatus, Trigger
 from flows.versions import ensure_current_version
 
 logger = logging.getLogger("flowplatform.engine")
@@ -23,6 +24,10 @@ logger = logging.getLogger("flowplatform.engine")
 
 class DispatchError(Exception):
     """The run was recorded but could not be handed to the broker; it has been failed."""
+
+
+class RerunError(Exception):
+    """A rerun was asked of a node that cannot be rerun from (unknown, or upstream not reusable)."""
 
 
 def start_run(
@@ -33,14 +38,18 @@ def start_run(
     interval_start: datetime | None = None,
     interval_end: datetime | None = None,
     version: FlowVersion | None = None,
+    reuse: dict[str, NodeRun] | None = None,
 ) -> FlowRun:
     """Validate the flow, snapshot its version, record a queued run and dispatch it on commit.
 
     ``version`` pins an existing version (re-runs); by default the flow's current graph is used.
+    ``reuse`` maps node keys to succeeded node runs of an earlier run whose outputs this run
+    takes instead of executing those nodes.
     Raises ``Flow.DoesNotExist`` for an unknown slug and ``FlowValidationError`` for an invalid
     flow (nothing is recorded then).
     """
     flow = flow_or_slug if isinstance(flow_or_slug, Flow) else Flow.objects.get(slug=flow_or_slug)
+    reuse = reuse or {}
     with transaction.atomic():
         version = version or ensure_current_version(flow)
         run = FlowRun.objects.create(
@@ -52,17 +61,28 @@ def start_run(
             interval_end=interval_end,
         )
         NodeRun.objects.bulk_create(
-            NodeRun(run=run, node_key=node["key"], node_type=node["type"], position=index)
+            _node_run(run, index, node, reuse.get(node["key"]))
             for index, node in enumerate(version.definition["nodes"])
         )
-        transaction.on_commit(lambda: dispatch(run))
+        only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
+        transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
     run.refresh_from_db()
     return run
 
 
-def dispatch(run: FlowRun) -> None:
+def _node_run(run: FlowRun, index: int, node: dict[str, Any], reused: NodeRun | None) -> NodeRun:
+    node_run = NodeRun(run=run, node_key=node["key"], node_type=node["type"], position=index)
+    if reused is not None:
+        node_run.status = NodeStatus.SUCCEEDED
+        node_run.rows_in, node_run.rows_out = reused.rows_in, reused.rows_out
+        node_run.output_ref = reused.output_ref
+        node_run.reused_from_id = reused.run_id
+    return node_run
+
+
+def dispatch(run: FlowRun, only: set[str] | None = None, generation: int = 0) -> None:
     """Send the run's canvas to the broker (or execute it in-process in embedded mode)."""
-    canvas = build_canvas(str(run.id), run.version.definition)
+    canvas = build_canvas(str(run.id), run.version.definition, only=only, generation=generation)
     try:
         canvas.apply_async()
     except NodeFailed:
@@ -70,6 +90,38 @@ def dispatch(run: FlowRun) -> None:
     except (BrokerError, CeleryError, OSError) as exc:
         transitions.finish_run(str(run.id), RunStatus.FAILED, f"broker unavailable: {exc}")
         raise DispatchError(f"run {run.id} could not be dispatched: broker unavailable") from exc
+
+
+def redispatch(run: FlowRun, generation: int) -> None:
+    """Send again the part of a stalled run that has not succeeded."""
+    pending = set(
+        NodeRun.objects.filter(run=run)
+        .exclude(status=NodeStatus.SUCCEEDED)
+        .values_list("node_key", flat=True)
+    )
+    try:
+        dispatch(run, only=pending, generation=generation)
+    except DispatchError:
+        logger.warning("run %s could not be re-dispatched: broker unavailable", run.id)
+
+
+def revoke_run_tasks(run: FlowRun) -> None:
+    """Revoke the queued tasks of a run's unfinished nodes (every dispatch generation)."""
+    if current_app.conf.task_always_eager:
+        return
+    keys = NodeRun.objects.filter(run=run).exclude(status=NodeStatus.SUCCEEDED)
+    ids = [
+        node_task_id(str(run.id), key, generation)
+        for key in keys.values_list("node_key", flat=True)
+        for generation in range(run.redispatches + 1)
+    ]
+    if ids:
+        try:
+            current_app.control.revoke(ids)
+        except (BrokerError, OSError) as exc:
+            logger.warning(
+                "run %s: tasks not revoked (%s); they will stop on their own", run.id, exc
+            )
 
 
 def wait_for_run(run: FlowRun, timeout: float = 600, poll_s: float = 0.2) -> FlowRun:
@@ -83,23 +135,62 @@ def wait_for_run(run: FlowRun, timeout: float = 600, poll_s: float = 0.2) -> Flo
 
 
 def cancel_run(run: FlowRun) -> bool:
-    """Mark an active run cancelled; running nodes notice between batches. False if finished."""
+    """Cancel an active run: it ends ``cancelled`` at once, queued tasks are revoked, a running
+    node stops at its next batch, and nodes that had not started are ``skipped``.
+    Returns False when the run had already finished."""
     cancelled = transitions.finish_run(str(run.id), RunStatus.CANCELLED, "cancelled by request")
+    if cancelled:
+        revoke_run_tasks(run)
     run.refresh_from_db()
     return cancelled
 
 
-def rerun(run: FlowRun, *, latest: bool = False) -> FlowRun:
-    """Start a new run with the same params and data interval, on the same version by default."""
+def rerun(run: FlowRun, *, from_node: str | None = None, latest: bool = False) -> FlowRun:
+    """Start a new run with the same params and data interval.
+
+    With ``from_node`` (or, when the run failed, by default its first failed node) only that
+    node and what depends on it run again; every other node reuses this run's output. Without
+    a failed node or ``from_node`` the whole flow runs again. ``latest`` runs the flow's current
+    version instead of this run's (reused nodes must be unchanged in it).
+    """
+    version = ensure_current_version(run.flow) if latest else run.version
+    old_nodes = {n.node_key: n for n in run.node_runs.all()}
+    if from_node is None:
+        failed = [
+            n
+            for n in sorted(old_nodes.values(), key=lambda n: n.position)
+            if n.status == NodeStatus.FAILED
+        ]
+        from_node = failed[0].node_key if failed else None
+    reuse = _reusable(run, version, old_nodes, from_node) if from_node else {}
     return start_run(
         run.flow,
         params=dict(run.params),
         trigger=Trigger.RERUN,
         interval_start=run.interval_start,
         interval_end=run.interval_end,
-        version=None if latest else run.version,
+        version=version,
+        reuse=reuse,
     )
 
 
-def downstream_of(run: FlowRun, node_key: str) -> set[str]:
-    return Graph.from_definition(run.version.definition).descendants(node_key)
+def _reusable(
+    run: FlowRun, version: FlowVersion, old_nodes: dict[str, NodeRun], from_node: str
+) -> dict[str, NodeRun]:
+    graph = Graph.from_definition(version.definition)
+    if from_node not in graph.keys:
+        raise RerunError(f"node '{from_node}' is not in version {version.number} of the flow")
+    rerun_keys = {from_node} | graph.descendants(from_node)
+    old_specs = {n["key"]: n for n in run.version.definition["nodes"]}
+    reuse = {}
+    for node in version.definition["nodes"]:
+        key = node["key"]
+        if key in rerun_keys:
+            continue
+        old = old_nodes.get(key)
+        if old is None or old.status != NodeStatus.SUCCEEDED or not old.output_ref:
+            raise RerunError(f"node '{key}' did not succeed in run {run.id}: rerun from it instead")
+        if old_specs.get(key) != node:
+            raise RerunError(f"node '{key}' changed since run {run.id}: rerun from it instead")
+        reuse[key] = old
+    return reuse

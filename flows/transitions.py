@@ -7,6 +7,8 @@ second worker can never move a finished run or node backwards.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -33,43 +35,80 @@ def finish_run(run_id: str, status: str, error: str = "") -> bool:
         )
         if changed:
             FlowRun.objects.filter(id=run_id, started_at__isnull=True).update(started_at=now)
-            closed = NodeStatus.CANCELLED if status == RunStatus.CANCELLED else NodeStatus.SKIPPED
             NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
-                status=closed, finished_at=now
+                status=NodeStatus.SKIPPED, finished_at=now
             )
     return bool(changed)
 
 
-def claim_node(run_id: str, node_key: str) -> NodeRun | None:
-    """Take a node for execution (pending, or running after a redelivery); None if it is done.
+@dataclass
+class Claim:
+    """The outcome of claiming a node for execution.
 
-    The row lock serialises two deliveries of the same task: the second waits, then finds the
-    node no longer claimable or re-claims it only if the first gave it up.
+    ``execute``: run it (``took_over`` when an earlier delivery died mid-execution);
+    ``done``: it already succeeded, the canvas may go on; ``stop``: nothing to do here.
     """
+
+    outcome: str
+    node_run: NodeRun | None = None
+    took_over: bool = False
+
+
+def claim_node(node_run_id: int) -> Claim:
+    """Take a node for execution. Call it while holding the node's lease (``NodeLease``)."""
     with transaction.atomic():
-        node_run = (
-            NodeRun.objects.select_for_update()
-            .filter(run_id=run_id, node_key=node_key)
-            .select_related("run")
-            .first()
-        )
-        if node_run is None or node_run.run.status not in ACTIVE_RUN_STATUSES:
-            return None
-        NodeRun.objects.filter(pk=node_run.pk).update(deliveries=F("deliveries") + 1)
-        if node_run.status not in (NodeStatus.PENDING, NodeStatus.RUNNING):
-            return None
+        node_run = NodeRun.objects.select_for_update().select_related("run").get(pk=node_run_id)
+        NodeRun.objects.filter(pk=node_run_id).update(deliveries=F("deliveries") + 1)
+        if node_run.status == NodeStatus.SUCCEEDED:
+            return Claim("done", node_run)
+        if node_run.run.status not in ACTIVE_RUN_STATUSES or node_run.status not in (
+            NodeStatus.PENDING,
+            NodeStatus.RUNNING,
+        ):
+            return Claim("stop", node_run)
+        took_over = node_run.status == NodeStatus.RUNNING
         now = timezone.now()
-        NodeRun.objects.filter(pk=node_run.pk).update(
+        NodeRun.objects.filter(pk=node_run_id).update(
             status=NodeStatus.RUNNING,
             attempts=F("attempts") + 1,
+            workers_lost=F("workers_lost") + int(took_over),
             started_at=now,
             heartbeat_at=now,
             finished_at=None,
-            error="",
-            traceback="",
         )
     node_run.refresh_from_db()
-    return node_run
+    return Claim("execute", node_run, took_over)
+
+
+def retry_node(node_run: NodeRun, error: str, delay_s: float) -> bool:
+    """Put a failed attempt back to pending (its error kept) before the task is retried.
+
+    The heartbeat is set to the retry time, so the reaper does not take the wait for a stall.
+    """
+    return bool(
+        NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.RUNNING).update(
+            status=NodeStatus.PENDING,
+            error=error[:10000],
+            heartbeat_at=timezone.now() + timedelta(seconds=delay_s),
+        )
+    )
+
+
+def mark_redispatched(run_id: str) -> int:
+    """Count a re-dispatch of a stalled run; returns the new count (0 if it is not active)."""
+    with transaction.atomic():
+        changed = FlowRun.objects.filter(id=run_id, status__in=ACTIVE_RUN_STATUSES).update(
+            redispatches=F("redispatches") + 1
+        )
+        if not changed:
+            return 0
+        return FlowRun.objects.values_list("redispatches", flat=True).get(id=run_id)
+
+
+def save_checkpoint(node_run_id: int, value: Any) -> None:
+    NodeRun.objects.filter(pk=node_run_id, status=NodeStatus.RUNNING).update(
+        checkpoint=value, heartbeat_at=timezone.now()
+    )
 
 
 def heartbeat(node_run_id: int, **progress: Any) -> None:

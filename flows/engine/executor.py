@@ -21,6 +21,10 @@ logger = logging.getLogger("flowplatform.engine")
 PROGRESS_EVERY_S = 2.0
 
 
+class RunCancelled(Exception):
+    """The run was cancelled while this node was executing."""
+
+
 @dataclass
 class Outcome:
     rows_in: int
@@ -43,14 +47,19 @@ class RowCounter:
 class Progress:
     """Heartbeats and live row counts, written at most every ``PROGRESS_EVERY_S`` seconds."""
 
-    def __init__(self, node_run_id: int, rows_in: RowCounter) -> None:
+    def __init__(
+        self, node_run_id: int, rows_in: RowCounter, cancelled: CancelProbe | None = None
+    ) -> None:
         self.node_run_id = node_run_id
         self.rows_in = rows_in
         self.rows_out = 0
+        self.cancelled = cancelled
         self._last = time.monotonic()
 
     def wrap(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
+            if self.cancelled is not None and self.cancelled():
+                raise RunCancelled()
             self.rows_out += len(batch)
             now = time.monotonic()
             if now - self._last >= PROGRESS_EVERY_S:
@@ -121,6 +130,7 @@ def execute_node(node_run: NodeRun) -> Outcome:
         port: rows_in.wrap(stream)
         for port, stream in upstream_streams(node_run, definition).items()
     }
+    cancelled = CancelProbe(str(run.id))
     context = ExecutionContext(
         run_id=str(run.id),
         node_key=node_run.node_key,
@@ -131,9 +141,16 @@ def execute_node(node_run: NodeRun) -> Outcome:
         logger=logging.getLogger(f"flowplatform.node.{spec['type']}"),
         connection_lookup=lookup_connection,
         storage=flow_data_storage(),
-        is_cancelled=CancelProbe(str(run.id)),
+        is_cancelled=cancelled,
+        checkpoint=node_run.checkpoint,
+        save_checkpoint=lambda value: transitions.save_checkpoint(node_run.pk, value),
     )
-    progress = Progress(node_run.pk, rows_in)
+    progress = Progress(node_run.pk, rows_in, cancelled)
     name = output_name(str(run.id), node_run.node_key)
-    rows_out = write_batches(name, progress.wrap(node.execute(context, inputs)))
+    try:
+        rows_out = write_batches(name, progress.wrap(node.execute(context, inputs)))
+    except NodeError:
+        if cancelled():
+            raise RunCancelled() from None  # nodes that check is_cancelled raise NodeError
+        raise
     return Outcome(rows_in=rows_in.rows, rows_out=rows_out, output_ref=name)

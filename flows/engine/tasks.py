@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import random
 import traceback
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.conf import settings
 
 from flows import transitions
-from flows.engine.executor import execute_node
+from flows.engine.executor import RunCancelled, execute_node
+from flows.engine.heartbeat import Heartbeat
+from flows.engine.lease import NodeLease
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes.sdk import NodeError
@@ -22,19 +26,55 @@ class NodeFailed(Exception):
     """Raised by a node task after recording the failure, to stop the rest of the canvas."""
 
 
-@shared_task(name="flows.run_node", acks_late=True, reject_on_worker_lost=True)
-def run_node(run_id: str, node_key: str) -> str:
-    """Execute one node of a run. Safe to deliver twice: a finished node is not run again."""
-    node_run = transitions.claim_node(run_id, node_key)
+@shared_task(
+    bind=True,
+    name="flows.run_node",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def run_node(self: Any, run_id: str, node_key: str) -> str:
+    """Execute one node of a run. Safe to deliver twice: it never runs twice at once, a finished
+    node is not run again, and a delivery whose worker died is taken over by the next one."""
+    node_run = NodeRun.objects.filter(run_id=run_id, node_key=node_key).first()
     if node_run is None:
-        return _after_unclaimable(run_id, node_key)
-    transitions.mark_run_running(run_id)
+        raise Ignore()
+    if node_run.status == NodeStatus.SUCCEEDED:
+        return node_key  # a duplicate delivery: let the canvas go on
+    lease = NodeLease(node_run.pk)
+    if not lease.acquire():
+        logger.info("run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key)
+        raise Ignore()
     try:
-        outcome = execute_node(node_run)
+        return _run_claimed(self, node_run.pk, node_key)
+    finally:
+        lease.release()
+
+
+def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:
+    claim = transitions.claim_node(node_run_id)
+    if claim.outcome == "done":
+        return node_key
+    if claim.outcome == "stop" or claim.node_run is None:
+        raise Ignore()
+    node_run = claim.node_run
+    if claim.took_over:
+        logger.warning("run %s node %s: worker lost, resuming", node_run.run_id, node_key)
+        if node_run.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
+            _fail(node_run, f"worker lost {node_run.workers_lost} times", "")
+    transitions.mark_run_running(str(node_run.run_id))
+    try:
+        with Heartbeat(node_run.pk):
+            outcome = execute_node(node_run)
+    except RunCancelled:
+        transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
+        raise Ignore() from None
     except NodeError as exc:
-        _fail(node_run, str(exc), traceback.format_exc())
+        _retry_or_fail(task, node_run, str(exc), exc.permanent)
+    except SoftTimeLimitExceeded:
+        _retry_or_fail(task, node_run, f"timed out after {_timeout(node_run)}s", False)
     except Exception as exc:  # noqa: BLE001 - any bug in a node must fail the run, not hang it
-        _fail(node_run, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False)
     transitions.finish_node(
         node_run,
         NodeStatus.SUCCEEDED,
@@ -42,20 +82,43 @@ def run_node(run_id: str, node_key: str) -> str:
         rows_out=outcome.rows_out,
         output_ref=outcome.output_ref,
     )
-    logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
+    logger.info(
+        "run %s node %s succeeded: %s rows out", node_run.run_id, node_key, outcome.rows_out
+    )
     return node_key
 
 
-def _after_unclaimable(run_id: str, node_key: str) -> str:
-    """A duplicate or late delivery: continue the chain only past a node that succeeded."""
-    status = (
-        NodeRun.objects.filter(run_id=run_id, node_key=node_key)
-        .values_list("status", flat=True)
-        .first()
-    )
-    if status == NodeStatus.SUCCEEDED:
-        return node_key
-    raise Ignore()
+def _policy(node_run: NodeRun) -> dict[str, Any]:
+    for node in node_run.run.version.definition["nodes"]:
+        if node["key"] == node_run.node_key:
+            return node.get("policy") or {}
+    return {}
+
+
+def _timeout(node_run: NodeRun) -> Any:
+    return _policy(node_run).get("timeout_s")
+
+
+def retry_delay(policy: dict[str, Any], attempt: int) -> float:
+    """Exponential backoff with full jitter, capped: the delay before retry number ``attempt``."""
+    base = float(policy.get("retry_backoff_s", 2.0))
+    cap = float(policy.get("retry_backoff_max_s", 300.0))
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+
+
+def _retry_or_fail(task: Any, node_run: NodeRun, message: str, permanent: bool) -> None:
+    """Retry a failure a retry can help while the node's policy allows; otherwise fail."""
+    policy = _policy(node_run)
+    retries_done = node_run.attempts - 1 - node_run.workers_lost
+    if not permanent and retries_done < int(policy.get("max_retries", 0)):
+        delay = retry_delay(policy, retries_done + 1)
+        transitions.retry_node(node_run, message, delay)
+        logger.warning(
+            "run %s node %s attempt %s failed (%s); retrying in %.1fs",
+            node_run.run_id, node_run.node_key, node_run.attempts, message, delay,
+        )  # fmt: skip
+        raise task.retry(countdown=delay)
+    _fail(node_run, message, traceback.format_exc())
 
 
 def _fail(node_run: NodeRun, message: str, tb: str) -> None:
@@ -91,3 +154,11 @@ def fail_run(request: Any, exc: BaseException, tb: Any, run_id: str) -> None:
     run = FlowRun.objects.filter(id=run_id).first()
     if run is not None and not run.is_finished:
         transitions.finish_run(run_id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(name="flows.reap_stalled_runs")
+def reap_stalled_runs() -> dict[str, int]:
+    """Periodic: re-dispatch or fail runs that stopped making progress (see flows.reaper)."""
+    from flows.reaper import reap
+
+    return reap()

@@ -140,17 +140,29 @@ class HttpPostNode(Node):
     def _summaries(
         self, delivery: Delivery, context: ExecutionContext, stream: RecordStream
     ) -> Iterator[Record]:
+        # A re-delivered node resumes after the last batch the peer acknowledged.
+        acked = (context.checkpoint or {}).get("acked", -1)
         for index, batch in enumerate(rebatch(stream, self.config.batch_size)):
             if context.is_cancelled():
                 raise NodeError("cancelled", permanent=True)
+            key = idempotency_key(context, index)
+            if index <= acked:
+                yield {
+                    "batch": index,
+                    "records": len(batch),
+                    "status": None,
+                    "attempts": 0,
+                    "idempotency_key": key,
+                }
+                continue
             try:
                 body = dumps(batch[0] if self.config.batch_size == 1 else batch).encode()
             except TypeError as exc:
                 raise NodeError(
                     f"batch {index} cannot be sent as JSON: {exc}", permanent=True
                 ) from None
-            key = idempotency_key(context, index)
             status, attempts = delivery.post(body, {"Idempotency-Key": key})
+            context.save_checkpoint({"acked": index})
             context.logger.info(
                 "batch %d: %d records, HTTP %d after %d attempts",
                 index,

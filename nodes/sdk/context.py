@@ -35,6 +35,10 @@ def _never_cancelled() -> bool:
     return False
 
 
+def _forget_checkpoint(value: Any) -> None:
+    return None
+
+
 @dataclass
 class ExecutionContext:
     """The run values, services and identity a node executes with.
@@ -54,6 +58,10 @@ class ExecutionContext:
     storage: Any = None  # a Django Storage for node scratch data, or None
     is_cancelled: Callable[[], bool] = _never_cancelled
     partition: int | None = None
+    #: What ``save_checkpoint`` stored during an earlier, interrupted delivery (or None).
+    checkpoint: Any = None
+    #: Persist JSON-able progress so a re-delivered node can resume (e.g. acknowledged batches).
+    save_checkpoint: Callable[[Any], None] = _forget_checkpoint
 
     def connection(self, name: str) -> ConnectionInfo:
         """The named connection; raises a permanent NodeError when there is none."""
