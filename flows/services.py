@@ -11,6 +11,7 @@ from celery import current_app
 from celery.exceptions import CeleryError
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from flows import transitions
 from flows.engine.canvas import build_canvas, node_task_id
@@ -87,7 +88,8 @@ def dispatch(run: FlowRun, only: set[str] | None = None, generation: int = 0) ->
         canvas.apply_async()
     except NodeFailed:
         pass  # in-process execution re-raises a node's failure; the run already recorded it
-    except (BrokerError, CeleryError, OSError) as exc:
+    except (BrokerError, CeleryError, OSError, RedisError, RuntimeError) as exc:
+        # RuntimeError: the Redis result backend gives up reconnecting with one.
         transitions.finish_run(str(run.id), RunStatus.FAILED, f"broker unavailable: {exc}")
         raise DispatchError(f"run {run.id} could not be dispatched: broker unavailable") from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,13 +38,20 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: 
 class WorkerProcess:
     """A real ``celery worker`` subprocess bound to the test database and a private queue."""
 
-    def __init__(self, db_name: str, concurrency: int = 2, name: str | None = None) -> None:
+    def __init__(
+        self,
+        db_name: str,
+        concurrency: int = 2,
+        name: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = Path(os.environ["FLOWPLATFORM_VAR_DIR"]) / f"{self.name}.log"
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_URL": f"{PG_URL}/{db_name}",
+            **(extra_env or {}),
         }
         self.args = [
             sys.executable, "-m", "celery", "-A", "flowplatform", "worker",
@@ -55,7 +63,10 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60) -> WorkerProcess:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log, stderr=log)
+        # A session of its own, so that kill() can take down the main process and its pool.
+        self.process = subprocess.Popen(
+            self.args, env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+        )
         wait_until(self._ready, timeout, 0.25, f"worker did not start; see {self.log_path}")
         return self
 
@@ -74,6 +85,17 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children) at once."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def pool_children(self) -> list[int]:
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

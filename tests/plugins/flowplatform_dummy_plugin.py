@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Mapping
 
 from pydantic import Field
 
-from nodes.sdk import ExecutionContext, Node, NodeConfig, Port, PortKind, RecordSchema, RecordStream
+from nodes.sdk import (
+    ExecutionContext,
+    Node,
+    NodeConfig,
+    NodeError,
+    Port,
+    PortKind,
+    RecordSchema,
+    RecordStream,
+)
 from nodes.sdk.node import Batch, first_input
 
 
@@ -45,3 +56,37 @@ class AuditNode(Node):
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
         yield [{"summaries": sum(len(b) for b in first_input(inputs))}]
+
+
+class FlakyConfig(NodeConfig):
+    fail_times: int = Field(1, description="Attempts that fail before one succeeds.")
+    permanent: bool = Field(False, description="Whether the failures are permanent.")
+
+
+class FlakyNode(Node):
+    """Passes records through, failing its first ``fail_times`` attempts."""
+
+    type = "dummy_flaky"
+    Config = FlakyConfig
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        config: FlakyConfig = self.config  # type: ignore[assignment]
+        if context.attempt <= config.fail_times:
+            raise NodeError(
+                f"flaky failure on attempt {context.attempt}", permanent=config.permanent
+            )
+        yield from first_input(inputs)
+
+
+class CrashNode(Node):
+    """Kills the process executing it, every time: a poison node."""
+
+    type = "dummy_crash"
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield []
