@@ -22,6 +22,7 @@ test: setup lint  ## Lint, then the whole test suite against PostgreSQL, Redis a
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix .

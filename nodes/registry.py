@@ -76,7 +76,8 @@ class NodeRegistry:
 
 def _import_class(path: str) -> type[Node]:
     module_name, _, attr = path.rpartition(".")
-    return getattr(import_module(module_name), attr)
+    cls: type[Node] = getattr(import_module(module_name), attr)
+    return cls
 
 
 registry = NodeRegistry()
