@@ -36,6 +36,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "nodes",
     "flows",
     "scheduling",
@@ -98,10 +103,61 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# --- REST API (flows/api, nodes/api; shared pieces in flowplatform/api) ---------------------
+# Largest request body accepted; a bigger one is answered 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLOWPLATFORM_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
+REST_FRAMEWORK = {
+    # Token first: its `WWW-Authenticate` header makes anonymous requests 401, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "flowplatform.api.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["flowplatform.api.permissions.ModelPermissions"],
+    "DEFAULT_PARSER_CLASSES": ["flowplatform.api.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "flowplatform.api.pagination.Pagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "flowplatform.api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "flowplatform.api.errors.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Flow Platform API",
+    "DESCRIPTION": (
+        "Create, validate and version flows, start and follow runs, browse the node catalog "
+        "and manage connections. Authenticate with `Authorization: Token <key>` "
+        "(`manage.py createapitoken USERNAME`). Every error is JSON: "
+        '`{"detail": ..., "errors": [{"path", "message", "node"}]}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "flows.models.RunStatus",
+        "NodeStatusEnum": "flows.models.NodeStatus",
+        "TriggerEnum": "flows.models.Trigger",
+    },
+}
+
 # --- Flow data storage (claim-check hand-off between nodes) ---------------------------------
 FLOW_DATA_STORAGE = env_str("FLOW_DATA_STORAGE", str(VAR_DIR / "flowdata"))
 AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "") or None
 AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+# "path" for MinIO and most S3-compatible servers; "auto" lets boto3 choose.
+AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "auto")
+# Unset: boto3's own chain (environment, shared files, instance role). *_FILE works for both.
+AWS_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID", "") or None
+AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY", "") or None
 
 
 def _flow_data_backend(location: str) -> dict[str, object]:
@@ -116,8 +172,13 @@ def _flow_data_backend(location: str) -> dict[str, object]:
                 "location": prefix.strip("/"),
                 "endpoint_url": AWS_S3_ENDPOINT_URL,
                 "region_name": AWS_S3_REGION_NAME,
+                "addressing_style": AWS_S3_ADDRESSING_STYLE,
+                "access_key": AWS_ACCESS_KEY_ID,
+                "secret_key": AWS_SECRET_ACCESS_KEY,
                 "file_overwrite": True,
                 "default_acl": None,
+                # A node reads its input through a local spool: disk beyond 8 MiB, not memory.
+                "max_memory_size": 8 * 1024 * 1024,
             },
         }
     return {
@@ -171,17 +232,17 @@ if CELERY_VISIBILITY_TIMEOUT_S <= FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S:
         "CELERY_VISIBILITY_TIMEOUT_S must be above FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S"
     )
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
+# Reconnects to a Redis that is down give up within seconds: starting a run then fails fast.
+_FAST_GIVE_UP = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
+    "retry_policy": _FAST_GIVE_UP,
+}
 CELERY_TASK_TIME_LIMIT = FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "scheduling.beat:GuardedScheduler"  # docs/scheduling.md
 # Publishing to a broker that is down fails within seconds instead of hanging.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 3)
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 1,
-}
+CELERY_TASK_PUBLISH_RETRY_POLICY = _FAST_GIVE_UP
 
 # --- Fault tolerance (docs/operations.md) ------------------------------------------------------
 # A running node touches its heartbeat this often; the reaper treats one silent for
@@ -194,7 +255,9 @@ FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
 FLOWPLATFORM_MAX_REDISPATCHES = env_int("FLOWPLATFORM_MAX_REDISPATCHES", 3)
 FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 30)
 if FLOWPLATFORM_STALE_AFTER_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
-    raise SettingsError("FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S")
+    raise SettingsError(
+        "FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S"
+    )
 CELERY_BEAT_SCHEDULE = {
     "flowplatform-reap-stalled-runs": {
         "task": "flows.reap_stalled_runs",
@@ -202,6 +265,19 @@ CELERY_BEAT_SCHEDULE = {
     }
 }
 CELERY_TIMEZONE = "UTC"
+
+# --- Schedules (docs/scheduling.md) -----------------------------------------------------------
+# Longest beat sleeps between looks at its schedule (0: the scheduler's default, 5 s).
+CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 0)
+# Queue of the schedule fire tasks (empty: the default queue); a small dedicated worker on it
+# keeps runs starting on time while node tasks fill the other workers.
+FLOWPLATFORM_SCHEDULE_QUEUE = env_str("FLOWPLATFORM_SCHEDULE_QUEUE", "")
+# The Redis lease that keeps a single beat sending: a standby takes over within the TTL.
+FLOWPLATFORM_BEAT_LOCK_URL = env_str("FLOWPLATFORM_BEAT_LOCK_URL", "")  # empty: the broker
+FLOWPLATFORM_BEAT_LOCK_KEY = env_str("FLOWPLATFORM_BEAT_LOCK_KEY", "flowplatform:beat-lease")
+FLOWPLATFORM_BEAT_LOCK_TTL_S = env_int("FLOWPLATFORM_BEAT_LOCK_TTL_S", 15)
+if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
+    raise SettingsError("FLOWPLATFORM_BEAT_LOCK_TTL_S must be at least 1")
 
 # --- Logging ---------------------------------------------------------------------------------
 LOGGING = {

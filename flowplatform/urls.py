@@ -1,6 +1,28 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from flows.api.flows import FlowViewSet
+from flows.api.runs import RunViewSet
+from nodes.api.views import ConnectionViewSet, NodeTypeViewSet
+from scheduling.api import FlowScheduleViewSet
+
+# The REST API, /api/v1/: one line per resource.
+router = DefaultRouter()
+router.register("flows", FlowViewSet, basename="flow")
+router.register("runs", RunViewSet, basename="run")
+router.register("nodes", NodeTypeViewSet, basename="node-type")
+router.register("connections", ConnectionViewSet, basename="connection")
+router.register("schedules", FlowScheduleViewSet, basename="schedule")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/auth/", include("rest_framework.urls")),  # session log-in for the browsable API
 ]
+
+# JSON 404s under /api/, Django's page elsewhere.
+handler404 = "flowplatform.api.errors.not_found"

@@ -1,0 +1,1 @@
+"""The REST API of flows, versions and runs (registered in ``flowplatform/urls.py``)."""

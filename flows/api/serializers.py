@@ -1,0 +1,279 @@
+"""Serializers of the flows API.
+
+Flow graphs are validated by ``flows.validation`` (the same checks and messages as the CLI);
+the flow serializers here describe the shape for the OpenAPI document and render responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from rest_framework import serializers
+
+from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
+from flows.api import examples
+from flows.models import FlowRun, FlowVersion, NodeRun
+
+KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+
+
+class NodePolicySerializer(serializers.Serializer):
+    """How the engine retries and limits one node."""
+
+    max_retries = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=20,
+        help_text="Retries after a failure that a retry can help.",
+    )
+    retry_backoff_s = serializers.FloatField(
+        required=False, help_text="First retry delay; doubles per retry, jittered."
+    )
+    retry_backoff_max_s = serializers.FloatField(required=False, help_text="Delay cap.")
+    timeout_s = serializers.FloatField(
+        required=False, allow_null=True, help_text="Soft time limit of one attempt."
+    )
+
+
+class FlowNodeSerializer(serializers.Serializer):
+    key = serializers.RegexField(KEY_PATTERN, help_text="Unique within the flow.")
+    type = serializers.CharField(max_length=100, help_text="A node type from `/api/v1/nodes/`.")
+    config = serializers.DictField(
+        required=False, help_text="The node's config; its JSON Schema is in the node catalog."
+    )
+    policy = NodePolicySerializer(required=False)
+
+
+class FlowEdgeSerializer(serializers.Serializer):
+    """Records flow from one node's output port to another node's input port."""
+
+    # `from` is a Python keyword, hence the fields are declared here rather than as attributes.
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "from": serializers.CharField(help_text="Key of the upstream node."),
+            "from_port": serializers.CharField(
+                required=False, help_text="Output port; needed only when the node has several."
+            ),
+            "to": serializers.CharField(help_text="Key of the downstream node."),
+            "to_port": serializers.CharField(
+                required=False, help_text="Input port; needed only when the node has several."
+            ),
+        }
+
+
+class FlowGraphSerializer(serializers.Serializer):
+    """The versioned part of a flow: nodes and edges, as in a flow file."""
+
+    nodes = FlowNodeSerializer(many=True)
+    edges = FlowEdgeSerializer(many=True, required=False)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("Minimal flow", value=examples.MINIMAL_FLOW, request_only=True),
+        OpenApiExample("Minimal flow", value=examples.FLOW_RESPONSE, response_only=True),
+    ]
+)
+class FlowSerializer(serializers.Serializer):
+    """A flow in flow-file shape, plus its current version and timestamps."""
+
+    slug = serializers.RegexField(
+        KEY_PATTERN,
+        required=False,
+        help_text="Stable identifier; required to create a flow. The URL's slug wins on update.",
+    )
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    run_timeout_s = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Fail a run still active after this many seconds.",
+    )
+    nodes = FlowNodeSerializer(many=True)
+    edges = FlowEdgeSerializer(many=True, required=False)
+    schedules = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Schedules kept in sync with the flow, when the scheduling app is installed.",
+    )
+    version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Number of the flow's current version. Send it back on update to refuse the "
+        "write (409) if the graph has changed since; `If-Match` with the `ETag` guards the "
+        "whole flow (412).",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Flow",
+            value={
+                "slug": "paid-orders-to-crm",
+                "name": "Paid orders to CRM",
+                "description": "Every paid order with a positive amount, reshaped for the CRM.",
+                "version": 3,
+                "node_count": 4,
+                "created_at": "2026-01-05T09:30:00Z",
+                "updated_at": "2026-01-09T16:02:00Z",
+            },
+            response_only=True,
+        )
+    ]
+)
+class FlowSummarySerializer(serializers.Serializer):
+    """A flow in a list: the graph is left out (``GET /flows/{slug}/`` has it)."""
+
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    version = serializers.IntegerField(
+        source="current_version", allow_null=True, help_text="Current version number."
+    )
+    node_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ValidationResultSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = ErrorItemSerializer(many=True, help_text="Every problem found; empty when valid.")
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("Version", value=examples.VERSION, response_only=True)]
+)
+class FlowVersionSerializer(serializers.ModelSerializer):
+    definition = FlowGraphSerializer(
+        help_text="The graph as it runs: every edge's ports made explicit."
+    )
+
+    class Meta:
+        model = FlowVersion
+        fields = ["number", "checksum", "created_at", "definition"]
+
+
+class NodeRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NodeRun
+        fields = [
+            "node_key",
+            "node_type",
+            "status",
+            "attempts",
+            "deliveries",
+            "rows_in",
+            "rows_out",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "duration_ms",
+            "error",
+            "traceback",
+        ]
+
+
+@extend_schema_serializer(examples=[OpenApiExample("Run", value=examples.RUN, response_only=True)])
+class RunSerializer(serializers.ModelSerializer):
+    flow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    version = serializers.IntegerField(source="version.number", read_only=True)
+    duration_s = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = FlowRun
+        fields = [
+            "id",
+            "flow",
+            "version",
+            "status",
+            "trigger",
+            "params",
+            "interval_start",
+            "interval_end",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Run with its nodes",
+            value=examples.RUN_DETAIL,
+            response_only=True,
+            status_codes=["200", "202"],
+        )
+    ]
+)
+class RunDetailSerializer(RunSerializer):
+    node_runs = NodeRunSerializer(many=True, read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "node_runs"]
+        read_only_fields = fields
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("Params", value={"params": {"min_id": 1000}}, request_only=True),
+        OpenApiExample(
+            "Data interval",
+            value={
+                "params": {},
+                "interval_start": "2026-01-04T00:00:00Z",
+                "interval_end": "2026-01-05T00:00:00Z",
+            },
+            request_only=True,
+        ),
+    ]
+)
+class StartRunSerializer(StrictSerializer):
+    params = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Run values, bound to `%(name)s` in queries; they win over node params.",
+    )
+    interval_start = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    interval_end = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("interval_start"), attrs.get("interval_end")
+        if (start is None) != (end is None):
+            raise serializers.ValidationError(
+                {"interval_end" if end is None else "interval_start": "give both ends or neither"}
+            )
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError({"interval_end": "must not be before interval_start"})
+        return attrs
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("Same version", value={"latest": False}, request_only=True),
+        OpenApiExample("Latest version", value={"latest": True}, request_only=True),
+        OpenApiExample("From a node", value={"from_node": "shape"}, request_only=True),
+    ]
+)
+class RerunSerializer(StrictSerializer):
+    latest = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Run the flow's latest version instead of the version the run used.",
+    )
+    from_node = serializers.RegexField(
+        KEY_PATTERN,
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="Run this node and its descendants again, reusing the other nodes' outputs "
+        "(default: the first failed node, or the whole flow when none failed).",
+    )

@@ -1,0 +1,1 @@
+"""The REST API of the node catalog and connections (registered in ``flowplatform/urls.py``)."""
