@@ -1,3 +1,5 @@
+"""Schedules: FlowSchedule kept in sync with django-celery-beat."""
+
 from django.apps import AppConfig
 
 
@@ -5,3 +7,23 @@ class SchedulingConfig(AppConfig):
     name = "scheduling"
     verbose_name = "Scheduling"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete
+
+        from flows.sections import FlowFileSection, register_section
+        from scheduling import flowfile
+        from scheduling.models import FlowSchedule
+        from scheduling.signals import delete_periodic_task
+
+        post_delete.connect(
+            delete_periodic_task, sender=FlowSchedule, dispatch_uid="scheduling.delete_entry"
+        )
+        register_section(
+            FlowFileSection(
+                key="schedules",
+                validate=flowfile.validate_section,
+                apply=flowfile.apply_section,
+                export=flowfile.export_section,
+            )
+        )

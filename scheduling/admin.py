@@ -1,0 +1,192 @@
+"""Admin: schedules with their next fire times, the intervals they fired, and a Flow inline.
+
+``FlowScheduleInline`` is meant for the Flow admin (``inlines = [FlowScheduleInline]``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from scheduling.models import FlowSchedule, ScheduledRun, ScheduleKind
+from scheduling.sync import set_enabled
+from scheduling.validation import iana_timezones
+
+SCHEDULE_FIELDS = (
+    "kind",
+    "cron",
+    "timezone",
+    "every_seconds",
+    "at",
+    "enabled",
+    "overlap",
+    "max_active_runs",
+    "catchup",
+)
+
+
+class FlowScheduleForm(forms.ModelForm):
+    """The model form, with the timezone picked from the IANA database."""
+
+    timezone = forms.ChoiceField(
+        choices=lambda: [(name, name) for name in sorted(iana_timezones())],
+        initial="UTC",
+        help_text="IANA timezone the cron expression is read in.",
+    )
+
+    class Meta:
+        model = FlowSchedule
+        fields = "__all__"
+
+
+def next_fires(schedule: FlowSchedule, count: int = 3) -> list[datetime]:
+    """The next ``count`` fire times (the first is now when the schedule is overdue)."""
+    if schedule.pk is None or not schedule.enabled:
+        return []
+    try:
+        timetable = schedule.timetable()
+    except (ValueError, KeyError, AssertionError):
+        return []  # an invalid unsaved form; its errors are shown on the fields
+    first = schedule.next_fire_at()
+    times = [first] if first else []
+    reference = schedule.fired_through()
+    while times and len(times) < count:
+        upcoming = timetable.next_after(max(times[-1], reference))
+        if upcoming is None:
+            break
+        times.append(upcoming)
+    return times
+
+
+def describe(moment: datetime, schedule: FlowSchedule) -> str:
+    text = f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    if schedule.kind == ScheduleKind.CRON and schedule.timezone != "UTC":
+        local = moment.astimezone(ZoneInfo(schedule.timezone))
+        text += f" ({local:%H:%M %Z} {schedule.timezone})"
+    return text
+
+
+@admin.display(description="next fire")
+def next_fire_column(schedule: FlowSchedule) -> str:
+    times = next_fires(schedule, 1)
+    return describe(times[0], schedule) if times else "—"
+
+
+class FlowScheduleInline(admin.TabularInline):
+    """Schedules edited on their flow's page."""
+
+    model = FlowSchedule
+    form = FlowScheduleForm
+    fields = (*SCHEDULE_FIELDS, "next_fire")
+    readonly_fields = ("next_fire",)
+    extra = 0
+    show_change_link = True
+
+    @admin.display(description="next fire")
+    def next_fire(self, schedule: FlowSchedule) -> str:
+        return next_fire_column(schedule)
+
+
+@admin.register(FlowSchedule)
+class FlowScheduleAdmin(admin.ModelAdmin):
+    form = FlowScheduleForm
+    list_display = (
+        "flow",
+        "summary",
+        "enabled",
+        "overlap",
+        next_fire_column,
+        "last_fired_at",
+    )
+    list_filter = ("kind", "enabled", "overlap", "catchup")
+    list_select_related = ("flow",)
+    search_fields = ("flow__slug", "cron", "description")
+    actions = ("enable_schedules", "disable_schedules")
+    readonly_fields = ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")
+    fieldsets = (
+        (None, {"fields": ("flow", "description", "enabled")}),
+        ("Timing", {"fields": ("kind", "cron", "timezone", "every_seconds", "at")}),
+        ("Runs", {"fields": ("params", "overlap", "max_active_runs", "catchup")}),
+        ("Window", {"fields": ("start_at", "end_at"), "classes": ("collapse",)}),
+        ("State", {"fields": ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")}),
+    )
+
+    @admin.display(description="summary")
+    def summary(self, schedule: FlowSchedule) -> str:
+        return schedule.summary
+
+    @admin.display(description="next fire times")
+    def upcoming(self, schedule: FlowSchedule) -> str:
+        times = next_fires(schedule, 5)
+        if not times:
+            return "—"
+        return (
+            format_html_join("", "<div>{}</div>", ((describe(t, schedule),) for t in times)) or "—"
+        )
+
+    @admin.display(description="beat entry")
+    def beat_entry(self, schedule: FlowSchedule) -> str:
+        task = schedule.periodic_task
+        if task is None:
+            return "—"
+        url = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+        return format_html('<a href="{}">{}</a>', url, task.name)
+
+    @admin.display(description="recent intervals")
+    def recent_intervals(self, schedule: FlowSchedule) -> str:
+        if schedule.pk is None:
+            return "—"
+        rows = list(schedule.scheduled_runs.select_related("run").order_by("-interval_start")[:10])
+        if not rows:
+            return "—"
+        return format_html(
+            "<table><tr><th>interval</th><th>trigger</th><th>state</th><th>run</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        f"{r.interval_start:%Y-%m-%d %H:%M:%S}",
+                        f"{r.interval_end:%Y-%m-%d %H:%M:%S}",
+                        r.trigger,
+                        r.get_state_display(),
+                        f"{r.run.status} ({r.run_id})" if r.run else r.error[:80] or "—",
+                    )
+                    for r in rows
+                ),
+            ),
+        )
+
+    @admin.action(description="Enable selected schedules")
+    def enable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
+        count = set_enabled(queryset, True)
+        self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected schedules")
+    def disable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
+        count = set_enabled(queryset, False)
+        self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)
+
+
+@admin.register(ScheduledRun)
+class ScheduledRunAdmin(admin.ModelAdmin):
+    """The intervals schedules fired (read-only: they are the idempotency record)."""
+
+    list_display = ("schedule", "interval_start", "interval_end", "trigger", "state", "run")
+    list_filter = ("state", "trigger")
+    list_select_related = ("schedule__flow", "run")
+    date_hierarchy = "interval_start"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

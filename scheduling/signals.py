@@ -1,0 +1,13 @@
+"""A deleted schedule takes its beat entry with it (also when its flow is deleted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_celery_beat.models import PeriodicTask
+
+
+def delete_periodic_task(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if instance.periodic_task_id is not None:
+        # A queryset delete still sends pre_delete, which bumps PeriodicTasks for beat.
+        PeriodicTask.objects.filter(pk=instance.periodic_task_id).delete()
