@@ -1,0 +1,95 @@
+"""Test a connection: can the platform reach it with the credentials it holds?
+
+Databases run ``select 1`` through the same driver code as ``sql_query``; HTTP endpoints get a
+HEAD (or GET when HEAD is refused) on the base URL through the outbound-HTTP guard. The
+outcome never contains the URL's secret parts or header values.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import requests
+from django.conf import settings
+
+from nodes.builtin.sql_query import BACKENDS
+from nodes.models import Connection
+from nodes.netguard import GuardedSession
+from nodes.sdk.errors import NodeError
+
+TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    message: str
+
+
+def probe(connection: Connection) -> ProbeResult:
+    """Try the connection once, with a short timeout."""
+    info = connection.info()
+    secrets = _secrets(info.url, info.headers)
+    started = time.monotonic()
+    try:
+        if info.scheme in BACKENDS:
+            detail = _probe_database(info.scheme, info.url)
+        else:
+            detail = _probe_http(info.url, info.headers)
+    except NodeError as exc:
+        return ProbeResult(False, _redact(str(exc), secrets))
+    except requests.RequestException as exc:
+        return ProbeResult(False, _redact(f"{type(exc).__name__}: {_first_line(exc)}", secrets))
+    took_ms = (time.monotonic() - started) * 1000
+    return ProbeResult(detail[0], f"{detail[1]} in {took_ms:.0f} ms")
+
+
+def _probe_database(scheme: str, url: str) -> tuple[bool, str]:
+    rows = BACKENDS[scheme](
+        url,
+        "select 1 as ok",
+        None,
+        batch_size=1,
+        timeout_s=TIMEOUT_S,
+        is_cancelled=lambda: False,
+    )
+    for _batch in rows:
+        pass
+    return True, "connected, select 1 answered"
+
+
+def _probe_http(url: str, headers: dict[str, str]) -> tuple[bool, str]:
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
+    auth = (
+        (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
+    )
+    allow_private = bool(getattr(settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False))
+    with GuardedSession(allow_private=allow_private) as session:
+        response = session.head(base or url, headers=headers, auth=auth, timeout=TIMEOUT_S)
+        if response.status_code in (405, 501):
+            response = session.get(base, headers=headers, auth=auth, timeout=TIMEOUT_S, stream=True)
+            response.close()
+    ok = response.status_code < 400
+    return ok, f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+
+
+def _secrets(url: str, headers: dict[str, str]) -> list[str]:
+    parts = urlsplit(url)
+    found = [url, parts.password or "", unquote(parts.password or "")]
+    found += [value for _name, value in parse_qsl(parts.query)]
+    found += [pair.partition("=")[2] for pair in parts.query.split("&")]  # as written, encoded
+    found += list(headers.values())
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
