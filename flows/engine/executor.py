@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flows import transitions
-from flows.engine.handoff import flow_data_storage, output_name, read_batches, write_batches
-from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.engine.handoff import (
+    Part,
+    flow_data_storage,
+    manifest_name,
+    output_name,
+    read_output,
+    write_batches,
+    write_manifest,
+    write_partitions,
+)
+from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes.models import lookup_connection
 from nodes.registry import registry
-from nodes.sdk import ExecutionContext, NodeError
+from nodes.sdk import ExecutionContext, Node, NodeError
 from nodes.sdk.node import Batch
 
 logger = logging.getLogger("flowplatform.engine")
@@ -71,11 +80,17 @@ class Progress:
 
 
 class CancelProbe:
-    """Answers "was the run cancelled?" from the database, at most once a second."""
+    """Answers "should the node stop?" from the database, at most once a second.
 
-    def __init__(self, run_id: str) -> None:
+    By default only a cancelled run stops a node; ``stop_when_finished`` also stops it once the
+    run has ended any other way (a partition elsewhere failed it).
+    """
+
+    def __init__(self, run_id: str, stop_when_finished: bool = False) -> None:
         self.run_id = run_id
-        self._checked = 0.0
+        self.stop_when_finished = stop_when_finished
+        # The run was active when the node was claimed: the first look can wait a second.
+        self._checked = time.monotonic()
         self._cancelled = False
 
     def __call__(self) -> bool:
@@ -83,16 +98,78 @@ class CancelProbe:
         if not self._cancelled and now - self._checked >= 1.0:
             self._checked = now
             status = FlowRun.objects.filter(id=self.run_id).values_list("status", flat=True).first()
-            self._cancelled = status == RunStatus.CANCELLED
+            if self.stop_when_finished:
+                self._cancelled = status not in ACTIVE_RUN_STATUSES
+            else:
+                self._cancelled = status == RunStatus.CANCELLED
         return self._cancelled
+
+
+def load_run(node_run: NodeRun) -> FlowRun:
+    """The node run's run with its version, in one query (kept on ``node_run``)."""
+    cached = node_run._state.fields_cache.get("run")
+    if cached is None or "version" not in cached._state.fields_cache:
+        node_run.run = FlowRun.objects.select_related("version").get(pk=node_run.run_id)
+    return node_run.run
 
 
 def node_spec(definition: dict[str, Any], key: str) -> dict[str, Any]:
     return next(node for node in definition["nodes"] if node["key"] == key)
 
 
+def build_node(spec: dict[str, Any]) -> Node:
+    """The node instance for a definition entry; a permanent NodeError if its type is missing."""
+    cls = registry.get(spec["type"])
+    if cls is None:
+        raise NodeError(
+            f"node type '{spec['type']}' is not installed on this worker", permanent=True
+        )
+    return cls(spec["config"])
+
+
+def partition_rows(spec: dict[str, Any]) -> int | None:
+    """Rows per partition when the node splits its output (``partition_rows`` in its config)."""
+    rows = spec["config"].get("partition_rows")
+    return int(rows) if rows else None
+
+
+def make_context(
+    run: FlowRun,
+    spec: dict[str, Any],
+    attempt: int,
+    is_cancelled: Callable[[], bool],
+    partition: int | None = None,
+    node_run: NodeRun | None = None,
+) -> ExecutionContext:
+    """The context of one node; ``node_run`` (unpartitioned runs) gives it checkpoints."""
+    checkpoints: dict[str, Any] = {}
+    if node_run is not None:
+        pk = node_run.pk
+        checkpoints = {
+            "checkpoint": node_run.checkpoint,
+            "save_checkpoint": lambda value: transitions.save_checkpoint(pk, value),
+        }
+    return ExecutionContext(
+        run_id=str(run.id),
+        node_key=spec["key"],
+        params=dict(run.params),
+        interval_start=run.interval_start,
+        interval_end=run.interval_end,
+        attempt=attempt,
+        logger=logging.getLogger(f"flowplatform.node.{spec['type']}"),
+        connection_lookup=lookup_connection,
+        storage=flow_data_storage(),
+        is_cancelled=is_cancelled,
+        partition=partition,
+        **checkpoints,
+    )
+
+
 def upstream_streams(node_run: NodeRun, definition: dict[str, Any]) -> dict[str, Iterator[Batch]]:
-    """One stream per input port: the outputs of every upstream node feeding it, in edge order."""
+    """One stream per input port: the outputs of every upstream node feeding it, in edge order.
+
+    A partitioned upstream output is read partition after partition.
+    """
     refs: dict[str, list[str]] = {}
     outputs = dict(
         NodeRun.objects.filter(run_id=node_run.run_id, status=NodeStatus.SUCCEEDED).values_list(
@@ -109,48 +186,42 @@ def upstream_streams(node_run: NodeRun, definition: dict[str, Any]) -> dict[str,
     return {port: _concat(names, storage) for port, names in refs.items()}
 
 
-def _concat(names: list[str], storage: Any) -> Iterator[Batch]:
-    for name in names:
-        yield from read_batches(name, storage)
+def _concat(refs: list[str], storage: Any) -> Iterator[Batch]:
+    for ref in refs:
+        yield from read_output(ref, storage)
 
 
-def execute_node(node_run: NodeRun) -> Outcome:
-    """Run ``node_run``'s node to completion and store its output; raises NodeError on failure."""
-    run = node_run.run
+def execute_node(
+    node_run: NodeRun, on_partition: Callable[[int, Part], None] | None = None
+) -> Outcome:
+    """Run ``node_run``'s node to completion and store its output; raises NodeError on failure.
+
+    A node with ``partition_rows`` writes its output as partitions plus a manifest (the output
+    reference); ``on_partition(index, part)`` is called as each partition is stored.
+    """
+    run = load_run(node_run)
     definition = run.version.definition
     spec = node_spec(definition, node_run.node_key)
-    cls = registry.get(spec["type"])
-    if cls is None:
-        raise NodeError(
-            f"node type '{spec['type']}' is not installed on this worker", permanent=True
-        )
-    node = cls(spec["config"])
+    node = build_node(spec)
     rows_in = RowCounter()
     inputs = {
         port: rows_in.wrap(stream)
         for port, stream in upstream_streams(node_run, definition).items()
     }
     cancelled = CancelProbe(str(run.id))
-    context = ExecutionContext(
-        run_id=str(run.id),
-        node_key=node_run.node_key,
-        params=dict(run.params),
-        interval_start=run.interval_start,
-        interval_end=run.interval_end,
-        attempt=node_run.attempts,
-        logger=logging.getLogger(f"flowplatform.node.{spec['type']}"),
-        connection_lookup=lookup_connection,
-        storage=flow_data_storage(),
-        is_cancelled=cancelled,
-        checkpoint=node_run.checkpoint,
-        save_checkpoint=lambda value: transitions.save_checkpoint(node_run.pk, value),
-    )
+    context = make_context(run, spec, node_run.attempts, cancelled, node_run=node_run)
     progress = Progress(node_run.pk, rows_in, cancelled)
-    name = output_name(str(run.id), node_run.node_key)
+    output = progress.wrap(node.execute(context, inputs))
+    rows = partition_rows(spec)
     try:
-        rows_out = write_batches(name, progress.wrap(node.execute(context, inputs)))
+        if rows is None:
+            name = output_name(str(run.id), node_run.node_key)
+            rows_out = write_batches(name, output)
+            return Outcome(rows_in.rows, rows_out, name)
+        parts = write_partitions(str(run.id), node_run.node_key, output, rows, on_partition)
     except NodeError:
         if cancelled():
             raise RunCancelled() from None  # nodes that check is_cancelled raise NodeError
         raise
-    return Outcome(rows_in=rows_in.rows, rows_out=rows_out, output_ref=name)
+    ref = write_manifest(manifest_name(str(run.id), node_run.node_key), parts)
+    return Outcome(rows_in.rows, sum(part.rows_out for part in parts), ref)

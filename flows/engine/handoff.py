@@ -3,20 +3,35 @@
 Writes go to a local spooled temporary file first and are saved to the storage in one piece
 (multipart for S3), so memory stays bounded by the batch size, and a re-run of the same node
 overwrites the same name: redelivery writes the same output.
+
+A partitioned output is several objects, ``<node>.p00000.msgpack``, ``<node>.p00001.msgpack``...,
+listed in order by a small manifest, ``<node>.partitions.json``; the manifest's name is the
+node's output reference. :func:`output_names` turns any reference into the objects to read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
-from flows.engine.codec import decode_stream, packer
+from flows.engine.codec import decode_stream, encode_batch, packer
+from nodes.sdk import NodeError
 
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
+MANIFEST_SUFFIX = ".partitions.json"
+#: Keeps a fan-out canvas (one task per partition) to a sane size.
+MAX_PARTITIONS = 1000
+
+Batch = list[dict[str, Any]]
 
 
 def flow_data_storage() -> Storage:
@@ -24,45 +39,179 @@ def flow_data_storage() -> Storage:
     return storages["flowdata"]
 
 
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}"
+
+
 def output_name(run_id: str, node_key: str, partition: int | None = None) -> str:
     suffix = f".p{partition:05d}" if partition is not None else ""
-    return f"runs/{run_id}/{node_key}{suffix}.msgpack"
+    return f"{run_prefix(run_id)}/{node_key}{suffix}.msgpack"
 
 
-def write_batches(
-    name: str, batches: Iterable[list[dict[str, Any]]], storage: Storage | None = None
-) -> int:
+def manifest_name(run_id: str, node_key: str) -> str:
+    return f"{run_prefix(run_id)}/{node_key}{MANIFEST_SUFFIX}"
+
+
+class BatchWriter:
+    """Encodes batches into a spool as they come, then saves the spool to ``name`` on close."""
+
+    def __init__(self, name: str, storage: Storage | None = None) -> None:
+        self.name = name
+        self.storage = storage or flow_data_storage()
+        self.rows = 0
+        self._pack = packer()
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES)  # noqa: SIM115
+
+    def write(self, batch: Batch) -> None:
+        if batch:
+            self._spool.write(encode_batch(batch, self._pack))
+            self.rows += len(batch)
+
+    def save(self) -> int:
+        """Store what was written (replacing any earlier object); returns the row count."""
+        self._spool.seek(0)
+        _clear(self.storage, self.name)
+        self.storage.save(self.name, File(self._spool, name=self.name))
+        self.close()
+        return self.rows
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+def _clear(storage: Storage, name: str) -> None:
+    """Make room for ``name`` unless the storage overwrites on save (ours are set to)."""
+    if getattr(storage, "allow_overwrite", False) or getattr(storage, "file_overwrite", False):
+        return
+    if storage.exists(name):
+        storage.delete(name)
+
+
+def write_batches(name: str, batches: Iterable[Batch], storage: Storage | None = None) -> int:
     """Encode ``batches`` to ``name``, replacing any earlier output; returns the row count."""
-    storage = storage or flow_data_storage()
-    pack = packer()
-    rows = 0
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
+    writer = BatchWriter(name, storage)
+    try:
         for batch in batches:
-            if batch:
-                spool.write(pack.pack(batch))
-                rows += len(batch)
-        spool.seek(0)
-        if storage.exists(name):
-            storage.delete(name)
-        storage.save(name, File(spool, name=name))
-    return rows
+            writer.write(batch)
+        return writer.save()
+    finally:
+        writer.close()
 
 
-def read_batches(name: str, storage: Storage | None = None) -> Iterator[list[dict[str, Any]]]:
+def read_batches(name: str, storage: Storage | None = None) -> Iterator[Batch]:
     """Stream the batches stored at ``name``."""
     storage = storage or flow_data_storage()
     with storage.open(name, "rb") as stream:
         yield from decode_stream(stream)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One partition of a node's output: where it is and the rows that made it."""
+
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+
+
+def write_manifest(name: str, parts: list[Part], storage: Storage | None = None) -> str:
+    """Store the ordered list of a partitioned output's objects; returns ``name``."""
+    storage = storage or flow_data_storage()
+    body = json.dumps({"partitions": [asdict(part) for part in parts]}).encode()
+    _clear(storage, name)
+    storage.save(name, ContentFile(body, name=name))
+    return name
+
+
+def read_manifest(name: str, storage: Storage | None = None) -> list[Part]:
+    storage = storage or flow_data_storage()
+    with storage.open(name, "rb") as stream:
+        return [Part(**part) for part in json.load(stream)["partitions"]]
+
+
+def write_partitions(
+    run_id: str,
+    node_key: str,
+    batches: Iterable[Batch],
+    rows_per_partition: int,
+    on_partition: Callable[[int, Part], None] | None = None,
+    storage: Storage | None = None,
+) -> list[Part]:
+    """Cut a stream into objects of ``rows_per_partition`` rows (at least one, maybe empty).
+
+    ``on_partition(index, part)`` is called as soon as each partition is stored, so work on it
+    can start while the stream goes on.
+    """
+    storage = storage or flow_data_storage()
+    parts: list[Part] = []
+    writer: BatchWriter | None = None
+
+    def close(current: BatchWriter) -> None:
+        part = Part(current.name, rows_out=current.save())
+        parts.append(part)
+        if on_partition is not None:
+            on_partition(len(parts) - 1, part)
+
+    try:
+        for batch in batches:
+            start = 0
+            while start < len(batch):
+                if writer is None:
+                    if len(parts) >= MAX_PARTITIONS:
+                        raise NodeError(
+                            f"the output has more than {MAX_PARTITIONS} partitions of "
+                            f"{rows_per_partition} rows: raise partition_rows",
+                            permanent=True,
+                        )
+                    writer = BatchWriter(output_name(run_id, node_key, len(parts)), storage)
+                take = min(rows_per_partition - writer.rows, len(batch) - start)
+                writer.write(batch if take == len(batch) else batch[start : start + take])
+                start += take
+                if writer.rows >= rows_per_partition:
+                    close(writer)
+                    writer = None
+        if writer is not None or not parts:
+            close(writer or BatchWriter(output_name(run_id, node_key, 0), storage))
+            writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+    return parts
+
+
+def output_names(ref: str, storage: Storage | None = None) -> list[str]:
+    """The objects behind an output reference, in order (one, or a manifest's partitions)."""
+    if ref.endswith(MANIFEST_SUFFIX):
+        return [part.name for part in read_manifest(ref, storage)]
+    return [ref]
+
+
+def read_output(ref: str, storage: Storage | None = None) -> Iterator[Batch]:
+    """Stream every batch of an output reference, partition after partition."""
+    storage = storage or flow_data_storage()
+    for name in output_names(ref, storage):
+        yield from read_batches(name, storage)
+
+
 def delete_run_data(run_id: str, storage: Storage | None = None) -> int:
     """Remove every object a run wrote; returns how many were removed."""
     storage = storage or flow_data_storage()
-    prefix = f"runs/{run_id}"
+    prefix = run_prefix(run_id)
     try:
         _dirs, files = storage.listdir(prefix)
     except FileNotFoundError:
         return 0
     for filename in files:
         storage.delete(f"{prefix}/{filename}")
+    _remove_empty_directory(storage, prefix)
     return len(files)
+
+
+def _remove_empty_directory(storage: Storage, prefix: str) -> None:
+    # Object stores have no directories; a local storage keeps an empty one behind.
+    try:
+        path = storage.path(prefix)
+    except NotImplementedError:
+        return
+    with contextlib.suppress(OSError):  # already gone, or not empty: the run writes again
+        os.rmdir(path)

@@ -1,17 +1,54 @@
 """Who is executing a node right now: a PostgreSQL advisory lock held for the execution.
 
-The lock lives on a connection of its own, so it is released the moment the executing process
-dies (the server drops the session), whatever killed it. A second delivery of the same node
+The lock lives on a connection of its own (one per process, kept between tasks), so it is
+released the moment the executing process dies (the server drops the session), whatever
+killed it. A second delivery of the same node
 that cannot take the lock knows the first is alive and stands down; one that can take it knows
 the first is gone. On SQLite (embedded, single-process mode) the lease always succeeds.
 """
 
 from __future__ import annotations
 
-from django.db import connections
+import contextlib
+import threading
+
+from celery.signals import worker_process_init
+from django.db import DatabaseError, connections
 
 # Namespace of the advisory-lock keys (the first of the two int4 keys).
 LOCK_NAMESPACE = 0x0F10
+
+# One lease session per thread, opened once and kept: opening a PostgreSQL connection per node
+# task cost more than the rest of a short node's bookkeeping. Keys held here are tracked so
+# that a second claim from this same process fails, as it would from another session
+# (advisory locks are re-entrant within one session).
+_local = threading.local()
+_keep_sessions = False  # only in worker pool processes; elsewhere a session lasts one lease
+
+
+@worker_process_init.connect
+def _keep_sessions_in_workers(**_kwargs: object) -> None:
+    global _keep_sessions
+    _keep_sessions = True
+    # Open it now, so that no pool process is slower than another at its first node.
+    if connections["default"].vendor == "postgresql":
+        with contextlib.suppress(DatabaseError):
+            _session().ensure_connection()
+
+
+def _session():  # type: ignore[no-untyped-def]
+    connection = getattr(_local, "connection", None)
+    if connection is None:
+        connection = connections.create_connection("default")
+        _local.connection, _local.held = connection, set()
+    return connection
+
+
+def _drop_session() -> None:
+    connection = getattr(_local, "connection", None)
+    if connection is not None:
+        connection.close()  # closing the session releases every lock it held
+    _local.connection, _local.held = None, set()
 
 
 class NodeLease:
@@ -19,27 +56,44 @@ class NodeLease:
 
     def __init__(self, node_run_id: int) -> None:
         self.node_run_id = node_run_id
-        self._connection = None
+        self._key = node_run_id % 2**31
+        self._held = False
 
     def acquire(self) -> bool:
-        connection = connections.create_connection("default")
-        if connection.vendor != "postgresql":
+        if connections["default"].vendor != "postgresql":
             return True
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, self.node_run_id % 2**31]
-            )
-            taken = bool(cursor.fetchone()[0])
+        _session()
+        if self._key in _local.held:
+            return False
+        try:
+            taken = self._try_lock()
+        except DatabaseError:
+            _drop_session()  # e.g. the server restarted (the locks went with it): once more
+            _session()
+            taken = self._try_lock()
         if taken:
-            self._connection = connection
-        else:
-            connection.close()
+            _local.held.add(self._key)
+            self._held = True
         return taken
 
+    def _try_lock(self) -> bool:
+        with _session().cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, self._key])
+            return bool(cursor.fetchone()[0])
+
     def release(self) -> None:
-        if self._connection is not None:
-            self._connection.close()  # closing the session releases the lock
-            self._connection = None
+        if not self._held:
+            return
+        self._held = False
+        _local.held.discard(self._key)
+        if not _keep_sessions and not _local.held:
+            _drop_session()  # closing releases the lock
+            return
+        try:
+            with _session().cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, self._key])
+        except DatabaseError:
+            _drop_session()  # the lock goes with the session
 
 
 def is_executing(node_run_id: int) -> bool:

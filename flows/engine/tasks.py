@@ -63,6 +63,10 @@ def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:
         if node_run.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(node_run, f"worker lost {node_run.workers_lost} times", "")
     transitions.mark_run_running(str(node_run.run_id))
+    from flows.engine.partitions import fan_out  # imports this module
+
+    if (partitioned := fan_out(task, node_run)) is not None:
+        return task.replace(partitioned)
     try:
         with Heartbeat(node_run.pk):
             outcome = execute_node(node_run)

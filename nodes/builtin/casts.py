@@ -50,6 +50,8 @@ def _number(value: Any, name: str) -> Decimal:
 
 def to_decimal(value: Any) -> Decimal:
     """An exact decimal from a number or a numeric string."""
+    if type(value) is Decimal and value.is_finite():
+        return value  # immutable: already what we would build
     return _number(value, "decimal")
 
 

@@ -57,8 +57,19 @@ class Condition(NodeConfig):
         test = OPERATORS[self.op]
         value = re.compile(self.value) if self.op == "regex" else self.value
 
+        field = self.field
+        if "." not in field:
+            # A top-level field of a plain dict: one lookup instead of a path walk.
+            def matches_field(record: Record) -> bool:
+                if type(record) is dict:
+                    return test(record.get(field), value)
+                found = get_path(record, field)
+                return test(None if found is MISSING else found, value)
+
+            return matches_field
+
         def matches(record: Record) -> bool:
-            found = get_path(record, self.field)
+            found = get_path(record, field)
             return test(None if found is MISSING else found, value)
 
         return matches
@@ -101,9 +112,29 @@ class FilterNode(Node):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
-        tests = [condition.predicate() for condition in self.config.conditions]
-        combine = all if self.config.match == "all" else any
+        keep = self._matcher()
         for batch in first_input(inputs):
-            kept = [record for record in batch if combine(test(record) for test in tests)]
+            kept = list(filter(keep, batch))
             if kept:
                 yield kept
+
+    def _matcher(self) -> Callable[[Record], bool]:
+        """One test of a record against every condition (short-circuiting, no generators)."""
+        tests = [condition.predicate() for condition in self.config.conditions]
+        if len(tests) == 1:
+            return tests[0]
+
+        # Plain loops rather than all()/any() over a generator: no generator per record.
+        def every(record: Record) -> bool:
+            for test in tests:  # noqa: SIM110
+                if not test(record):
+                    return False
+            return True
+
+        def some(record: Record) -> bool:
+            for test in tests:  # noqa: SIM110
+                if test(record):
+                    return True
+            return False
+
+        return every if self.config.match == "all" else some

@@ -10,7 +10,7 @@ from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
 from nodes.builtin.delivery import Delivery, RetryPolicy
-from nodes.jsonbody import dumps
+from nodes.jsonbody import dumps_bytes
 from nodes.netguard import GuardedSession
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -156,7 +156,7 @@ class HttpPostNode(Node):
                 }
                 continue
             try:
-                body = dumps(batch[0] if self.config.batch_size == 1 else batch).encode()
+                body = dumps_bytes(batch[0] if self.config.batch_size == 1 else batch)
             except TypeError as exc:
                 raise NodeError(
                     f"batch {index} cannot be sent as JSON: {exc}", permanent=True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from nodes.builtin.casts import CAST_TYPES, CastName, cast, field_type_of
+from nodes.builtin.casts import CAST_TYPES, CASTS, CastName, cast, field_type_of
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -129,29 +130,79 @@ class MapFieldsNode(Node):
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
         index = 0
+        steps = self._steps
         for batch in first_input(inputs):
             out = []
             for record in batch:
-                out.append(self._map(record, index, context.partition))
+                out.append(self._map(record, steps, index, context.partition))
                 index += 1
             if out:
                 yield out
 
-    def _map(self, record: Record, index: int, partition: int | None) -> Record:
-        sources = self._sources
+    @cached_property
+    def _steps(self) -> list[_Step]:
+        return [_Step.of(target, spec) for target, spec in self.config.mapping.items()]
+
+    def _map(self, record: Record, steps: list[_Step], index: int, partition: int | None) -> Record:
         keep = self.config.keep_unmapped
+        sources = self._sources
         result = {k: v for k, v in record.items() if k not in sources} if keep else {}
-        for target, spec in self.config.mapping.items():
-            value = spec.value if spec.source is None else get_path(record, spec.source)
+        plain = type(record) is dict
+        for step in steps:
+            if step.source is None:
+                value = step.value
+            elif plain and step.top_level:
+                value = record.get(step.source)
+            else:
+                value = get_path(record, step.source)
             if value is MISSING or value is None:
-                value = spec.default
-            if spec.cast and value is not None:
+                value = step.default
+            if step.cast is not None and value is not None:
                 try:
-                    value = cast(spec.cast, value)
+                    value = step.cast(value)
                 except ValueError as exc:
                     where = f"record {index}" + (
                         f" of partition {partition}" if partition is not None else ""
                     )
-                    raise NodeError(f"field '{target}' of {where}: {exc}", permanent=True) from None
-            set_path(result, target, value)
+                    raise NodeError(
+                        f"field '{step.target}' of {where}: {exc}", permanent=True
+                    ) from None
+            if step.parents is None:
+                result[step.target] = value
+            elif keep:
+                set_path(result, step.target, value)  # copies objects shared with the input
+            else:
+                # Every object on the way was made here (targets never overlap): fill in place.
+                current = result
+                for part in step.parents:
+                    current = current.setdefault(part, {})
+                current[step.leaf] = value
         return result
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One mapping, prepared once per node run rather than once per record."""
+
+    target: str
+    source: str | None
+    top_level: bool
+    value: Any
+    default: Any
+    cast: Callable[[Any], Any] | None
+    parents: tuple[str, ...] | None
+    leaf: str
+
+    @classmethod
+    def of(cls, target: str, spec: FieldMapping) -> _Step:
+        *parents, leaf = target.split(".")
+        return cls(
+            target=target,
+            source=spec.source,
+            top_level=spec.source is not None and "." not in spec.source,
+            value=spec.value,
+            default=spec.default,
+            cast=CASTS[spec.cast] if spec.cast else None,
+            parents=tuple(parents) if parents else None,
+            leaf=leaf,
+        )

@@ -55,8 +55,20 @@ def _coerce(left: Any, right: Any) -> tuple[Any, Any] | None:
     return left, right
 
 
+#: Pairs of one of these types compare as they are (_coerce would return them unchanged).
+_PLAIN = frozenset({str, int, float})
+
+
 def _comparison(compare: Callable[[Any, Any], bool]) -> Operator:
     def op(left: Any, right: Any) -> bool:
+        kind, other = type(left), type(right)
+        if kind is other and kind in _PLAIN:
+            return bool(compare(left, right))  # the common case, without the coercion ladder
+        # A finite Decimal and an int compare exactly as they are (what coercion would give).
+        if kind is Decimal and other is int and left.is_finite():
+            return bool(compare(left, right))
+        if kind is int and other is Decimal and right.is_finite():
+            return bool(compare(left, right))
         pair = _coerce(left, right)
         if pair is None:
             return False

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
-from psycopg.rows import dict_row
 
 from nodes.jsonbody import dumps
 from nodes.sdk.errors import NodeError
@@ -35,13 +35,17 @@ def placeholders(query: str) -> list[str]:
 
 
 def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[Batch]:
+    """Batches of dicts from a cursor that yields tuples (dicts are built in C, not per row)."""
+    names: list[str] | None = None
     while True:
         if is_cancelled():
             raise NodeError("cancelled", permanent=True)
         rows = cursor.fetchmany(size)
         if not rows:
             return
-        yield rows
+        if names is None:
+            names = [column[0] for column in cursor.description]
+        yield list(map(dict, map(zip, repeat(names), rows)))
 
 
 class _Redactor:
@@ -76,7 +80,7 @@ def postgres_rows(
             with conn.transaction():
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
                 name = f"flowplatform_{uuid.uuid4().hex[:12]}"
-                with conn.cursor(name=name, row_factory=dict_row) as cursor:
+                with conn.cursor(name=name) as cursor:
                     cursor.itersize = batch_size
                     cursor.execute(query, params)
                     yield from _batches(cursor, batch_size, is_cancelled)
@@ -108,10 +112,6 @@ def _sqlite_query(query: str) -> str:
     return _PLACEHOLDER.sub(lambda m: f":{m.group(1)}" if m.group(1) else "%", query)
 
 
-def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
-
-
 def sqlite_rows(
     url: str,
     query: str,
@@ -130,7 +130,6 @@ def sqlite_rows(
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
         try:
-            conn.row_factory = _dict_row
             conn.execute("PRAGMA query_only = ON")
             # SQLite has no statement timeout: abort from the progress handler instead.
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)

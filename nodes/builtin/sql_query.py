@@ -34,6 +34,14 @@ class SqlQueryConfig(NodeConfig):
     batch_size: int = Field(
         DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Rows fetched per batch."
     )
+    partition_rows: int | None = Field(
+        None,
+        ge=1,
+        le=100_000_000,
+        description="Cut the output into partitions of this many rows: the partitionable nodes "
+        "that follow (filter, map_fields, http_post...) then run once per partition, in "
+        "parallel across workers. Unset: one output.",
+    )
     statement_timeout_s: float = Field(
         300, gt=0, description="Longest a statement (each fetch) may run, in seconds."
     )

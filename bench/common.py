@@ -1,0 +1,176 @@
+"""What the benchmarks share: settings from the environment, a worker, the peer, peak RSS.
+
+Defaults (override with the usual variables): ``DATABASE_URL`` =
+``postgres://postgres@127.0.0.1:5432/fp_bench`` (created if missing; the source tables live
+there too), ``CELERY_BROKER_URL`` = ``redis://127.0.0.1:6379/9``, a private queue, and flow
+data under a temporary directory. Everything runs on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/fp_bench"
+
+
+def configure() -> None:
+    """Point settings at PostgreSQL, Redis and a private queue, create the database, migrate."""
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DB)
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
+    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"flowplatform-bench-{os.getpid()}")
+    os.environ.setdefault("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", "true")
+    os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("FLOW_DATA_STORAGE", tempfile.mkdtemp(prefix="flowplatform-bench-"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
+    sys.path.insert(0, str(ROOT))
+    _create_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone():
+            conn.execute(f'create database "{name}"')
+
+
+def source_url() -> str:
+    """The benchmark database as a psycopg URL (source tables live beside the platform's)."""
+    return os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Worker:
+    """A ``celery worker`` subprocess (prefork) on the benchmark queue."""
+
+    def __init__(self, concurrency: int = 2, include: list[str] | None = None) -> None:
+        self.name = f"bench-{os.getpid()}-{time.monotonic_ns()}@localhost"
+        self.log = Path(tempfile.gettempdir()) / f"{self.name}.log"
+        args = [
+            sys.executable, "-m", "celery", "-A", "flowplatform", "worker",
+            "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"), "--concurrency", str(concurrency), "--pool", "prefork",
+            "--hostname", self.name, "--queues", os.environ["CELERY_TASK_DEFAULT_QUEUE"],
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        if include:
+            args += ["--include", ",".join(include)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log)
+        self.peak_kb: dict[int, int] = {}
+
+    def wait_ready(self) -> Worker:
+        from flowplatform.celery import app
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise SystemExit(f"worker exited; see {self.log}")
+            return bool(app.control.ping(destination=[self.name], timeout=0.5))
+
+        wait_for(ready, 60, "the worker")
+        return self
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children(self.process.pid)]
+
+    def sample(self) -> None:
+        """Record each worker process's peak resident set (VmHWM) seen so far."""
+        for pid in self.pids():
+            self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), vm_hwm_kb(pid))
+
+    def peak_mb(self) -> float:
+        """The largest peak RSS of any worker process (the parent or a pool child)."""
+        self.sample()
+        return max(self.peak_kb.values()) / 1024
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the worker's processes (user + system)."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """Peak resident set size of a process, in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Peer:
+    """The HTTP peer of ``bench/peer.py`` in its own process (so it shares no GIL)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "peer.py")], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def stats(self) -> dict[str, int]:
+        import requests
+
+        return requests.get(f"{self.url}/stats", timeout=10).json()
+
+    def reset(self) -> None:
+        import requests
+
+        requests.post(f"{self.url}/reset", data=b"", timeout=10)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)

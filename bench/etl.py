@@ -1,0 +1,256 @@
+"""ETL benchmark: the minimal flow against the same job written by hand, side by side.
+
+    .venv/bin/python bench/etl.py [--rows 300000] [--rounds 3] [--big-rows 3000000]
+
+The job: read every row of an orders table from PostgreSQL, keep the paid ones with a positive
+amount (one third), reshape them, and POST them in batches of 500 to a local HTTP peer.
+
+- *flow*: ``examples/paid-orders.json`` with ``partition_rows`` on the source, run by one
+  ``celery worker`` with 2 pool processes (this machine has 2 cores);
+- *hand-written*: one process, psycopg with a server-side cursor, a list comprehension,
+  ``requests`` with a keep-alive session.
+
+Rounds alternate (hand-written, flow, ...) and the medians are compared. Peak RSS is each
+process's VmHWM; the worker's figure is the largest of its parent and pool processes.
+``--big-rows`` then runs both once more on a larger table with a fresh worker, to show that the
+workers' memory stays flat as rows grow. The ratios are printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, Peer, Worker, configure, source_url, vm_hwm_kb, wait_for
+
+BATCH = 500
+FETCH = 2000
+PARTITION_ROWS = 25_000
+
+
+def create_table(rows: int) -> str:
+    """``bench_orders_<rows>``: one third paid, every amount positive (made once, then kept)."""
+    import psycopg
+
+    name = f"bench_orders_{rows}"
+    with psycopg.connect(source_url(), autocommit=True) as conn:
+        if conn.execute("select to_regclass(%s)", [name]).fetchone()[0]:
+            return name
+        print(f"creating {name} ...", flush=True)
+        conn.execute(
+            f"create table {name} (id int primary key, customer text, email text,"
+            " status text, amount numeric(12,2), created_at timestamptz)"
+        )
+        conn.execute(
+            f"insert into {name} select i, 'Client ' || i || ' ✓ Ünïcödé', 'c' || i || '@example.test',"
+            " (array['paid','pending','refunded'])[1 + i %% 3], 1 + (i %% 5000) / 100.0,"
+            " timestamptz '2026-01-01 10:00+00' + i * interval '1 second'"
+            " from generate_series(1, %s) i",
+            [rows],
+        )
+        conn.execute(f"analyze {name}")
+    return name
+
+
+def query(table: str) -> str:
+    return (
+        f"select id, customer, email, status, amount, created_at from {table}"
+        " where id > %(min_id)s order by id"
+    )
+
+
+# --- the hand-written job (run in a process of its own) ----------------------------------------
+def hand_written(table: str, url: str, dsn: str) -> dict[str, Any]:
+    import psycopg
+    import requests
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    sent = 0
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor(name="orders") as cursor,
+        requests.Session() as http,
+    ):
+        cursor.itersize = FETCH
+        cursor.execute(query(table), {"min_id": 0})
+        pending: list[dict[str, Any]] = []
+        while rows := cursor.fetchmany(FETCH):
+            for order_id, customer, email, status, amount, created_at in rows:
+                if status == "paid" and amount > 0:
+                    pending.append(
+                        {
+                            "order_id": order_id,
+                            "customer": {"name": customer, "email": email},
+                            "total": float(amount),
+                            "paid_at": created_at.isoformat(),
+                            "source": "flowplatform",
+                        }
+                    )
+                if len(pending) == BATCH:
+                    http.post(f"{url}/ingest", json=pending, timeout=30).raise_for_status()
+                    sent += len(pending)
+                    pending = []
+        if pending:
+            http.post(f"{url}/ingest", json=pending, timeout=30).raise_for_status()
+            sent += len(pending)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
+        "records": sent,
+        "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
+    }
+
+
+def run_hand_written(table: str, peer: Peer) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--hand-written", table, "--peer", peer.url]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the flow --------------------------------------------------------------------------------
+def install_flow(table: str, peer: Peer, partition_rows: int = PARTITION_ROWS) -> None:
+    from flows.flowfile import apply_flow_file
+    from nodes.models import Connection
+
+    for name, url in (("warehouse", source_url()), ("crm", peer.url)):
+        connection = Connection.objects.filter(name=name).first() or Connection(name=name)
+        connection.set_url(url)
+        connection.set_headers({})
+        connection.save()
+    flow = json.loads((ROOT / "examples" / "paid-orders.json").read_text())
+    flow = copy.deepcopy(flow)
+    flow["slug"] = "bench-etl"
+    flow["nodes"][0]["config"].update(
+        query=query(table), batch_size=FETCH, partition_rows=partition_rows
+    )
+    flow["nodes"][3]["config"].update(batch_size=BATCH, timeout_s=30)
+    apply_flow_file(flow)
+
+
+def run_flow(worker: Worker, min_id: int = 0) -> dict[str, Any]:
+    from flows.models import FlowRun
+    from flows.services import start_run
+
+    cpu_before = worker.cpu_s()
+    started = time.time()
+    run = start_run("bench-etl", params={"min_id": min_id})
+
+    def finished() -> FlowRun | None:
+        worker.sample()
+        run.refresh_from_db()
+        return run if run.is_finished else None
+
+    wait_for(finished, 3600, "the flow run")
+    if run.status != "succeeded":
+        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
+    assert run.finished_at is not None
+    nodes = {n.node_key: n.rows_out for n in run.node_runs.all()}
+    return {
+        "wall_s": run.finished_at.timestamp() - started,
+        "cpu_s": worker.cpu_s() - cpu_before,
+        "records": nodes["shape"],
+    }
+
+
+def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dict[str, Any]:
+    table = create_table(rows)
+    peer = Peer()
+    worker = Worker(concurrency=2).wait_ready()
+    try:
+        install_flow(table, peer, partition_rows)
+        run_flow(worker, min_id=rows - 2000)  # warm-up: imports and connections in the pool
+        hand, flow = [], []
+        for index in range(rounds):
+            for label, results, job in (
+                ("hand-written", hand, lambda: run_hand_written(table, peer)),
+                ("flow", flow, lambda: run_flow(worker)),
+            ):
+                peer.reset()
+                result = job()
+                delivered = peer.stats()["records"]
+                if delivered != rows // 3 or result["records"] != rows // 3:
+                    raise SystemExit(f"{label} delivered {delivered} records, not {rows // 3}")
+                results.append(result)
+                print(
+                    f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
+                    f"{result['cpu_s']:7.2f}s CPU",
+                    flush=True,
+                )
+        return {
+            "rows": rows,
+            "hand_s": statistics.median(r["wall_s"] for r in hand),
+            "flow_s": statistics.median(r["wall_s"] for r in flow),
+            "hand_rss_mb": max(r["peak_rss_mb"] for r in hand),
+            "worker_rss_mb": worker.peak_mb(),
+        }
+    finally:
+        worker.stop()
+        peer.stop()
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"{result['rows']:,} rows: hand-written {result['hand_s']:.2f}s "
+        f"(peak RSS {result['hand_rss_mb']:.0f} MB), flow {result['flow_s']:.2f}s "
+        f"(peak RSS of any worker process {result['worker_rss_mb']:.0f} MB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ETL benchmark: flow vs hand-written")
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-rows", type=int, default=0, help="also run once at this size")
+    parser.add_argument("--partition-rows", type=int, default=PARTITION_ROWS)
+    parser.add_argument("--hand-written", metavar="TABLE", help=argparse.SUPPRESS)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hand_written:
+        dsn = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fp_bench")
+        dsn = dsn.replace("postgres://", "postgresql://", 1)
+        print(json.dumps(hand_written(args.hand_written, args.peer, dsn)))
+        return
+    configure()
+    print(
+        f"ETL: {args.rows:,} rows, {args.rounds} rounds, 2 worker processes, {os.cpu_count()} CPUs"
+    )
+    main_result = measure(args.rows, args.rounds, args.partition_rows)
+    report(main_result)
+    big_result = None
+    if args.big_rows:
+        print(f"ETL: {args.big_rows:,} rows, 1 round, fresh worker")
+        big_result = measure(args.big_rows, 1, args.partition_rows)
+        report(big_result)
+    print(
+        f"ratio flow/hand-written wall time at {args.rows:,} rows: "
+        f"{main_result['flow_s'] / main_result['hand_s']:.2f} (goal <= 1.0)"
+    )
+    print(f"peak RSS of any worker process: {main_result['worker_rss_mb']:.0f} MB (goal <= 200)")
+    if big_result:
+        print(
+            f"ratio flow/hand-written wall time at {args.big_rows:,} rows: "
+            f"{big_result['flow_s'] / big_result['hand_s']:.2f}"
+        )
+        print(
+            f"ratio worker peak RSS {args.big_rows:,} / {args.rows:,} rows: "
+            f"{big_result['worker_rss_mb'] / main_result['worker_rss_mb']:.2f} (goal <= 1.2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

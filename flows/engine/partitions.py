@@ -1,0 +1,396 @@
+"""Partitioned execution: a source cuts its output by row count and the stretch of partitionable
+nodes after it runs once per partition, in parallel across workers.
+
+When ``run_node`` claims a source with ``partition_rows`` that is followed by a *stretch* (a
+straight line of partitionable nodes, each with one parent and alone in its level of the
+canvas), :func:`fan_out` gives it a replacement canvas::
+
+    chord([produce_partitions(source, stretch)], join_partitions(stretch))
+
+``produce_partitions`` runs the source and, as each partition is stored, adds
+``run_partition(i)`` to its own chord (``add_to_chord``), so the other workers start on
+partition 0 while the source is still reading. ``run_partition`` streams one partition through
+the whole stretch in one task, node after node in memory, writing each node's partition output
+on the way (so every node still has its output in storage). The chord joins when the source and
+every partition are done; ``join_partitions`` writes each node's manifest, sums the rows and
+marks the stretch succeeded, and the run's chain goes on past the stretch (its ``run_node``
+tasks find those nodes done). In embedded mode (eager) the partitions run one after the other
+inside ``produce_partitions``.
+
+A failing partition fails its node with ``partition N: ...`` and the run; the other partitions
+stop at their next batch, and the chord's error reaches the run's error callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from celery import Task, chord, shared_task
+from celery.canvas import Signature
+from django.db.models import F
+
+from flows import transitions
+from flows.engine.executor import (
+    PROGRESS_EVERY_S,
+    CancelProbe,
+    RowCounter,
+    RunCancelled,
+    build_node,
+    execute_node,
+    load_run,
+    make_context,
+    node_spec,
+    partition_rows,
+)
+from flows.engine.handoff import (
+    BatchWriter,
+    Part,
+    manifest_name,
+    output_name,
+    read_batches,
+    write_manifest,
+)
+from flows.engine.heartbeat import Heartbeat
+from flows.engine.lease import NodeLease
+from flows.engine.tasks import NodeFailed
+from flows.graph import Graph
+from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from nodes.registry import registry
+from nodes.sdk import NodeError
+from nodes.sdk.node import Batch
+
+logger = logging.getLogger("flowplatform.engine")
+
+
+class PartitionStopped(Exception):
+    """A partition task found its run already ended (failed or cancelled) and did nothing more."""
+
+
+class _NodeRaised(Exception):
+    """Carries an exception out of a fused stretch together with the node that raised it."""
+
+    def __init__(self, node_key: str, error: BaseException) -> None:
+        super().__init__(node_key)
+        self.node_key = node_key
+        self.error = error
+
+
+# --- planning --------------------------------------------------------------------------------
+def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
+    """The partitionable nodes that can run per partition of ``key``'s output, in order."""
+    graph = Graph.from_definition(definition)
+    alone = {level[0] for level in graph.levels() if len(level) == 1}
+    if key not in alone:
+        return []
+    types = {node["key"]: node["type"] for node in definition["nodes"]}
+    stretch: list[str] = []
+    current = key
+    while len(graph.children[current]) == 1:
+        child = graph.children[current][0].target
+        cls = registry.get(types[child])
+        if child not in alone or len(graph.parents[child]) != 1:
+            break
+        if cls is None or not cls.partitionable:
+            break
+        stretch.append(child)
+        current = child
+    return stretch
+
+
+def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
+    """The canvas replacing ``run_node`` for a partitioned source, or ``None`` to run it as is.
+
+    Claims the nodes of the stretch (they show as running from now on).
+    """
+    definition = load_run(node_run).version.definition
+    spec = node_spec(definition, node_run.node_key)
+    # Inside a group the canvas has no chain to hand the replacement to: run plainly there.
+    if partition_rows(spec) is None or task.request.group:
+        return None
+    run_id = str(node_run.run_id)
+    stretch: list[str] = []
+    for key in stretch_after(definition, node_run.node_key):
+        if not _claim(run_id, key):
+            break
+        stretch.append(key)
+    if not stretch:
+        return None
+    return chord(
+        [produce_partitions.si(run_id, node_run.node_key, stretch)],
+        join_partitions.s(run_id, node_run.node_key, stretch),
+    )
+
+
+def _claim(run_id: str, node_key: str) -> bool:
+    pk = NodeRun.objects.values_list("pk", flat=True).get(run_id=run_id, node_key=node_key)
+    lease = NodeLease(pk)
+    if not lease.acquire():
+        return False  # a delivery of its own task is executing it: let that one go on
+    try:
+        return transitions.claim_node(pk).outcome == "execute"
+    finally:
+        lease.release()
+
+
+# --- the source ------------------------------------------------------------------------------
+@shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
+def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
+    """Run the source, starting one ``run_partition`` per partition as soon as it is stored."""
+    node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
+    _check_active(node_run.run, [node_run])
+    inline = bool(self.request.is_eager or not self.request.chord)
+    done: list[dict[str, Any]] = []
+    started: list[int] = []
+
+    def start(index: int, _part: Part) -> None:
+        started.append(index)
+        signature = run_partition.si(run_id, source, stretch, index)
+        if not inline:
+            self.add_to_chord(signature)
+            return
+        result = signature.apply()
+        if result.failed():
+            raise NodeFailed(str(result.result))
+        done.append(result.get())
+
+    lease = NodeLease(node_run.pk)
+    # In embedded mode the run_node task this replaces holds the lease, in this very process.
+    if not self.request.is_eager and not _acquire(lease):
+        raise PartitionStopped(f"run {run_id} node {source} is executing elsewhere")
+    try:
+        with Heartbeat(node_run.pk):
+            outcome = execute_node(node_run, on_partition=start)
+    except (NodeFailed, PartitionStopped):
+        raise
+    except RunCancelled:
+        transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
+        raise PartitionStopped(f"run {run_id} was cancelled") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the source fails the run
+        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
+    finally:
+        lease.release()
+    transitions.finish_node(
+        node_run,
+        NodeStatus.SUCCEEDED,
+        rows_in=outcome.rows_in,
+        rows_out=outcome.rows_out,
+        output_ref=outcome.output_ref,
+    )
+    return {"source": source, "partitions": len(started), "done": done}
+
+
+def _acquire(lease: NodeLease, timeout_s: float = 10.0) -> bool:
+    # The replaced run_node task may still hold the lease for a moment after sending us.
+    deadline = time.monotonic() + timeout_s
+    while not lease.acquire():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# --- one partition through the stretch -------------------------------------------------------
+@shared_task(name="flows.run_partition", acks_late=True, reject_on_worker_lost=True)
+def run_partition(run_id: str, source: str, stretch: list[str], partition: int) -> dict[str, Any]:
+    """Stream partition ``partition`` of ``source``'s output through every node of ``stretch``."""
+    run = FlowRun.objects.select_related("version").get(id=run_id)
+    node_runs = {
+        nr.node_key: nr
+        for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=stretch).select_related("run")
+    }
+    _check_active(run, list(node_runs.values()))
+    probe = CancelProbe(run_id, stop_when_finished=True)
+    pipeline = _Pipeline(run, node_runs, partition, probe)
+    try:
+        # One live node of the stretch keeps the reaper away while partitions are running.
+        with Heartbeat(node_runs[stretch[0]].pk):
+            pipeline.drain(read_batches(output_name(run_id, source, partition)), stretch)
+    except _NodeRaised as raised:
+        if probe() or _run_ended(run_id):
+            raise PartitionStopped(f"run {run_id} ended") from None
+        message = f"partition {partition}: {_message(raised.error)}"
+        tb = "".join(traceback.format_exception(raised.error))
+        _fail(node_runs[raised.node_key], message, tb, [source, *stretch])
+    finally:
+        pipeline.close()
+    return {"partition": partition, "rows": pipeline.rows()}
+
+
+class _Pipeline:
+    """One partition streamed through a stretch of nodes, each node's output teed to storage."""
+
+    def __init__(
+        self, run: FlowRun, node_runs: dict[str, NodeRun], partition: int, probe: CancelProbe
+    ) -> None:
+        self.run = run
+        self.node_runs = node_runs
+        self.partition = partition
+        self.probe = probe
+        self.writers: dict[str, BatchWriter] = {}
+        self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
+
+    def drain(self, source: Iterable[Batch], stretch: list[str]) -> None:
+        definition = self.run.version.definition
+        progress = _Progress([self.node_runs[key].pk for key in stretch])
+        stream = source
+        for key in stretch:
+            stream = self._stage(definition, key, stream)
+        for _batch in stream:
+            progress.tick(list(self.counters.values()))
+        for key, writer in self.writers.items():
+            try:
+                writer.save()
+            except Exception as exc:
+                raise _NodeRaised(key, exc) from exc
+        progress.flush(list(self.counters.values()))
+
+    def _stage(
+        self, definition: dict[str, Any], key: str, stream: Iterable[Batch]
+    ) -> Iterator[Batch]:
+        try:
+            spec = node_spec(definition, key)
+            node = build_node(spec)
+        except Exception as exc:
+            raise _NodeRaised(key, exc) from exc
+        port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
+        attempt = self.node_runs[key].attempts
+        context = make_context(self.run, spec, attempt, self.probe, self.partition)
+        rows_in, rows_out = RowCounter(), RowCounter()
+        writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
+        self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
+        output = node.execute(context, {port: rows_in.wrap(stream)})
+        return self._tee(writer, rows_out.wrap(_blame(key, output)))
+
+    def _tee(self, writer: BatchWriter, batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if self.probe():
+                raise PartitionStopped(f"run {self.run.id} ended")
+            writer.write(batch)
+            yield batch
+
+    def rows(self) -> dict[str, list[int]]:
+        return {key: [c[0].rows, c[1].rows] for key, c in self.counters.items()}
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _blame(key: str, batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Re-raise what a node raises tagged with its key (upstream nodes have tagged theirs)."""
+    try:
+        yield from batches
+    except _NodeRaised:
+        raise
+    except Exception as exc:
+        raise _NodeRaised(key, exc) from exc
+
+
+class _Progress:
+    """Adds each node's new rows to its NodeRun every ``PROGRESS_EVERY_S`` (partitions add up)."""
+
+    def __init__(self, node_run_ids: list[int]) -> None:
+        self.ids = node_run_ids
+        self.sent = [(0, 0)] * len(node_run_ids)
+        self._last = time.monotonic()
+
+    def tick(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
+        if time.monotonic() - self._last >= PROGRESS_EVERY_S:
+            self.flush(counters)
+
+    def flush(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
+        self._last = time.monotonic()
+        for index, (node_run_id, (rows_in, rows_out)) in enumerate(
+            zip(self.ids, counters, strict=False)
+        ):
+            sent_in, sent_out = self.sent[index]
+            if (rows_in.rows, rows_out.rows) == (sent_in, sent_out):
+                continue
+            transitions.heartbeat(
+                node_run_id,
+                rows_in=F("rows_in") + (rows_in.rows - sent_in),
+                rows_out=F("rows_out") + (rows_out.rows - sent_out),
+            )
+            self.sent[index] = (rows_in.rows, rows_out.rows)
+
+
+# --- the join --------------------------------------------------------------------------------
+@shared_task(name="flows.join_partitions", acks_late=True)
+def join_partitions(
+    results: list[dict[str, Any]], run_id: str, source: str, stretch: list[str]
+) -> str:
+    """Chord body: record each stretch node's partitions and totals, and mark it succeeded."""
+    expected, by_partition = None, {}
+    for result in results:
+        if "source" in result:
+            expected = result["partitions"]
+            by_partition.update({done["partition"]: done for done in result["done"]})
+        else:
+            by_partition[result["partition"]] = result
+    node_runs = {
+        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=stretch)
+    }
+    run = FlowRun.objects.get(id=run_id)
+    _check_active(run, list(node_runs.values()))
+    if expected is None or sorted(by_partition) != list(range(expected)):
+        message = f"partitions missing after the join: got {sorted(by_partition)} of {expected}"
+        _fail(node_runs[stretch[0]], message, "", [source, *stretch])
+    for key in stretch:
+        parts = [
+            Part(output_name(run_id, key, i), *by_partition[i]["rows"][key])
+            for i in range(expected)
+        ]
+        ref = write_manifest(manifest_name(run_id, key), parts)
+        transitions.finish_node(
+            node_runs[key],
+            NodeStatus.SUCCEEDED,
+            rows_in=sum(part.rows_in for part in parts),
+            rows_out=sum(part.rows_out for part in parts),
+            output_ref=ref,
+        )
+    logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(stretch), expected)
+    return stretch[-1]
+
+
+# --- shared ----------------------------------------------------------------------------------
+def _message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
+
+
+def _run_ended(run_id: str) -> bool:
+    status = FlowRun.objects.filter(id=run_id).values_list("status", flat=True).first()
+    return status not in ACTIVE_RUN_STATUSES
+
+
+def _check_active(run: FlowRun, node_runs: list[NodeRun]) -> None:
+    """Stop (without recording anything) when the run or a node has already finished."""
+    if run.status not in ACTIVE_RUN_STATUSES or any(
+        nr.status != NodeStatus.RUNNING for nr in node_runs
+    ):
+        raise PartitionStopped(f"run {run.id} is {run.status}")
+
+
+def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str]) -> None:
+    """Fail a node of a fan-out and the run; close the fan-out's other running nodes."""
+    run_id = str(node_run.run_id)
+    transitions.finish_node(node_run, NodeStatus.FAILED, error=message[:10000], traceback=tb)
+    definition = FlowRun.objects.select_related("version").get(id=run_id).version.definition
+    downstream = Graph.from_definition(definition).descendants(node_run.node_key)
+    others = NodeRun.objects.filter(
+        run_id=run_id, node_key__in=fan_out, status=NodeStatus.RUNNING
+    ).exclude(pk=node_run.pk)
+    for other in others:
+        if other.node_key in downstream:
+            transitions.finish_node(other, NodeStatus.SKIPPED)
+        else:
+            stopped = f"stopped: node '{node_run.node_key}' failed"
+            transitions.finish_node(other, NodeStatus.CANCELLED, error=stopped)
+    transitions.skip_nodes(run_id, downstream)
+    error = f"node '{node_run.node_key}' failed: {message}"
+    transitions.finish_run(run_id, RunStatus.FAILED, error)
+    logger.warning("run %s %s", run_id, error)
+    raise NodeFailed(error)

@@ -1,0 +1,117 @@
+"""Partitioned execution: a source cut by row count, the nodes after it run per partition."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from flows.engine.handoff import read_manifest
+from flows.flowfile import apply_flow_file
+from flows.models import FlowRun
+from flows.services import start_run, wait_for_run
+from tests.conftest import WorkerProcess
+from tests.flows.helpers import (
+    SOURCE_DB_URL,
+    add_connection,
+    orders_table,
+    point_minimal_flow_at,
+    posted_records,
+)
+
+STRETCH = ("paid", "shape", "push")
+
+
+def partitioned(flow: dict[str, Any], rows: int) -> dict[str, Any]:
+    flow = copy.deepcopy(flow)
+    flow["nodes"][0]["config"]["partition_rows"] = rows
+    return flow
+
+
+def node_figures(run: FlowRun) -> dict[str, tuple[str, int, int]]:
+    return {n.node_key: (n.status, n.rows_in, n.rows_out) for n in run.node_runs.all()}
+
+
+def delivered(httpserver: HTTPServer) -> list[tuple[Any, ...]]:
+    records = posted_records(httpserver)
+    return sorted((r["order_id"], r["total"], r["customer"]["email"]) for r in records)
+
+
+@pytest.fixture
+def peers(httpserver: HTTPServer) -> HTTPServer:
+    httpserver.expect_request("/ingest", method="POST").respond_with_json({"ok": True})
+    add_connection("crm", httpserver.url_for("/"))
+    add_connection("warehouse", SOURCE_DB_URL)
+    return httpserver
+
+
+@pytest.mark.worker
+def test_partitioned_run_delivers_exactly_what_an_unpartitioned_run_does(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    with orders_table(2000) as table:
+        flow = point_minimal_flow_at(minimal_flow, table.name)
+        apply_flow_file(flow)
+        plain = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+        plain_records = delivered(peers)
+        peers.clear_log()
+        apply_flow_file(partitioned(flow, 300))
+        split = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    assert plain.status == split.status == "succeeded", split.error
+    assert delivered(peers) == plain_records
+    assert len(plain_records) == len(table.expected_paid())
+    figures = node_figures(split)
+    assert figures["orders"] == ("succeeded", 0, 2000)
+    for key in ("paid", "shape"):  # same rows as without partitions
+        assert figures[key] == node_figures(plain)[key]
+    assert figures["push"][:2] == ("succeeded", len(plain_records))
+    push = split.node_runs.get(node_key="push")
+    parts = read_manifest(push.output_ref)
+    assert len(parts) == 7  # 2000 rows in partitions of 300
+    assert sum(p.rows_in for p in parts) == len(plain_records)
+    keys = {r.headers["Idempotency-Key"] for r, _ in peers.log}
+    assert len(keys) == len(peers.log)  # each partition's batches have keys of their own
+
+
+@pytest.mark.worker
+def test_a_failing_partition_fails_its_node_with_the_partition_named(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    flow = partitioned(minimal_flow, 100)
+    # One value in the fourth partition (rows 301-400) cannot be cast.
+    flow["nodes"][0]["config"]["query"] = (
+        "select g as id, case when g = 350 then 'x' else g::text end as code, 'paid' as status,"
+        " 1 as amount from generate_series(1, 1000) g where g > %(min_id)s order by g"
+    )
+    flow["nodes"][2]["config"]["mapping"] = {
+        "order_id": "id",
+        "code": {"source": "code", "cast": "int"},
+    }
+    apply_flow_file(flow)
+    run = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    assert run.status == "failed"
+    assert run.error.startswith("node 'shape' failed: partition 3: ")
+    shape = run.node_runs.get(node_key="shape")
+    assert shape.status == "failed"
+    assert shape.error.startswith("partition 3: field 'code' of record 49 of partition 3")
+    assert shape.traceback
+    statuses = dict(run.node_runs.values_list("node_key", "status"))
+    assert statuses["push"] == "skipped"
+    assert statuses["paid"] in ("succeeded", "cancelled")  # stopped when shape failed
+
+
+def test_partitioned_run_in_embedded_mode(
+    transactional_db: None, eager: None, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    with orders_table(500) as table:
+        apply_flow_file(partitioned(point_minimal_flow_at(minimal_flow, table.name), 200))
+        run = start_run("paid-orders-to-crm")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert len(posted_records(peers)) == len(table.expected_paid())
+    figures = node_figures(run)
+    assert figures["orders"] == ("succeeded", 0, 500)
+    assert figures["paid"] == ("succeeded", 500, len(table.expected_paid()))
+    assert len(read_manifest(run.node_runs.get(node_key="paid").output_ref)) == 3
