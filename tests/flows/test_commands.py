@@ -147,3 +147,43 @@ def test_secrets_never_reach_an_export(tmp_path: Path, minimal_flow: dict[str, A
     connection = Connection.objects.get(name="crm")
     assert "hunter2" not in repr(connection.info()) and "tok-123" not in repr(connection.info())
     assert connection.header_names == ["Authorization"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runflow_rerun_from_the_failed_node(
+    eager: None, httpserver: Any, minimal_flow: dict[str, Any]
+) -> None:
+    from flows.models import FlowRun
+    from tests.flows.helpers import (
+        SOURCE_DB_URL,
+        add_connection,
+        orders_table,
+        point_minimal_flow_at,
+    )
+
+    add_connection("warehouse", SOURCE_DB_URL)
+    add_connection("crm", httpserver.url_for("/"))
+    httpserver.expect_oneshot_request("/ingest").respond_with_data("no", status=400)
+    with orders_table(30) as table:
+        from flows.flowfile import apply_flow_file
+
+        apply_flow_file(point_minimal_flow_at(minimal_flow, table.name))
+        with pytest.raises(CommandError, match="node 'push' failed: HTTP 400"):
+            run("runflow", "paid-orders-to-crm", "--wait")
+        failed = FlowRun.objects.get()
+        httpserver.expect_request("/ingest").respond_with_json({"ok": True})
+        out = run("runflow", "paid-orders-to-crm", "--rerun", str(failed.id), "--wait")
+    assert out.strip().endswith(": succeeded")
+    second = FlowRun.objects.exclude(pk=failed.pk).get()
+    assert second.trigger == "rerun"
+    assert second.node_runs.get(node_key="orders").reused_from_id == failed.id
+
+
+def test_runflow_from_needs_rerun() -> None:
+    with pytest.raises(CommandError, match="--from and --latest need --rerun RUN_ID"):
+        run("runflow", "x", "--from", "push")
+
+
+def test_runflow_rerun_of_an_unknown_run() -> None:
+    with pytest.raises(CommandError, match="run 'nope' of flow 'x' does not exist"):
+        run("runflow", "x", "--rerun", "nope")
