@@ -135,6 +135,7 @@ class FlowRun(models.Model):
     redispatches = models.PositiveIntegerField(
         "re-dispatches", default=0, help_text="Times the reaper re-sent a stalled run."
     )
+    redispatched_at = models.DateTimeField("last re-dispatch", null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

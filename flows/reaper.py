@@ -55,6 +55,8 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
 
 
 def is_stalled(run: FlowRun, stale: datetime) -> bool:
+    if run.redispatched_at is not None and run.redispatched_at >= stale:
+        return False  # each re-dispatch gets a full staleness window to show progress
     nodes = NodeRun.objects.filter(run=run)
     running = list(nodes.filter(status=NodeStatus.RUNNING))
     if running:

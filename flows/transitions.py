@@ -98,7 +98,7 @@ def mark_redispatched(run_id: str) -> int:
     """Count a re-dispatch of a stalled run; returns the new count (0 if it is not active)."""
     with transaction.atomic():
         changed = FlowRun.objects.filter(id=run_id, status__in=ACTIVE_RUN_STATUSES).update(
-            redispatches=F("redispatches") + 1
+            redispatches=F("redispatches") + 1, redispatched_at=timezone.now()
         )
         if not changed:
             return 0

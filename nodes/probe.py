@@ -68,9 +68,19 @@ def _probe_http(url: str, headers: dict[str, str]) -> tuple[bool, str]:
     )
     allow_private = bool(getattr(settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False))
     with GuardedSession(allow_private=allow_private) as session:
-        response = session.head(base or url, headers=headers, auth=auth, timeout=TIMEOUT_S)
+        # No redirects: connection headers must never follow one to another host.
+        response = session.head(
+            base or url, headers=headers, auth=auth, timeout=TIMEOUT_S, allow_redirects=False
+        )
         if response.status_code in (405, 501):
-            response = session.get(base, headers=headers, auth=auth, timeout=TIMEOUT_S, stream=True)
+            response = session.get(
+                base,
+                headers=headers,
+                auth=auth,
+                timeout=TIMEOUT_S,
+                stream=True,
+                allow_redirects=False,
+            )
             response.close()
     ok = response.status_code < 400
     return ok, f"HTTP {response.status_code} {response.reason or ''}".rstrip()

@@ -19,8 +19,15 @@ def validate_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ConnectionURLError(f"not a valid URL ({exc})") from None
+    except ValueError:
+        # The text of this error may quote part of a password: do not repeat it.
+        raise ConnectionURLError(
+            "not a valid URL (bad host or port; URL-encode special characters in the password)"
+        ) from None
+    if "@" in parts.path and "@" not in parts.netloc:
+        raise ConnectionURLError(
+            "not a valid URL: URL-encode '/', '?' and '#' in the user name and password"
+        )
     if parts.scheme not in SUPPORTED_SCHEMES:
         raise ConnectionURLError(
             f"unsupported scheme '{parts.scheme}' (use one of: {', '.join(SUPPORTED_SCHEMES)})"
@@ -37,10 +44,10 @@ def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (safe to display and export)."""
     parts = urlsplit(url)
     netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-        if parts.port:
-            netloc += f":{parts.port}"
+    if "@" in netloc:
+        # A user name alone may be a token (https://TOKEN@host): mask it too.
+        user = f"{parts.username}:***" if parts.password is not None else "***"
+        netloc = f"{user}@{netloc.rpartition('@')[2]}"
     # Query values may carry tokens (?api_key=...): keep the names, hide the values.
     query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&") if pair)
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, ""))

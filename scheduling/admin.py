@@ -165,12 +165,12 @@ class FlowScheduleAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Enable selected schedules")
+    @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
         count = set_enabled(queryset, True)
         self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
 
-    @admin.action(description="Disable selected schedules")
+    @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
         count = set_enabled(queryset, False)
         self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)

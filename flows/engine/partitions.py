@@ -31,6 +31,7 @@ from typing import Any
 
 from celery import Task, chord, shared_task
 from celery.canvas import Signature
+from celery.exceptions import Ignore
 from django.db.models import F
 
 from flows import transitions
@@ -160,7 +161,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
     lease = NodeLease(node_run.pk)
     # In embedded mode the run_node task this replaces holds the lease, in this very process.
     if not self.request.is_eager and not _acquire(lease):
-        raise PartitionStopped(f"run {run_id} node {source} is executing elsewhere")
+        raise Ignore()  # a duplicate delivery: the live one owns the fan-out
     try:
         with Heartbeat(node_run.pk):
             outcome = execute_node(node_run, on_partition=start)

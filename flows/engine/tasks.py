@@ -13,6 +13,7 @@ from django.conf import settings
 
 from flows import transitions
 from flows.engine.executor import RunCancelled, execute_node
+from flows.engine.handoff import MANIFEST_SUFFIX
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import NodeLease
 from flows.graph import Graph
@@ -41,6 +42,9 @@ def run_node(self: Any, run_id: str, node_key: str) -> str:
         raise Ignore()
     if node_run.status == NodeStatus.SUCCEEDED:
         return node_key  # a duplicate delivery: let the canvas go on
+    if node_run.status == NodeStatus.RUNNING and _inside_fan_out(node_run):
+        # Its partitions run it; a second, whole execution would send its records twice.
+        raise Ignore()
     lease = NodeLease(node_run.pk)
     if not lease.acquire():
         logger.info("run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key)
@@ -49,6 +53,17 @@ def run_node(self: Any, run_id: str, node_key: str) -> str:
         return _run_claimed(self, node_run.pk, node_key)
     finally:
         lease.release()
+
+
+def _inside_fan_out(node_run: NodeRun) -> bool:
+    """Whether the node is being run partition by partition (its input is still being fanned out)."""
+    parents = [
+        e["from"] for e in node_run.run.version.definition["edges"] if e["to"] == node_run.node_key
+    ]
+    upstream = NodeRun.objects.filter(run_id=node_run.run_id, node_key__in=parents)
+    return any(
+        u.status != NodeStatus.SUCCEEDED or u.output_ref.endswith(MANIFEST_SUFFIX) for u in upstream
+    )
 
 
 def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:

@@ -69,6 +69,15 @@ class Delivery:
     is_cancelled: Callable[[], bool] = lambda: False
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
 
+    def _redact(self, text: str) -> str:
+        """The peer may echo what it was sent: hide credential values before they reach errors."""
+        secrets = [*self.credentials.values(), *(self.auth or ())]
+        secrets += [v for k, v in self.headers.items() if k.lower() in CREDENTIAL_HEADERS]
+        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+            text = text.replace(secret, "***")
+            text = text.replace(secret.split(" ", 1)[-1], "***")  # "Bearer <token>" -> token
+        return text
+
     def post(self, body: bytes, extra_headers: dict[str, str]) -> tuple[int, int]:
         """Deliver ``body``; returns (final status, attempts). Raises :class:`NodeError`."""
         problem, retry_after = "", None
@@ -95,7 +104,7 @@ class Delivery:
             if status == 429 or status >= 500:
                 problem, retry_after = f"HTTP {status}", _retry_after(response)
                 continue
-            raise NodeError(f"HTTP {status}: {response.text[:200]}", permanent=True)
+            raise NodeError(f"HTTP {status}: {self._redact(response.text[:200])}", permanent=True)
         raise NodeError(
             f"gave up after {self.policy.max_retries + 1} attempts, last: {problem}",
             permanent=False,

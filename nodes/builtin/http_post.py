@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
-from nodes.builtin.delivery import Delivery, RetryPolicy
+from nodes.builtin.delivery import CREDENTIAL_HEADERS, Delivery, RetryPolicy
 from nodes.jsonbody import dumps_bytes
 from nodes.netguard import GuardedSession
 from nodes.sdk.context import ExecutionContext
@@ -68,6 +68,9 @@ class HttpPostConfig(NodeConfig):
         for name, value in headers.items():
             if not name or any(c in f"{name}{value}" for c in "\r\n\0"):
                 raise ValueError(f"header '{name.strip()}' is empty or contains a line break")
+            if name.lower() in CREDENTIAL_HEADERS:
+                # Flow configs are exported and versioned in clear: secrets live in connections.
+                raise ValueError(f"header '{name}' carries credentials: put it in a connection")
         return headers
 
     @model_validator(mode="after")

@@ -226,7 +226,8 @@ def test_fan_in_with_a_failing_branch_fails_and_never_hangs(
     assert run.status == "failed"
     assert run.error.startswith("node 'broken' failed:")
     statuses = dict(run.node_runs.values_list("node_key", "status"))
-    assert statuses["paid"] == "succeeded"
+    # the sibling branch either finished first or was never started once the run had failed
+    assert statuses["paid"] in ("succeeded", "skipped")
     assert statuses["shape"] == statuses["push"] == "skipped"
     assert len(httpserver.log) == 0
 

@@ -187,3 +187,15 @@ def test_runflow_from_needs_rerun() -> None:
 def test_runflow_rerun_of_an_unknown_run() -> None:
     with pytest.raises(CommandError, match="run 'nope' of flow 'x' does not exist"):
         run("runflow", "x", "--rerun", "nope")
+
+
+def test_a_token_in_the_user_name_is_masked() -> None:
+    out = run("addconnection", "gh", "https://ghp_t0ken@api.example/")
+    assert "ghp_t0ken" not in out
+    assert Connection.objects.get(name="gh").display_url == "https://***@api.example/"
+
+
+def test_an_unencoded_slash_in_a_password_is_refused_without_echoing_it() -> None:
+    with pytest.raises(CommandError) as caught:
+        run("addconnection", "dw", "postgresql://app:12/34xyz@db/dw")
+    assert "URL-encode" in str(caught.value) and "34xyz" not in str(caught.value)

@@ -411,3 +411,28 @@ def test_output_is_a_typed_summary() -> None:
     entry = HttpPostNode.describe()
     assert entry["outputs"][0]["kind"] == "summary" and entry["category"] == "destination"
     assert all(p.get("description") for p in entry["config_schema"]["properties"].values())
+
+
+def test_credential_headers_are_refused_in_the_config() -> None:
+    with pytest.raises(ValidationError) as caught:
+        HttpPostNode({"url": "http://host/", "headers": {"Authorization": "Bearer x"}})
+    assert caught.value.errors()[0]["loc"] == ("headers",)
+    assert "put it in a connection" in str(caught.value)
+
+
+def test_a_peer_echoing_credentials_does_not_leak_them_into_the_error(
+    httpserver: HTTPServer,
+) -> None:
+    httpserver.expect_request("/ingest").respond_with_data(
+        "bad token: Bearer s3cr3t-tok", status=401
+    )
+    node = HttpPostNode({"connection": "crm", "url": "ingest"})
+    context = ExecutionContext(
+        connection_lookup=lambda name: ConnectionInfo(
+            name, httpserver.url_for("/"), {"Authorization": "Bearer s3cr3t-tok"}
+        )
+    )
+    with pytest.raises(NodeError) as caught:
+        list(node.execute(context, {"in": [[{"id": 1}]]}))
+    assert "s3cr3t-tok" not in str(caught.value)
+    assert str(caught.value).startswith("HTTP 401: bad token: ***")
