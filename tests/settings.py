@@ -24,3 +24,6 @@ os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
 from flowplatform.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# WhiteNoise expects the collected static directory; the tests serve none from it.
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # noqa: F405
