@@ -12,7 +12,8 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.conf import settings
 
 from flows import transitions
-from flows.engine.executor import RunCancelled, execute_node
+from flows.definition import NodePolicy
+from flows.engine.executor import RunCancelled, execute_node, node_spec
 from flows.engine.handoff import MANIFEST_SUFFIX
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import NodeLease
@@ -57,9 +58,8 @@ def run_node(self: Any, run_id: str, node_key: str) -> str:
 
 def _inside_fan_out(node_run: NodeRun) -> bool:
     """Whether the node is being run partition by partition (its input is still being fanned out)."""
-    parents = [
-        e["from"] for e in node_run.run.version.definition["edges"] if e["to"] == node_run.node_key
-    ]
+    graph = Graph.from_definition(node_run.run.version.definition)
+    parents = [edge.source for edge in graph.parents[node_run.node_key]]
     upstream = NodeRun.objects.filter(run_id=node_run.run_id, node_key__in=parents)
     return any(
         u.status != NodeStatus.SUCCEEDED or u.output_ref.endswith(MANIFEST_SUFFIX) for u in upstream
@@ -107,29 +107,26 @@ def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:
     return node_key
 
 
-def _policy(node_run: NodeRun) -> dict[str, Any]:
-    for node in node_run.run.version.definition["nodes"]:
-        if node["key"] == node_run.node_key:
-            return node.get("policy") or {}
-    return {}
+def _policy(node_run: NodeRun) -> NodePolicy:
+    spec = node_spec(node_run.run.version.definition, node_run.node_key)
+    return NodePolicy.model_validate(spec.get("policy") or {})
 
 
-def _timeout(node_run: NodeRun) -> Any:
-    return _policy(node_run).get("timeout_s")
+def _timeout(node_run: NodeRun) -> float | None:
+    return _policy(node_run).timeout_s
 
 
-def retry_delay(policy: dict[str, Any], attempt: int) -> float:
+def retry_delay(policy: NodePolicy, attempt: int) -> float:
     """Exponential backoff with full jitter, capped: the delay before retry number ``attempt``."""
-    base = float(policy.get("retry_backoff_s", 2.0))
-    cap = float(policy.get("retry_backoff_max_s", 300.0))
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+    ceiling = min(policy.retry_backoff_max_s, policy.retry_backoff_s * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter
 
 
 def _retry_or_fail(task: Any, node_run: NodeRun, message: str, permanent: bool) -> None:
     """Retry a failure a retry can help while the node's policy allows; otherwise fail."""
     policy = _policy(node_run)
     retries_done = node_run.attempts - 1 - node_run.workers_lost
-    if not permanent and retries_done < int(policy.get("max_retries", 0)):
+    if not permanent and retries_done < policy.max_retries:
         delay = retry_delay(policy, retries_done + 1)
         transitions.retry_node(node_run, message, delay)
         logger.warning(
