@@ -30,6 +30,9 @@ class LeaderLease:
         self.ttl_s = ttl_s
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.client = redis.Redis.from_url(url, socket_timeout=max(ttl_s / 3, 1))
+        # Constant Lua scripts, run atomically by Redis (EVALSHA); no user text is involved.
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
         self._held = False
         self._renew_at = 0.0
         self._valid_until = 0.0
@@ -49,7 +52,7 @@ class LeaderLease:
         ttl_ms = int(self.ttl_s * 1000)
         try:
             if self._held:
-                ok = bool(self.client.eval(_RENEW, 1, self.key, self.token, ttl_ms))
+                ok = bool(self._renew(keys=[self.key], args=[self.token, ttl_ms]))
             else:
                 ok = bool(self.client.set(self.key, self.token, nx=True, px=ttl_ms))
         except redis.RedisError as exc:
@@ -70,6 +73,6 @@ class LeaderLease:
             return
         self._held = False
         try:
-            self.client.eval(_RELEASE, 1, self.key, self.token)
+            self._release(keys=[self.key], args=[self.token])
         except redis.RedisError as exc:
             logger.warning("beat lease: could not release (%s); it expires by itself", exc)

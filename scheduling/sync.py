@@ -71,14 +71,8 @@ def entry_fields(schedule: FlowSchedule, rows: dict[Any, Any] | None = None) -> 
 def _timing(schedule: FlowSchedule) -> dict[str, Any]:
     if schedule.kind == "cron":
         spec = parse_cron(schedule.cron).fields()
-        row = CrontabSchedule.objects.filter(
-            minute=spec["minute"],
-            hour=spec["hour"],
-            day_of_month=spec["day_of_month"],
-            month_of_year=spec["month"],
-            day_of_week=spec["day_of_week"],
-            timezone=schedule.timezone,
-        ).first() or CrontabSchedule.objects.create(
+        crontab = _shared_row(
+            CrontabSchedule,
             minute=spec["minute"],
             hour=spec["hour"],
             day_of_month=spec["day_of_month"],
@@ -86,17 +80,19 @@ def _timing(schedule: FlowSchedule) -> dict[str, Any]:
             day_of_week=spec["day_of_week"],
             timezone=schedule.timezone,
         )
-        return {"crontab": row}
+        return {"crontab": crontab}
     if schedule.kind == "interval":
         every = schedule.every_seconds or 1
-        row = IntervalSchedule.objects.filter(
-            every=every, period=IntervalSchedule.SECONDS
-        ).first() or IntervalSchedule.objects.create(every=every, period=IntervalSchedule.SECONDS)
-        return {"interval": row}
-    row = ClockedSchedule.objects.filter(
-        clocked_time=schedule.at
-    ).first() or ClockedSchedule.objects.create(clocked_time=schedule.at)
-    return {"clocked": row}
+        return {
+            "interval": _shared_row(IntervalSchedule, every=every, period=IntervalSchedule.SECONDS)
+        }
+    return {"clocked": _shared_row(ClockedSchedule, clocked_time=schedule.at)}
+
+
+def _shared_row(model: Any, **fields: Any) -> Any:
+    """An existing timing row with these fields, or a new one (not get_or_create: django-celery-beat
+    tables may already hold duplicates, which get() would refuse)."""
+    return model.objects.filter(**fields).first() or model.objects.create(**fields)
 
 
 def sync_periodic_task(schedule: FlowSchedule, force: bool = False) -> PeriodicTask:
