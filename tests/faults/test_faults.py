@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from django.conf import settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from flows.engine.handoff import read_batches
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, NodeRun
 from flows.reaper import reap
@@ -169,12 +169,7 @@ def test_peer_503_twice_then_200_succeeds_with_retries_recorded(
         apply_flow_file(point_minimal_flow_at(minimal_flow, table.name))
         run = wait_for_run(start_run("paid-orders-to-crm"), timeout=30)
     assert run.status == "succeeded", run.error
-    summary = next(
-        batch
-        for batch in __import__("flows.engine.handoff", fromlist=["read_batches"]).read_batches(
-            run.node_runs.get(node_key="push").output_ref
-        )
-    )
+    summary = next(read_batches(run.node_runs.get(node_key="push").output_ref))
     assert summary[0]["attempts"] == 3 and summary[0]["status"] == 200
 
 
@@ -320,7 +315,3 @@ def test_starting_a_run_with_the_broker_down_fails_fast(
     assert elapsed < 15
     run = FlowRun.objects.get()
     assert run.status == "failed" and run.error.startswith("broker unavailable")
-
-
-def _unused(*_: Any) -> None:
-    threading.Event()
