@@ -224,6 +224,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A failing fan-out branch must reach the run's error callback too.
 CELERY_TASK_ALLOW_ERROR_CB_ON_CHORD_HEADER = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 86400)
+# Celery's Django fix-up closes every database connection around every task unless this is
+# set; a new PostgreSQL connection per task cost more than a short node's whole bookkeeping.
+# Connections are instead kept as Django keeps them between requests (CONN_MAX_AGE, health
+# checks, closed after an error: flowplatform/celery.py) and recycled every this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # Longest node hard time limit; the visibility timeout must stay above it (docs/operations.md).
 FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S = env_int("FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S", 3600)
 CELERY_VISIBILITY_TIMEOUT_S = env_int(
