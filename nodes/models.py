@@ -57,16 +57,25 @@ class Connection(models.Model):
         return crypto.decrypt(self.encrypted_url)
 
     def secret_headers(self) -> dict[str, str]:
-        return json.loads(crypto.decrypt(self.encrypted_headers)) if self.encrypted_headers else {}
+        return _headers(self.encrypted_headers)
 
     def info(self) -> ConnectionInfo:
         """What a node sees: the decrypted URL and headers."""
-        return ConnectionInfo(self.name, self.secret_url(), self.secret_headers())
+        return connection_info(self.name, self.encrypted_url, self.encrypted_headers)
 
     def rotate_keys(self) -> None:
         self.encrypted_url = crypto.rotate(self.encrypted_url)
         if self.encrypted_headers:
             self.encrypted_headers = crypto.rotate(self.encrypted_headers)
+
+
+def _headers(encrypted_headers: str) -> dict[str, str]:
+    return json.loads(crypto.decrypt(encrypted_headers)) if encrypted_headers else {}
+
+
+def connection_info(name: str, encrypted_url: str, encrypted_headers: str) -> ConnectionInfo:
+    """A connection as a node sees it, from its stored (encrypted) columns."""
+    return ConnectionInfo(name, crypto.decrypt(encrypted_url), _headers(encrypted_headers))
 
 
 def lookup_connection(name: str) -> ConnectionInfo:

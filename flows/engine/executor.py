@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flows import transitions
+from flows.engine import fastpath
 from flows.engine.handoff import (
     Part,
     flow_data_storage,
@@ -19,7 +21,14 @@ from flows.engine.handoff import (
     write_manifest,
     write_partitions,
 )
-from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.models import (
+    ACTIVE_RUN_STATUSES,
+    FlowRun,
+    FlowVersion,
+    NodeRun,
+    NodeStatus,
+    RunStatus,
+)
 from nodes.models import lookup_connection
 from nodes.registry import registry
 from nodes.sdk import ExecutionContext, Node, NodeError
@@ -106,11 +115,31 @@ class CancelProbe:
 
 
 def load_run(node_run: NodeRun) -> FlowRun:
-    """The node run's run with its version, in one query (kept on ``node_run``)."""
-    cached = node_run._state.fields_cache.get("run")
-    if cached is None or "version" not in cached._state.fields_cache:
-        node_run.run = FlowRun.objects.select_related("version").get(pk=node_run.run_id)
-    return node_run.run
+    """The node run's run with its version (kept on ``node_run``); versions are cached."""
+    run = node_run._state.fields_cache.get("run")
+    if run is None:
+        run = FlowRun.objects.get(pk=node_run.run_id)
+        node_run.run = run
+    if "version" not in run._state.fields_cache:
+        run.version = version_of(run.version_id)
+    return run
+
+
+_VERSIONS_KEPT = 256
+_versions: OrderedDict[int, FlowVersion] = OrderedDict()
+
+
+def version_of(version_id: int) -> FlowVersion:
+    """A flow version, from a per-process cache: versions are immutable once saved."""
+    version = _versions.get(version_id)
+    if version is None:
+        version = FlowVersion.objects.get(pk=version_id)
+        _versions[version_id] = version
+        if len(_versions) > _VERSIONS_KEPT:
+            _versions.popitem(last=False)
+    else:
+        _versions.move_to_end(version_id)
+    return version
 
 
 def node_spec(definition: dict[str, Any], key: str) -> dict[str, Any]:
@@ -157,7 +186,7 @@ def make_context(
         interval_end=run.interval_end,
         attempt=attempt,
         logger=logging.getLogger(f"flowplatform.node.{spec['type']}"),
-        connection_lookup=lookup_connection,
+        connection_lookup=fastpath.lookup_connection if fastpath.available() else lookup_connection,
         storage=flow_data_storage(),
         is_cancelled=is_cancelled,
         partition=partition,
@@ -165,17 +194,21 @@ def make_context(
     )
 
 
-def upstream_streams(node_run: NodeRun, definition: dict[str, Any]) -> dict[str, Iterator[Batch]]:
+def upstream_streams(
+    node_run: NodeRun, definition: dict[str, Any], outputs: dict[str, str] | None = None
+) -> dict[str, Iterator[Batch]]:
     """One stream per input port: the outputs of every upstream node feeding it, in edge order.
 
+    ``outputs`` (node key -> output of the run's succeeded nodes) is read when not given.
     A partitioned upstream output is read partition after partition.
     """
     refs: dict[str, list[str]] = {}
-    outputs = dict(
-        NodeRun.objects.filter(run_id=node_run.run_id, status=NodeStatus.SUCCEEDED).values_list(
-            "node_key", "output_ref"
+    if outputs is None:
+        outputs = dict(
+            NodeRun.objects.filter(run_id=node_run.run_id, status=NodeStatus.SUCCEEDED).values_list(
+                "node_key", "output_ref"
+            )
         )
-    )
     for edge in definition["edges"]:
         if edge["to"] != node_run.node_key:
             continue
@@ -192,12 +225,15 @@ def _concat(refs: list[str], storage: Any) -> Iterator[Batch]:
 
 
 def execute_node(
-    node_run: NodeRun, on_partition: Callable[[int, Part], None] | None = None
+    node_run: NodeRun,
+    on_partition: Callable[[int, Part], None] | None = None,
+    outputs: dict[str, str] | None = None,
 ) -> Outcome:
     """Run ``node_run``'s node to completion and store its output; raises NodeError on failure.
 
     A node with ``partition_rows`` writes its output as partitions plus a manifest (the output
     reference); ``on_partition(index, part)`` is called as each partition is stored.
+    ``outputs``: the run's succeeded outputs when the claim read them already.
     """
     run = load_run(node_run)
     definition = run.version.definition
@@ -206,7 +242,7 @@ def execute_node(
     rows_in = RowCounter()
     inputs = {
         port: rows_in.wrap(stream)
-        for port, stream in upstream_streams(node_run, definition).items()
+        for port, stream in upstream_streams(node_run, definition, outputs).items()
     }
     cancelled = CancelProbe(str(run.id))
     context = make_context(run, spec, node_run.attempts, cancelled, node_run=node_run)

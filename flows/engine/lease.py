@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 
+import psycopg
 from celery.signals import worker_process_init
 from django.db import DatabaseError, connections
 
@@ -51,13 +53,67 @@ def _drop_session() -> None:
     _local.connection, _local.held = None, set()
 
 
+def lease_key(node_run_id: int) -> int:
+    """The second advisory-lock key of a node run (the first is ``LOCK_NAMESPACE``)."""
+    return node_run_id % 2**31
+
+
+def run_on_session(sql: str, params: Any) -> Any:
+    """Run one statement on this process's lease session; its first row.
+
+    For statements that take or release leases themselves (see ``flows.engine.fastpath``);
+    a broken session (e.g. the server restarted, and the locks went with it) is reopened once.
+    """
+    try:
+        return _execute(sql, params)
+    except DatabaseError:
+        _drop_session()
+        return _execute(sql, params)
+
+
+def _execute(sql: str, params: Any) -> Any:
+    # A server-side binding cursor, so that the statement is prepared once per session
+    # (Django's cursors bind on the client and the server plans every execution anew).
+    session = _session()
+    session.ensure_connection()
+    with session.wrap_database_errors, psycopg.Cursor(session.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
+
+
+def close_idle_session() -> None:
+    """Outside worker processes, a session holding no lease is closed (nothing lingers)."""
+    if not _keep_sessions and not getattr(_local, "held", None):
+        _drop_session()
+
+
+def held_keys() -> list[int]:
+    """The lease keys this process holds (a second claim from the same process must fail)."""
+    _session()
+    return sorted(_local.held)
+
+
 class NodeLease:
     """An exclusive, crash-released claim on executing one NodeRun."""
 
     def __init__(self, node_run_id: int) -> None:
         self.node_run_id = node_run_id
-        self._key = node_run_id % 2**31
+        self._key = lease_key(node_run_id)
         self._held = False
+
+    @classmethod
+    def taken(cls, node_run_id: int) -> NodeLease:
+        """The lease of a node run whose lock a statement on the session has just taken."""
+        lease = cls(node_run_id)
+        _local.held.add(lease._key)
+        lease._held = True
+        return lease
+
+    def released(self) -> None:
+        """Forget the lease: a statement on the session has just released its lock."""
+        self._held = False
+        _local.held.discard(self._key)
+        close_idle_session()
 
     def acquire(self) -> bool:
         if connections["default"].vendor != "postgresql":

@@ -13,7 +13,8 @@ from django.conf import settings
 
 from flows import transitions
 from flows.definition import NodePolicy
-from flows.engine.executor import RunCancelled, execute_node, node_spec
+from flows.engine import fastpath
+from flows.engine.executor import Outcome, RunCancelled, execute_node, load_run, node_spec
 from flows.engine.handoff import MANIFEST_SUFFIX
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import NodeLease
@@ -35,30 +36,78 @@ class NodeFailed(Exception):
     reject_on_worker_lost=True,
     max_retries=None,
 )
-def run_node(self: Any, run_id: str, node_key: str) -> str:
+def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
     """Execute one node of a run. Safe to deliver twice: it never runs twice at once, a finished
-    node is not run again, and a delivery whose worker died is taken over by the next one."""
+    node is not run again, and a delivery whose worker died is taken over by the next one.
+
+    ``close``: this is the run's last task; it ends the run once the node has succeeded.
+    """
+    taken = _take(run_id, node_key)
+    if taken is None:
+        raise Ignore()
+    if taken.status == NodeStatus.SUCCEEDED:  # a duplicate delivery, or run by its partitions
+        if close:
+            transitions.close_run(run_id)
+        return node_key  # let the canvas go on
+    if taken.lease is None:
+        if taken.status in (NodeStatus.PENDING, NodeStatus.RUNNING):
+            logger.info(
+                "run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key
+            )
+        raise Ignore()
+    lease = taken.lease
+    try:
+        claim = taken.claim
+        if claim is None:
+            if taken.status == NodeStatus.RUNNING and _inside_fan_out(taken.node_run_id):
+                # Its partitions run it; a second, whole execution would send its records twice.
+                raise Ignore()
+            claim = transitions.claim_node(taken.node_run_id)
+        if claim.outcome == "done":
+            if close:
+                transitions.close_run(run_id)
+            return node_key
+        if claim.outcome == "stop" or claim.node_run is None:
+            raise Ignore()
+        node_run = claim.node_run
+        if (replaced := _prepare(self, claim)) is not None:
+            return replaced  # (in embedded mode) the fan-out's result, after it ran
+        outcome = _execute(self, node_run, claim.outputs)
+        figures = {
+            "rows_in": outcome.rows_in,
+            "rows_out": outcome.rows_out,
+            "output_ref": outcome.output_ref,
+        }
+        if fastpath.available():
+            _done, closed = fastpath.finish_succeeded(node_run, lease, close=close, **figures)
+        else:
+            transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **figures)
+            closed = False
+        logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
+        if close and not closed:
+            transitions.close_run(run_id)  # not every node succeeded: it fails the run
+        return node_key
+    finally:
+        lease.release()  # (a no-op when the success statement released it)
+
+
+def _take(run_id: str, node_key: str) -> fastpath.Taken | None:
+    """Find the node run and take its lease; on PostgreSQL, claim it too when it is pending."""
+    if fastpath.available():
+        return fastpath.take_node(run_id, node_key)
     node_run = NodeRun.objects.filter(run_id=run_id, node_key=node_key).first()
     if node_run is None:
-        raise Ignore()
-    if node_run.status == NodeStatus.SUCCEEDED:
-        return node_key  # a duplicate delivery: let the canvas go on
-    if node_run.status == NodeStatus.RUNNING and _inside_fan_out(node_run):
-        # Its partitions run it; a second, whole execution would send its records twice.
-        raise Ignore()
+        return None
     lease = NodeLease(node_run.pk)
-    if not lease.acquire():
-        logger.info("run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key)
-        raise Ignore()
-    try:
-        return _run_claimed(self, node_run.pk, node_key)
-    finally:
-        lease.release()
+    executable = node_run.status in (NodeStatus.PENDING, NodeStatus.RUNNING)
+    held = lease if executable and lease.acquire() else None
+    return fastpath.Taken(node_run.pk, node_run.status, held, None)
 
 
-def _inside_fan_out(node_run: NodeRun) -> bool:
+def _inside_fan_out(node_run_id: int) -> bool:
     """Whether the node is being run partition by partition (its input is still being fanned out)."""
-    graph = Graph.from_definition(node_run.run.version.definition)
+    node_run = NodeRun.objects.get(pk=node_run_id)
+    graph = Graph.from_definition(load_run(node_run).version.definition)
     parents = [edge.source for edge in graph.parents[node_run.node_key]]
     upstream = NodeRun.objects.filter(run_id=node_run.run_id, node_key__in=parents)
     return any(
@@ -66,25 +115,29 @@ def _inside_fan_out(node_run: NodeRun) -> bool:
     )
 
 
-def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:
-    claim = transitions.claim_node(node_run_id)
-    if claim.outcome == "done":
-        return node_key
-    if claim.outcome == "stop" or claim.node_run is None:
-        raise Ignore()
+def _prepare(task: Any, claim: transitions.Claim) -> Any:
+    """Checks after a claim: a poison node fails, a queued run starts, a partitioned source is
+    replaced by its fan-out (whose result is returned: ``None`` otherwise)."""
     node_run = claim.node_run
+    assert node_run is not None
     if claim.took_over:
-        logger.warning("run %s node %s: worker lost, resuming", node_run.run_id, node_key)
+        logger.warning("run %s node %s: worker lost, resuming", node_run.run_id, node_run.node_key)
         if node_run.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(node_run, f"worker lost {node_run.workers_lost} times", "")
-    transitions.mark_run_running(str(node_run.run_id))
+    if node_run.run.status == RunStatus.QUEUED:
+        transitions.mark_run_running(str(node_run.run_id))
     from flows.engine.partitions import fan_out  # imports this module
 
     if (partitioned := fan_out(task, node_run)) is not None:
         return task.replace(partitioned)
+    return None
+
+
+def _execute(task: Any, node_run: NodeRun, outputs: dict[str, str] | None) -> Outcome:
+    """Run the node; a failure is retried (the task raises Retry) or fails the run."""
     try:
         with Heartbeat(node_run.pk):
-            outcome = execute_node(node_run)
+            return execute_node(node_run, outputs=outputs)
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise Ignore() from None
@@ -94,21 +147,11 @@ def _run_claimed(task: Any, node_run_id: int, node_key: str) -> str:
         _retry_or_fail(task, node_run, f"timed out after {_timeout(node_run)}s", False)
     except Exception as exc:  # noqa: BLE001 - any bug in a node must fail the run, not hang it
         _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False)
-    transitions.finish_node(
-        node_run,
-        NodeStatus.SUCCEEDED,
-        rows_in=outcome.rows_in,
-        rows_out=outcome.rows_out,
-        output_ref=outcome.output_ref,
-    )
-    logger.info(
-        "run %s node %s succeeded: %s rows out", node_run.run_id, node_key, outcome.rows_out
-    )
-    return node_key
+    raise AssertionError("unreachable: a failure either retries or fails")
 
 
 def _policy(node_run: NodeRun) -> NodePolicy:
-    spec = node_spec(node_run.run.version.definition, node_run.node_key)
+    spec = node_spec(load_run(node_run).version.definition, node_run.node_key)
     return NodePolicy.model_validate(spec.get("policy") or {})
 
 
@@ -139,7 +182,7 @@ def _retry_or_fail(task: Any, node_run: NodeRun, message: str, permanent: bool) 
 
 def _fail(node_run: NodeRun, message: str, tb: str) -> None:
     transitions.finish_node(node_run, NodeStatus.FAILED, error=message[:10000], traceback=tb)
-    graph = Graph.from_definition(node_run.run.version.definition)
+    graph = Graph.from_definition(load_run(node_run).version.definition)
     transitions.skip_nodes(node_run.run_id, graph.descendants(node_run.node_key))
     transitions.finish_run(
         str(node_run.run_id), RunStatus.FAILED, f"node '{node_run.node_key}' failed: {message}"
@@ -150,12 +193,8 @@ def _fail(node_run: NodeRun, message: str, tb: str) -> None:
 
 @shared_task(name="flows.finish_run", acks_late=True)
 def finish_run(run_id: str) -> str:
-    """The last task of a run's canvas: succeed the run if every node did."""
-    statuses = set(NodeRun.objects.filter(run_id=run_id).values_list("status", flat=True))
-    if statuses <= {NodeStatus.SUCCEEDED}:
-        transitions.finish_run(run_id, RunStatus.SUCCEEDED)
-    else:
-        transitions.finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
+    """The last task of a canvas ending in a group: succeed the run if every node did."""
+    transitions.close_run(run_id)
     return run_id
 
 
