@@ -2,7 +2,8 @@
 
 The graph is cut into levels (a node's level is one more than its deepest parent). A level of
 one node is a task; a level of several is a ``group``; a group followed by a task becomes a
-``chord``. The canvas is ``chain(level0, level1, ..., finish_run)``; every signature is
+``chord``. The canvas is ``chain(level0, level1, ..., finish_run)``, where a last level of one
+node closes the run itself instead of ``finish_run``; every signature is
 immutable (``si``): nodes find their inputs in flow-data storage, never in a parent's result,
 so messages stay small whatever the data size.
 """
@@ -23,11 +24,20 @@ def node_task_id(run_id: str, node_key: str, generation: int = 0) -> str:
     return f"{run_id}:{node_key}:{generation}"
 
 
-def node_signature(run_id: str, node: dict[str, Any], generation: int = 0) -> Signature:
-    """The task of one node, with its time limits from the node's policy."""
-    signature = tasks.run_node.si(run_id, node["key"]).set(
-        task_id=node_task_id(run_id, node["key"], generation)
-    )
+def node_signature(
+    run_id: str,
+    node: dict[str, Any],
+    generation: int = 0,
+    close: bool = False,
+    linear: bool = False,
+) -> Signature:
+    """The task of one node, with its time limits from the node's policy. ``close``: the
+    run's last task, which ends the run; ``linear``: the canvas is a plain chain, whose tasks'
+    results nobody reads (the run's state is in the database), so they are not stored."""
+    args = (run_id, node["key"], True) if close else (run_id, node["key"])
+    signature = tasks.run_node.si(*args).set(task_id=node_task_id(run_id, node["key"], generation))
+    if linear:
+        signature.set(ignore_result=True)
     timeout = (node.get("policy") or {}).get("timeout_s")
     if timeout:
         signature.set(soft_time_limit=timeout, time_limit=timeout + HARD_LIMIT_GRACE_S)
@@ -45,18 +55,26 @@ def build_canvas(
 ) -> Signature:
     """The run's canvas; ``only`` restricts it to some nodes (resume, rerun from a node)."""
     nodes = {node["key"]: node for node in definition["nodes"]}
+    levels = [
+        [key for key in full_level if only is None or key in only]
+        for full_level in Graph.from_definition(definition).levels()
+    ]
+    levels = [level for level in levels if level]
+    linear = all(len(level) == 1 for level in levels)
     steps: list[Signature] = []
-    for full_level in Graph.from_definition(definition).levels():
-        level = [key for key in full_level if only is None or key in only]
-        if not level:
-            continue
+    for level in levels:
         if steps and isinstance(steps[-1], group) and len(level) > 1:
             steps.append(tasks.barrier.si())
         if len(level) == 1:
-            steps.append(node_signature(run_id, nodes[level[0]], generation))
+            steps.append(node_signature(run_id, nodes[level[0]], generation, linear=linear))
         else:
             steps.append(group(node_signature(run_id, nodes[key], generation) for key in level))
-    steps.append(tasks.finish_run.si(run_id))
+    if levels and len(levels[-1]) == 1:
+        # The last node ends the run itself: one message fewer than a closing task.
+        last = nodes[levels[-1][0]]
+        steps[-1] = node_signature(run_id, last, generation, close=True, linear=linear)
+    else:
+        steps.append(tasks.finish_run.si(run_id))
     canvas = chain(*steps)
     canvas.on_error(tasks.fail_run.s(run_id))
     return canvas
