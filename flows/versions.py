@@ -6,10 +6,10 @@ import hashlib
 import json
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from flows.definition import FlowSpec, NodePolicy
-from flows.models import Flow, FlowVersion
+from flows.models import Flow, FlowEdge, FlowNode, FlowVersion
 from flows.validation import FlowValidationError, validate_spec
 from nodes.registry import registry
 
@@ -58,8 +58,63 @@ def checksum(definition: dict[str, Any]) -> str:
 def ensure_current_version(flow: Flow) -> FlowVersion:
     """The version matching the flow's current graph, created if the graph changed.
 
-    Validates first: raises FlowValidationError when the stored graph is invalid.
+    Validates first: raises FlowValidationError when the stored graph is invalid. A process
+    remembers, per flow, the graph it last resolved and its version: while the stored graph and
+    the latest version are those, the version is returned without exporting and validating the
+    graph again (one query instead of a dozen, and no validation).
     """
+    key, latest_id = _graph_state(flow)
+    remembered = _resolved.get(flow.pk)
+    if remembered is not None and remembered[0] == key and remembered[1].pk == latest_id:
+        return remembered[1]
+    version = _resolve_version(flow)
+    if _graph_state(flow)[0] == key:  # unchanged while it was resolved
+        _resolved[flow.pk] = (key, version)
+        if len(_resolved) > _RESOLVED_KEPT:
+            del _resolved[next(iter(_resolved))]
+    return version
+
+
+_RESOLVED_KEPT = 1024
+_resolved: dict[int, tuple[str, FlowVersion]] = {}
+
+
+def _graph_state(flow: Flow) -> tuple[str, int | None]:
+    """Everything of the stored graph a version is made of (as one comparable string) and the
+    id of the flow's latest version; one query on PostgreSQL."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_GRAPH_STATE_SQL, {"flow": flow.pk})
+            nodes, edges, latest_id = cursor.fetchone()
+        return f"{flow.run_timeout_s}|{nodes}|{edges}", latest_id
+    node_rows = FlowNode.objects.filter(flow=flow).order_by("position", "id")
+    edge_rows = FlowEdge.objects.filter(flow=flow).order_by("position", "id")
+    key = json.dumps(
+        [
+            flow.run_timeout_s,
+            list(node_rows.values_list("id", "key", "type", "config", "policy")),
+            list(edge_rows.values_list("source_id", "source_port", "target_id", "target_port")),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return key, flow.versions.order_by("-number").values_list("id", flat=True).first()
+
+
+# Table names come from model metadata; the flow id is a bound parameter.
+_GRAPH_STATE_SQL = f"""
+SELECT
+  (SELECT json_agg(json_build_array(id, key, type, config, policy) ORDER BY position, id)::text
+   FROM {FlowNode._meta.db_table} WHERE flow_id = %(flow)s),
+  (SELECT json_agg(json_build_array(source_id, source_port, target_id, target_port)
+                   ORDER BY position, id)::text
+   FROM {FlowEdge._meta.db_table} WHERE flow_id = %(flow)s),
+  (SELECT id FROM {FlowVersion._meta.db_table} WHERE flow_id = %(flow)s
+   ORDER BY number DESC LIMIT 1)
+"""  # noqa: S608
+
+
+def _resolve_version(flow: Flow) -> FlowVersion:
     spec = current_spec(flow)
     problems = validate_spec(spec)
     if problems:
