@@ -58,6 +58,9 @@ def lease_key(node_run_id: int) -> int:
     return node_run_id % 2**31
 
 
+PREPARE_THRESHOLD = 0
+
+
 def run_on_session(sql: str, params: Any) -> Any:
     """Run one statement on this process's lease session; its first row.
 
@@ -76,6 +79,9 @@ def _execute(sql: str, params: Any) -> Any:
     # (Django's cursors bind on the client and the server plans every execution anew).
     session = _session()
     session.ensure_connection()
+    # Django turns prepared statements off (for connection poolers); this session holds
+    # session-level advisory locks, which no transaction-mode pooler could carry anyway.
+    session.connection.prepare_threshold = PREPARE_THRESHOLD
     with session.wrap_database_errors, psycopg.Cursor(session.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchone()
