@@ -25,7 +25,14 @@ from django.db import connection
 from django.utils import timezone
 
 from flows import transitions
-from flows.engine.lease import LOCK_NAMESPACE, NodeLease, held_keys, lease_key, run_on_session
+from flows.engine.lease import (
+    LOCK_NAMESPACE,
+    NodeLease,
+    close_idle_session,
+    held_keys,
+    lease_key,
+    run_on_session,
+)
 from flows.models import FlowRun, NodeRun, RunStatus
 from nodes.models import Connection, connection_info
 from nodes.sdk import ConnectionInfo, NodeError
@@ -129,9 +136,12 @@ def take_node(run_id: str, node_key: str) -> Taken | None:
     }
     row = run_on_session(_TAKE_SQL, params)
     if row is None:
+        close_idle_session()
         return None
     node_run_id, status, taken = row[0], row[1], bool(row[2])
     lease = NodeLease.taken(node_run_id) if taken else None
+    if lease is None:
+        close_idle_session()
     claimed = row[3 : 3 + len(_NODE_FIELDS)]
     if lease is None or claimed[0] is None:
         return Taken(node_run_id, status, lease, None)
@@ -153,6 +163,7 @@ SELECT encrypted_url, encrypted_headers FROM {Connection._meta.db_table} WHERE n
 def lookup_connection(name: str) -> ConnectionInfo:
     """``ExecutionContext.connection_lookup`` on the lease session (a prepared statement)."""
     row = run_on_session(_CONNECTION_SQL, {"name": name})
+    close_idle_session()
     if row is None:
         raise NodeError(f"connection '{name}' does not exist", permanent=True)
     return connection_info(name, row[0], row[1])

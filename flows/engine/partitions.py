@@ -46,8 +46,10 @@ from flows.engine.executor import (
     make_context,
     node_spec,
     partition_rows,
+    version_of,
 )
 from flows.engine.handoff import (
+    MAX_PARTITIONS,
     BatchWriter,
     Part,
     manifest_name,
@@ -105,12 +107,15 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
 def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     """The canvas replacing ``run_node`` for a partitioned source, or ``None`` to run it as is.
 
-    Claims the nodes of the stretch (they show as running from now on).
+    Claims the nodes of the stretch (they show as running from now on). A source that plans
+    slices (``Node.plan_slices``) is read slice by slice inside the partition tasks themselves,
+    in parallel; any other is read once by ``produce_partitions`` and cut as it streams.
     """
     definition = load_run(node_run).version.definition
     spec = node_spec(definition, node_run.node_key)
+    rows = partition_rows(spec)
     # Inside a group the canvas has no chain to hand the replacement to: run plainly there.
-    if partition_rows(spec) is None or task.request.group:
+    if rows is None or task.request.group:
         return None
     run_id = str(node_run.run_id)
     stretch: list[str] = []
@@ -120,10 +125,36 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
         stretch.append(key)
     if not stretch:
         return None
+    source = node_run.node_key
+    slices = _plan_slices(node_run, spec, rows, stretch)
+    if slices is not None:
+        return chord(
+            [run_partition.si(run_id, source, stretch, i, part) for i, part in enumerate(slices)],
+            join_partitions.s(run_id, source, stretch, len(slices)),
+        )
     return chord(
-        [produce_partitions.si(run_id, node_run.node_key, stretch)],
-        join_partitions.s(run_id, node_run.node_key, stretch),
+        [produce_partitions.si(run_id, source, stretch)],
+        join_partitions.s(run_id, source, stretch),
     )
+
+
+def _plan_slices(
+    node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str]
+) -> list[Any] | None:
+    """The source's slices (``None`` when it reads once); a failure to plan fails the source."""
+    run = load_run(node_run)
+    context = make_context(run, spec, node_run.attempts, CancelProbe(str(run.id)))
+    try:
+        slices = build_node(spec).plan_slices(context, rows)
+        if slices is not None and len(slices) > MAX_PARTITIONS:
+            raise NodeError(
+                f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
+                "raise partition_rows",
+                permanent=True,
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
+        _fail(node_run, _message(exc), traceback.format_exc(), [node_run.node_key, *stretch])
+    return slices
 
 
 def _claim(run_id: str, node_key: str) -> bool:
@@ -196,20 +227,29 @@ def _acquire(lease: NodeLease, timeout_s: float = 10.0) -> bool:
 
 # --- one partition through the stretch -------------------------------------------------------
 @shared_task(name="flows.run_partition", acks_late=True, reject_on_worker_lost=True)
-def run_partition(run_id: str, source: str, stretch: list[str], partition: int) -> dict[str, Any]:
-    """Stream partition ``partition`` of ``source``'s output through every node of ``stretch``."""
-    run = FlowRun.objects.select_related("version").get(id=run_id)
-    node_runs = {
-        nr.node_key: nr
-        for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=stretch).select_related("run")
-    }
+def run_partition(
+    run_id: str, source: str, stretch: list[str], partition: int, slice_: Any = None
+) -> dict[str, Any]:
+    """Stream partition ``partition`` of ``source``'s output through every node of ``stretch``.
+
+    With ``slice_`` the partition is read from the source itself (its ``execute_slice``) and
+    stored as the source's partition on the way; otherwise it is read from storage.
+    """
+    run = FlowRun.objects.get(id=run_id)
+    run.version = version_of(run.version_id)
+    fan = [source, *stretch] if slice_ is not None else stretch
+    node_runs = {nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=fan)}
     _check_active(run, list(node_runs.values()))
     probe = CancelProbe(run_id, stop_when_finished=True)
     pipeline = _Pipeline(run, node_runs, partition, probe)
     try:
-        # One live node of the stretch keeps the reaper away while partitions are running.
-        with Heartbeat(node_runs[stretch[0]].pk):
-            pipeline.drain(read_batches(output_name(run_id, source, partition)), stretch)
+        # One live node of the fan-out keeps the reaper away while partitions are running.
+        with Heartbeat(node_runs[fan[0]].pk):
+            if slice_ is not None:
+                batches = pipeline.read_slice(source, slice_)
+            else:
+                batches = read_batches(output_name(run_id, source, partition))
+            pipeline.drain(batches, stretch)
     except _NodeRaised as raised:
         if probe() or _run_ended(run_id):
             raise PartitionStopped(f"run {run_id} ended") from None
@@ -234,9 +274,24 @@ class _Pipeline:
         self.writers: dict[str, BatchWriter] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
 
+    def read_slice(self, key: str, slice_: Any) -> Iterator[Batch]:
+        """A source's slice, stored as its partition as it streams."""
+        try:
+            spec = node_spec(self.run.version.definition, key)
+            node = build_node(spec)
+        except Exception as exc:
+            raise _NodeRaised(key, exc) from exc
+        attempt = self.node_runs[key].attempts
+        context = make_context(self.run, spec, attempt, self.probe, self.partition)
+        rows_in, rows_out = RowCounter(), RowCounter()
+        writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
+        self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
+        return self._tee(writer, rows_out.wrap(_blame(key, node.execute_slice(context, slice_))))
+
     def drain(self, source: Iterable[Batch], stretch: list[str]) -> None:
         definition = self.run.version.definition
-        progress = _Progress([self.node_runs[key].pk for key in stretch])
+        # (the source's slice, when read here, counts first, as it was staged first)
+        progress = _Progress([self.node_runs[key].pk for key in [*self.counters, *stretch]])
         stream = source
         for key in stretch:
             stream = self._stage(definition, key, stream)
@@ -322,10 +377,19 @@ class _Progress:
 # --- the join --------------------------------------------------------------------------------
 @shared_task(name="flows.join_partitions", acks_late=True)
 def join_partitions(
-    results: list[dict[str, Any]], run_id: str, source: str, stretch: list[str]
+    results: list[dict[str, Any]],
+    run_id: str,
+    source: str,
+    stretch: list[str],
+    slices: int | None = None,
 ) -> str:
-    """Chord body: record each stretch node's partitions and totals, and mark it succeeded."""
-    expected, by_partition = None, {}
+    """Chord body: record each node's partitions and totals, and mark it succeeded.
+
+    ``slices``: the source was read slice by slice in the partition tasks (that many), and is
+    joined here too; otherwise ``produce_partitions`` has recorded it.
+    """
+    expected, by_partition = slices, {}
+    joined = [source, *stretch] if slices is not None else stretch
     for result in results:
         if "source" in result:
             expected = result["partitions"]
@@ -333,14 +397,14 @@ def join_partitions(
         else:
             by_partition[result["partition"]] = result
     node_runs = {
-        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=stretch)
+        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=joined)
     }
     run = FlowRun.objects.get(id=run_id)
     _check_active(run, list(node_runs.values()))
     if expected is None or sorted(by_partition) != list(range(expected)):
         message = f"partitions missing after the join: got {sorted(by_partition)} of {expected}"
-        _fail(node_runs[stretch[0]], message, "", [source, *stretch])
-    for key in stretch:
+        _fail(node_runs[joined[0]], message, "", [source, *stretch])
+    for key in joined:
         parts = [
             Part(output_name(run_id, key, i), *by_partition[i]["rows"][key])
             for i in range(expected)
@@ -353,7 +417,7 @@ def join_partitions(
             rows_out=sum(part.rows_out for part in parts),
             output_ref=ref,
         )
-    logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(stretch), expected)
+    logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), expected)
     return stretch[-1]
 
 

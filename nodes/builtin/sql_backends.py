@@ -64,6 +64,69 @@ class _Redactor:
         return text
 
 
+def _as_parameterised(query: str, params: dict[str, Any] | None) -> str:
+    """The query in the form that takes named parameters (a literal ``%`` written ``%%``)."""
+    return query if params is not None else query.replace("%", "%%")
+
+
+def _subquery(query: str) -> str:
+    # A newline before the closing parenthesis: the query may end with a -- comment.
+    return f"({query.strip().rstrip(';').strip()}\n)"
+
+
+def postgres_slice_bounds(
+    url: str,
+    query: str,
+    params: dict[str, Any] | None,
+    *,
+    column: str,
+    rows_per_slice: int,
+    timeout_s: float,
+    is_cancelled: Callable[[], bool],
+) -> list[str]:
+    """The first ``column`` value (as text) of every ``rows_per_slice`` rows of the query's
+    output ordered by ``column``: the lower bounds of slices of that many rows."""
+    # The query is the node's own SQL (run as it is, read-only); every value is bound.
+    col, sub = _identifier(column), _subquery(_as_parameterised(query, params))
+    bounds_query = (
+        f"SELECT s.k FROM (SELECT flowplatform_q.{col}::text AS k,"  # noqa: S608
+        f" row_number() OVER (ORDER BY flowplatform_q.{col}) AS n"
+        f" FROM {sub} AS flowplatform_q WHERE flowplatform_q.{col} IS NOT NULL) AS s"
+        " WHERE mod(s.n - 1, %(flowplatform_rows)s) = 0 ORDER BY s.n"
+    )
+    values = {**(params or {}), "flowplatform_rows": rows_per_slice}
+    bounds: list[str] = []
+    for batch in postgres_rows(
+        url, bounds_query, values, batch_size=10_000, timeout_s=timeout_s, is_cancelled=is_cancelled
+    ):
+        bounds += [row["k"] for row in batch if not bounds or row["k"] != bounds[-1]]
+    return bounds
+
+
+def slice_query(
+    query: str, params: dict[str, Any] | None, column: str, low: str | None, high: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The query restricted to ``low <= column < high`` (either end open when ``None``; the
+    last slice, open above, also takes the rows whose ``column`` is NULL)."""
+    col = f"flowplatform_q.{_identifier(column)}"
+    conditions = []
+    if low is not None:
+        conditions.append(f"{col} >= %(flowplatform_low)s")
+    if high is not None:
+        conditions.append(f"{col} < %(flowplatform_high)s")
+    where = " AND ".join(conditions) or "TRUE"
+    if high is None:
+        where = f"({where}) OR {col} IS NULL"
+    sub = _subquery(_as_parameterised(query, params))
+    sliced = f"SELECT * FROM {sub} AS flowplatform_q WHERE {where}"  # noqa: S608 - the node's SQL
+    return sliced, {**(params or {}), "flowplatform_low": low, "flowplatform_high": high}
+
+
+def _identifier(name: str) -> str:
+    """A column name as a quoted SQL identifier (names are checked to be plain by the config)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _with_option(url: str, option: str) -> str:
     """The URL's own libpq ``options`` (e.g. a search_path) followed by ``option``."""
     own = psycopg.conninfo.conninfo_to_dict(url).get("options")

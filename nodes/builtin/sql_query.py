@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from itertools import pairwise
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from nodes.builtin.sql_backends import placeholders, postgres_rows, sqlite_rows
+from nodes.builtin.sql_backends import (
+    placeholders,
+    postgres_rows,
+    postgres_slice_bounds,
+    slice_query,
+    sqlite_rows,
+)
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import DEFAULT_BATCH_SIZE, Batch, Node, NodeConfig, RecordStream
@@ -42,12 +49,26 @@ class SqlQueryConfig(NodeConfig):
         "that follow (filter, map_fields, http_post...) then run once per partition, in "
         "parallel across workers. Unset: one output.",
     )
+    partition_column: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="With partition_rows on PostgreSQL: read the partitions in parallel, each "
+        "partition task its own range of this output column (a key such as id: ordered, "
+        "ideally indexed). The ranges are cut by row count when the run starts. Unset: the "
+        "query is read once and cut as it streams.",
+    )
     statement_timeout_s: float = Field(
         300, gt=0, description="Longest a statement (each fetch) may run, in seconds."
     )
     columns: dict[str, FieldType] | None = Field(
         None, description="Declared output columns and their types; the schema is unknown without."
     )
+
+    @model_validator(mode="after")
+    def _partition_column_needs_rows(self) -> SqlQueryConfig:
+        if self.partition_column and not self.partition_rows:
+            raise ValueError("partition_column needs partition_rows (rows per partition)")
+        return self
 
 
 class SqlQueryNode(Node):
@@ -70,6 +91,57 @@ class SqlQueryNode(Node):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
+        url, backend = self._backend(context)
+        yield from backend(
+            url,
+            self.config.query,
+            self._bound_values(context),
+            batch_size=self.config.batch_size,
+            timeout_s=self.config.statement_timeout_s,
+            is_cancelled=context.is_cancelled,
+        )
+
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> list[Any] | None:
+        """With ``partition_column`` on PostgreSQL: ranges of that column of about
+        ``rows_per_slice`` rows each, ``{"from": ..., "to": ...}`` (text; open ends ``None``)."""
+        column = self.config.partition_column
+        if not column:
+            return None
+        url, backend = self._backend(context)
+        if backend is not postgres_rows:
+            return None  # SQLite (the embedded demo): read once and cut
+        bounds = postgres_slice_bounds(
+            url,
+            self.config.query,
+            self._bound_values(context),
+            column=column,
+            rows_per_slice=rows_per_slice,
+            timeout_s=self.config.statement_timeout_s,
+            is_cancelled=context.is_cancelled,
+        )
+        edges: list[str | None] = [None, *bounds[1:], None]
+        return [{"from": low, "to": high} for low, high in pairwise(edges)]
+
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
+        url, backend = self._backend(context)
+        assert self.config.partition_column is not None
+        query, values = slice_query(
+            self.config.query,
+            self._bound_values(context),
+            self.config.partition_column,
+            slice_["from"],
+            slice_["to"],
+        )
+        yield from backend(
+            url,
+            query,
+            values,
+            batch_size=self.config.batch_size,
+            timeout_s=self.config.statement_timeout_s,
+            is_cancelled=context.is_cancelled,
+        )
+
+    def _backend(self, context: ExecutionContext) -> tuple[str, Any]:
         connection = context.connection(self.config.connection)
         backend = BACKENDS.get(connection.scheme)
         if backend is None:
@@ -78,14 +150,7 @@ class SqlQueryNode(Node):
                 f"(scheme '{connection.scheme}')",
                 permanent=True,
             )
-        yield from backend(
-            connection.url,
-            self.config.query,
-            self._bound_values(context),
-            batch_size=self.config.batch_size,
-            timeout_s=self.config.statement_timeout_s,
-            is_cancelled=context.is_cancelled,
-        )
+        return connection.url, backend
 
     def _bound_values(self, context: ExecutionContext) -> dict[str, Any] | None:
         """The values of the query's parameters (``None`` when it has none); run params win."""

@@ -96,6 +96,17 @@ class Node:
     ) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> list[Any] | None:
+        """For a source whose output can be read in independent slices: one JSON-able
+        description per slice of about ``rows_per_slice`` rows, in output order (``None``: it
+        cannot; it is then read once and cut). Each slice is then read by
+        :meth:`execute_slice` in a task of its own, in parallel across workers."""
+        return None
+
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
+        """The batches of one slice planned by :meth:`plan_slices`."""
+        raise NotImplementedError
+
 
 def first_input(inputs: Mapping[str, RecordStream]) -> RecordStream:
     """The single input stream of a one-input node (empty when nothing is connected)."""

@@ -115,3 +115,65 @@ def test_partitioned_run_in_embedded_mode(
     assert figures["orders"] == ("succeeded", 0, 500)
     assert figures["paid"] == ("succeeded", 500, len(table.expected_paid()))
     assert len(read_manifest(run.node_runs.get(node_key="paid").output_ref)) == 3
+
+
+def sliced(flow: dict[str, Any], rows: int) -> dict[str, Any]:
+    flow = partitioned(flow, rows)
+    flow["nodes"][0]["config"]["partition_column"] = "id"
+    return flow
+
+
+@pytest.mark.worker
+def test_a_source_read_in_parallel_slices_delivers_exactly_what_one_read_does(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    with orders_table(2000) as table:
+        flow = point_minimal_flow_at(minimal_flow, table.name)
+        apply_flow_file(flow)
+        plain = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+        plain_records = delivered(peers)
+        peers.clear_log()
+        apply_flow_file(sliced(flow, 300))
+        split = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    assert plain.status == split.status == "succeeded", split.error
+    assert delivered(peers) == plain_records
+    figures = node_figures(split)
+    for key in ("orders", "paid", "shape"):
+        assert figures[key] == node_figures(plain)[key]
+    source = split.node_runs.get(node_key="orders")
+    parts = read_manifest(source.output_ref)
+    assert [p.rows_out for p in parts] == [300] * 6 + [200]  # read by the partition tasks
+    assert len(read_manifest(split.node_runs.get(node_key="push").output_ref)) == 7
+
+
+@pytest.mark.worker
+def test_a_failing_slice_fails_the_source_with_the_partition_named(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    flow = sliced(minimal_flow, 100)
+    # Reading row 350 (the fourth slice, ids 301-400) divides by zero.
+    flow["nodes"][0]["config"]["query"] = (
+        "select g as id, 'paid' as status, 100 / (g - 350) as amount"
+        " from generate_series(1, 1000) g where g > %(min_id)s order by g"
+    )
+    flow["nodes"][2]["config"]["mapping"] = {"order_id": "id"}
+    apply_flow_file(flow)
+    run = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    assert run.status == "failed"
+    assert run.error.startswith("node 'orders' failed: partition 3: query failed: division by zero")
+    statuses = dict(run.node_runs.values_list("node_key", "status"))
+    assert statuses == {"orders": "failed", "paid": "skipped", "shape": "skipped", "push": "skipped"}
+
+
+def test_sliced_source_in_embedded_mode(
+    transactional_db: None, eager: None, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    with orders_table(500) as table:
+        apply_flow_file(sliced(point_minimal_flow_at(minimal_flow, table.name), 200))
+        run = start_run("paid-orders-to-crm")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert len(posted_records(peers)) == len(table.expected_paid())
+    figures = node_figures(run)
+    assert figures["orders"] == ("succeeded", 0, 500)
+    assert len(read_manifest(run.node_runs.get(node_key="orders").output_ref)) == 3

@@ -290,3 +290,102 @@ def test_sqlite_statement_timeout(sqlite_url: str) -> None:
     with pytest.raises(NodeError, match="statement timeout") as caught:
         run({"query": slow, "statement_timeout_s": 0.1}, url=sqlite_url)
     assert not caught.value.permanent
+
+
+# --- parallel reads: slices of a key column ------------------------------------------------
+@pytest.fixture
+def keyed_table() -> Iterator[str]:
+    """1,000 rows with ids 1..1000 (three of them twice) and two rows without an id."""
+    name = f"keyed_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("create table {} (id int, label text)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL(
+                "insert into {} select g, 'row ' || g from generate_series(1, 1000) g"
+                " union all select g, 'again ' || g from generate_series(300, 302) g"
+                " union all select null, 'no id ' || g from generate_series(1, 2) g"
+            ).format(sql.Identifier(name))
+        )
+        try:
+            yield name
+        finally:
+            conn.execute(sql.SQL("drop table {}").format(sql.Identifier(name)))
+
+
+def read_slices(config: dict[str, Any], rows: int) -> tuple[list[Any], list[list[dict[str, Any]]]]:
+    node = SqlQueryNode({"connection": "warehouse", "partition_rows": rows, **config})
+    context = context_for(PG_URL)
+    slices = node.plan_slices(context, rows)
+    assert slices is not None
+    return slices, [
+        [record for batch in node.execute_slice(context, part) for record in batch]
+        for part in slices
+    ]
+
+
+def test_slices_cover_every_row_once_in_ranges_of_about_the_rows_asked(keyed_table: str) -> None:
+    query = f"select id, label from {keyed_table} where label like %(pattern)s order by id"
+    slices, parts = read_slices(
+        {"query": query, "params": {"pattern": "%"}, "partition_column": "id"}, 300
+    )
+    # Ordered ids: 1..299, then 300, 301 and 302 twice each, then 303..1000: every 300th
+    # row starts a slice (rows 1, 301, 601, 901 have ids 1, 300, 598, 898).
+    assert slices == [
+        {"from": None, "to": "300"},
+        {"from": "300", "to": "598"},
+        {"from": "598", "to": "898"},
+        {"from": "898", "to": None},
+    ]
+    labels = [record["label"] for part in parts for record in part]
+    assert len(labels) == len(set(labels)) == 1005  # every row once, the id-less ones too
+    assert [len(part) for part in parts] == [299, 301, 300, 105]
+    assert {record["label"] for record in parts[-1] if record["id"] is None} == {
+        "no id 1",
+        "no id 2",
+    }
+    for part in parts:  # within a slice, the query's own order
+        ids = [record["id"] for record in part if record["id"] is not None]
+        assert ids == sorted(ids)
+
+
+def test_a_literal_percent_survives_slicing_a_query_without_parameters(keyed_table: str) -> None:
+    query = f"select id, label from {keyed_table} where label like 'row 1%'"
+    _slices, parts = read_slices({"query": query, "partition_column": "id"}, 50)
+    assert sorted(r["id"] for part in parts for r in part) == sorted(
+        [1, 10, 1000, *range(11, 20), *range(100, 200)]
+    )
+
+
+def test_slicing_needs_rows_and_a_plain_column_name() -> None:
+    with pytest.raises(ValidationError, match="partition_column needs partition_rows"):
+        SqlQueryNode({"connection": "w", "query": "select 1", "partition_column": "id"})
+    with pytest.raises(ValidationError, match="partition_column"):
+        SqlQueryNode(
+            {"connection": "w", "query": "select 1", "partition_rows": 5, "partition_column": "a;b"}
+        )
+
+
+def test_an_unknown_partition_column_is_a_permanent_error(keyed_table: str) -> None:
+    node = SqlQueryNode(
+        {
+            "connection": "warehouse",
+            "query": f"select id from {keyed_table}",
+            "partition_rows": 10,
+            "partition_column": "nope",
+        }
+    )
+    with pytest.raises(NodeError, match="query failed: .*nope") as raised:
+        node.plan_slices(context_for(PG_URL), 10)
+    assert raised.value.permanent
+
+
+def test_sqlite_sources_are_read_once_not_sliced(sqlite_url: str) -> None:
+    node = SqlQueryNode(
+        {
+            "connection": "warehouse",
+            "query": "select 1 as id",
+            "partition_rows": 10,
+            "partition_column": "id",
+        }
+    )
+    assert node.plan_slices(context_for(sqlite_url), 10) is None
