@@ -136,7 +136,7 @@ def install_flow(table: str, peer: Peer, partition_rows: int = PARTITION_ROWS) -
     flow = copy.deepcopy(flow)
     flow["slug"] = "bench-etl"
     flow["nodes"][0]["config"].update(
-        query=query(table), batch_size=FETCH, partition_rows=partition_rows
+        query=query(table), batch_size=FETCH, partition_rows=partition_rows, partition_column="id"
     )
     flow["nodes"][3]["config"].update(batch_size=BATCH, timeout_s=30)
     apply_flow_file(flow)

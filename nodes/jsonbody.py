@@ -50,6 +50,8 @@ def dumps_bytes(value: Any) -> bytes:
 
 
 def _orjson_default(value: Any) -> Any:
+    if type(value) is Decimal:  # the common case first, without the ABC machinery
+        return orjson.Fragment(str(value)) if value.is_finite() else _NULL
     if isinstance(value, Decimal):
         return orjson.Fragment(str(value)) if value.is_finite() else _NULL
     if isinstance(value, date | time):

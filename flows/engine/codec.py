@@ -21,8 +21,11 @@ from decimal import Decimal
 from itertools import repeat
 from operator import itemgetter
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 import msgpack
+
+from nodes.sdk.node import RowBatch
 
 _DECIMAL, _DATE, _DATETIME, _TIME, _UUID = 1, 2, 3, 4, 5
 
@@ -88,15 +91,59 @@ def _column_kind(values: Sequence[Any]) -> str:
     if types <= _NATIVE:
         return "native"
     types.discard(type(None))
+    if types == {dt.datetime} and (zone := _one_zone(values)) is not None:
+        return f"{_TIMESTAMP}{zone}"
     if len(types) == 1 and (found := _ENCODERS.get(types.pop())) is not None:
         return found[0]
     return "any"  # nested or mixed values: msgpack extension types, value by value
 
 
+# Aware datetimes that share one time zone travel as msgpack timestamps, converted in C (about
+# ten times cheaper than ``isoformat``); the zone is kept in the kind: "timestamp:<zone>".
+_TIMESTAMP = "timestamp:"
+_timestamps = msgpack.Packer(datetime=True)
+
+
+def _one_zone(values: Sequence[Any]) -> str | None:
+    """The name of the one time zone of a column of datetimes (``None``: naive or mixed)."""
+    zones = set(map(_tzinfo, values))
+    zones.discard(None)
+    if len(zones) != 1:
+        return None
+    zone = zones.pop()
+    # Only zones without daylight saving come back exactly (a wall time that Python arithmetic
+    # made in a DST gap would come back moved): UTC under its names, and fixed offsets.
+    if isinstance(zone, ZoneInfo) and zone.key in _UTC_NAMES and ZoneInfo(zone.key) is zone:
+        return zone.key
+    if (
+        isinstance(zone, dt.timezone)
+        and (offset := zone.utcoffset(None)) is not None
+        and zone == dt.timezone(offset)
+        and zone.tzname(None) == dt.timezone(offset).tzname(None)
+    ):
+        return f"{offset // dt.timedelta(seconds=1):+d}"
+    return None
+
+
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu"})
+
+
+def _tzinfo(value: Any) -> Any:
+    return None if value is None else value.tzinfo
+
+
+def _zone(name: str) -> dt.tzinfo:
+    if name[:1] in "+-":
+        return dt.timezone(dt.timedelta(seconds=int(name)))
+    return ZoneInfo(name)
+
+
 _ENCODE_BY_KIND = dict(_ENCODERS.values())
 
 
-def _encode_column(kind: str, values: Sequence[Any]) -> Sequence[Any]:
+def _encode_column(kind: str, values: Sequence[Any]) -> Any:
+    if kind.startswith(_TIMESTAMP):
+        return _timestamps.pack(values)
     encode = _ENCODE_BY_KIND.get(kind)
     if encode is None:
         return values
@@ -105,7 +152,13 @@ def _encode_column(kind: str, values: Sequence[Any]) -> Sequence[Any]:
     return list(map(encode, values))
 
 
-def _decode_column(kind: str, values: list[Any]) -> list[Any]:
+def _decode_column(kind: str, values: Any) -> list[Any]:
+    if kind.startswith(_TIMESTAMP):
+        utc = msgpack.unpackb(values, timestamp=3)
+        zone = _zone(kind[len(_TIMESTAMP) :])
+        if zone.utcoffset(None) == dt.timedelta(0) and isinstance(zone, dt.timezone):
+            return utc  # type: ignore[no-any-return]
+        return [None if value is None else value.astimezone(zone) for value in utc]
     decode = _DECODERS.get(kind)
     if decode is None:
         return values
@@ -118,6 +171,8 @@ def to_wire(batch: Batch) -> Any:
     """The msgpack-ready form of a batch: by column when its records share their keys."""
     if not batch:
         return []
+    if type(batch) is RowBatch and (rows := batch.take_rows()) is not None:
+        return _columns_to_wire(batch.names, list(zip(*rows, strict=True)))
     keys = tuple(batch[0])
     # Every record a plain dict with the same keys in the same order (checked in C).
     if not keys or set(map(type, batch)) != {dict} or not all(map(keys.__eq__, map(tuple, batch))):
@@ -126,11 +181,15 @@ def to_wire(batch: Batch) -> Any:
         columns: list[Any] = [[record[keys[0]] for record in batch]]
     else:
         columns = list(zip(*map(itemgetter(*keys), batch), strict=True))  # tuples pack as arrays
+    return _columns_to_wire(list(keys), columns)
+
+
+def _columns_to_wire(keys: list[str], columns: list[Any]) -> dict[str, Any]:
     kinds = []
     for index, column in enumerate(columns):
         kinds.append(kind := _column_kind(column))
         columns[index] = _encode_column(kind, column)
-    return {"k": list(keys), "t": kinds, "c": columns}
+    return {"k": keys, "t": kinds, "c": columns}
 
 
 def from_wire(data: Any) -> Batch:

@@ -6,7 +6,9 @@ overwrites the same name: redelivery writes the same output.
 
 A partitioned output is several objects, ``<node>.p00000.msgpack``, ``<node>.p00001.msgpack``...,
 listed in order by a small manifest, ``<node>.partitions.json``; the manifest's name is the
-node's output reference. :func:`output_names` turns any reference into the objects to read.
+node's output reference; :func:`read_output` reads any reference. Inside a partitioned stretch,
+a pure node's output may instead be *derived*: its manifest names the node and its input, and
+reading it runs the node over that input again (decision 0008).
 """
 
 from __future__ import annotations
@@ -114,19 +116,35 @@ class Part:
     rows_out: int = 0
 
 
-def write_manifest(name: str, parts: list[Part], storage: Storage | None = None) -> str:
-    """Store the ordered list of a partitioned output's objects; returns ``name``."""
+def write_manifest(
+    name: str,
+    parts: list[Part],
+    storage: Storage | None = None,
+    derived_from: dict[str, Any] | None = None,
+) -> str:
+    """Store the ordered list of a partitioned output's objects; returns ``name``.
+
+    ``derived_from`` (a :func:`~flows.engine.partitions.derivation`): the output was not
+    stored but is recomputed when read, by running that pure node over that input again.
+    """
     storage = storage or flow_data_storage()
-    body = json.dumps({"partitions": [asdict(part) for part in parts]}).encode()
+    manifest: dict[str, Any] = {"partitions": [asdict(part) for part in parts]}
+    if derived_from is not None:
+        manifest["derived_from"] = derived_from
+    body = json.dumps(manifest).encode()
     _clear(storage, name)
     storage.save(name, ContentFile(body, name=name))
     return name
 
 
 def read_manifest(name: str, storage: Storage | None = None) -> list[Part]:
+    return [Part(**part) for part in _manifest(name, storage)["partitions"]]
+
+
+def _manifest(name: str, storage: Storage | None = None) -> dict[str, Any]:
     storage = storage or flow_data_storage()
     with storage.open(name, "rb") as stream:
-        return [Part(**part) for part in json.load(stream)["partitions"]]
+        return json.load(stream)  # type: ignore[no-any-return]
 
 
 def write_partitions(
@@ -179,18 +197,33 @@ def write_partitions(
     return parts
 
 
-def output_names(ref: str, storage: Storage | None = None) -> list[str]:
-    """The objects behind an output reference, in order (one, or a manifest's partitions)."""
-    if ref.endswith(MANIFEST_SUFFIX):
-        return [part.name for part in read_manifest(ref, storage)]
-    return [ref]
-
-
 def read_output(ref: str, storage: Storage | None = None) -> Iterator[Batch]:
-    """Stream every batch of an output reference, partition after partition."""
+    """Stream every batch of an output reference, partition after partition (a derived output
+    is recomputed from its input)."""
     storage = storage or flow_data_storage()
-    for name in output_names(ref, storage):
+    if ref.endswith(MANIFEST_SUFFIX):
+        manifest = _manifest(ref, storage)
+        if (recipe := manifest.get("derived_from")) is not None:
+            yield from _recompute(recipe, storage)
+            return
+        names = [part["name"] for part in manifest["partitions"]]
+    else:
+        names = [ref]
+    for name in names:
         yield from read_batches(name, storage)
+
+
+def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[Batch]:
+    from nodes.registry import registry
+    from nodes.sdk import ExecutionContext
+
+    cls = registry.get(recipe["type"])
+    if cls is None:
+        message = f"node type '{recipe['type']}' is not installed on this worker"
+        raise NodeError(message, permanent=True)
+    node = cls(recipe["config"])
+    context = ExecutionContext(node_key=recipe["key"], storage=storage)
+    yield from node.execute(context, {recipe["port"]: read_output(recipe["input"], storage)})
 
 
 def delete_run_data(run_id: str, storage: Storage | None = None) -> int:

@@ -168,6 +168,28 @@ def _claim(run_id: str, node_key: str) -> bool:
         lease.release()
 
 
+def derived(definition: dict[str, Any], key: str, stretch: list[str]) -> bool:
+    """Whether a stretch node's output is recomputed when read instead of stored: a pure node
+    (``Node.pure``) that is not the last of its stretch (its output only feeds the next)."""
+    if key == stretch[-1]:
+        return False
+    cls = registry.get(node_spec(definition, key)["type"])
+    return cls is not None and cls.pure
+
+
+def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str, Any]:
+    """How to recompute a derived output: the node's type and config, and the input it reads."""
+    spec = node_spec(definition, key)
+    port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
+    return {
+        "key": key,
+        "type": spec["type"],
+        "config": spec["config"],
+        "port": port,
+        "input": input_ref,
+    }
+
+
 # --- the source ------------------------------------------------------------------------------
 @shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
 def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
@@ -294,7 +316,8 @@ class _Pipeline:
         progress = _Progress([self.node_runs[key].pk for key in [*self.counters, *stretch]])
         stream = source
         for key in stretch:
-            stream = self._stage(definition, key, stream)
+            stored = not derived(definition, key, stretch)
+            stream = self._stage(definition, key, stream, stored)
         for _batch in stream:
             progress.tick(list(self.counters.values()))
         for key, writer in self.writers.items():
@@ -305,7 +328,7 @@ class _Pipeline:
         progress.flush(list(self.counters.values()))
 
     def _stage(
-        self, definition: dict[str, Any], key: str, stream: Iterable[Batch]
+        self, definition: dict[str, Any], key: str, stream: Iterable[Batch], stored: bool
     ) -> Iterator[Batch]:
         try:
             spec = node_spec(definition, key)
@@ -316,16 +339,20 @@ class _Pipeline:
         attempt = self.node_runs[key].attempts
         context = make_context(self.run, spec, attempt, self.probe, self.partition)
         rows_in, rows_out = RowCounter(), RowCounter()
-        writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
-        self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
+        self.counters[key] = (rows_in, rows_out)
+        writer = None
+        if stored:
+            writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
+            self.writers[key] = writer
         output = node.execute(context, {port: rows_in.wrap(stream)})
         return self._tee(writer, rows_out.wrap(_blame(key, output)))
 
-    def _tee(self, writer: BatchWriter, batches: Iterable[Batch]) -> Iterator[Batch]:
+    def _tee(self, writer: BatchWriter | None, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
             if self.probe():
                 raise PartitionStopped(f"run {self.run.id} ended")
-            writer.write(batch)
+            if writer is not None:
+                writer.write(batch)
             yield batch
 
     def rows(self) -> dict[str, list[int]]:
@@ -404,12 +431,19 @@ def join_partitions(
     if expected is None or sorted(by_partition) != list(range(expected)):
         message = f"partitions missing after the join: got {sorted(by_partition)} of {expected}"
         _fail(node_runs[joined[0]], message, "", [source, *stretch])
+    definition = version_of(run.version_id).definition
     for key in joined:
+        is_derived = key in stretch and derived(definition, key, stretch)
         parts = [
-            Part(output_name(run_id, key, i), *by_partition[i]["rows"][key])
+            Part("" if is_derived else output_name(run_id, key, i), *by_partition[i]["rows"][key])
             for i in range(expected)
         ]
-        ref = write_manifest(manifest_name(run_id, key), parts)
+        if is_derived:
+            upstream = source if key == stretch[0] else stretch[stretch.index(key) - 1]
+            recipe = derivation(definition, key, manifest_name(run_id, upstream))
+            ref = write_manifest(manifest_name(run_id, key), parts, derived_from=recipe)
+        else:
+            ref = write_manifest(manifest_name(run_id, key), parts)
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,

@@ -96,6 +96,7 @@ class FilterNode(Node):
     outputs = (Port("out", description="The records that match."),)
     Config = FilterConfig
     partitionable = True
+    pure = True
     config: FilterConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:

@@ -91,6 +91,7 @@ class MapFieldsNode(Node):
     outputs = (Port("out", description="The reshaped records, one per input record."),)
     Config = MapFieldsConfig
     partitionable = True
+    pure = True
     config: MapFieldsConfig
 
     @cached_property

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import repeat
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -22,7 +21,7 @@ import psycopg
 
 from nodes.jsonbody import dumps
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import Batch
+from nodes.sdk.node import Batch, RowBatch
 
 # ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
@@ -35,7 +34,8 @@ def placeholders(query: str) -> list[str]:
 
 
 def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[Batch]:
-    """Batches of dicts from a cursor that yields tuples (dicts are built in C, not per row)."""
+    """Batches of dicts from a cursor that yields tuples (dicts are built in C, not per row;
+    the tuples ride along for the hand-off encoder)."""
     names: list[str] | None = None
     while True:
         if is_cancelled():
@@ -45,7 +45,7 @@ def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterat
             return
         if names is None:
             names = [column[0] for column in cursor.description]
-        yield list(map(dict, map(zip, repeat(names), rows)))
+        yield RowBatch(names, rows)
         if len(rows) < size:
             return  # a short batch is the last: no round trip to learn that
 

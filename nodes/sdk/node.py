@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -52,6 +53,10 @@ class Node:
     Config: ClassVar[builtins.type[NodeConfig]] = NodeConfig
     #: Record-by-record nodes may run once per partition of their input.
     partitionable: ClassVar[bool] = False
+    #: The output depends only on the config and the input records (no I/O, no clock, no
+    #: randomness): inside a partitioned stretch it need not be stored, it is recomputed when
+    #: read (filter and map_fields are; a node that calls out is not).
+    pure: ClassVar[bool] = False
 
     def __init__(self, config: NodeConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, NodeConfig):
@@ -108,6 +113,26 @@ class Node:
         raise NotImplementedError
 
 
+class RowBatch(list[Record]):
+    """A batch of records built from rows (value tuples in ``names`` order), which it keeps
+    until :meth:`take_rows`: an encoder can then take the columns without walking the dicts.
+
+    Only the first taker gets the rows (the source's own output, written as it is yielded);
+    a node downstream that changed the records and yields the same list is encoded from them.
+    """
+
+    __slots__ = ("_rows", "names")
+
+    def __init__(self, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+        super().__init__(map(dict, map(zip, repeat(names), rows)))
+        self.names = names
+        self._rows: list[tuple[Any, ...]] | None = rows
+
+    def take_rows(self) -> list[tuple[Any, ...]] | None:
+        rows, self._rows = self._rows, None
+        return rows if rows is not None and len(rows) == len(self) else None
+
+
 def first_input(inputs: Mapping[str, RecordStream]) -> RecordStream:
     """The single input stream of a one-input node (empty when nothing is connected)."""
     return next(iter(inputs.values()), ())
@@ -126,4 +151,12 @@ def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
         yield pending
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Node", "NodeConfig", "PortKind", "first_input", "rebatch"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Node",
+    "NodeConfig",
+    "PortKind",
+    "RowBatch",
+    "first_input",
+    "rebatch",
+]

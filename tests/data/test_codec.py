@@ -7,8 +7,10 @@ import io
 import uuid
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flows.engine.codec import decode_stream, encode_batch, packer, to_wire
+from nodes.sdk.node import RowBatch
 
 AT = dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
 
@@ -66,3 +68,37 @@ def test_batches_stream_one_at_a_time_in_order() -> None:
 
 def test_empty_records_keep_their_count() -> None:
     assert round_trip([{}, {}, {}]) == [[{}, {}, {}]]
+
+
+def test_datetimes_of_one_fixed_zone_travel_as_timestamps_and_keep_their_zone() -> None:
+    utc = ZoneInfo("Etc/UTC")  # what psycopg gives for timestamptz on a UTC server
+    for zone in (utc, dt.UTC, dt.timezone(dt.timedelta(hours=-3, minutes=-30))):
+        batch = [
+            {"at": None if i % 5 == 0 else dt.datetime(1970, 1, 1, tzinfo=zone) + i * STEP}
+            for i in range(200)
+        ]
+        assert to_wire(batch)["t"][0].startswith("timestamp:")
+        (back,) = round_trip(batch)
+        assert back == batch
+        assert [r["at"] and r["at"].isoformat() for r in back] == [
+            r["at"] and r["at"].isoformat() for r in batch
+        ]
+        assert back[1]["at"].tzinfo == zone
+
+
+def test_datetimes_in_a_zone_with_daylight_saving_travel_as_text() -> None:
+    madrid = ZoneInfo("Europe/Madrid")
+    batch = [{"at": dt.datetime(2026, 3, 29, 1, 30, tzinfo=madrid)}, {"at": AT}]
+    assert to_wire(batch)["t"] == ["datetime"]
+    assert round_trip(batch) == [batch]
+
+
+STEP = dt.timedelta(days=3217, microseconds=999_999)  # spans centuries, microseconds kept
+
+
+def test_a_batch_built_from_rows_is_encoded_from_its_rows_once_then_from_its_records() -> None:
+    batch = RowBatch(["id", "amount"], [(1, Decimal("1.50")), (2, None)])
+    assert batch == [{"id": 1, "amount": Decimal("1.50")}, {"id": 2, "amount": None}]
+    assert round_trip(batch) == [batch]
+    batch[0]["id"] = 10  # a node downstream changed the records and passes the same list on
+    assert round_trip(batch) == [[{"id": 10, "amount": Decimal("1.50")}, {"id": 2, "amount": None}]]

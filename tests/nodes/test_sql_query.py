@@ -374,7 +374,7 @@ def test_an_unknown_partition_column_is_a_permanent_error(keyed_table: str) -> N
             "partition_column": "nope",
         }
     )
-    with pytest.raises(NodeError, match="query failed: .*nope") as raised:
+    with pytest.raises(NodeError, match=r"query failed: .*nope") as raised:
         node.plan_slices(context_for(PG_URL), 10)
     assert raised.value.permanent
 
