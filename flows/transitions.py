@@ -6,25 +6,17 @@ second worker can never move a finished run or node backwards.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
-
-ModelT = TypeVar("ModelT", bound=models.Model)
-
-#: What a node's execution reads of its run (the rest stays deferred).
-RUN_FIELDS_FOR_NODES = (
-    "id", "flow_id", "version_id", "status", "params", "interval_start", "interval_end",
-)  # fmt: skip
 
 
 def mark_run_running(run_id: str) -> bool:
@@ -74,8 +66,8 @@ class Claim:
 
     ``execute``: run it (``took_over`` when an earlier delivery died mid-execution);
     ``done``: it already succeeded, the canvas may go on; ``stop``: nothing to do here.
-    On PostgreSQL an executing claim also carries the run (with ``version_id``, ``params`` and
-    the data interval loaded) and ``outputs``, the output of every succeeded node of the run.
+    A claim by ``flows.engine.fastpath.take_node`` also carries ``outputs``, the output of every
+    succeeded node of the run (otherwise they are read when the node executes).
     """
 
     outcome: str
@@ -85,15 +77,11 @@ class Claim:
 
 
 def claim_node(node_run_id: int) -> Claim:
-    """Take a node for execution. Call it while holding the node's lease (``NodeLease``)."""
-    if connection.vendor == "postgresql":
-        claim = _claim_in_one_statement(node_run_id)
-        if claim is not None:
-            return claim
-    return _claim_locked(node_run_id)
+    """Take a node for execution. Call it while holding the node's lease (``NodeLease``).
 
-
-def _claim_locked(node_run_id: int) -> Claim:
+    (On PostgreSQL a pending node is claimed by ``flows.engine.fastpath.take_node``; this
+    serves embedded mode, take-overs and the partitions of a fan-out.)
+    """
     with transaction.atomic():
         node_run = NodeRun.objects.select_for_update().select_related("run").get(pk=node_run_id)
         NodeRun.objects.filter(pk=node_run_id).update(deliveries=F("deliveries") + 1)
@@ -116,60 +104,6 @@ def _claim_locked(node_run_id: int) -> Claim:
         )
     node_run.refresh_from_db()
     return Claim("execute", node_run, took_over)
-
-
-_NODE_FIELDS = list(NodeRun._meta.concrete_fields)
-_RUN_FIELDS = [FlowRun._meta.get_field(name) for name in RUN_FIELDS_FOR_NODES]
-# Table and column names come from model metadata.
-_CLAIM_SQL = """
-WITH prev AS (SELECT id, status FROM {node} WHERE id = %(id)s FOR UPDATE)
-UPDATE {node} AS n
-SET status = 'running', attempts = n.attempts + 1, deliveries = n.deliveries + 1,
-    workers_lost = n.workers_lost + CASE WHEN prev.status = 'running' THEN 1 ELSE 0 END,
-    started_at = %(now)s, heartbeat_at = %(now)s, finished_at = NULL
-FROM prev, {run} AS r
-WHERE n.id = prev.id AND r.id = n.run_id
-  AND prev.status IN ('pending', 'running') AND r.status IN ('queued', 'running')
-RETURNING prev.status, {node_columns}, {run_columns},
-  (SELECT json_object_agg(u.node_key, u.output_ref)::text FROM {node} AS u
-   WHERE u.run_id = n.run_id AND u.status = 'succeeded')
-""".format(  # noqa: S608
-    node=NodeRun._meta.db_table,
-    run=FlowRun._meta.db_table,
-    node_columns=", ".join(f"n.{f.column}" for f in _NODE_FIELDS),
-    run_columns=", ".join(f"r.{f.column}" for f in _RUN_FIELDS),
-)
-
-
-def _claim_in_one_statement(node_run_id: int) -> Claim | None:
-    """The common case in one round trip: claim, read the run and the upstream outputs.
-
-    ``None`` when the node is not claimable (finished, or its run is): the caller then asks
-    :func:`_claim_locked`, which tells which.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"id": node_run_id, "now": timezone.now()})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    previous, outputs = row[0], row[-1]
-    node_values = row[1 : 1 + len(_NODE_FIELDS)]
-    run_values = row[1 + len(_NODE_FIELDS) : -1]
-    node_run = model_from_row(NodeRun, _NODE_FIELDS, node_values)
-    node_run.run = model_from_row(FlowRun, _RUN_FIELDS, run_values)
-    took_over = previous == NodeStatus.RUNNING
-    return Claim("execute", node_run, took_over, json.loads(outputs) if outputs else {})
-
-
-def model_from_row(model: type[ModelT], fields: list[Any], values: Iterable[Any]) -> ModelT:
-    """A model instance from raw column values of ``fields`` (other fields stay deferred)."""
-    converted = [
-        field.from_db_value(value, None, connection)
-        if value is not None and hasattr(field, "from_db_value")
-        else value
-        for field, value in zip(fields, values, strict=True)
-    ]
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def retry_node(node_run: NodeRun, error: str, delay_s: float) -> bool:

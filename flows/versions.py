@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 from django.db import connection, transaction
@@ -69,14 +70,16 @@ def ensure_current_version(flow: Flow) -> FlowVersion:
         return remembered[1]
     version = _resolve_version(flow)
     if _graph_state(flow)[0] == key:  # unchanged while it was resolved
-        _resolved[flow.pk] = (key, version)
-        if len(_resolved) > _RESOLVED_KEPT:
-            del _resolved[next(iter(_resolved))]
+        with _resolved_lock:
+            _resolved[flow.pk] = (key, version)
+            if len(_resolved) > _RESOLVED_KEPT:
+                _resolved.pop(next(iter(_resolved)), None)
     return version
 
 
 _RESOLVED_KEPT = 1024
 _resolved: dict[int, tuple[str, FlowVersion]] = {}
+_resolved_lock = threading.Lock()
 
 
 def _graph_state(flow: Flow) -> tuple[str, int | None]:

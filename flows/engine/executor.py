@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -129,16 +130,21 @@ _VERSIONS_KEPT = 256
 _versions: OrderedDict[int, FlowVersion] = OrderedDict()
 
 
+_versions_lock = threading.Lock()
+
+
 def version_of(version_id: int) -> FlowVersion:
     """A flow version, from a per-process cache: versions are immutable once saved."""
-    version = _versions.get(version_id)
-    if version is None:
-        version = FlowVersion.objects.get(pk=version_id)
+    with _versions_lock:
+        version = _versions.get(version_id)
+        if version is not None:
+            _versions.move_to_end(version_id)
+            return version
+    version = FlowVersion.objects.get(pk=version_id)
+    with _versions_lock:
         _versions[version_id] = version
         if len(_versions) > _VERSIONS_KEPT:
             _versions.popitem(last=False)
-    else:
-        _versions.move_to_end(version_id)
     return version
 
 

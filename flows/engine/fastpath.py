@@ -4,24 +4,28 @@
 pending node, marks a queued run running and reads the run and its succeeded outputs, in one
 round trip. ``finish_succeeded`` records the node's success, closes the run when asked and every
 node has succeeded, and releases the lease, in another. A short node's task is thus two round
-trips of bookkeeping where it used to be a dozen queries; everything else (retries, failures,
-take-overs of a node whose worker died) goes through :mod:`flows.transitions` as before.
+trips of bookkeeping (prepared statements); everything else (retries, failures, take-overs of
+a node whose worker died) goes through :mod:`flows.transitions`.
 
 Both statements are plain compare-and-set updates: ``take_node`` only claims a node still
 ``pending`` (re-checked under the row lock), and ``finish_succeeded`` only finishes a node still
 ``running``. ``finish_succeeded`` releases the lock inside the statement, a moment before its
 transaction commits: a duplicate delivery taking the lease in that moment sees the node
 ``running`` and goes through ``transitions.claim_node``, whose ``FOR UPDATE`` waits for the
-commit and then finds the node succeeded.
+commit and then finds the node succeeded. When the session's connection breaks under a
+statement, the statement is sent once more on a new session (``lease.run_on_session``): if the
+first had committed a claim, the second finds the node ``running`` with its lease free and
+takes it over (one ``workers_lost`` counted for the lost connection).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
 
 from flows import transitions
@@ -37,6 +41,8 @@ from flows.models import FlowRun, NodeRun, RunStatus
 from nodes.models import Connection, connection_info
 from nodes.sdk import ConnectionInfo, NodeError
 
+ModelT = TypeVar("ModelT", bound=models.Model)
+
 _NODE = NodeRun._meta.db_table
 _RUN = FlowRun._meta.db_table
 # What a node's execution reads of its node run (the rest stays deferred).
@@ -47,7 +53,19 @@ _NODE_FIELDS = [
         "deliveries", "workers_lost", "checkpoint",
     )
 ]  # fmt: skip
-_RUN_FIELDS = [FlowRun._meta.get_field(name) for name in transitions.RUN_FIELDS_FOR_NODES]
+# What a node's execution reads of its run.
+_RUN_FIELDS = [
+    FlowRun._meta.get_field(name)
+    for name in (
+        "id",
+        "flow_id",
+        "version_id",
+        "status",
+        "params",
+        "interval_start",
+        "interval_end",
+    )
+]
 
 # Table and column names come from model metadata; every value is a bound parameter.
 _TAKE_SQL = """
@@ -70,8 +88,11 @@ claimed AS (
     RETURNING {node_columns}
 ),
 started AS (
+    -- SKIP LOCKED: a run being finished (cancel, timeout) holds its row and waits for pending
+    -- node rows; waiting for it here, holding this node's row, would deadlock.
     UPDATE {run} SET status = 'running', started_at = %(now)s::timestamptz
-    WHERE id = %(run)s::uuid AND status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
+    WHERE id = (SELECT id FROM {run} WHERE id = %(run)s::uuid AND status = 'queued'
+                  AND EXISTS (SELECT 1 FROM claimed) FOR UPDATE SKIP LOCKED)
 )
 SELECT target.id, target.status, target.taken, claimed.*, {run_columns},
        (SELECT json_object_agg(u.node_key, u.output_ref)::text FROM {node} AS u
@@ -108,6 +129,17 @@ SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM closed),
 """  # noqa: S608
 
 
+def model_from_row(model: type[ModelT], fields: list[Any], values: Iterable[Any]) -> ModelT:
+    """A model instance from raw column values of ``fields`` (other fields stay deferred)."""
+    converted = [
+        field.from_db_value(value, None, connection)
+        if value is not None and hasattr(field, "from_db_value")
+        else value
+        for field, value in zip(fields, values, strict=True)
+    ]
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
 def available() -> bool:
     """The fast path needs PostgreSQL (embedded mode on SQLite uses the ORM path)."""
     return connection.vendor == "postgresql"
@@ -139,19 +171,23 @@ def take_node(run_id: str, node_key: str) -> Taken | None:
         close_idle_session()
         return None
     node_run_id, status, taken = row[0], row[1], bool(row[2])
-    lease = NodeLease.taken(node_run_id) if taken else None
-    if lease is None:
+    if not taken:
         close_idle_session()
-    claimed = row[3 : 3 + len(_NODE_FIELDS)]
-    if lease is None or claimed[0] is None:
-        return Taken(node_run_id, status, lease, None)
-    node_run = transitions.model_from_row(NodeRun, _NODE_FIELDS, claimed)
-    node_run.started_at = node_run.heartbeat_at = now
-    node_run.finished_at = None
-    run_values = row[3 + len(_NODE_FIELDS) : -1]
-    node_run.run = transitions.model_from_row(FlowRun, _RUN_FIELDS, run_values)
-    node_run.run.status = RunStatus.RUNNING  # (``started`` has just made it so)
-    outputs = json.loads(row[-1]) if row[-1] else {}
+        return Taken(node_run_id, status, None, None)
+    lease = NodeLease.taken(node_run_id)
+    try:
+        claimed = row[3 : 3 + len(_NODE_FIELDS)]
+        if claimed[0] is None:
+            return Taken(node_run_id, status, lease, None)
+        node_run = model_from_row(NodeRun, _NODE_FIELDS, claimed)
+        node_run.started_at = node_run.heartbeat_at = now
+        node_run.finished_at = None
+        node_run.run = model_from_row(FlowRun, _RUN_FIELDS, row[3 + len(_NODE_FIELDS) : -1])
+        node_run.run.status = RunStatus.RUNNING  # (``started`` has just made it so)
+        outputs = json.loads(row[-1]) if row[-1] else {}
+    except BaseException:
+        lease.release()
+        raise
     return Taken(node_run_id, status, lease, transitions.Claim("execute", node_run, False, outputs))
 
 
@@ -161,7 +197,8 @@ SELECT encrypted_url, encrypted_headers FROM {Connection._meta.db_table} WHERE n
 
 
 def lookup_connection(name: str) -> ConnectionInfo:
-    """``ExecutionContext.connection_lookup`` on the lease session (a prepared statement)."""
+    """``ExecutionContext.connection_lookup`` on the lease session (a prepared statement; an
+    error of the statement leaves the session and the running node's lease alone)."""
     row = run_on_session(_CONNECTION_SQL, {"name": name})
     close_idle_session()
     if row is None:
@@ -196,8 +233,10 @@ def finish_succeeded(
     }
     try:
         done, closed, _unlocked = run_on_session(_FINISH_SQL, params)
-    finally:
-        lease.released()  # by the statement, or with the session if it broke
+    except BaseException:
+        lease.release()  # the statement may not have run: unlock (or drop the session)
+        raise
+    lease.released()  # by the statement
     return bool(done), bool(closed)
 
 

@@ -7,6 +7,7 @@ heartbeat costs no thread and no query.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -56,9 +57,10 @@ class _Beater:
                 continue
             try:
                 transitions.heartbeat_many(ids)
-            except DatabaseError as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.warning("heartbeat not recorded (%s); retrying next beat", exc)
-                connection.close()  # this thread's own connection; reopened next time
+                with contextlib.suppress(DatabaseError):
+                    connection.close()  # this thread's own connection; reopened next time
 
 
 _beater = _Beater()

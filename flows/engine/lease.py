@@ -58,29 +58,40 @@ def lease_key(node_run_id: int) -> int:
     return node_run_id % 2**31
 
 
+#: Prepare every statement sent on the lease session at its first execution.
 PREPARE_THRESHOLD = 0
 
 
 def run_on_session(sql: str, params: Any) -> Any:
     """Run one statement on this process's lease session; its first row.
 
-    For statements that take or release leases themselves (see ``flows.engine.fastpath``);
-    a broken session (e.g. the server restarted, and the locks went with it) is reopened once.
+    For statements that take or release leases themselves (see ``flows.engine.fastpath``).
+    When the session's connection is found broken (e.g. the server restarted, and the locks
+    went with it), it is reopened and the statement sent once more; an error of the statement
+    itself leaves the session, and the leases it holds, as they are.
     """
     try:
         return _execute(sql, params)
     except DatabaseError:
+        if not _session_broken():
+            raise
         _drop_session()
         return _execute(sql, params)
 
 
+def _session_broken() -> bool:
+    connection = getattr(_local, "connection", None)
+    raw = connection.connection if connection is not None else None
+    return raw is None or raw.closed or raw.broken
+
+
 def _execute(sql: str, params: Any) -> Any:
-    # A server-side binding cursor, so that the statement is prepared once per session
-    # (Django's cursors bind on the client and the server plans every execution anew).
+    # A server-side binding cursor, so that the statement is prepared once per session and
+    # not planned again at every execution. Django turns prepared statements off (for
+    # transaction-mode poolers); this session holds session-level advisory locks, which such a
+    # pooler could not carry anyway, so it must reach PostgreSQL directly.
     session = _session()
     session.ensure_connection()
-    # Django turns prepared statements off (for connection poolers); this session holds
-    # session-level advisory locks, which no transaction-mode pooler could carry anyway.
     session.connection.prepare_threshold = PREPARE_THRESHOLD
     with session.wrap_database_errors, psycopg.Cursor(session.connection) as cursor:
         cursor.execute(sql, params, prepare=True)

@@ -104,6 +104,15 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
     return stretch
 
 
+def in_partitioned_stretch(definition: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is run partition by partition, after a source with ``partition_rows``."""
+    return any(
+        key in stretch_after(definition, node["key"])
+        for node in definition["nodes"]
+        if partition_rows(node) is not None
+    )
+
+
 def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     """The canvas replacing ``run_node`` for a partitioned source, or ``None`` to run it as is.
 

@@ -14,8 +14,13 @@ from django.conf import settings
 from flows import transitions
 from flows.definition import NodePolicy
 from flows.engine import fastpath
-from flows.engine.executor import Outcome, RunCancelled, execute_node, load_run, node_spec
-from flows.engine.handoff import MANIFEST_SUFFIX
+from flows.engine.executor import (
+    Outcome,
+    RunCancelled,
+    execute_node,
+    load_run,
+    node_spec,
+)
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import NodeLease
 from flows.graph import Graph
@@ -72,17 +77,20 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
         node_run = claim.node_run
         if (replaced := _prepare(self, claim)) is not None:
             return replaced  # (in embedded mode) the fan-out's result, after it ran
-        outcome = _execute(self, node_run, claim.outputs)
+        outcome = _execute(self, node_run, claim.outputs, lease)
         figures = {
             "rows_in": outcome.rows_in,
             "rows_out": outcome.rows_out,
             "output_ref": outcome.output_ref,
         }
         if fastpath.available():
-            _done, closed = fastpath.finish_succeeded(node_run, lease, close=close, **figures)
+            done, closed = fastpath.finish_succeeded(node_run, lease, close=close, **figures)
         else:
-            transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **figures)
+            done = transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **figures)
             closed = False
+        if not done:  # cancelled, or failed by a timeout, while it ran
+            logger.warning("run %s node %s finished, but the run had ended", run_id, node_key)
+            raise Ignore()
         logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
         if close and not closed:
             transitions.close_run(run_id)  # not every node succeeded: it fails the run
@@ -105,14 +113,12 @@ def _take(run_id: str, node_key: str) -> fastpath.Taken | None:
 
 
 def _inside_fan_out(node_run_id: int) -> bool:
-    """Whether the node is being run partition by partition (its input is still being fanned out)."""
+    """Whether a running node is run partition by partition: it is in the stretch after a
+    partitioned source (the fan-out's join, not a delivery of its own task, finishes it)."""
+    from flows.engine.partitions import in_partitioned_stretch  # imports this module
+
     node_run = NodeRun.objects.get(pk=node_run_id)
-    graph = Graph.from_definition(load_run(node_run).version.definition)
-    parents = [edge.source for edge in graph.parents[node_run.node_key]]
-    upstream = NodeRun.objects.filter(run_id=node_run.run_id, node_key__in=parents)
-    return any(
-        u.status != NodeStatus.SUCCEEDED or u.output_ref.endswith(MANIFEST_SUFFIX) for u in upstream
-    )
+    return in_partitioned_stretch(load_run(node_run).version.definition, node_run.node_key)
 
 
 def _prepare(task: Any, claim: transitions.Claim) -> Any:
@@ -133,7 +139,9 @@ def _prepare(task: Any, claim: transitions.Claim) -> Any:
     return None
 
 
-def _execute(task: Any, node_run: NodeRun, outputs: dict[str, str] | None) -> Outcome:
+def _execute(
+    task: Any, node_run: NodeRun, outputs: dict[str, str] | None, lease: NodeLease
+) -> Outcome:
     """Run the node; a failure is retried (the task raises Retry) or fails the run."""
     try:
         with Heartbeat(node_run.pk):
@@ -142,11 +150,11 @@ def _execute(task: Any, node_run: NodeRun, outputs: dict[str, str] | None) -> Ou
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise Ignore() from None
     except NodeError as exc:
-        _retry_or_fail(task, node_run, str(exc), exc.permanent)
+        _retry_or_fail(task, node_run, str(exc), exc.permanent, lease)
     except SoftTimeLimitExceeded:
-        _retry_or_fail(task, node_run, f"timed out after {_timeout(node_run)}s", False)
+        _retry_or_fail(task, node_run, f"timed out after {_timeout(node_run)}s", False, lease)
     except Exception as exc:  # noqa: BLE001 - any bug in a node must fail the run, not hang it
-        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False)
+        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False, lease)
     raise AssertionError("unreachable: a failure either retries or fails")
 
 
@@ -165,8 +173,14 @@ def retry_delay(policy: NodePolicy, attempt: int) -> float:
     return random.uniform(0, ceiling)  # noqa: S311 - jitter
 
 
-def _retry_or_fail(task: Any, node_run: NodeRun, message: str, permanent: bool) -> None:
-    """Retry a failure a retry can help while the node's policy allows; otherwise fail."""
+def _retry_or_fail(
+    task: Any, node_run: NodeRun, message: str, permanent: bool, lease: NodeLease | None = None
+) -> None:
+    """Retry a failure a retry can help while the node's policy allows; otherwise fail.
+
+    The lease is released before the retry is sent: a retry due at once may be received by
+    another process before this one has returned, and must not find the node leased.
+    """
     policy = _policy(node_run)
     retries_done = node_run.attempts - 1 - node_run.workers_lost
     if not permanent and retries_done < policy.max_retries:
@@ -176,6 +190,8 @@ def _retry_or_fail(task: Any, node_run: NodeRun, message: str, permanent: bool) 
             "run %s node %s attempt %s failed (%s); retrying in %.1fs",
             node_run.run_id, node_run.node_key, node_run.attempts, message, delay,
         )  # fmt: skip
+        if lease is not None:
+            lease.release()
         raise task.retry(countdown=delay)
     _fail(node_run, message, traceback.format_exc())
 

@@ -127,12 +127,6 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _with_option(url: str, option: str) -> str:
-    """The URL's own libpq ``options`` (e.g. a search_path) followed by ``option``."""
-    own = psycopg.conninfo.conninfo_to_dict(url).get("options")
-    return f"{own} {option}" if own else option
-
-
 def postgres_rows(
     url: str,
     query: str,
@@ -144,17 +138,13 @@ def postgres_rows(
 ) -> Iterator[Batch]:
     """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor."""
     redact = _Redactor(url)
-    timeout_ms = max(1, round(timeout_s * 1000))
+    timeout_ms = str(max(1, round(timeout_s * 1000)))
     try:
-        with psycopg.connect(
-            url,
-            connect_timeout=10,
-            application_name="flowplatform",
-            # Set in the startup packet: no round trip of its own.
-            options=_with_option(url, f"-c statement_timeout={timeout_ms}"),
-        ) as conn:
+        with psycopg.connect(url, connect_timeout=10, application_name="flowplatform") as conn:
             conn.read_only = True
             with conn.transaction():
+                # In the transaction, not the startup packet: poolers drop startup options.
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
                 name = f"flowplatform_{uuid.uuid4().hex[:12]}"
                 with conn.cursor(name=name) as cursor:
                     cursor.itersize = batch_size

@@ -164,7 +164,12 @@ def test_a_failing_slice_fails_the_source_with_the_partition_named(
     assert run.status == "failed"
     assert run.error.startswith("node 'orders' failed: partition 3: query failed: division by zero")
     statuses = dict(run.node_runs.values_list("node_key", "status"))
-    assert statuses == {"orders": "failed", "paid": "skipped", "shape": "skipped", "push": "skipped"}
+    assert statuses == {
+        "orders": "failed",
+        "paid": "skipped",
+        "shape": "skipped",
+        "push": "skipped",
+    }
 
 
 def test_sliced_source_in_embedded_mode(

@@ -1,0 +1,114 @@
+"""The node task's bookkeeping statements (``flows.engine.fastpath``) on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows.definition import FlowSpec
+from flows.engine import fastpath
+from flows.engine.lease import is_executing
+from flows.engine.partitions import in_partitioned_stretch
+from flows.flowfile import apply_flow_file
+from flows.models import FlowRun, NodeRun
+from flows.services import cancel_run
+from flows.versions import ensure_current_version, resolved_definition
+
+pytestmark = pytest.mark.usefixtures("transactional_db")
+
+
+def queued_run(minimal_flow: dict[str, Any]) -> FlowRun:
+    """A run recorded but never dispatched, so that the statements can be driven by hand."""
+    flow, _created = apply_flow_file(minimal_flow)
+    version = ensure_current_version(flow)
+    run = FlowRun.objects.create(flow=flow, version=version, trigger="api")
+    NodeRun.objects.bulk_create(
+        NodeRun(run=run, node_key=node["key"], node_type=node["type"], position=index)
+        for index, node in enumerate(version.definition["nodes"])
+    )
+    return run
+
+
+def test_take_claims_a_pending_node_starts_the_run_and_holds_the_lease(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    taken = fastpath.take_node(str(run.id), "orders")
+    assert taken is not None and taken.lease is not None and taken.claim is not None
+    try:
+        node = NodeRun.objects.get(run=run, node_key="orders")
+        assert (node.status, node.attempts, node.deliveries) == ("running", 1, 1)
+        assert FlowRun.objects.get(id=run.id).status == "running"
+        assert is_executing(node.pk)
+        assert fastpath.take_node(str(run.id), "orders").lease is None  # not twice at once
+    finally:
+        done, closed = fastpath.finish_succeeded(
+            taken.claim.node_run, taken.lease, rows_in=0, rows_out=3, output_ref="x", close=True
+        )
+    assert (done, closed) == (True, False)  # the other nodes have not run
+    assert not is_executing(node.pk)
+    assert NodeRun.objects.get(pk=node.pk).status == "succeeded"
+    assert FlowRun.objects.get(id=run.id).status == "running"
+
+
+def test_the_last_node_closes_the_run_only_when_every_node_succeeded(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    NodeRun.objects.filter(run=run).exclude(node_key="push").update(status="succeeded")
+    taken = fastpath.take_node(str(run.id), "push")
+    assert taken is not None and taken.claim is not None and taken.lease is not None
+    assert set(taken.claim.outputs or {}) == {"orders", "paid", "shape"}
+    done, closed = fastpath.finish_succeeded(
+        taken.claim.node_run, taken.lease, rows_in=1, rows_out=1, output_ref="y", close=True
+    )
+    assert (done, closed) == (True, True)
+    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
+def test_a_failed_finish_releases_the_lease(
+    minimal_flow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = queued_run(minimal_flow)
+    taken = fastpath.take_node(str(run.id), "orders")
+    assert taken is not None and taken.claim is not None and taken.lease is not None
+
+    def broken(*_args: Any) -> Any:
+        raise TimeoutError("soft time limit")
+
+    monkeypatch.setattr(fastpath, "run_on_session", broken)
+    with pytest.raises(TimeoutError):
+        fastpath.finish_succeeded(
+            taken.claim.node_run, taken.lease, rows_in=0, rows_out=0, output_ref="", close=False
+        )
+    assert not is_executing(taken.node_run_id)
+
+
+def test_nothing_is_claimed_in_a_cancelled_run(minimal_flow: dict[str, Any]) -> None:
+    run = queued_run(minimal_flow)
+    cancel_run(run)
+    taken = fastpath.take_node(str(run.id), "orders")
+    assert taken is not None
+    assert (taken.status, taken.lease, taken.claim) == ("skipped", None, None)
+    assert NodeRun.objects.get(run=run, node_key="orders").attempts == 0
+
+
+def test_only_the_stretch_after_a_partitioned_source_is_run_by_partitions(
+    minimal_flow: dict[str, Any],
+) -> None:
+    flow = dict(minimal_flow, nodes=[dict(n) for n in minimal_flow["nodes"]])
+    flow["nodes"][0] = dict(flow["nodes"][0], config={**flow["nodes"][0]["config"]})
+    flow["nodes"][0]["config"]["partition_rows"] = 10
+    definition = resolved_definition(FlowSpec.model_validate(flow))
+    assert [
+        k for k in ("orders", "paid", "shape", "push") if in_partitioned_stretch(definition, k)
+    ] == [
+        "paid",
+        "shape",
+        "push",
+    ]
+    flow["nodes"][1] = dict(flow["nodes"][1], type="dummy_audit", config={})
+    definition = resolved_definition(FlowSpec.model_validate(flow))
+    # The node after the source is not partitionable: nothing runs by partitions.
+    assert not any(in_partitioned_stretch(definition, k) for k in ("paid", "shape", "push"))
