@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 
+from nodes.builtin import pg_pool
 from nodes.jsonbody import dumps
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Batch, RowBatch
@@ -136,20 +137,25 @@ def postgres_rows(
     timeout_s: float,
     is_cancelled: Callable[[], bool],
 ) -> Iterator[Batch]:
-    """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor."""
+    """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor, on a
+    connection kept from an earlier query when there is one (``pg_pool``)."""
     redact = _Redactor(url)
     timeout_ms = str(max(1, round(timeout_s * 1000)))
+
+    def begin(conn: psycopg.Connection) -> None:
+        # A read-only transaction whose statement timeout is set in it, not in the startup
+        # packet: connection poolers drop startup options.
+        conn.read_only = True
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
+
     try:
-        with psycopg.connect(url, connect_timeout=10, application_name="flowplatform") as conn:
-            conn.read_only = True
-            with conn.transaction():
-                # In the transaction, not the startup packet: poolers drop startup options.
-                conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
-                name = f"flowplatform_{uuid.uuid4().hex[:12]}"
-                with conn.cursor(name=name) as cursor:
-                    cursor.itersize = batch_size
-                    cursor.execute(query, params)
-                    yield from _batches(cursor, batch_size, is_cancelled)
+        with pg_pool.connection(url, begin) as conn:
+            name = f"flowplatform_{uuid.uuid4().hex[:12]}"
+            with conn.cursor(name=name) as cursor:
+                cursor.itersize = batch_size
+                cursor.execute(query, params)
+                yield from _batches(cursor, batch_size, is_cancelled)
+            conn.commit()
     except psycopg.errors.QueryCanceled:
         raise NodeError(
             f"the query was cancelled after the statement timeout ({timeout_s:g} s)",

@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 from pydantic import ValidationError
 
+from nodes.builtin import pg_pool
 from nodes.builtin.sql_query import SqlQueryNode
 from nodes.sdk import ConnectionInfo, ExecutionContext, FieldType, NodeError
 
@@ -389,3 +390,57 @@ def test_sqlite_sources_are_read_once_not_sliced(sqlite_url: str) -> None:
         }
     )
     assert node.plan_slices(context_for(sqlite_url), 10) is None
+
+
+# --- connections kept between queries --------------------------------------------------------
+@pytest.fixture
+def pool() -> Iterator[None]:
+    pg_pool.clear()
+    yield
+    pg_pool.clear()
+
+
+def backend_pid(query: str = "select pg_backend_pid() as pid") -> int:
+    return run({"query": query})[0][0]["pid"]
+
+
+@pytest.mark.usefixtures("pool")
+def test_a_connection_is_kept_for_the_next_query_with_its_session_reset() -> None:
+    first = run({"query": "select pg_backend_pid() as pid,"
+                 " set_config('search_path', 'nowhere', false) as changed"})  # fmt: skip
+    second = run({"query": "select pg_backend_pid() as pid,"
+                  " current_setting('search_path') as search_path"})  # fmt: skip
+    assert second[0][0]["pid"] == first[0][0]["pid"]
+    assert second[0][0]["search_path"] != "nowhere"
+
+
+@pytest.mark.usefixtures("pool")
+def test_a_kept_connection_found_broken_is_replaced_before_anything_is_read() -> None:
+    pid = backend_pid()
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while admin.execute("select 1 from pg_stat_activity where pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the backend did not end"
+            time.sleep(0.01)
+    assert backend_pid() != pid
+
+
+@pytest.mark.usefixtures("pool")
+def test_a_connection_is_not_kept_after_a_failed_or_abandoned_query() -> None:
+    pid = backend_pid()
+    with pytest.raises(NodeError, match="division by zero"):
+        run({"query": "select pg_backend_pid() as pid, 1 / 0 as boom"})
+    after_error = backend_pid()
+    assert after_error != pid
+    node = SqlQueryNode(
+        {
+            "connection": "warehouse",
+            "query": "select g from generate_series(1, 10) g",
+            "batch_size": 2,
+        }
+    )
+    stream = node.execute(context_for(PG_URL), {})
+    next(stream)
+    stream.close()  # the consumer stopped early (e.g. the run was cancelled)
+    assert backend_pid() != after_error
