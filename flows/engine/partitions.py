@@ -135,35 +135,25 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     if not stretch:
         return None
     source = node_run.node_key
-    slices = _plan_slices(node_run, spec, rows, stretch)
-    if slices is not None:
-        return chord(
-            [run_partition.si(run_id, source, stretch, i, part) for i, part in enumerate(slices)],
-            join_partitions.s(run_id, source, stretch, len(slices)),
-        )
+    planner = plan_partitions if _slices(node_run, spec, rows, stretch) is not None else None
     return chord(
-        [produce_partitions.si(run_id, source, stretch)],
+        [(planner or produce_partitions).si(run_id, source, stretch)],
         join_partitions.s(run_id, source, stretch),
     )
 
 
-def _plan_slices(
+def _slices(
     node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str]
-) -> list[Any] | None:
-    """The source's slices (``None`` when it reads once); a failure to plan fails the source."""
+) -> Iterator[Any] | None:
+    """The source's slices, planned lazily (``None`` when it reads once instead); a failure to
+    plan fails the source and the run."""
     run = load_run(node_run)
     context = make_context(run, spec, node_run.attempts, CancelProbe(str(run.id)))
     try:
         slices = build_node(spec).plan_slices(context, rows)
-        if slices is not None and len(slices) > MAX_PARTITIONS:
-            raise NodeError(
-                f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
-                "raise partition_rows",
-                permanent=True,
-            )
     except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
         _fail(node_run, _message(exc), traceback.format_exc(), [node_run.node_key, *stretch])
-    return slices
+    return None if slices is None else iter(slices)
 
 
 def _claim(run_id: str, node_key: str) -> bool:
@@ -200,25 +190,70 @@ def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str
 
 
 # --- the source ------------------------------------------------------------------------------
+@shared_task(bind=True, name="flows.plan_partitions", acks_late=True, reject_on_worker_lost=True)
+def plan_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
+    """Plan the source's slices, starting one ``run_partition`` per slice as soon as its range
+    is known: each partition task reads its own slice of the source (``Node.execute_slice``)."""
+    node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
+    _check_active(node_run.run, [node_run])
+    starter = _Starter(self, run_id, source, stretch)
+    lease = NodeLease(node_run.pk)
+    # In embedded mode the run_node task this replaces holds the lease, in this very process.
+    if not self.request.is_eager and not _acquire(lease):
+        raise Ignore()  # a duplicate delivery: the live one owns the fan-out
+    try:
+        spec = node_spec(node_run.run.version.definition, source)
+        rows = partition_rows(spec)
+        slices = _slices(node_run, spec, rows or 1, [source, *stretch])
+        with Heartbeat(node_run.pk):
+            for index, slice_ in enumerate(slices or ()):
+                if index >= MAX_PARTITIONS:
+                    raise NodeError(
+                        f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
+                        "raise partition_rows",
+                        permanent=True,
+                    )
+                starter.start(index, slice_)
+    except (NodeFailed, PartitionStopped):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
+        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
+    finally:
+        lease.release()
+    return {"source": source, "partitions": starter.count, "done": starter.done, "sliced": True}
+
+
+class _Starter:
+    """Starts partition tasks: added to the running chord, or run inline in embedded mode."""
+
+    def __init__(self, task: Task, run_id: str, source: str, stretch: list[str]) -> None:
+        self.task = task
+        self.args = (run_id, source, stretch)
+        self.inline = bool(task.request.is_eager or not task.request.chord)
+        self.count = 0
+        self.done: list[dict[str, Any]] = []
+
+    def start(self, index: int, slice_: Any = None) -> None:
+        self.count += 1
+        signature = run_partition.si(*self.args, index, slice_)
+        if not self.inline:
+            self.task.add_to_chord(signature)
+            return
+        result = signature.apply()
+        if result.failed():
+            raise NodeFailed(str(result.result))
+        self.done.append(result.get())
+
+
 @shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
 def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
     """Run the source, starting one ``run_partition`` per partition as soon as it is stored."""
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
-    inline = bool(self.request.is_eager or not self.request.chord)
-    done: list[dict[str, Any]] = []
-    started: list[int] = []
+    starter = _Starter(self, run_id, source, stretch)
 
     def start(index: int, _part: Part) -> None:
-        started.append(index)
-        signature = run_partition.si(run_id, source, stretch, index)
-        if not inline:
-            self.add_to_chord(signature)
-            return
-        result = signature.apply()
-        if result.failed():
-            raise NodeFailed(str(result.result))
-        done.append(result.get())
+        starter.start(index)
 
     lease = NodeLease(node_run.pk)
     # In embedded mode the run_node task this replaces holds the lease, in this very process.
@@ -243,7 +278,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
         rows_out=outcome.rows_out,
         output_ref=outcome.output_ref,
     )
-    return {"source": source, "partitions": len(started), "done": done}
+    return {"source": source, "partitions": starter.count, "done": starter.done}
 
 
 def _acquire(lease: NodeLease, timeout_s: float = 10.0) -> bool:
@@ -413,23 +448,20 @@ class _Progress:
 # --- the join --------------------------------------------------------------------------------
 @shared_task(name="flows.join_partitions", acks_late=True)
 def join_partitions(
-    results: list[dict[str, Any]],
-    run_id: str,
-    source: str,
-    stretch: list[str],
-    slices: int | None = None,
+    results: list[dict[str, Any]], run_id: str, source: str, stretch: list[str]
 ) -> str:
     """Chord body: record each node's partitions and totals, and mark it succeeded.
 
-    ``slices``: the source was read slice by slice in the partition tasks (that many), and is
+    When the source was read slice by slice in the partition tasks (``plan_partitions``), it is
     joined here too; otherwise ``produce_partitions`` has recorded it.
     """
-    expected, by_partition = slices, {}
-    joined = [source, *stretch] if slices is not None else stretch
+    expected, by_partition, joined = None, {}, stretch
     for result in results:
         if "source" in result:
             expected = result["partitions"]
             by_partition.update({done["partition"]: done for done in result["done"]})
+            if result.get("sliced"):
+                joined = [source, *stretch]
         else:
             by_partition[result["partition"]] = result
     node_runs = {

@@ -84,24 +84,32 @@ def postgres_slice_bounds(
     rows_per_slice: int,
     timeout_s: float,
     is_cancelled: Callable[[], bool],
-) -> list[str]:
+) -> Iterator[str]:
     """The first ``column`` value (as text) of every ``rows_per_slice`` rows of the query's
-    output ordered by ``column``: the lower bounds of slices of that many rows."""
-    # The query is the node's own SQL (run as it is, read-only); every value is bound.
+    output ordered by ``column``: the lower bounds of slices of that many rows, each yielded as
+    soon as the database reaches it (a repeated value is yielded once)."""
+    # The query is the node's own SQL (run as it is, read-only); every value is bound. No
+    # ORDER BY outside the window: it would make the database sort before the first bound.
     col, sub = _identifier(column), _subquery(_as_parameterised(query, params))
     bounds_query = (
-        f"SELECT s.k FROM (SELECT flowplatform_q.{col}::text AS k,"  # noqa: S608
+        f"SELECT s.k, s.n FROM (SELECT flowplatform_q.{col}::text AS k,"  # noqa: S608
         f" row_number() OVER (ORDER BY flowplatform_q.{col}) AS n"
         f" FROM {sub} AS flowplatform_q WHERE flowplatform_q.{col} IS NOT NULL) AS s"
-        " WHERE mod(s.n - 1, %(flowplatform_rows)s) = 0 ORDER BY s.n"
+        " WHERE mod(s.n - 1, %(flowplatform_rows)s) = 0"
     )
     values = {**(params or {}), "flowplatform_rows": rows_per_slice}
-    bounds: list[str] = []
+    last: tuple[str, int] | None = None
     for batch in postgres_rows(
-        url, bounds_query, values, batch_size=10_000, timeout_s=timeout_s, is_cancelled=is_cancelled
+        url, bounds_query, values, batch_size=1, timeout_s=timeout_s, is_cancelled=is_cancelled
     ):
-        bounds += [row["k"] for row in batch if not bounds or row["k"] != bounds[-1]]
-    return bounds
+        for row in batch:
+            if last is not None and row["n"] <= last[1]:
+                raise NodeError(
+                    "the database returned the partition bounds out of order", permanent=True
+                )
+            if last is None or row["k"] != last[0]:
+                yield row["k"]
+            last = (row["k"], row["n"])
 
 
 def slice_query(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from itertools import pairwise
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -101,15 +100,22 @@ class SqlQueryNode(Node):
             is_cancelled=context.is_cancelled,
         )
 
-    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> list[Any] | None:
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """With ``partition_column`` on PostgreSQL: ranges of that column of about
-        ``rows_per_slice`` rows each, ``{"from": ..., "to": ...}`` (text; open ends ``None``)."""
+        ``rows_per_slice`` rows each, ``{"from": ..., "to": ...}`` (text; open ends ``None``),
+        each produced as soon as the database reaches its end."""
         column = self.config.partition_column
         if not column:
             return None
         url, backend = self._backend(context)
         if backend is not postgres_rows:
             return None  # SQLite (the embedded demo): read once and cut
+        return self._slices(context, url, column, rows_per_slice)
+
+    def _slices(
+        self, context: ExecutionContext, url: str, column: str, rows_per_slice: int
+    ) -> Iterator[dict[str, str | None]]:
+        low: str | None = None
         bounds = postgres_slice_bounds(
             url,
             self.config.query,
@@ -119,8 +125,11 @@ class SqlQueryNode(Node):
             timeout_s=self.config.statement_timeout_s,
             is_cancelled=context.is_cancelled,
         )
-        edges: list[str | None] = [None, *bounds[1:], None]
-        return [{"from": low, "to": high} for low, high in pairwise(edges)]
+        next(bounds, None)  # the smallest value: the first slice is open below
+        for bound in bounds:
+            yield {"from": low, "to": bound}
+            low = bound
+        yield {"from": low, "to": None}
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
         url, backend = self._backend(context)

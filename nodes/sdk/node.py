@@ -101,11 +101,12 @@ class Node:
     ) -> Iterator[Batch]:
         raise NotImplementedError
 
-    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> list[Any] | None:
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """For a source whose output can be read in independent slices: one JSON-able
-        description per slice of about ``rows_per_slice`` rows, in output order (``None``: it
-        cannot; it is then read once and cut). Each slice is then read by
-        :meth:`execute_slice` in a task of its own, in parallel across workers."""
+        description per slice of about ``rows_per_slice`` rows, in output order, produced
+        lazily (``None``: it cannot; it is then read once and cut). Each slice is read by
+        :meth:`execute_slice` in a task of its own, started as soon as it is produced, in
+        parallel across workers. Checks that can fail at once belong before the first one."""
         return None
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:

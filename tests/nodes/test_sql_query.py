@@ -316,8 +316,9 @@ def keyed_table() -> Iterator[str]:
 def read_slices(config: dict[str, Any], rows: int) -> tuple[list[Any], list[list[dict[str, Any]]]]:
     node = SqlQueryNode({"connection": "warehouse", "partition_rows": rows, **config})
     context = context_for(PG_URL)
-    slices = node.plan_slices(context, rows)
-    assert slices is not None
+    planned = node.plan_slices(context, rows)
+    assert planned is not None
+    slices = list(planned)
     return slices, [
         [record for batch in node.execute_slice(context, part) for record in batch]
         for part in slices
@@ -375,8 +376,10 @@ def test_an_unknown_partition_column_is_a_permanent_error(keyed_table: str) -> N
             "partition_column": "nope",
         }
     )
+    planned = node.plan_slices(context_for(PG_URL), 10)
+    assert planned is not None
     with pytest.raises(NodeError, match=r"query failed: .*nope") as raised:
-        node.plan_slices(context_for(PG_URL), 10)
+        list(planned)
     assert raised.value.permanent
 
 
