@@ -5,7 +5,8 @@
 The job: read every row of an orders table from PostgreSQL, keep the paid ones with a positive
 amount (one third), reshape them, and POST them in batches of 500 to a local HTTP peer.
 
-- *flow*: ``examples/paid-orders.json`` with ``partition_rows`` on the source, run by one
+- *flow*: ``examples/paid-orders.json`` with ``partition_rows`` and ``partition_column`` (``id``:
+  each partition task reads its own range of the table) on the source, run by one
   ``celery worker`` with 2 pool processes (this machine has 2 cores);
 - *hand-written*: one process, psycopg with a server-side cursor, a list comprehension,
   ``requests`` with a keep-alive session.

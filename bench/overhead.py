@@ -4,8 +4,9 @@
 
 The job: read 10 rows from PostgreSQL, keep 8, reshape them, add a field. The flow is
 ``sql_query -> filter -> map_fields -> map_fields``; the raw chain is four plain tasks doing the
-same (rows travel in the messages, no state is recorded). Both run on one broker and one worker
-with 2 pool processes.
+same (rows travel in the messages, no state is recorded; the first task opens a connection, as
+a hand-written task does, where ``sql_query`` keeps idle connections between runs). Both run on
+one broker and one worker with 2 pool processes.
 
 - latency: the median of ``--runs`` sequential runs, from the call that starts it
   (``start_run`` / ``apply_async``) to the end of its last task (``finished_at`` / the time the
