@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from flows.services import rerun, start_run, wait_for_run
 from tests.conftest import WorkerProcess
 from tests.flows.helpers import (
     SOURCE_DB_URL,
+    OrdersTable,
     add_connection,
     orders_table,
     point_minimal_flow_at,
@@ -49,18 +50,29 @@ def peers(httpserver: HTTPServer) -> HTTPServer:
     return httpserver
 
 
-@pytest.mark.worker
-def test_partitioned_run_delivers_exactly_what_an_unpartitioned_run_does(
-    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
-) -> None:
+def plain_then_split(
+    peers: HTTPServer, minimal_flow: dict[str, Any], split_flow: Callable[[dict[str, Any]], Any]
+) -> tuple[FlowRun, FlowRun, list[tuple[Any, ...]], OrdersTable]:
+    """Run the minimal flow over 2,000 orders as it is, then changed by ``split_flow``; the
+    second run's deliveries are left in the peer's log."""
     with orders_table(2000) as table:
         flow = point_minimal_flow_at(minimal_flow, table.name)
         apply_flow_file(flow)
         plain = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
         plain_records = delivered(peers)
         peers.clear_log()
-        apply_flow_file(partitioned(flow, 300))
+        apply_flow_file(split_flow(flow))
         split = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    return plain, split, plain_records, table
+
+
+@pytest.mark.worker
+def test_partitioned_run_delivers_exactly_what_an_unpartitioned_run_does(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    plain, split, plain_records, table = plain_then_split(
+        peers, minimal_flow, lambda flow: partitioned(flow, 300)
+    )
     assert plain.status == split.status == "succeeded", split.error
     assert delivered(peers) == plain_records
     assert len(plain_records) == len(table.expected_paid())
@@ -104,11 +116,17 @@ def test_a_failing_partition_fails_its_node_with_the_partition_named(
     assert statuses["paid"] in ("succeeded", "cancelled")  # stopped when shape failed
 
 
+@pytest.mark.parametrize("read_in_slices", [False, True], ids=["read-once", "slices"])
 def test_partitioned_run_in_embedded_mode(
-    transactional_db: None, eager: None, peers: HTTPServer, minimal_flow: dict[str, Any]
+    transactional_db: None,
+    eager: None,
+    peers: HTTPServer,
+    minimal_flow: dict[str, Any],
+    read_in_slices: bool,
 ) -> None:
+    split = sliced if read_in_slices else partitioned
     with orders_table(500) as table:
-        apply_flow_file(partitioned(point_minimal_flow_at(minimal_flow, table.name), 200))
+        apply_flow_file(split(point_minimal_flow_at(minimal_flow, table.name), 200))
         run = start_run("paid-orders-to-crm")
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
@@ -116,7 +134,8 @@ def test_partitioned_run_in_embedded_mode(
     figures = node_figures(run)
     assert figures["orders"] == ("succeeded", 0, 500)
     assert figures["paid"] == ("succeeded", 500, len(table.expected_paid()))
-    assert len(read_manifest(run.node_runs.get(node_key="paid").output_ref)) == 3
+    for key in ("orders", "paid"):
+        assert len(read_manifest(run.node_runs.get(node_key=key).output_ref)) == 3
 
 
 def sliced(flow: dict[str, Any], rows: int) -> dict[str, Any]:
@@ -129,14 +148,9 @@ def sliced(flow: dict[str, Any], rows: int) -> dict[str, Any]:
 def test_a_source_read_in_parallel_slices_delivers_exactly_what_one_read_does(
     worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
-    with orders_table(2000) as table:
-        flow = point_minimal_flow_at(minimal_flow, table.name)
-        apply_flow_file(flow)
-        plain = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
-        plain_records = delivered(peers)
-        peers.clear_log()
-        apply_flow_file(sliced(flow, 300))
-        split = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    plain, split, plain_records, _table = plain_then_split(
+        peers, minimal_flow, lambda flow: sliced(flow, 300)
+    )
     assert plain.status == split.status == "succeeded", split.error
     assert delivered(peers) == plain_records
     figures = node_figures(split)
@@ -170,20 +184,6 @@ def test_a_failing_slice_fails_the_source_with_the_partition_named(
         "shape": "skipped",
         "push": "skipped",
     }
-
-
-def test_sliced_source_in_embedded_mode(
-    transactional_db: None, eager: None, peers: HTTPServer, minimal_flow: dict[str, Any]
-) -> None:
-    with orders_table(500) as table:
-        apply_flow_file(sliced(point_minimal_flow_at(minimal_flow, table.name), 200))
-        run = start_run("paid-orders-to-crm")
-    run.refresh_from_db()
-    assert run.status == "succeeded", run.error
-    assert len(posted_records(peers)) == len(table.expected_paid())
-    figures = node_figures(run)
-    assert figures["orders"] == ("succeeded", 0, 500)
-    assert len(read_manifest(run.node_runs.get(node_key="orders").output_ref)) == 3
 
 
 @pytest.mark.worker
