@@ -54,6 +54,8 @@ class _Beater:
             with self.lock:
                 ids = list(self.beating)
             if not ids:
+                with contextlib.suppress(DatabaseError):
+                    connection.close()  # idle: hold no database connection (none: no-op)
                 continue
             try:
                 transitions.heartbeat_many(ids)
