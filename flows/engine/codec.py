@@ -98,38 +98,36 @@ def _column_kind(values: Sequence[Any]) -> str:
     return "any"  # nested or mixed values: msgpack extension types, value by value
 
 
-# Aware datetimes that share one time zone travel as msgpack timestamps, converted in C (about
-# ten times cheaper than ``isoformat``); the zone is kept in the kind: "timestamp:<zone>".
+# Aware datetimes in UTC (what PostgreSQL gives for timestamptz on a UTC server) travel as
+# msgpack timestamps, converted in C (a few times cheaper than ``isoformat``); the zone's name
+# is kept in the kind: "timestamp:<zone>". Workers older than this format cannot read it.
 _TIMESTAMP = "timestamp:"
 _timestamps = msgpack.Packer(datetime=True)
 
 
 def _one_zone(values: Sequence[Any]) -> str | None:
-    """The name of the one time zone of a column of datetimes (``None``: naive or mixed)."""
+    """The name of the one UTC zone of a column of aware datetimes (``None``: naive, mixed,
+    or another zone, which travel as text)."""
     zones = set(map(_tzinfo, values))
-    zones.discard(None)
+    zones.discard(_NULL)
     if len(zones) != 1:
         return None
     zone = zones.pop()
-    # Only zones without daylight saving come back exactly (a wall time that Python arithmetic
-    # made in a DST gap would come back moved): UTC under its names, and fixed offsets.
+    # Only UTC: a zone with daylight saving would move a wall time that Python arithmetic put
+    # in a gap, and a fixed offset would overflow near the first and last representable years.
     if isinstance(zone, ZoneInfo) and zone.key in _UTC_NAMES and ZoneInfo(zone.key) is zone:
         return zone.key
-    if (
-        isinstance(zone, dt.timezone)
-        and (offset := zone.utcoffset(None)) is not None
-        and zone == dt.timezone(offset)
-        and zone.tzname(None) == dt.timezone(offset).tzname(None)
-    ):
-        return f"{offset // dt.timedelta(seconds=1):+d}"
+    if zone is dt.UTC:
+        return "+0"
     return None
 
 
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu"})
+_NULL = object()
 
 
 def _tzinfo(value: Any) -> Any:
-    return None if value is None else value.tzinfo
+    return _NULL if value is None else value.tzinfo  # a naive datetime: None
 
 
 def _zone(name: str) -> dt.tzinfo:
@@ -171,7 +169,7 @@ def to_wire(batch: Batch) -> Any:
     """The msgpack-ready form of a batch: by column when its records share their keys."""
     if not batch:
         return []
-    if type(batch) is RowBatch and (rows := batch.take_rows()) is not None:
+    if type(batch) is RowBatch and batch.names and (rows := batch.take_rows()) is not None:
         return _columns_to_wire(batch.names, list(zip(*rows, strict=True)))
     keys = tuple(batch[0])
     # Every record a plain dict with the same keys in the same order (checked in C).

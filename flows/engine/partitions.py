@@ -23,6 +23,7 @@ stop at their next batch, and the chord's error reaches the run's error callback
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -136,19 +137,31 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
         return None
     source = node_run.node_key
     planner = plan_partitions if _slices(node_run, spec, rows, stretch) is not None else None
+    # From here the fan-out owns the source: a later delivery of its run_node (a duplicate, a
+    # re-dispatch) must not start a second one (see tasks._inside_fan_out).
+    transitions.save_checkpoint(node_run.pk, {FANNED_OUT: True})
     return chord(
         [(planner or produce_partitions).si(run_id, source, stretch)],
         join_partitions.s(run_id, source, stretch),
     )
 
 
+FANNED_OUT = "fanned_out"
+
+
+def fanned_out(node_run: NodeRun) -> bool:
+    """Whether a partitioned source has handed its work to a fan-out (which finishes it)."""
+    return isinstance(node_run.checkpoint, dict) and bool(node_run.checkpoint.get(FANNED_OUT))
+
+
 def _slices(
     node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str]
 ) -> Iterator[Any] | None:
     """The source's slices, planned lazily (``None`` when it reads once instead); a failure to
-    plan fails the source and the run."""
+    plan fails the source and the run. Planning stops once the run has ended any way."""
     run = load_run(node_run)
-    context = make_context(run, spec, node_run.attempts, CancelProbe(str(run.id)))
+    probe = CancelProbe(str(run.id), stop_when_finished=True)
+    context = make_context(run, spec, node_run.attempts, probe)
     try:
         slices = build_node(spec).plan_slices(context, rows)
     except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
@@ -205,8 +218,8 @@ def plan_partitions(self: Task, run_id: str, source: str, stretch: list[str]) ->
         spec = node_spec(node_run.run.version.definition, source)
         rows = partition_rows(spec)
         slices = _slices(node_run, spec, rows or 1, [source, *stretch])
-        with Heartbeat(node_run.pk):
-            for index, slice_ in enumerate(slices or ()):
+        with Heartbeat(node_run.pk), contextlib.closing(iter(slices or ())) as planned:
+            for index, slice_ in enumerate(planned):
                 if index >= MAX_PARTITIONS:
                     raise NodeError(
                         f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
@@ -217,6 +230,9 @@ def plan_partitions(self: Task, run_id: str, source: str, stretch: list[str]) ->
     except (NodeFailed, PartitionStopped):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
+        if _run_ended(run_id):  # cancelled, or failed elsewhere: the planning just stops
+            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
+            raise PartitionStopped(f"run {run_id} ended") from None
         _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
     finally:
         lease.release()

@@ -113,12 +113,14 @@ def _take(run_id: str, node_key: str) -> fastpath.Taken | None:
 
 
 def _inside_fan_out(node_run_id: int) -> bool:
-    """Whether a running node is run partition by partition: it is in the stretch after a
-    partitioned source (the fan-out's join, not a delivery of its own task, finishes it)."""
-    from flows.engine.partitions import in_partitioned_stretch  # imports this module
+    """Whether a running node is run partition by partition: a source that has handed its
+    work to a fan-out, or a node of the stretch after a partitioned source (the fan-out, not a
+    delivery of its own task, finishes it)."""
+    from flows.engine.partitions import fanned_out, in_partitioned_stretch  # imports this module
 
     node_run = NodeRun.objects.get(pk=node_run_id)
-    return in_partitioned_stretch(load_run(node_run).version.definition, node_run.node_key)
+    definition = load_run(node_run).version.definition
+    return fanned_out(node_run) or in_partitioned_stretch(definition, node_run.node_key)
 
 
 def _prepare(task: Any, claim: transitions.Claim) -> Any:

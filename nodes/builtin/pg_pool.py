@@ -36,18 +36,30 @@ def connect(url: str) -> psycopg.Connection:
 def take(url: str) -> psycopg.Connection | None:
     """A kept connection to ``url`` (``None`` when there is none)."""
     global _pid
-    now = time.monotonic()
     with _lock:
         if _pid != os.getpid():  # a forked child: its parent's sockets are not its own
             _idle.clear()
             _pid = os.getpid()
+        expired = _sweep()
         kept = _idle.get(url, [])
-        while kept:
-            since, conn = kept.pop()
-            if now - since < MAX_IDLE_S and not conn.closed:
-                return conn
-            _close(conn)
-    return None
+        conn = kept.pop()[1] if kept else None
+    for old in expired:
+        _close(old)
+    return conn
+
+
+def _sweep() -> list[psycopg.Connection]:
+    """Take out every kept connection idle for too long, for any URL (call under the lock)."""
+    now = time.monotonic()
+    expired = []
+    for url in list(_idle):
+        fresh = [(since, conn) for since, conn in _idle[url] if now - since < MAX_IDLE_S]
+        expired += [conn for since, conn in _idle[url] if now - since >= MAX_IDLE_S]
+        if fresh:
+            _idle[url] = fresh
+        else:
+            del _idle[url]
+    return expired
 
 
 def give(url: str, conn: psycopg.Connection) -> None:
@@ -57,8 +69,11 @@ def give(url: str, conn: psycopg.Connection) -> None:
         conn.execute("DISCARD ALL")
         conn.autocommit = False
     except psycopg.Error:
-        _close(conn)
+        _close(conn)  # not worth keeping; the query itself went well
         return
+    except BaseException:
+        _close(conn)
+        raise
     with _lock:
         kept = _idle.setdefault(url, [])
         if len(kept) < MAX_IDLE_PER_URL and _pid == os.getpid():
@@ -81,6 +96,9 @@ def connection(
         except psycopg.OperationalError:
             _close(conn)  # broken while kept (e.g. the server restarted)
             conn = None
+        except BaseException:
+            _close(conn)
+            raise
     if conn is None:
         conn = connect(url)
         try:

@@ -447,3 +447,16 @@ def test_a_connection_is_not_kept_after_a_failed_or_abandoned_query() -> None:
     next(stream)
     stream.close()  # the consumer stopped early (e.g. the run was cancelled)
     assert backend_pid() != after_error
+
+
+@pytest.mark.usefixtures("pool")
+def test_idle_connections_expire_whatever_url_is_used_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = backend_pid()
+    monkeypatch.setattr(pg_pool, "MAX_IDLE_S", 0.0)
+    other = f"{PG_URL}?application_name=flowplatform-other"
+    run({"query": "select 1 as one"}, url=other)  # another URL: the first one's connection expires
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        deadline = time.monotonic() + 10
+        while admin.execute("select 1 from pg_stat_activity where pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the expired connection was not closed"
+            time.sleep(0.01)
