@@ -110,6 +110,10 @@ def held_keys() -> list[int]:
     return sorted(_local.held)
 
 
+_LOCK_SQL = "SELECT pg_try_advisory_lock(%s::int, %s::int)"
+_UNLOCK_SQL = "SELECT pg_advisory_unlock(%s::int, %s::int)"
+
+
 class NodeLease:
     """An exclusive, crash-released claim on executing one NodeRun."""
 
@@ -138,21 +142,12 @@ class NodeLease:
         _session()
         if self._key in _local.held:
             return False
-        try:
-            taken = self._try_lock()
-        except DatabaseError:
-            _drop_session()  # e.g. the server restarted (the locks went with it): once more
-            _session()
-            taken = self._try_lock()
-        if taken:
+        # (A broken session is reopened and the lock tried once more: its locks went with it.)
+        row = run_on_session(_LOCK_SQL, [LOCK_NAMESPACE, self._key])
+        if row[0]:
             _local.held.add(self._key)
             self._held = True
-        return taken
-
-    def _try_lock(self) -> bool:
-        with _session().cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, self._key])
-            return bool(cursor.fetchone()[0])
+        return bool(row[0])
 
     def release(self) -> None:
         if not self._held:
@@ -163,8 +158,7 @@ class NodeLease:
             _drop_session()  # closing releases the lock
             return
         try:
-            with _session().cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, self._key])
+            run_on_session(_UNLOCK_SQL, [LOCK_NAMESPACE, self._key])
         except DatabaseError:
             _drop_session()  # the lock goes with the session
 
