@@ -18,6 +18,7 @@ from tests.conftest import WorkerProcess
 from tests.flows.helpers import (
     SOURCE_DB_URL,
     OrdersTable,
+    accepting_crm,
     add_connection,
     orders_table,
     point_minimal_flow_at,
@@ -44,10 +45,8 @@ def delivered(httpserver: HTTPServer) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def peers(httpserver: HTTPServer) -> HTTPServer:
-    httpserver.expect_request("/ingest", method="POST").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
     add_connection("warehouse", SOURCE_DB_URL)
-    return httpserver
+    return accepting_crm(httpserver)
 
 
 def plain_then_split(

@@ -26,6 +26,7 @@ from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_until
 from tests.faults.conftest import STALE_AFTER_S
 from tests.flows.helpers import (
     SOURCE_DB_URL,
+    accepting_crm,
     add_connection,
     orders_table,
     point_minimal_flow_at,
@@ -161,8 +162,7 @@ def test_peer_503_twice_then_200_succeeds_with_retries_recorded(
 ) -> None:
     httpserver.expect_ordered_request("/ingest").respond_with_data("busy", status=503)
     httpserver.expect_ordered_request("/ingest").respond_with_data("busy", status=503)
-    httpserver.expect_request("/ingest").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
+    accepting_crm(httpserver)
     fault_workers()
     minimal_flow["nodes"][3]["config"].update(batch_size=1000, retry_backoff_s=0.05)
     with orders_table(30) as table:
@@ -176,8 +176,7 @@ def test_peer_503_twice_then_200_succeeds_with_retries_recorded(
 def test_a_node_retried_inside_the_chain_keeps_the_rest_of_the_chain(
     fault_workers: Start, warehouse: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
-    httpserver.expect_request("/ingest").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
+    accepting_crm(httpserver)
     fault_workers()
     flow = minimal_flow
     flow["nodes"].insert(
@@ -201,8 +200,7 @@ def test_a_node_retried_inside_the_chain_keeps_the_rest_of_the_chain(
 def test_fan_in_with_a_failing_branch_fails_and_never_hangs(
     fault_workers: Start, warehouse: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
-    httpserver.expect_request("/ingest").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
+    accepting_crm(httpserver)
     fault_workers(concurrency=2)
     flow = minimal_flow
     flow["nodes"].insert(
@@ -230,8 +228,7 @@ def test_fan_in_with_a_failing_branch_fails_and_never_hangs(
 def test_broker_flushed_mid_run_is_resolved_by_the_reaper(
     fault_workers: Start, warehouse: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
-    httpserver.expect_request("/ingest").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
+    accepting_crm(httpserver)
     with orders_table(30) as table:
         apply_flow_file(point_minimal_flow_at(minimal_flow, table.name))
         run = start_run("paid-orders-to-crm")  # queued; no worker is consuming yet

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from pytest_httpserver import HTTPServer
 
 from nodes.models import Connection
 
@@ -74,6 +75,13 @@ def add_connection(name: str, url: str, headers: dict[str, str] | None = None) -
     connection.set_headers(headers or {})
     connection.save()
     return connection
+
+
+def accepting_crm(httpserver: HTTPServer) -> HTTPServer:
+    """The ``crm`` connection to a peer that answers every POST to /ingest with ``ok``."""
+    httpserver.expect_request("/ingest", method="POST").respond_with_json({"ok": True})
+    add_connection("crm", httpserver.url_for("/"))
+    return httpserver
 
 
 def point_minimal_flow_at(flow: dict[str, Any], table: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from flows.services import start_run, wait_for_run
 from tests.conftest import WorkerProcess
 from tests.flows.helpers import (
     SOURCE_DB_URL,
+    accepting_crm,
     add_connection,
     orders_table,
     point_minimal_flow_at,
@@ -28,9 +29,7 @@ def statuses(run: FlowRun) -> dict[str, str]:
 
 @pytest.fixture
 def crm(httpserver: HTTPServer) -> HTTPServer:
-    httpserver.expect_request("/ingest", method="POST").respond_with_json({"ok": True})
-    add_connection("crm", httpserver.url_for("/"))
-    return httpserver
+    return accepting_crm(httpserver)
 
 
 @pytest.fixture
