@@ -50,6 +50,10 @@ class Outcome:
     rows_out: int
     output_ref: str
 
+    def figures(self) -> dict[str, Any]:
+        """What a succeeded node run records: rows in and out, and its output reference."""
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "output_ref": self.output_ref}
+
 
 class RowCounter:
     """Counts the rows that pass through wrapped streams."""

@@ -9,9 +9,12 @@ canvas), :func:`fan_out` gives it a replacement canvas::
 
 ``produce_partitions`` runs the source and, as each partition is stored, adds
 ``run_partition(i)`` to its own chord (``add_to_chord``), so the other workers start on
-partition 0 while the source is still reading. ``run_partition`` streams one partition through
-the whole stretch in one task, node after node in memory, writing each node's partition output
-on the way (so every node still has its output in storage). The chord joins when the source and
+partition 0 while the source is still reading. A source that plans slices
+(``Node.plan_slices``, e.g. ``sql_query`` with ``partition_column``) is only planned there:
+each ``run_partition(i, slice)`` is added as soon as its slice is known and reads it itself.
+``run_partition`` streams one partition through the whole stretch in one task, node after node
+in memory, storing each node's partition output on the way (a pure node's is derived instead,
+recomputed when read). The chord joins when the source and
 every partition are done; ``join_partitions`` writes each node's manifest, sums the rows and
 marks the stretch succeeded, and the run's chain goes on past the stretch (its ``run_node``
 tasks find those nodes done). In embedded mode (eager) the partitions run one after the other
@@ -135,14 +138,12 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
         stretch.append(key)
     if not stretch:
         return None
-    source = node_run.node_key
-    planner = plan_partitions if _slices(node_run, spec, rows, stretch) is not None else None
     # From here the fan-out owns the source: a later delivery of its run_node (a duplicate, a
     # re-dispatch) must not start a second one (see tasks._inside_fan_out).
     transitions.save_checkpoint(node_run.pk, {FANNED_OUT: True})
     return chord(
-        [(planner or produce_partitions).si(run_id, source, stretch)],
-        join_partitions.s(run_id, source, stretch),
+        [produce_partitions.si(run_id, node_run.node_key, stretch)],
+        join_partitions.s(run_id, node_run.node_key, stretch),
     )
 
 
@@ -203,42 +204,6 @@ def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str
 
 
 # --- the source ------------------------------------------------------------------------------
-@shared_task(bind=True, name="flows.plan_partitions", acks_late=True, reject_on_worker_lost=True)
-def plan_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
-    """Plan the source's slices, starting one ``run_partition`` per slice as soon as its range
-    is known: each partition task reads its own slice of the source (``Node.execute_slice``)."""
-    node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
-    _check_active(node_run.run, [node_run])
-    starter = _Starter(self, run_id, source, stretch)
-    lease = NodeLease(node_run.pk)
-    # In embedded mode the run_node task this replaces holds the lease, in this very process.
-    if not self.request.is_eager and not _acquire(lease):
-        raise Ignore()  # a duplicate delivery: the live one owns the fan-out
-    try:
-        spec = node_spec(node_run.run.version.definition, source)
-        rows = partition_rows(spec)
-        slices = _slices(node_run, spec, rows or 1, [source, *stretch])
-        with Heartbeat(node_run.pk), contextlib.closing(iter(slices or ())) as planned:
-            for index, slice_ in enumerate(planned):
-                if index >= MAX_PARTITIONS:
-                    raise NodeError(
-                        f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
-                        "raise partition_rows",
-                        permanent=True,
-                    )
-                starter.start(index, slice_)
-    except (NodeFailed, PartitionStopped):
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
-        if _run_ended(run_id):  # cancelled, or failed elsewhere: the planning just stops
-            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
-            raise PartitionStopped(f"run {run_id} ended") from None
-        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
-    finally:
-        lease.release()
-    return {"source": source, "partitions": starter.count, "done": starter.done, "sliced": True}
-
-
 class _Starter:
     """Starts partition tasks: added to the running chord, or run inline in embedded mode."""
 
@@ -263,38 +228,58 @@ class _Starter:
 
 @shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
 def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
-    """Run the source, starting one ``run_partition`` per partition as soon as it is stored."""
+    """Start one ``run_partition`` per partition of the source as soon as it is known.
+
+    A source that plans slices (``Node.plan_slices``) only plans here: each partition task
+    reads its own slice (``Node.execute_slice``). Any other source is read here and cut, each
+    partition started as soon as it is stored.
+    """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
     starter = _Starter(self, run_id, source, stretch)
-
-    def start(index: int, _part: Part) -> None:
-        starter.start(index)
-
     lease = NodeLease(node_run.pk)
     # In embedded mode the run_node task this replaces holds the lease, in this very process.
     if not self.request.is_eager and not _acquire(lease):
         raise Ignore()  # a duplicate delivery: the live one owns the fan-out
+    sliced = False
     try:
+        spec = node_spec(node_run.run.version.definition, source)
+        rows = partition_rows(spec) or 1
+        slices = _slices(node_run, spec, rows, [source, *stretch])
+        sliced = slices is not None
         with Heartbeat(node_run.pk):
-            outcome = execute_node(node_run, on_partition=start)
+            if slices is not None:
+                _start_slices(starter, slices, rows)
+            else:
+                outcome = execute_node(node_run, on_partition=lambda i, _part: starter.start(i))
     except (NodeFailed, PartitionStopped):
         raise
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise PartitionStopped(f"run {run_id} was cancelled") from None
     except Exception as exc:  # noqa: BLE001 - any failure of the source fails the run
+        if sliced and _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
+            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
+            raise PartitionStopped(f"run {run_id} ended") from None
         _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
     finally:
         lease.release()
-    transitions.finish_node(
-        node_run,
-        NodeStatus.SUCCEEDED,
-        rows_in=outcome.rows_in,
-        rows_out=outcome.rows_out,
-        output_ref=outcome.output_ref,
-    )
-    return {"source": source, "partitions": starter.count, "done": starter.done}
+    if not sliced:
+        transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **outcome.figures())
+    return {"source": source, "partitions": starter.count, "done": starter.done, "sliced": sliced}
+
+
+def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
+    """One partition task per slice, started as each is planned (at most ``MAX_PARTITIONS``)."""
+    with contextlib.closing(slices):
+        for index, slice_ in enumerate(slices):
+            if index >= MAX_PARTITIONS:
+                raise NodeError(
+                    f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
+                    "raise partition_rows",
+                    permanent=True,
+                )
+            starter.start(index, slice_)
 
 
 def _acquire(lease: NodeLease, timeout_s: float = 10.0) -> bool:
@@ -468,8 +453,8 @@ def join_partitions(
 ) -> str:
     """Chord body: record each node's partitions and totals, and mark it succeeded.
 
-    When the source was read slice by slice in the partition tasks (``plan_partitions``), it is
-    joined here too; otherwise ``produce_partitions`` has recorded it.
+    When the source was read slice by slice in the partition tasks, it is joined here too;
+    otherwise ``produce_partitions`` has recorded it.
     """
     expected, by_partition, joined = None, {}, stretch
     for result in results:

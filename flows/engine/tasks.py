@@ -78,11 +78,7 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
         if (replaced := _prepare(self, claim)) is not None:
             return replaced  # (in embedded mode) the fan-out's result, after it ran
         outcome = _execute(self, node_run, claim.outputs, lease)
-        figures = {
-            "rows_in": outcome.rows_in,
-            "rows_out": outcome.rows_out,
-            "output_ref": outcome.output_ref,
-        }
+        figures = outcome.figures()
         if fastpath.available():
             done, closed = fastpath.finish_succeeded(node_run, lease, close=close, **figures)
         else:
