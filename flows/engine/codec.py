@@ -19,17 +19,16 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import msgpack
 
-from nodes.sdk.node import RowBatch
+from nodes.sdk.node import AnyBatch, RowBatch
 
 _DECIMAL, _DATE, _DATETIME, _TIME, _UUID = 1, 2, 3, 4, 5
 
-Batch = list[dict[str, Any]]
 
 #: Types msgpack writes natively and reads back as themselves.
 _NATIVE = frozenset({type(None), bool, int, float, str, bytes})
@@ -105,11 +104,20 @@ _TIMESTAMP = "timestamp:"
 _timestamps = msgpack.Packer(datetime=True)
 
 
+def _has_null(values: Sequence[Any]) -> bool:
+    """Whether a column holds a null, by identity in C (``None in values`` would call each
+    value's ``__eq__``)."""
+    return any(map(is_, values, repeat(None)))
+
+
 def _one_zone(values: Sequence[Any]) -> str | None:
     """The name of the one UTC zone of a column of aware datetimes (``None``: naive, mixed,
     or another zone, which travel as text)."""
-    zones = set(map(_tzinfo, values))
-    zones.discard(_NULL)
+    if _has_null(values):
+        zones = set(map(_tzinfo, values))
+        zones.discard(_NULL)
+    else:
+        zones = set(map(attrgetter("tzinfo"), values))
     if len(zones) != 1:
         return None
     zone = zones.pop()
@@ -145,7 +153,7 @@ def _encode_column(kind: str, values: Sequence[Any]) -> Any:
     encode = _ENCODE_BY_KIND.get(kind)
     if encode is None:
         return values
-    if None in values:
+    if _has_null(values):
         return [None if value is None else encode(value) for value in values]
     return list(map(encode, values))
 
@@ -160,17 +168,19 @@ def _decode_column(kind: str, values: Any) -> list[Any]:
     decode = _DECODERS.get(kind)
     if decode is None:
         return values
-    if None in values:
+    if _has_null(values):
         return [None if value is None else decode(value) for value in values]
     return list(map(decode, values))
 
 
-def to_wire(batch: Batch) -> Any:
+def to_wire(batch: AnyBatch) -> Any:
     """The msgpack-ready form of a batch: by column when its records share their keys."""
     if not batch:
         return []
-    if type(batch) is RowBatch and batch.names and (rows := batch.take_rows()) is not None:
-        return _columns_to_wire(batch.names, list(zip(*rows, strict=True)))
+    if type(batch) is RowBatch:
+        if not batch.names:
+            return batch.records()  # records without fields: only their count to keep
+        return _columns_to_wire(batch.names, list(zip(*batch.rows, strict=True)))
     keys = tuple(batch[0])
     # Every record a plain dict with the same keys in the same order (checked in C).
     if not keys or set(map(type, batch)) != {dict} or not all(map(keys.__eq__, map(tuple, batch))):
@@ -190,23 +200,22 @@ def _columns_to_wire(keys: list[str], columns: list[Any]) -> dict[str, Any]:
     return {"k": keys, "t": kinds, "c": columns}
 
 
-def from_wire(data: Any) -> Batch:
-    """The records of a batch written by :func:`to_wire`."""
+def from_wire(data: Any) -> AnyBatch:
+    """The batch written by :func:`to_wire`: a :class:`RowBatch` when it went by column (no
+    dict per record until a node asks for one), else its list of records."""
     if isinstance(data, list):
         return data
-    keys = data["k"]
     columns = [
         _decode_column(kind, column) for kind, column in zip(data["t"], data["c"], strict=True)
     ]
-    # map/zip/dict all run in C: no Python frame per record.
-    return list(map(dict, map(zip, repeat(keys), zip(*columns, strict=True))))
+    return RowBatch(data["k"], list(zip(*columns, strict=True)))  # rows built in C
 
 
-def encode_batch(batch: Batch, pack: msgpack.Packer | None = None) -> bytes:
+def encode_batch(batch: AnyBatch, pack: msgpack.Packer | None = None) -> bytes:
     return (pack or packer()).pack(to_wire(batch))
 
 
-def decode_stream(stream: IO[bytes]) -> Iterator[Batch]:
+def decode_stream(stream: IO[bytes]) -> Iterator[AnyBatch]:
     """Yield the batches of an encoded stream one at a time."""
     unpacker = msgpack.Unpacker(
         stream, ext_hook=_ext_hook, raw=False, strict_map_key=False, max_buffer_size=2**30

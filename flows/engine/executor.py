@@ -33,7 +33,7 @@ from flows.models import (
 from nodes.models import lookup_connection
 from nodes.registry import registry
 from nodes.sdk import ExecutionContext, Node, NodeError
-from nodes.sdk.node import Batch
+from nodes.sdk.node import AnyBatch
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -61,7 +61,7 @@ class RowCounter:
     def __init__(self) -> None:
         self.rows = 0
 
-    def wrap(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+    def wrap(self, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
         for batch in batches:
             self.rows += len(batch)
             yield batch
@@ -79,7 +79,7 @@ class Progress:
         self.cancelled = cancelled
         self._last = time.monotonic()
 
-    def wrap(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+    def wrap(self, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
         for batch in batches:
             if self.cancelled is not None and self.cancelled():
                 raise RunCancelled()
@@ -206,7 +206,7 @@ def make_context(
 
 def upstream_streams(
     node_run: NodeRun, definition: dict[str, Any], outputs: dict[str, str] | None = None
-) -> dict[str, Iterator[Batch]]:
+) -> dict[str, Iterator[AnyBatch]]:
     """One stream per input port: the outputs of every upstream node feeding it, in edge order.
 
     ``outputs`` (node key -> output of the run's succeeded nodes) is read when not given.
@@ -229,7 +229,7 @@ def upstream_streams(
     return {port: _concat(names, storage) for port, names in refs.items()}
 
 
-def _concat(refs: list[str], storage: Any) -> Iterator[Batch]:
+def _concat(refs: list[str], storage: Any) -> Iterator[AnyBatch]:
     for ref in refs:
         yield from read_output(ref, storage)
 
@@ -257,7 +257,7 @@ def execute_node(
     cancelled = CancelProbe(str(run.id))
     context = make_context(run, spec, node_run.attempts, cancelled, node_run=node_run)
     progress = Progress(node_run.pk, rows_in, cancelled)
-    output = progress.wrap(node.execute(context, inputs))
+    output = progress.wrap(node.run(context, inputs))
     rows = partition_rows(spec)
     try:
         if rows is None:

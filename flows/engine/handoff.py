@@ -27,13 +27,12 @@ from django.core.files.storage import Storage, storages
 
 from flows.engine.codec import decode_stream, encode_batch, packer
 from nodes.sdk import NodeError
+from nodes.sdk.node import AnyBatch
 
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
 MANIFEST_SUFFIX = ".partitions.json"
 #: Keeps a fan-out canvas (one task per partition) to a sane size.
 MAX_PARTITIONS = 1000
-
-Batch = list[dict[str, Any]]
 
 
 def flow_data_storage() -> Storage:
@@ -64,7 +63,7 @@ class BatchWriter:
         self._pack = packer()
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES)  # noqa: SIM115
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: AnyBatch) -> None:
         if batch:
             self._spool.write(encode_batch(batch, self._pack))
             self.rows += len(batch)
@@ -89,7 +88,7 @@ def _clear(storage: Storage, name: str) -> None:
         storage.delete(name)
 
 
-def write_batches(name: str, batches: Iterable[Batch], storage: Storage | None = None) -> int:
+def write_batches(name: str, batches: Iterable[AnyBatch], storage: Storage | None = None) -> int:
     """Encode ``batches`` to ``name``, replacing any earlier output; returns the row count."""
     writer = BatchWriter(name, storage)
     try:
@@ -100,7 +99,7 @@ def write_batches(name: str, batches: Iterable[Batch], storage: Storage | None =
         writer.close()
 
 
-def read_batches(name: str, storage: Storage | None = None) -> Iterator[Batch]:
+def read_batches(name: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
     """Stream the batches stored at ``name``."""
     storage = storage or flow_data_storage()
     with storage.open(name, "rb") as stream:
@@ -150,7 +149,7 @@ def _manifest(name: str, storage: Storage | None = None) -> dict[str, Any]:
 def write_partitions(
     run_id: str,
     node_key: str,
-    batches: Iterable[Batch],
+    batches: Iterable[AnyBatch],
     rows_per_partition: int,
     on_partition: Callable[[int, Part], None] | None = None,
     storage: Storage | None = None,
@@ -197,7 +196,7 @@ def write_partitions(
     return parts
 
 
-def read_output(ref: str, storage: Storage | None = None) -> Iterator[Batch]:
+def read_output(ref: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
     """Stream every batch of an output reference, partition after partition (a derived output
     is recomputed from its input)."""
     storage = storage or flow_data_storage()
@@ -213,7 +212,7 @@ def read_output(ref: str, storage: Storage | None = None) -> Iterator[Batch]:
         yield from read_batches(name, storage)
 
 
-def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[Batch]:
+def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[AnyBatch]:
     from nodes.registry import registry
     from nodes.sdk import ExecutionContext
 
@@ -223,7 +222,7 @@ def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[Batch]:
         raise NodeError(message, permanent=True)
     node = cls(recipe["config"])
     context = ExecutionContext(node_key=recipe["key"], storage=storage)
-    yield from node.execute(context, {recipe["port"]: read_output(recipe["input"], storage)})
+    yield from node.run(context, {recipe["port"]: read_output(recipe["input"], storage)})
 
 
 def delete_run_data(run_id: str, storage: Storage | None = None) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 from celery import Task, chord, shared_task
 from celery.canvas import Signature
 from celery.exceptions import Ignore
-from django.db.models import F
+from django.db import DatabaseError
 
 from flows import transitions
 from flows.engine.executor import (
@@ -68,7 +68,7 @@ from flows.graph import Graph
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes.registry import registry
 from nodes.sdk import NodeError
-from nodes.sdk.node import Batch
+from nodes.sdk.node import AnyBatch
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -341,7 +341,7 @@ class _Pipeline:
         self.writers: dict[str, BatchWriter] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
 
-    def read_slice(self, key: str, slice_: Any) -> Iterator[Batch]:
+    def read_slice(self, key: str, slice_: Any) -> Iterator[AnyBatch]:
         """A source's slice, stored as its partition as it streams."""
         try:
             spec = node_spec(self.run.version.definition, key)
@@ -355,7 +355,7 @@ class _Pipeline:
         self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
         return self._tee(writer, rows_out.wrap(_blame(key, node.execute_slice(context, slice_))))
 
-    def drain(self, source: Iterable[Batch], stretch: list[str]) -> None:
+    def drain(self, source: Iterable[AnyBatch], stretch: list[str]) -> None:
         definition = self.run.version.definition
         # (the source's slice, when read here, counts first, as it was staged first)
         progress = _Progress([self.node_runs[key].pk for key in [*self.counters, *stretch]])
@@ -373,8 +373,8 @@ class _Pipeline:
         progress.flush(list(self.counters.values()))
 
     def _stage(
-        self, definition: dict[str, Any], key: str, stream: Iterable[Batch], stored: bool
-    ) -> Iterator[Batch]:
+        self, definition: dict[str, Any], key: str, stream: Iterable[AnyBatch], stored: bool
+    ) -> Iterator[AnyBatch]:
         try:
             spec = node_spec(definition, key)
             node = build_node(spec)
@@ -389,10 +389,10 @@ class _Pipeline:
         if stored:
             writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
             self.writers[key] = writer
-        output = node.execute(context, {port: rows_in.wrap(stream)})
+        output = node.run(context, {port: rows_in.wrap(stream)})
         return self._tee(writer, rows_out.wrap(_blame(key, output)))
 
-    def _tee(self, writer: BatchWriter | None, batches: Iterable[Batch]) -> Iterator[Batch]:
+    def _tee(self, writer: BatchWriter | None, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
         for batch in batches:
             if self.probe():
                 raise PartitionStopped(f"run {self.run.id} ended")
@@ -408,7 +408,7 @@ class _Pipeline:
             writer.close()
 
 
-def _blame(key: str, batches: Iterable[Batch]) -> Iterator[Batch]:
+def _blame(key: str, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
     """Re-raise what a node raises tagged with its key (upstream nodes have tagged theirs)."""
     try:
         yield from batches
@@ -419,7 +419,9 @@ def _blame(key: str, batches: Iterable[Batch]) -> Iterator[Batch]:
 
 
 class _Progress:
-    """Adds each node's new rows to its NodeRun every ``PROGRESS_EVERY_S`` (partitions add up)."""
+    """Adds each node's new rows to its NodeRun every ``PROGRESS_EVERY_S`` (partitions add up),
+    all nodes in one statement. Progress is only shown: a failed write is skipped (the join
+    records the exact figures)."""
 
     def __init__(self, node_run_ids: list[int]) -> None:
         self.ids = node_run_ids
@@ -432,18 +434,18 @@ class _Progress:
 
     def flush(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
         self._last = time.monotonic()
-        for index, (node_run_id, (rows_in, rows_out)) in enumerate(
-            zip(self.ids, counters, strict=False)
-        ):
-            sent_in, sent_out = self.sent[index]
-            if (rows_in.rows, rows_out.rows) == (sent_in, sent_out):
-                continue
-            transitions.heartbeat(
-                node_run_id,
-                rows_in=F("rows_in") + (rows_in.rows - sent_in),
-                rows_out=F("rows_out") + (rows_out.rows - sent_out),
-            )
-            self.sent[index] = (rows_in.rows, rows_out.rows)
+        now = [(rows_in.rows, rows_out.rows) for rows_in, rows_out in counters]
+        deltas = {
+            node_run_id: (rows[0] - sent[0], rows[1] - sent[1])
+            for node_run_id, rows, sent in zip(self.ids, now, self.sent, strict=False)
+            if rows != sent
+        }
+        try:
+            transitions.add_rows(deltas)
+        except DatabaseError as exc:
+            logger.warning("progress not recorded (%s)", exc)
+            return
+        self.sent = now + self.sent[len(now) :]
 
 
 # --- the join --------------------------------------------------------------------------------

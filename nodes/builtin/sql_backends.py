@@ -22,7 +22,7 @@ import psycopg
 from nodes.builtin import pg_pool
 from nodes.jsonbody import dumps
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import Batch, RowBatch
+from nodes.sdk.node import RowBatch
 
 # ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
@@ -34,9 +34,8 @@ def placeholders(query: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[Batch]:
-    """Batches of dicts from a cursor that yields tuples (dicts are built in C, not per row;
-    the tuples ride along for the hand-off encoder)."""
+def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[RowBatch]:
+    """Row batches from a cursor that yields tuples: no dict per row unless a node asks."""
     names: list[str] | None = None
     while True:
         if is_cancelled():
@@ -144,7 +143,7 @@ def postgres_rows(
     batch_size: int,
     timeout_s: float,
     is_cancelled: Callable[[], bool],
-) -> Iterator[Batch]:
+) -> Iterator[RowBatch]:
     """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor, on a
     connection kept from an earlier query when there is one (``pg_pool``)."""
     redact = _Redactor(url)
@@ -200,7 +199,7 @@ def sqlite_rows(
     batch_size: int,
     timeout_s: float,
     is_cancelled: Callable[[], bool],
-) -> Iterator[Batch]:
+) -> Iterator[RowBatch]:
     """Rows from a SQLite file (``sqlite:///relative`` or ``sqlite:////absolute``), read-only."""
     redact = _Redactor(url)
     path = url.partition(":///")[2]

@@ -16,7 +16,7 @@ from nodes.builtin.sql_backends import (
 )
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, Batch, Node, NodeConfig, RecordStream
+from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, RecordStream
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -89,7 +89,7 @@ class SqlQueryNode(Node):
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
-    ) -> Iterator[Batch]:
+    ) -> Iterator[AnyBatch]:
         url, backend = self._backend(context)
         yield from backend(
             url,
@@ -131,7 +131,7 @@ class SqlQueryNode(Node):
             low = bound
         yield {"from": low, "to": None}
 
-    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
         url, backend = self._backend(context)
         assert self.config.partition_column is not None
         query, values = slice_query(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
-from typing import Any, ClassVar
+from operator import itemgetter
+from typing import Any, ClassVar, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,6 +58,9 @@ class Node:
     #: randomness): inside a partitioned stretch it need not be stored, it is recomputed when
     #: read (filter and map_fields are; a node that calls out is not).
     pure: ClassVar[bool] = False
+    #: The node takes :class:`RowBatch` batches as they come (and plain lists too); any other
+    #: node receives every batch as a list of dicts.
+    accepts_rows: ClassVar[bool] = False
 
     def __init__(self, config: NodeConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, NodeConfig):
@@ -98,8 +102,17 @@ class Node:
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
-    ) -> Iterator[Batch]:
+    ) -> Iterator[AnyBatch]:
         raise NotImplementedError
+
+    def run(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+    ) -> Iterator[AnyBatch]:
+        """What the engine calls: :meth:`execute`, with row batches turned into lists of dicts
+        on the way in unless the node ``accepts_rows``."""
+        if not self.accepts_rows:
+            inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
+        return self.execute(context, inputs)  # type: ignore[arg-type]
 
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """For a source whose output can be read in independent slices: one JSON-able
@@ -109,55 +122,121 @@ class Node:
         parallel across workers. Checks that can fail at once belong before the first one."""
         return None
 
-    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
         """The batches of one slice planned by :meth:`plan_slices`."""
         raise NotImplementedError
 
 
-class RowBatch(list[Record]):
-    """A batch of records built from rows (value tuples in ``names`` order), which it keeps
-    until :meth:`take_rows`: an encoder can then take the columns without walking the dicts.
+class RowBatch(Sequence[Record]):
+    """A batch of records held as rows: value tuples in ``names`` order.
 
-    Only the first taker gets the rows (the source's own output, written as it is yielded);
-    a node downstream that changed the records and yields the same list is encoded from them.
+    Reading a table gives rows, not dicts, and building a dict per row is most of what a
+    record-by-record node would cost. A node that declares ``accepts_rows`` may receive row
+    batches and work on them column by column (``filter``, ``map_fields`` do); every other node
+    receives plain lists of dicts, built from the rows in C when it needs them
+    (:func:`as_records`). The hand-off encoder writes the columns without any dict.
+
+    As a sequence it reads as its records: iterating or indexing builds dicts (a new one each
+    time), and it equals a list of equal records. A name given twice keeps its last value,
+    as ``dict`` would.
     """
 
-    __slots__ = ("_rows", "names")
+    __slots__ = ("names", "rows")
 
-    def __init__(self, names: list[str], rows: list[tuple[Any, ...]]) -> None:
-        super().__init__(map(dict, map(zip, repeat(names), rows)))
-        self.names = names
-        self._rows: list[tuple[Any, ...]] | None = rows
+    def __init__(self, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        self.names = list(names)
+        self.rows = rows
 
-    def take_rows(self) -> list[tuple[Any, ...]] | None:
-        rows, self._rows = self._rows, None
-        return rows if rows is not None and len(rows) == len(self) else None
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Record]:
+        return map(dict, map(zip, repeat(self.names), self.rows))
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RowBatch: ...
+
+    def __getitem__(self, index: int | slice) -> Record | RowBatch:
+        if isinstance(index, slice):
+            return RowBatch(self.names, self.rows[index])
+        return dict(zip(self.names, self.rows[index], strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowBatch | list):
+            return self.records() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RowBatch({self.names!r}, {len(self.rows)} rows)"
+
+    def records(self) -> Batch:
+        """The rows as a list of dicts (built in C, no Python frame per row)."""
+        return list(self)
+
+    def positions(self) -> dict[str, int]:
+        """Each name's column index (a repeated name: its last, as ``dict`` keeps it)."""
+        return {name: index for index, name in enumerate(self.names)}
+
+    def column(self, index: int) -> list[Any]:
+        """The values of one column, in row order."""
+        return list(map(itemgetter(index), self.rows))
 
 
-def first_input(inputs: Mapping[str, RecordStream]) -> RecordStream:
+AnyBatch = Batch | RowBatch
+_B = TypeVar("_B", Batch, AnyBatch)
+
+
+def as_records(batch: AnyBatch) -> Batch:
+    """A batch as a list of dicts, whatever form it travels in."""
+    return batch.records() if type(batch) is RowBatch else batch  # type: ignore[return-value]
+
+
+def first_input(inputs: Mapping[str, Iterable[_B]]) -> Iterable[_B]:
     """The single input stream of a one-input node (empty when nothing is connected)."""
     return next(iter(inputs.values()), ())
 
 
-def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
-    """Re-cut a stream of batches into batches of at most ``size`` records."""
-    pending: Batch = []
+def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
+    """Re-cut a stream of batches into batches of at most ``size`` records, by slices; row
+    batches stay row batches unless a cut joins pieces of different columns."""
+    pending: Any = None
     for batch in batches:
-        for record in batch:
-            pending.append(record)
-            if len(pending) >= size:
-                yield pending
-                pending = []
-    if pending:
+        start = 0
+        if pending is not None:
+            start = size - len(pending)
+            pending = _joined(pending, batch[:start])
+            if len(pending) < size:
+                continue
+            yield pending
+            pending = None
+        while len(batch) - start >= size:
+            yield batch[start : start + size]
+            start += size
+        if start < len(batch):
+            pending = batch[start:]
+    if pending is not None:
         yield pending
+
+
+def _joined(first: AnyBatch, second: AnyBatch) -> AnyBatch:
+    if type(first) is RowBatch and type(second) is RowBatch and first.names == second.names:
+        return RowBatch(first.names, first.rows + second.rows)
+    return as_records(first) + as_records(second)
 
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "AnyBatch",
     "Node",
     "NodeConfig",
     "PortKind",
     "RowBatch",
+    "as_records",
     "first_input",
     "rebatch",
 ]
