@@ -17,8 +17,14 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
 
 from flowplatform.celery import app as celery_app
+
+# Property tests explore the same cases on every run (CI is never red by chance) and keep no
+# example database in the checkout.
+hypothesis_settings.register_profile("flowplatform", derandomize=True, database=None)
+hypothesis_settings.load_profile("flowplatform")
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgres://postgres@127.0.0.1:5432"

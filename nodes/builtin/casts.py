@@ -85,6 +85,8 @@ def to_bool(value: Any) -> bool:
     """A boolean from a bool, 0/1, or the strings true/false/1/0/yes/no (any case)."""
     if isinstance(value, bool):
         return value
+    if isinstance(value, Decimal) and value.is_snan():
+        raise _fail(value, "bool", "not a number")  # comparing it would raise, not answer
     if isinstance(value, int | float | Decimal) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -139,6 +141,26 @@ CAST_TYPES: dict[str, FieldType] = {
     "datetime": FieldType.DATETIME,
     "decimal": FieldType.DECIMAL,
 }
+
+
+#: Per cast, the one type whose values it returns as they are (an equal value).
+_KEPT_AS_IS: dict[str, type] = {
+    "int": int,
+    "str": str,
+    "bool": bool,
+    "date": date,
+    "datetime": datetime,
+    "decimal": Decimal,
+}
+
+
+def keeps_column(name: str, values: list[Any]) -> bool:
+    """Whether the cast ``name`` would leave every value of a column as it is (so a whole
+    column can skip it): all of the one type it returns unchanged, finite for decimals."""
+    kind = _KEPT_AS_IS.get(name)
+    if kind is None or set(map(type, values)) != {kind}:
+        return False
+    return kind is not Decimal or all(map(Decimal.is_finite, values))
 
 
 def cast(name: str, value: Any) -> Any:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from nodes.builtin.casts import CAST_TYPES, CASTS, CastName, cast, field_type_of
+from nodes.builtin.casts import CAST_TYPES, CASTS, CastName, cast, field_type_of, keeps_column
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import Batch, Node, NodeConfig, Record, RecordStream, first_input
+from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, Problem, RecordSchema
 
@@ -92,6 +94,7 @@ class MapFieldsNode(Node):
     Config = MapFieldsConfig
     partitionable = True
     pure = True
+    accepts_rows = True
     config: MapFieldsConfig
 
     @cached_property
@@ -128,17 +131,53 @@ class MapFieldsNode(Node):
         return [problem for problem in found if problem]
 
     def execute(
-        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
-    ) -> Iterator[Batch]:
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+    ) -> Iterator[AnyBatch]:
         index = 0
         steps = self._steps
+        by_column = not self.config.keep_unmapped and all(
+            step.source is None or step.top_level for step in steps
+        )
         for batch in first_input(inputs):
-            out = []
-            for record in batch:
-                out.append(self._map(record, steps, index, context.partition))
-                index += 1
+            out: AnyBatch | None = None
+            if type(batch) is RowBatch and by_column:
+                out = self._map_columns(batch)
+            if out is None:
+                out = [
+                    self._map(record, steps, index + offset, context.partition)
+                    for offset, record in enumerate(batch)
+                ]
+            index += len(batch)
             if out:
                 yield out
+
+    def _map_columns(self, batch: RowBatch) -> RowBatch | None:
+        """The output built column by column, the records' dicts made in C (top-level sources,
+        no ``keep_unmapped``); ``None`` when a value fails its cast, so that the record-by-record
+        path raises the error about the first failing record, as it always would."""
+        positions = batch.positions()
+        size = len(batch)
+        columns: list[list[Any]] = []
+        for step in self._steps:
+            if step.source is None:
+                columns.append([step.constant] * size)
+                continue
+            at = positions.get(step.source)
+            values = [None] * size if at is None else batch.column(at)
+            if step.default is not None and any(map(is_, values, repeat(None))):
+                values = [step.default if value is None else value for value in values]
+            if step.cast is not None and not keeps_column(step.cast_name, values):
+                try:
+                    values = [None if value is None else step.cast(value) for value in values]
+                except ValueError:
+                    return None
+            columns.append(values)
+        names, rows = self._layout.assemble(columns)
+        return RowBatch(names, rows)
+
+    @cached_property
+    def _layout(self) -> _Layout:
+        return _Layout.of([step.target for step in self._steps])
 
     @cached_property
     def _steps(self) -> list[_Step]:
@@ -191,8 +230,14 @@ class _Step:
     value: Any
     default: Any
     cast: Callable[[Any], Any] | None
+    cast_name: str
     parents: tuple[str, ...] | None
     leaf: str
+
+    @cached_property
+    def constant(self) -> Any:
+        """A constant ``value`` after its cast (checked when the config was saved)."""
+        return self.value if self.cast is None or self.value is None else self.cast(self.value)
 
     @classmethod
     def of(cls, target: str, spec: FieldMapping) -> _Step:
@@ -204,6 +249,44 @@ class _Step:
             value=spec.value,
             default=spec.default,
             cast=CASTS[spec.cast] if spec.cast else None,
+            cast_name=spec.cast or "",
             parents=tuple(parents) if parents else None,
             leaf=leaf,
         )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The shape of the output records: top-level names in order, each either one mapping's
+    column (its index) or a nested object with a layout of its own."""
+
+    names: list[str]
+    parts: list[int | _Layout]
+
+    @classmethod
+    def of(cls, targets: list[str]) -> _Layout:
+        tree: dict[str, Any] = {}
+        for index, target in enumerate(targets):
+            *parents, leaf = target.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = index
+        return cls._from_tree(tree)
+
+    @classmethod
+    def _from_tree(cls, tree: dict[str, Any]) -> _Layout:
+        parts = [cls._from_tree(v) if isinstance(v, dict) else v for v in tree.values()]
+        return cls(list(tree), parts)
+
+    def assemble(self, columns: list[list[Any]]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """This level's names and rows; a nested object becomes a column of new dicts."""
+        values = [self._column(part, columns) for part in self.parts]
+        return self.names, list(zip(*values, strict=True))
+
+    @staticmethod
+    def _column(part: int | _Layout, columns: list[list[Any]]) -> list[Any]:
+        if isinstance(part, int):
+            return columns[part]
+        names, rows = part.assemble(columns)
+        return list(map(dict, map(zip, repeat(names), rows)))

@@ -102,6 +102,35 @@ def regex(left: Any, right: str | re.Pattern[str]) -> bool:
     return isinstance(left, str) and re.search(right, left) is not None
 
 
+#: The comparisons a column of one plain type can run in C, value for value.
+_IN_C: dict[str, Operator] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def column_operator(name: str, values: list[Any], value: Any) -> Operator:
+    """The operator ``name`` for testing every value of a column against ``value``: the plain
+    comparison (run in C) when it gives what :data:`OPERATORS` would for each of them, that
+    is when the column and ``value`` are all of one type in ``str``/``int``/``float``, or
+    the column is finite decimals and ``value`` an int; otherwise the operator itself."""
+    plain = _IN_C.get(name)
+    if plain is None or not values:
+        return OPERATORS[name]
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is type(value) and kind in _PLAIN:
+            return plain
+        if kind is Decimal and type(value) is int and all(map(Decimal.is_finite, values)):
+            return plain
+    return OPERATORS[name]
+
+
 OPERATORS: dict[str, Operator] = {
     "eq": eq,
     "ne": lambda left, right: not eq(left, right),

@@ -168,3 +168,12 @@ def test_json_body_keeps_decimal_digits_and_writes_dates_as_iso() -> None:
 def test_json_body_refuses_unknown_types() -> None:
     with pytest.raises(TypeError, match="type object cannot be written as JSON"):
         dumps({"x": object()})
+
+
+def test_a_signalling_nan_is_not_a_bool_and_compares_with_nothing() -> None:
+    from nodes.builtin.operators import OPERATORS
+
+    with pytest.raises(ValueError, match="cannot cast Decimal\\('sNaN'\\) to bool"):
+        to_bool(Decimal("sNaN"))
+    assert not OPERATORS["eq"](Decimal("sNaN"), True)
+    assert OPERATORS["ne"](Decimal("sNaN"), True)
