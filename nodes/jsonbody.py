@@ -20,13 +20,16 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable
-from datetime import date, time
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, time
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 from uuid import UUID
 
 import orjson
+
+from nodes.sdk.node import RowBatch
 
 _encode_str = json.JSONEncoder(ensure_ascii=False).encode
 _NULL = orjson.Fragment(b"null")
@@ -47,6 +50,40 @@ def dumps_bytes(value: Any) -> bytes:
         parts: list[str] = []
         _write(value, parts.append)
         return "".join(parts).encode()
+
+
+def dumps_batch(batch: list[dict[str, Any]] | RowBatch) -> bytes:
+    """A batch of records as a compact JSON array, exactly as :func:`dumps_bytes` writes it.
+
+    A row batch's columns of finite decimals, dates, datetimes or times are converted first,
+    a whole column at a time in C, to what :func:`_orjson_default` would make of each value:
+    one Python call per value saved."""
+    if type(batch) is not RowBatch:
+        return dumps_bytes(batch)
+    columns = [_json_column(column) for column in zip(*batch.rows, strict=True)]
+    records = list(map(dict, map(zip, repeat(batch.names), zip(*columns, strict=True))))
+    try:
+        return orjson.dumps(records, default=_orjson_default, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return dumps_bytes(batch.records())  # the walk, from the values as they were
+
+
+_ISOFORMAT: dict[type, Callable[[Any], str]] = {
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    time: time.isoformat,
+}
+
+
+def _json_column(values: tuple[Any, ...]) -> Sequence[Any]:
+    kinds = set(map(type, values))
+    if len(kinds) != 1:
+        return values  # nulls or mixed types: value by value, through _orjson_default
+    kind = kinds.pop()
+    if kind is Decimal and all(map(Decimal.is_finite, values)):
+        return list(map(orjson.Fragment, map(str, values)))
+    isoformat = _ISOFORMAT.get(kind)
+    return values if isoformat is None else list(map(isoformat, values))
 
 
 def _orjson_default(value: Any) -> Any:

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
 from nodes.builtin.delivery import CREDENTIAL_HEADERS, Delivery, RetryPolicy
-from nodes.jsonbody import dumps_bytes
+from nodes.jsonbody import dumps_batch, dumps_bytes
 from nodes.netguard import GuardedSession
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import (
     DEFAULT_BATCH_SIZE,
+    AnyBatch,
     Batch,
     Node,
     NodeConfig,
     Record,
-    RecordStream,
     first_input,
     rebatch,
 )
@@ -103,13 +107,14 @@ class HttpPostNode(Node):
     outputs = (Port("out", PortKind.SUMMARY, description="One record per request sent."),)
     Config = HttpPostConfig
     partitionable = True
+    accepts_rows = True
     config: HttpPostConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return SUMMARY_SCHEMA
 
     def execute(
-        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
     ) -> Iterator[Batch]:
         allow_private = settings.configured and getattr(
             settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False
@@ -141,42 +146,90 @@ class HttpPostNode(Node):
         return delivery
 
     def _summaries(
-        self, delivery: Delivery, context: ExecutionContext, stream: RecordStream
+        self, delivery: Delivery, context: ExecutionContext, stream: Iterable[AnyBatch]
     ) -> Iterator[Record]:
+        """Send batch after batch, one request in flight: while the peer answers batch N, the
+        next batch is read from upstream and encoded (the request waits on the network in a
+        thread of its own). Batches are acknowledged, checkpointed and summarised in order."""
         # A re-delivered node resumes after the last batch the peer acknowledged.
         acked = (context.checkpoint or {}).get("acked", -1)
-        for index, batch in enumerate(rebatch(stream, self.config.batch_size)):
-            if context.is_cancelled():
-                raise NodeError("cancelled", permanent=True)
-            key = idempotency_key(context, index)
-            if index <= acked:
-                yield {
-                    "batch": index,
-                    "records": len(batch),
-                    "status": None,
-                    "attempts": 0,
-                    "idempotency_key": key,
-                }
-                continue
+        stop = threading.Event()
+        delivery.is_cancelled = stop.is_set  # the sender thread never queries the database
+        in_flight: _Request | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="http_post") as sender:
             try:
-                body = dumps_bytes(batch[0] if self.config.batch_size == 1 else batch)
-            except TypeError as exc:
-                raise NodeError(
-                    f"batch {index} cannot be sent as JSON: {exc}", permanent=True
-                ) from None
-            status, attempts = delivery.post(body, {"Idempotency-Key": key})
-            context.save_checkpoint({"acked": index})
-            context.logger.info(
-                "batch %d: %d records, HTTP %d after %d attempts",
-                index,
-                len(batch),
-                status,
-                attempts,
-            )
-            yield {
-                "batch": index,
-                "records": len(batch),
-                "status": status,
-                "attempts": attempts,
-                "idempotency_key": key,
-            }
+                for index, batch in enumerate(rebatch(stream, self.config.batch_size)):
+                    key = idempotency_key(context, index)
+                    if index <= acked:
+                        if context.is_cancelled():
+                            raise NodeError("cancelled", permanent=True)
+                        yield _summary(index, len(batch), None, 0, key)
+                        continue
+                    try:
+                        single = self.config.batch_size == 1
+                        body = dumps_bytes(batch[0]) if single else dumps_batch(batch)
+                    except TypeError as exc:
+                        if in_flight is not None:
+                            yield self._settle(in_flight, context, stop)
+                            in_flight = None
+                        raise NodeError(
+                            f"batch {index} cannot be sent as JSON: {exc}", permanent=True
+                        ) from None
+                    if in_flight is not None:
+                        yield self._settle(in_flight, context, stop)
+                        in_flight = None
+                    if context.is_cancelled():
+                        raise NodeError("cancelled", permanent=True)
+                    future = sender.submit(delivery.post, body, {"Idempotency-Key": key})
+                    in_flight = _Request(index, len(batch), key, future)
+                if in_flight is not None:
+                    yield self._settle(in_flight, context, stop)
+                    in_flight = None
+            finally:
+                if in_flight is not None:
+                    stop.set()  # no more retries: leaving waits for the request in flight
+
+    @staticmethod
+    def _settle(request: _Request, context: ExecutionContext, stop: threading.Event) -> Record:
+        """Wait for a request's answer (passing on a cancellation meanwhile), record it as
+        acknowledged, and return its summary; raises what the delivery raised."""
+        while True:
+            try:
+                status, attempts = request.future.result(timeout=_CANCEL_CHECK_S)
+                break
+            except FutureTimeout:
+                if context.is_cancelled():
+                    stop.set()
+        context.save_checkpoint({"acked": request.index})
+        context.logger.info(
+            "batch %d: %d records, HTTP %d after %d attempts",
+            request.index,
+            request.records,
+            status,
+            attempts,
+        )
+        return _summary(request.index, request.records, status, attempts, request.key)
+
+
+#: How often a node waiting on a slow request looks whether its run was cancelled, seconds.
+_CANCEL_CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A batch sent and not yet answered."""
+
+    index: int
+    records: int
+    key: str
+    future: Future[tuple[int, int]]
+
+
+def _summary(index: int, records: int, status: int | None, attempts: int, key: str) -> Record:
+    return {
+        "batch": index,
+        "records": records,
+        "status": status,
+        "attempts": attempts,
+        "idempotency_key": key,
+    }

@@ -436,3 +436,59 @@ def test_a_peer_echoing_credentials_does_not_leak_them_into_the_error(
         list(node.execute(context, {"in": [[{"id": 1}]]}))
     assert "s3cr3t-tok" not in str(caught.value)
     assert str(caught.value).startswith("HTTP 401: bad token: ***")
+
+
+def _numbered(batches: int, size: int = 2) -> list[list[dict[str, Any]]]:
+    return [[{"n": b * size + i} for i in range(size)] for b in range(batches)]
+
+
+def test_the_next_batch_is_read_while_the_peer_answers_the_previous_one(
+    httpserver: HTTPServer,
+) -> None:
+    second_read = threading.Event()
+
+    def upstream() -> Iterator[list[dict[str, Any]]]:
+        first, second = _numbered(2)
+        yield first
+        second_read.set()
+        yield second
+
+    def handler(request: Request) -> Response:
+        # The first answer waits until the node has read the second batch: this only passes
+        # when reading goes on while a request is in flight.
+        if json.loads(request.get_data())[0]["n"] == 0 and not second_read.wait(5):
+            return Response("the next batch was not read meanwhile", 500)
+        return Response("ok")
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push")
+    out = list(node.execute(context, {"in": upstream()}))
+    assert [s["status"] for batch in out for s in batch] == [200, 200]
+
+
+def test_batches_are_sent_acknowledged_and_checkpointed_in_order(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/ingest").respond_with_data("ok")
+    saved: list[Any] = []
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=saved.append)
+    out = list(node.execute(context, {"in": iter(_numbered(5))}))
+    assert [s["batch"] for batch in out for s in batch] == [0, 1, 2, 3, 4]
+    assert keys(httpserver) == [expected_key(i) for i in range(5)]
+    assert saved == [{"acked": i} for i in range(5)]
+
+
+def test_a_refused_batch_stops_the_node_before_the_next_is_sent(httpserver: HTTPServer) -> None:
+    def handler(request: Request) -> Response:
+        refused = json.loads(request.get_data())[0]["n"] == 2
+        return Response("bad record", 400) if refused else Response("ok")
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    saved: list[Any] = []
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=saved.append)
+    with pytest.raises(NodeError, match="HTTP 400: bad record") as caught:
+        list(node.execute(context, {"in": iter(_numbered(4))}))
+    assert caught.value.permanent
+    assert [body[0]["n"] for body in bodies(httpserver)] == [0, 2]
+    assert saved == [{"acked": 0}]
