@@ -6,13 +6,13 @@ second worker can never move a finished run or node backwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -140,6 +140,22 @@ def save_checkpoint(node_run_id: int, value: Any) -> None:
 def heartbeat(node_run_id: int, **progress: Any) -> None:
     NodeRun.objects.filter(pk=node_run_id, status=NodeStatus.RUNNING).update(
         heartbeat_at=timezone.now(), **progress
+    )
+
+
+def add_rows(deltas: Mapping[int, tuple[int, int]]) -> int:
+    """Add (rows in, rows out) to several running node runs, and beat them, in one statement."""
+    if not deltas:
+        return 0
+
+    def added(position: int) -> Case:
+        steps = [When(pk=pk, then=Value(delta[position])) for pk, delta in deltas.items()]
+        return Case(*steps, default=Value(0))
+
+    return NodeRun.objects.filter(pk__in=sorted(deltas), status=NodeStatus.RUNNING).update(
+        heartbeat_at=timezone.now(),
+        rows_in=F("rows_in") + added(0),
+        rows_out=F("rows_out") + added(1),
     )
 
 

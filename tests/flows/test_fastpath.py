@@ -128,3 +128,23 @@ def test_a_partitioned_source_that_has_fanned_out_is_not_run_again_by_a_redelive
     NodeRun.objects.filter(pk=source.pk).update(checkpoint={"fanned_out": True})
     assert _inside_fan_out(source.pk)  # its partitions own it now
     assert _inside_fan_out(NodeRun.objects.get(run=run, node_key="paid").pk)
+
+
+def test_partition_progress_adds_to_every_running_node_in_one_statement(
+    minimal_flow: dict[str, Any],
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows import transitions
+
+    run = queued_run(minimal_flow)
+    NodeRun.objects.filter(run=run).update(status="running", rows_in=5, rows_out=1)
+    NodeRun.objects.filter(run=run, node_key="push").update(status="succeeded")
+    ids = dict(NodeRun.objects.filter(run=run).values_list("node_key", "pk"))
+    deltas = {ids["orders"]: (0, 100), ids["paid"]: (100, 30), ids["push"]: (30, 1)}
+    with CaptureQueriesContext(connection) as queries:
+        assert transitions.add_rows(deltas) == 2  # a finished node keeps its final figures
+    assert len(queries) == 1
+    rows = {n.node_key: (n.rows_in, n.rows_out) for n in NodeRun.objects.filter(run=run)}
+    assert rows == {"orders": (5, 101), "paid": (105, 31), "shape": (5, 1), "push": (5, 1)}
