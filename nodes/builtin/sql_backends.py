@@ -135,6 +135,16 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: Server time zones that are UTC under another name. Read under the name ``UTC`` itself,
+#: timestamps come back with ``datetime.timezone.utc``: the same instants and offsets, without
+#: a zone lookup per value (about a third less time to read a timestamp column, and encoded
+#: in C for the hand-off). Any other zone is left as the server has it.
+UTC_ALIASES = frozenset(
+    name.encode()
+    for name in ("Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu")
+)
+
+
 def postgres_rows(
     url: str,
     query: str,
@@ -153,7 +163,14 @@ def postgres_rows(
         # A read-only transaction whose statement timeout is set in it, not in the startup
         # packet: connection poolers drop startup options.
         conn.read_only = True
-        conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
+        if conn.pgconn.parameter_status(b"TimeZone") in UTC_ALIASES:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, true),"
+                " set_config('TimeZone', 'UTC', true)",
+                [timeout_ms],
+            )
+        else:
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
 
     try:
         with pg_pool.connection(url, begin) as conn:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -460,3 +461,21 @@ def test_idle_connections_expire_whatever_url_is_used_next(monkeypatch: pytest.M
         while admin.execute("select 1 from pg_stat_activity where pid = %s", [pid]).fetchone():
             assert time.monotonic() < deadline, "the expired connection was not closed"
             time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("server_zone", "read_as"),
+    [
+        ("Etc/UTC", UTC),  # UTC under another name: read as UTC itself
+        ("Europe/Paris", ZoneInfo("Europe/Paris")),  # any other zone: as the server has it
+    ],
+)
+def test_timestamps_keep_their_instant_and_a_utc_server_reads_them_as_utc(
+    orders: str, server_zone: str, read_as: Any
+) -> None:
+    url = f"{PG_URL}?options=-c%20TimeZone%3D{server_zone.replace('/', '%2F')}"
+    query = f"select at, current_setting('TimeZone') as zone from {orders} order by id"
+    (batch,) = run({"query": query}, url=url)
+    assert [record["at"] for record in batch] == [row[3] for row in ROWS]
+    assert {record["at"].tzinfo for record in batch if record["at"]} == {read_as}
+    assert batch[0]["zone"] == ("UTC" if read_as is UTC else server_zone)
