@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import reduce
 from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -61,8 +62,8 @@ class Condition(NodeConfig):
     def column_matches(self, values: list[Any]) -> list[bool]:
         """The test of each value of a column (this condition's top-level field) in one pass;
         the same answers as :meth:`predicate` gives record by record."""
-        value = self._operand()
-        return list(map(column_operator(self.op, values, value), values, repeat(value)))
+        test, value = column_operator(self.op, values, self._operand())
+        return list(map(test, values, repeat(value)))
 
     def predicate(self) -> Callable[[Record], bool]:
         """A test of one record against this condition; a missing field counts as null."""
@@ -139,17 +140,24 @@ class FilterNode(Node):
                 yield kept
 
     def _kept_rows(self, batch: RowBatch) -> list[tuple[Any, ...]]:
-        """The rows that match, tested column by column (top-level fields only)."""
+        """The rows that match, tested column by column (top-level fields only); with
+        ``all``, each condition only tests the rows that passed the ones before."""
         positions = batch.positions()
-        masks = []
+        rows, masks = batch.rows, []
         for condition in self.config.conditions:
             index = positions.get(condition.field)
             # A missing field counts as null, in every row.
-            values = [None] * len(batch) if index is None else batch.column(index)
-            masks.append(condition.column_matches(values))
-        combine = operator.and_ if self.config.match == "all" else operator.or_
-        mask = reduce(lambda left, right: list(map(combine, left, right)), masks)
-        return list(compress(batch.rows, mask))
+            values = [None] * len(rows) if index is None else list(map(itemgetter(index), rows))
+            mask = condition.column_matches(values)
+            if self.config.match == "any":
+                masks.append(mask)
+                continue
+            rows = list(compress(rows, mask))
+            if not rows:
+                break
+        if masks:
+            rows = list(compress(rows, reduce(lambda a, b: list(map(operator.or_, a, b)), masks)))
+        return rows
 
     def _matcher(self) -> Callable[[Record], bool]:
         """One test of a record against every condition (short-circuiting, no generators)."""

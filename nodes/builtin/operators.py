@@ -113,22 +113,23 @@ _IN_C: dict[str, Operator] = {
 }
 
 
-def column_operator(name: str, values: list[Any], value: Any) -> Operator:
-    """The operator ``name`` for testing every value of a column against ``value``: the plain
-    comparison (run in C) when it gives what :data:`OPERATORS` would for each of them, that
-    is when the column and ``value`` are all of one type in ``str``/``int``/``float``, or
-    the column is finite decimals and ``value`` an int; otherwise the operator itself."""
+def column_operator(name: str, values: list[Any], value: Any) -> tuple[Operator, Any]:
+    """The operator ``name`` for testing every value of a column against ``value``, and the
+    operand to give it: the plain comparison (run in C) when it answers what
+    :data:`OPERATORS` would for each value, that is when the column and ``value`` are all of
+    one type in ``str``/``int``/``float``, or the column is finite decimals and ``value`` an
+    int (then compared as the equal decimal); otherwise the operator itself and ``value``."""
     plain = _IN_C.get(name)
     if plain is None or not values:
-        return OPERATORS[name]
+        return OPERATORS[name], value
     kinds = set(map(type, values))
     if len(kinds) == 1:
         kind = kinds.pop()
         if kind is type(value) and kind in _PLAIN:
-            return plain
+            return plain, value
         if kind is Decimal and type(value) is int and all(map(Decimal.is_finite, values)):
-            return plain
-    return OPERATORS[name]
+            return plain, Decimal(value)
+    return OPERATORS[name], value
 
 
 OPERATORS: dict[str, Operator] = {
