@@ -21,9 +21,10 @@ import base64
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -75,6 +76,10 @@ _ISOFORMAT: dict[type, Callable[[Any], str]] = {
 }
 
 
+_tzinfo = attrgetter("tzinfo")
+_UTC_OR_NAIVE = frozenset({None, UTC})
+
+
 def _json_column(values: tuple[Any, ...]) -> Sequence[Any]:
     kinds = set(map(type, values))
     if len(kinds) != 1:
@@ -82,6 +87,10 @@ def _json_column(values: tuple[Any, ...]) -> Sequence[Any]:
     kind = kinds.pop()
     if kind is Decimal and all(map(Decimal.is_finite, values)):
         return list(map(orjson.Fragment, map(str, values)))
+    if kind is datetime and set(map(_tzinfo, values)) <= _UTC_OR_NAIVE:
+        # orjson writes these exactly as isoformat() does (tested), several times faster;
+        # it would not for other zones (it rounds offsets such as +05:30:15 to minutes).
+        return orjson.loads(orjson.dumps(values))  # type: ignore[no-any-return]
     isoformat = _ISOFORMAT.get(kind)
     return values if isoformat is None else list(map(isoformat, values))
 

@@ -233,6 +233,8 @@ ODD = dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=15))
         [Decimal("1.5"), Decimal("NaN"), Decimal("Infinity")],
         [Decimal("1.5"), None],
         [dt.datetime(1, 1, 1, tzinfo=ODD), dt.datetime(2026, 3, 29, 2, 30, 0, 5)],
+        [dt.datetime(1, 1, 1), dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime(999, 1, 2, 3)],
+        [dt.datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, fold=1)],
         [dt.datetime(2026, 1, 1, tzinfo=ZoneInfo("Asia/Kolkata")), None],
         [dt.date(999, 1, 1), dt.date(2026, 2, 28)],
         [dt.time(1, 2, 3, 4), dt.time(23, 59, tzinfo=ODD)],
@@ -244,6 +246,15 @@ ODD = dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=15))
 def test_a_row_batch_is_written_as_json_exactly_as_its_records_are(column: list[Any]) -> None:
     batch = RowBatch(["v", "n"], [(value, index) for index, value in enumerate(column)])
     assert dumps_batch(batch) == dumps_bytes(batch.records())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.datetimes(timezones=st.sampled_from([None, dt.UTC])), min_size=1, max_size=20))
+def test_utc_and_naive_datetime_columns_are_written_as_isoformat_writes_them(
+    column: list[dt.datetime],
+) -> None:
+    batch = RowBatch(["at"], [(value,) for value in column])
+    assert json.loads(dumps_batch(batch)) == [{"at": value.isoformat()} for value in column]
 
 
 def test_whole_columns_skip_comparisons_and_casts_only_when_nothing_would_change() -> None:
