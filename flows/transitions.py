@@ -144,7 +144,10 @@ def heartbeat(node_run_id: int, **progress: Any) -> None:
 
 
 def add_rows(deltas: Mapping[int, tuple[int, int]]) -> int:
-    """Add (rows in, rows out) to several running node runs, and beat them, in one statement."""
+    """Add (rows in, rows out) to several running node runs, and beat them, in one statement.
+
+    The rows are locked in whatever order the plan visits them, so two such statements on the
+    same rows may deadlock; PostgreSQL then fails one, which progress writers skip."""
     if not deltas:
         return 0
 
@@ -152,7 +155,7 @@ def add_rows(deltas: Mapping[int, tuple[int, int]]) -> int:
         steps = [When(pk=pk, then=Value(delta[position])) for pk, delta in deltas.items()]
         return Case(*steps, default=Value(0))
 
-    return NodeRun.objects.filter(pk__in=sorted(deltas), status=NodeStatus.RUNNING).update(
+    return NodeRun.objects.filter(pk__in=list(deltas), status=NodeStatus.RUNNING).update(
         heartbeat_at=timezone.now(),
         rows_in=F("rows_in") + added(0),
         rows_out=F("rows_out") + added(1),

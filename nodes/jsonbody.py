@@ -61,6 +61,8 @@ def dumps_batch(batch: list[dict[str, Any]] | RowBatch) -> bytes:
     one Python call per value saved."""
     if type(batch) is not RowBatch:
         return dumps_bytes(batch)
+    if not batch.names:
+        return dumps_bytes(batch.records())  # records without fields: only their count
     columns = [_json_column(column) for column in zip(*batch.rows, strict=True)]
     records = list(map(dict, map(zip, repeat(batch.names), zip(*columns, strict=True))))
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import reduce
 from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any, Literal
@@ -140,24 +139,29 @@ class FilterNode(Node):
                 yield kept
 
     def _kept_rows(self, batch: RowBatch) -> list[tuple[Any, ...]]:
-        """The rows that match, tested column by column (top-level fields only); with
-        ``all``, each condition only tests the rows that passed the ones before."""
+        """The rows that match, tested column by column (top-level fields only). Each
+        condition tests only the rows still undecided, as record by record: with ``all`` the
+        rows the earlier conditions kept, with ``any`` those they did not match."""
         positions = batch.positions()
-        rows, masks = batch.rows, []
+        every = self.config.match == "all"
+        rows, numbers = batch.rows, list(range(len(batch)))
+        matched: list[int] = []
         for condition in self.config.conditions:
             index = positions.get(condition.field)
             # A missing field counts as null, in every row.
             values = [None] * len(rows) if index is None else list(map(itemgetter(index), rows))
             mask = condition.column_matches(values)
-            if self.config.match == "any":
-                masks.append(mask)
-                continue
-            rows = list(compress(rows, mask))
+            if every:
+                rows = list(compress(rows, mask))
+            else:
+                matched += compress(numbers, mask)
+                undecided = list(map(operator.not_, mask))
+                rows, numbers = list(compress(rows, undecided)), list(compress(numbers, undecided))
             if not rows:
                 break
-        if masks:
-            rows = list(compress(rows, reduce(lambda a, b: list(map(operator.or_, a, b)), masks)))
-        return rows
+        if every:
+            return rows
+        return list(map(batch.rows.__getitem__, sorted(matched)))
 
     def _matcher(self) -> Callable[[Record], bool]:
         """One test of a record against every condition (short-circuiting, no generators)."""

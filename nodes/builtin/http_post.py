@@ -169,25 +169,36 @@ class HttpPostNode(Node):
                         single = self.config.batch_size == 1
                         body = dumps_bytes(batch[0]) if single else dumps_batch(batch)
                     except TypeError as exc:
-                        if in_flight is not None:
-                            yield self._settle(in_flight, context, stop)
-                            in_flight = None
                         raise NodeError(
                             f"batch {index} cannot be sent as JSON: {exc}", permanent=True
                         ) from None
                     if in_flight is not None:
-                        yield self._settle(in_flight, context, stop)
-                        in_flight = None
+                        summary, in_flight = self._settle(in_flight, context, stop), None
+                        yield summary
                     if context.is_cancelled():
                         raise NodeError("cancelled", permanent=True)
                     future = sender.submit(delivery.post, body, {"Idempotency-Key": key})
                     in_flight = _Request(index, len(batch), key, future)
                 if in_flight is not None:
-                    yield self._settle(in_flight, context, stop)
-                    in_flight = None
-            finally:
+                    summary, in_flight = self._settle(in_flight, context, stop), None
+                    yield summary
+            except BaseException:
+                # (Never at a yield: no request is unsettled there.) Reading the next batch
+                # failed, or the request itself: no more retries, and a batch the peer took
+                # meanwhile is still recorded, so that a retry of the node does not send it again.
                 if in_flight is not None:
-                    stop.set()  # no more retries: leaving waits for the request in flight
+                    stop.set()
+                    self._record_if_taken(in_flight, context)
+                raise
+
+    @staticmethod
+    def _record_if_taken(request: _Request, context: ExecutionContext) -> None:
+        try:
+            request.future.result()
+            context.save_checkpoint({"acked": request.index})
+        except Exception:  # noqa: BLE001 - not taken, or not recorded: the node's error stands
+            return
+        context.logger.info("batch %d: taken before the node stopped", request.index)
 
     @staticmethod
     def _settle(request: _Request, context: ExecutionContext, stop: threading.Event) -> Record:

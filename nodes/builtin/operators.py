@@ -74,7 +74,7 @@ def _comparison(compare: Callable[[Any, Any], bool]) -> Operator:
             return False
         try:
             return bool(compare(*pair))
-        except TypeError:  # e.g. "a" < 1 or {} < []: not comparable, so not a match
+        except (TypeError, ArithmeticError):  # "a" < 1, {} < [], nan < Decimal(3): no match
             return False
 
     return op

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, ClassVar, TypeVar, overload
 
@@ -162,7 +162,7 @@ class RowBatch(Sequence[Record]):
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
             return RowBatch(self.names, self.rows[index])
-        return dict(zip(self.names, self.rows[index], strict=True))
+        return dict(zip(self.names, self.rows[index], strict=False))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RowBatch | list):
@@ -204,29 +204,32 @@ def first_input(inputs: Mapping[str, Iterable[_B]]) -> Iterable[_B]:
 def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
     """Re-cut a stream of batches into batches of at most ``size`` records, by slices; row
     batches stay row batches unless a cut joins pieces of different columns."""
-    pending: Any = None
+    pieces: list[Any] = []  # the start of the next batch, joined once it is full
+    held = 0
     for batch in batches:
         start = 0
-        if pending is not None:
-            start = size - len(pending)
-            pending = _joined(pending, batch[:start])
-            if len(pending) < size:
+        if pieces:
+            start = size - held
+            pieces.append(batch[:start])
+            held += len(pieces[-1])
+            if held < size:
                 continue
-            yield pending
-            pending = None
+            yield _joined(pieces)
+            pieces, held = [], 0
         while len(batch) - start >= size:
             yield batch[start : start + size]
             start += size
         if start < len(batch):
-            pending = batch[start:]
-    if pending is not None:
-        yield pending
+            pieces, held = [batch[start:]], len(batch) - start
+    if pieces:
+        yield _joined(pieces)
 
 
-def _joined(first: AnyBatch, second: AnyBatch) -> AnyBatch:
-    if type(first) is RowBatch and type(second) is RowBatch and first.names == second.names:
-        return RowBatch(first.names, first.rows + second.rows)
-    return as_records(first) + as_records(second)
+def _joined(pieces: list[Any]) -> Any:
+    first = pieces[0]
+    if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
+        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)))
+    return list(chain.from_iterable(map(as_records, pieces)))
 
 
 __all__ = [

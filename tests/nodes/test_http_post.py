@@ -492,3 +492,21 @@ def test_a_refused_batch_stops_the_node_before_the_next_is_sent(httpserver: HTTP
     assert caught.value.permanent
     assert [body[0]["n"] for body in bodies(httpserver)] == [0, 2]
     assert saved == [{"acked": 0}]
+
+
+def test_a_batch_taken_while_the_next_was_read_is_recorded_when_the_read_fails(
+    httpserver: HTTPServer,
+) -> None:
+    httpserver.expect_request("/ingest").respond_with_data("ok")
+
+    def upstream() -> Iterator[list[dict[str, Any]]]:
+        yield [{"n": 0}, {"n": 1}]
+        raise NodeError("source unavailable", permanent=False)
+
+    saved: list[Any] = []
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=saved.append)
+    with pytest.raises(NodeError, match="source unavailable"):
+        list(node.execute(context, {"in": upstream()}))
+    assert [body[0]["n"] for body in bodies(httpserver)] == [0]
+    assert saved == [{"acked": 0}]  # a retry of the node resumes after it, not sending it twice

@@ -267,3 +267,23 @@ def test_whole_columns_skip_comparisons_and_casts_only_when_nothing_would_change
     assert not keeps_column("decimal", [Decimal("Infinity")])
     assert not keeps_column("int", [True])  # a bool is not an int here
     assert not keeps_column("datetime", [dt.date(2026, 1, 1)])
+
+
+def test_any_tests_a_condition_only_on_rows_the_earlier_ones_did_not_match() -> None:
+    # nan > "3" compares a float NaN with Decimal("3"): never a match, and never an error.
+    batch = RowBatch(["id", "score"], [(1, 5.0), (2, float("nan")), (0, float("nan"))])
+    node = FilterNode(
+        {
+            "conditions": [
+                {"field": "id", "op": "gte", "value": 1},
+                {"field": "score", "op": "gt", "value": "3"},
+            ],
+            "match": "any",
+        }
+    )
+    assert [record["id"] for record in records(outputs(node, batch))] == [1, 2]
+    assert records(outputs(node, batch.records())) == records(outputs(node, batch))
+
+
+def test_records_without_fields_are_written_as_json_objects() -> None:
+    assert dumps_batch(RowBatch([], [(), ()])) == b"[{},{}]"
