@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,14 @@ NETWORK_ERRORS = (
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 _jitter = random.SystemRandom()
-_sleep = time.sleep  # module-level so that tests can observe the delays
+
+
+def _sleep(delay: float, stop: threading.Event | None = None) -> None:
+    """Wait ``delay`` seconds, or less once ``stop`` is set (module-level: tests observe it)."""
+    if stop is None:
+        time.sleep(delay)
+    else:
+        stop.wait(delay)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Delivery:
     credentials: dict[str, str] = field(default_factory=dict)
     auth: tuple[str, str] | None = None
     is_cancelled: Callable[[], bool] = lambda: False
+    #: Set when the sender must give up: ends a backoff wait at once.
+    stop: threading.Event | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
 
     def _redact(self, text: str) -> str:
@@ -87,7 +97,7 @@ class Delivery:
                 self.logger.warning(
                     "attempt %d failed (%s); retrying in %.2f s", attempt, problem, delay
                 )
-                _sleep(delay)
+                _sleep(delay, self.stop)
                 if self.is_cancelled():
                     raise NodeError("cancelled", permanent=True)
             retry_after = None

@@ -155,6 +155,7 @@ class HttpPostNode(Node):
         acked = (context.checkpoint or {}).get("acked", -1)
         stop = threading.Event()
         delivery.is_cancelled = stop.is_set  # the sender thread never queries the database
+        delivery.stop = stop  # and stops waiting to retry as soon as the node stops
         in_flight: _Request | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="http_post") as sender:
             try:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -39,7 +40,7 @@ def allow_loopback(settings: Settings) -> None:
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The backoff delays the node asks for; recorded instead of slept."""
     delays: list[float] = []
-    monkeypatch.setattr(delivery, "_sleep", delays.append)
+    monkeypatch.setattr(delivery, "_sleep", lambda delay, stop=None: delays.append(delay))
     return delays
 
 
@@ -510,3 +511,22 @@ def test_a_batch_taken_while_the_next_was_read_is_recorded_when_the_read_fails(
         list(node.execute(context, {"in": upstream()}))
     assert [body[0]["n"] for body in bodies(httpserver)] == [0]
     assert saved == [{"acked": 0}]  # a retry of the node resumes after it, not sending it twice
+
+
+def test_a_stopped_node_does_not_wait_out_a_backoff(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/ingest").respond_with_data("busy", 503)
+
+    def upstream() -> Iterator[list[dict[str, Any]]]:
+        yield [{"n": 0}]
+        raise NodeError("source unavailable", permanent=False)
+
+    config = {
+        "url": httpserver.url_for("/ingest"),
+        "retry_backoff_s": 60,
+        "retry_backoff_max_s": 60,
+    }
+    node = HttpPostNode(config)
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="source unavailable"):
+        list(node.execute(ExecutionContext(run_id="run-1", node_key="push"), {"in": upstream()}))
+    assert time.monotonic() - started < 10  # not the 60 s backoff
