@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
-from operator import is_
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -15,7 +14,7 @@ from nodes.builtin.casts import CAST_TYPES, CASTS, CastName, cast, field_type_of
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input
+from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input, has_null
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, Problem, RecordSchema
 
@@ -164,7 +163,7 @@ class MapFieldsNode(Node):
                 continue
             at = positions.get(step.source)
             values = [None] * size if at is None else batch.column(at)
-            if step.default is not None and any(map(is_, values, repeat(None))):
+            if step.default is not None and has_null(values):
                 values = [step.default if value is None else value for value in values]
             if step.cast is not None and not keeps_column(step.cast_name, values):
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any, ClassVar, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
@@ -189,6 +189,12 @@ class RowBatch(Sequence[Record]):
 
 AnyBatch = Batch | RowBatch
 _B = TypeVar("_B", Batch, AnyBatch)
+
+
+def has_null(values: Sequence[Any]) -> bool:
+    """Whether a column holds a null, by identity in C (``None in values`` would call each
+    value's ``__eq__``)."""
+    return any(map(is_, values, repeat(None)))
 
 
 def as_records(batch: AnyBatch) -> Batch:
