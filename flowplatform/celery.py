@@ -40,7 +40,9 @@ def _tune_garbage_collector(**_kwargs: Any) -> None:
     new tuples at a time: a larger first generation collects them once per batch or so instead
     of several times per batch, and no reference cycles among them are kept any longer.
     """
-    if os.environ.get("FLOWPLATFORM_GC_DEFAULTS"):
+    from django.conf import settings
+
+    if settings.FLOWPLATFORM_GC_DEFAULTS:
         return
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])

@@ -255,6 +255,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = _FAST_GIVE_UP
 # A running node touches its heartbeat this often; the reaper treats one silent for
 # FLOWPLATFORM_STALE_AFTER_S (and not held by a live process) as lost.
 FLOWPLATFORM_HEARTBEAT_S = env_int("FLOWPLATFORM_HEARTBEAT_S", 10)
+# Pool processes keep Python's garbage collector settings instead of tuning them (decision 0010).
+FLOWPLATFORM_GC_DEFAULTS = env_bool("FLOWPLATFORM_GC_DEFAULTS", False)
 FLOWPLATFORM_STALE_AFTER_S = env_int("FLOWPLATFORM_STALE_AFTER_S", 120)
 # A node whose worker died this many times fails ("poison" node) instead of looping.
 FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
