@@ -9,6 +9,7 @@ field its path names. Nothing is saved unless the whole graph is valid.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -181,27 +182,26 @@ class NodeForm(forms.ModelForm):
 
     def config(self) -> dict[str, Any]:
         """The config made of the selected type's fields (fields with errors are left out)."""
-        config: dict[str, Any] = {}
-        for prop in catalog_properties().get(self.node_type_value, ()):
-            name = config_field_name(self.node_type_value, prop.name)
+        properties = catalog_properties().get(self.node_type_value, ())
+        return self._typed(properties, lambda name: config_field_name(self.node_type_value, name))
+
+    def policy(self) -> dict[str, Any]:
+        """The policy as typed; empty fields take the default (the import drops defaults)."""
+        return self._typed(policy_properties(), policy_field_name)
+
+    def _typed(
+        self, properties: tuple[ConfigProperty, ...], field_name: Callable[[str], str]
+    ) -> dict[str, Any]:
+        """Each property's value from its form field, when the field is clean and not empty."""
+        values: dict[str, Any] = {}
+        for prop in properties:
+            name = field_name(prop.name)
             if name in self.errors or name not in self.cleaned_data:
                 continue
             value = to_config_value(prop, self.cleaned_data[name])
             if value is not OMIT:
-                config[prop.name] = value
-        return config
-
-    def policy(self) -> dict[str, Any]:
-        """The policy as typed; empty fields take the default (the import drops defaults)."""
-        policy: dict[str, Any] = {}
-        for prop in policy_properties():
-            name = policy_field_name(prop.name)
-            if name not in self.cleaned_data:
-                continue
-            value = to_config_value(prop, self.cleaned_data[name])
-            if value is not OMIT:
-                policy[prop.name] = value
-        return policy
+                values[prop.name] = value
+        return values
 
     def entry(self) -> dict[str, Any]:
         entry = {
