@@ -445,7 +445,7 @@ class _Progress:
         except DatabaseError as exc:
             logger.warning("progress not recorded (%s)", exc)
             return
-        self.sent = now + self.sent[len(now) :]
+        self.sent = now
 
 
 # --- the join --------------------------------------------------------------------------------
