@@ -206,6 +206,14 @@ if not FLOWPLATFORM_ENCRYPTION_KEYS:
 # Loopback and private ranges are refused unless allowed; link-local/metadata always are.
 FLOWPLATFORM_HTTP_ALLOW_PRIVATE = env_bool("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False)
 
+# --- Database connections (nodes/dbguard.py) -------------------------------------------------
+# The same address policy for database hosts; unset, it follows FLOWPLATFORM_HTTP_ALLOW_PRIVATE.
+FLOWPLATFORM_DB_ALLOW_PRIVATE = env_bool(
+    "FLOWPLATFORM_DB_ALLOW_PRIVATE", FLOWPLATFORM_HTTP_ALLOW_PRIVATE
+)
+# SQLite connections read files only inside these directories (the demo's warehouse by default).
+FLOWPLATFORM_SQLITE_DIRS = env_list("FLOWPLATFORM_SQLITE_DIRS", str(VAR_DIR / "demo"))
+
 # --- Celery ----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
 # No broker configured: execute the canvas in-process (the embedded demo mode).

@@ -13,11 +13,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from nodes.models import Connection
 from nodes.probe import probe
 from nodes.registry import registry
+from nodes.rolecheck import check_and_store
 from nodes.urls import ConnectionURLError, validate_url
 
 
@@ -104,12 +106,21 @@ class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ("name", "scheme", "display_url", "header_list", "updated_at")
     search_fields = ("name", "description")
-    readonly_fields = ("scheme", "display_url", "header_list", "created_at", "updated_at")
+    readonly_fields = (
+        "scheme",
+        "display_url",
+        "header_list",
+        "role_check_report",
+        "created_at",
+        "updated_at",
+    )
     actions = ["test_selected"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, Any]]:
         secrets = ["url", "headers"] + (["clear_headers"] if obj is not None else [])
         stored = ["scheme", "display_url", "header_list"] if obj is not None else []
+        if obj is not None and obj.scheme != "http" and obj.scheme != "https":
+            stored.append("role_check_report")
         return [
             (None, {"fields": ["name", "description"]}),
             ("Secrets (write-only)", {"fields": secrets}),
@@ -120,7 +131,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     def header_list(self, connection: Connection) -> str:
         return ", ".join(connection.header_names) or "—"
 
-    @admin.action(description="Test selected connections")
+    @admin.display(description="role check")
+    def role_check_report(self, connection: Connection) -> str:
+        """The findings of the last role check (Test connection, manage.py checkconnections)."""
+        found = connection.role_check or {}
+        if not found:
+            return "not checked yet: use Test connection or manage.py checkconnections"
+        warnings = found.get("warnings") or []
+        when = str(found.get("checked_at", ""))[:19].replace("T", " ")
+        if not warnings:
+            return format_html("OK: {} <small>(checked {} UTC)</small>", found["summary"], when)
+        items = format_html_join("", '<li class="fp-warning">{}</li>', ((w,) for w in warnings))
+        return format_html("<ul>{}</ul><small>checked {} UTC</small>", items, when)
+
+    @admin.action(description="Test selected connections", permissions=["change"])
     def test_selected(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         for connection in queryset:
             self._report(request, connection)
@@ -131,6 +155,8 @@ class ConnectionAdmin(admin.ModelAdmin):
         level = messages.SUCCESS if result.ok else messages.ERROR
         verdict = "OK" if result.ok else "failed"
         messages.add_message(request, level, f"{connection.name}: {verdict} — {result.message}")
+        if result.ok and connection.scheme not in ("http", "https"):
+            check_and_store(connection)  # its findings show on the connection's page
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
@@ -145,7 +171,8 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def _test(self, request: HttpRequest, object_id: int) -> HttpResponse:
         connection = get_object_or_404(Connection, pk=object_id)
-        if not self.has_view_or_change_permission(request, connection):
+        # Testing makes the platform connect with the stored secrets: a change, not a view.
+        if not self.has_change_permission(request, connection):
             raise PermissionDenied
         self._report(request, connection)
         return HttpResponseRedirect(reverse("admin:nodes_connection_change", args=[object_id]))

@@ -29,6 +29,13 @@ class Connection(models.Model):
         "encrypted headers", blank=True, default="", editable=False
     )
     description = models.TextField("description", blank=True, default="")
+    role_check = models.JSONField(
+        "role check",
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="What the last role check found (manage.py checkconnections, Test connection).",
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 

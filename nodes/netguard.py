@@ -10,7 +10,11 @@ Two layers, both needed:
 
 Link-local and cloud metadata addresses are always refused. Private, loopback, reserved,
 multicast and other non-global addresses are refused unless ``allow_private`` is set (the
-``FLOWPLATFORM_HTTP_ALLOW_PRIVATE`` setting; dev and tests allow them).
+``FLOWPLATFORM_HTTP_ALLOW_PRIVATE`` setting; dev and tests allow them). An IPv6 address that
+carries an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, NAT64
+``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo) is judged by that IPv4
+address as well: a NAT64 gateway or 6to4 relay would deliver it there. The same policy guards
+database hosts (:mod:`nodes.dbguard`).
 """
 
 from __future__ import annotations
@@ -36,16 +40,52 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+#: Well-known NAT64 prefix (RFC 6052): the IPv4 address is the last 32 bits.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: Local-use NAT64 prefix (RFC 8215): a network's own translator, never global.
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+#: IPv4-compatible addresses (deprecated, RFC 4291): ``::a.b.c.d``.
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and would reach through a translator)."""
+    value = int(ip)
+    if ip.ipv4_mapped:
+        return [ip.ipv4_mapped]
+    if ip in NAT64 or (ip in IPV4_COMPATIBLE and value > 1):  # not :: or ::1
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip in NAT64_LOCAL:
+        # RFC 6052 /48 layout (bits 48-63 and 72-87, around the reserved octet) or the last 32.
+        split = ((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF
+        return [ipaddress.IPv4Address(split), ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip.sixtofour:
+        return [ip.sixtofour]
+    if ip.teredo:
+        return list(ip.teredo)  # the relay server and the client
+    return []
+
+
 def refusal(address: str, allow_private: bool) -> str | None:
     """Why ``address`` may not be reached, or ``None`` when it may."""
     ip: IPAddress = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if ip.is_link_local or ip in METADATA_ADDRESSES:
+    candidates: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(ip)
+        # A mapped address is its IPv4 address; other forms are judged as both.
+        candidates = [*embedded] if ip.ipv4_mapped else [ip, *embedded]
+    if any(c.is_link_local or c in METADATA_ADDRESSES for c in candidates):
         return "a link-local or metadata address"
-    if not allow_private and (not ip.is_global or ip.is_multicast):
+    if not allow_private and (
+        any(not c.is_global or c.is_multicast for c in candidates) or ip in NAT64_LOCAL
+    ):
         return "a private, loopback or reserved address"
     return None
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (in the resolver's order, without repeats)."""
+    return list(dict.fromkeys(_resolve(host, port)))
 
 
 def _resolve(host: str, port: int) -> list[str]:

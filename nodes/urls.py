@@ -12,7 +12,8 @@ class ConnectionURLError(ValueError):
 
 
 def validate_url(url: str) -> str:
-    """Return ``url`` stripped, or raise ConnectionURLError saying what is wrong (never echoing secrets)."""
+    """Return ``url`` stripped, or raise ConnectionURLError saying what is wrong (never echoing
+    secrets). Database URLs also pass the database guard (:mod:`nodes.dbguard`)."""
     url = url.strip()
     if "\x00" in url:
         raise ConnectionURLError("URL contains a NUL byte")
@@ -37,6 +38,9 @@ def validate_url(url: str) -> str:
             raise ConnectionURLError("sqlite URLs need a file path, e.g. sqlite:///var/data.db")
     elif not parts.hostname:
         raise ConnectionURLError(f"{parts.scheme} URLs need a host")
+    from nodes import dbguard  # it imports this module
+
+    dbguard.check_url(url)
     return url
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
+from nodes import dbguard
+
 MAX_IDLE_PER_URL = 2
 MAX_IDLE_S = 60.0
 
@@ -26,10 +28,19 @@ _idle: dict[str, list[tuple[float, psycopg.Connection]]] = {}
 _pid = os.getpid()
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str, connect_timeout: int = 10) -> psycopg.Connection:
+    """A new connection to the URL's host, at the addresses the database guard checked just
+    now (``hostaddr``), so that the name cannot resolve elsewhere in between."""
+    target = dbguard.postgres_target(url)
     # No prepared statements: DISCARD ALL drops them on the server behind psycopg's back.
     return psycopg.connect(
-        url, connect_timeout=10, application_name="flowplatform", prepare_threshold=None
+        url,
+        connect_timeout=connect_timeout,
+        application_name="flowplatform",
+        prepare_threshold=None,
+        host=target["host"],
+        hostaddr=target["hostaddr"],
+        port=target["port"],
     )
 
 

@@ -2,16 +2,27 @@
 
 Each backend streams the rows of one read-only query as dicts, in batches, and turns driver
 errors into :class:`NodeError` (permanent or not) whose message never holds the connection URL
-or its password.
+or its password. Both reach only what the database guard allows (:mod:`nodes.dbguard`).
+
+What the PostgreSQL wrapper enforces by itself: a read-only transaction that is always rolled
+back (so nothing a query does inside it persists: large objects, ``set_config``), one
+statement per query (a server-side cursor over a SELECT), and the statement time limit, both
+as the server's ``statement_timeout`` and as a client-side watchdog that cancels the statement
+(a query can lift the server setting with ``set_config``, not the watchdog). What it cannot
+enforce, and a read-only role must: functions with effects outside the transaction (server
+files, other sessions, ``dblink``) - see ``manage.py checkconnections``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +30,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 
+from nodes import dbguard
 from nodes.builtin import pg_pool
 from nodes.jsonbody import dumps
 from nodes.sdk.errors import NodeError
@@ -34,13 +46,20 @@ def placeholders(query: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _batches(cursor: Any, size: int, is_cancelled: Callable[[], bool]) -> Iterator[RowBatch]:
-    """Row batches from a cursor that yields tuples: no dict per row unless a node asks."""
+def _batches(
+    cursor: Any,
+    size: int,
+    is_cancelled: Callable[[], bool],
+    timed: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Iterator[RowBatch]:
+    """Row batches from a cursor that yields tuples: no dict per row unless a node asks.
+    Each fetch runs inside ``timed()`` (the statement time limit)."""
     names: list[str] | None = None
     while True:
         if is_cancelled():
             raise NodeError("cancelled", permanent=True)
-        rows = cursor.fetchmany(size)
+        with timed():
+            rows = cursor.fetchmany(size)
         if not rows:
             return
         if names is None:
@@ -145,6 +164,66 @@ UTC_ALIASES = frozenset(
 )
 
 
+#: How much longer than the statement timeout the client-side watchdog waits before it cancels
+#: (the server's own timeout normally ends the statement first).
+WATCHDOG_GRACE_S = 1.0
+
+
+class StatementWatchdog:
+    """Cancels the statement running on ``conn`` once it has run for ``limit_s``, from a thread
+    of its own. Arm it around each round trip (:meth:`armed`); close it when done."""
+
+    def __init__(self, conn: psycopg.Connection, limit_s: float) -> None:
+        self._conn = conn
+        self._limit_s = limit_s
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._closed = False
+        self.fired = False
+        self._thread = threading.Thread(
+            target=self._watch, name="flowplatform-sql-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        with self._cond:
+            self._deadline = time.monotonic() + self._limit_s
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def __enter__(self) -> StatementWatchdog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (
+                    self._deadline is None or self._deadline > time.monotonic()
+                ):
+                    left = None if self._deadline is None else self._deadline - time.monotonic()
+                    self._cond.wait(left)
+                if self._closed:
+                    return
+                self._deadline = None
+                self.fired = True
+            with contextlib.suppress(psycopg.Error):
+                self._conn.cancel_safe(timeout=5.0)
+
+
 def postgres_rows(
     url: str,
     query: str,
@@ -174,12 +253,15 @@ def postgres_rows(
 
     try:
         with pg_pool.connection(url, begin) as conn:
-            name = f"flowplatform_{uuid.uuid4().hex[:12]}"
-            with conn.cursor(name=name) as cursor:
-                cursor.itersize = batch_size
-                cursor.execute(query, params)
-                yield from _batches(cursor, batch_size, is_cancelled)
-            conn.commit()
+            with StatementWatchdog(conn, timeout_s + WATCHDOG_GRACE_S) as watchdog:
+                name = f"flowplatform_{uuid.uuid4().hex[:12]}"
+                with conn.cursor(name=name) as cursor:
+                    cursor.itersize = batch_size
+                    with watchdog.armed():
+                        cursor.execute(query, params)
+                    yield from _batches(cursor, batch_size, is_cancelled, watchdog.armed)
+            # Rolled back, never committed: nothing the query did in the transaction persists.
+            conn.rollback()
     except psycopg.errors.QueryCanceled:
         raise NodeError(
             f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
@@ -219,9 +301,10 @@ def sqlite_rows(
 ) -> Iterator[RowBatch]:
     """Rows from a SQLite file (``sqlite:///relative`` or ``sqlite:////absolute``), read-only."""
     redact = _Redactor(url)
-    path = url.partition(":///")[2]
-    if not path:
-        raise NodeError("a sqlite connection URL needs a file path", permanent=True)
+    try:
+        path = str(dbguard.sqlite_path(url))
+    except dbguard.DatabaseURLError as exc:
+        raise NodeError(str(exc), permanent=True) from None
     deadline = time.monotonic() + timeout_s
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)

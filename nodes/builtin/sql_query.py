@@ -20,6 +20,9 @@ from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, Recor
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
+#: The longest statement timeout a node may ask for (the node's hard time limit ends it sooner).
+MAX_STATEMENT_TIMEOUT_S = 86_400
+
 BACKENDS = {"postgresql": postgres_rows, "postgres": postgres_rows, "sqlite": sqlite_rows}
 
 
@@ -57,7 +60,11 @@ class SqlQueryConfig(NodeConfig):
         "query is read once and cut as it streams.",
     )
     statement_timeout_s: float = Field(
-        300, gt=0, description="Longest a statement (each fetch) may run, in seconds."
+        300,
+        gt=0,
+        le=MAX_STATEMENT_TIMEOUT_S,
+        description="Longest a statement (each fetch) may run, in seconds (at most a day). "
+        "Enforced by the server and by a client-side watchdog a query cannot lift.",
     )
     columns: dict[str, FieldType] | None = Field(
         None, description="Declared output columns and their types; the schema is unknown without."

@@ -19,6 +19,15 @@ ALWAYS_REFUSED = [
     "fd00:ec2::254",
     "::ffff:169.254.169.254",
     "100.100.100.200",
+    # IPv6 forms that carry an IPv4 address are judged by it too.
+    "::169.254.169.254",  # IPv4-compatible
+    "64:ff9b::169.254.169.254",  # NAT64, well-known prefix
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1:a9fe:a9:fe00::",  # NAT64, local-use prefix (RFC 6052 /48 layout)
+    "2002:a9fe:a9fe::1",  # 6to4
+    "2002:a9fe:a9fe:1234:5678::1",
+    "64:ff9b::100.100.100.200",
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254 (obfuscated)
 ]
 PRIVATE = [
     "127.0.0.1",
@@ -32,6 +41,14 @@ PRIVATE = [
     "240.0.0.1",
     "fc00::1",
     "::ffff:10.0.0.1",
+    "::10.0.0.1",
+    "::127.0.0.1",
+    "64:ff9b::10.0.0.1",
+    "64:ff9b::127.0.0.1",
+    "64:ff9b::192.168.1.1",
+    "64:ff9b:1::8.8.8.8",  # local-use NAT64: a network's own translator
+    "2002:0a00:0001::1",  # 6to4 of 10.0.0.1
+    "2002:7f00:0001::1",  # 6to4 of 127.0.0.1
 ]
 
 
@@ -47,7 +64,17 @@ def test_private_addresses_are_refused_unless_allowed(address: str) -> None:
     assert refusal(address, allow_private=True) is None
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "93.184.216.34",
+        "2606:2800:220:1::1",
+        "8.8.8.8",
+        "64:ff9b::8.8.8.8",
+        "2002:0808:0808::1",
+        "::8.8.8.8",
+    ],
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert refusal(address, allow_private=False) is None
 

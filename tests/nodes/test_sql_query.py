@@ -234,7 +234,8 @@ def test_config_validation_and_schema() -> None:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, settings: Any) -> str:
+    settings.FLOWPLATFORM_SQLITE_DIRS = [str(tmp_path)]  # SQLite files only in allowed places
     path = tmp_path / "demo.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute("create table orders (id integer, amount numeric, name text, day text)")
