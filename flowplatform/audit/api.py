@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import BasePermission
@@ -41,6 +44,23 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class _UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, as UTC; one that leaves the representable range is a 400."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("date-time out of range", code="invalid") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = _UTCDateTimeField
+
+
 class AuditFilter(filters.FilterSet):
     """``?object_type=&object_id=&user=&action=&source=&since=&until=``."""
 
@@ -51,10 +71,10 @@ class AuditFilter(filters.FilterSet):
     )
     action = filters.ChoiceFilter(choices=Action.choices)
     source = filters.ChoiceFilter(choices=Source.CHOICES)
-    since = filters.IsoDateTimeFilter(
+    since = UTCDateTimeFilter(
         field_name="at", lookup_expr="gte", help_text="Entries at or after this time."
     )
-    until = filters.IsoDateTimeFilter(
+    until = UTCDateTimeFilter(
         field_name="at", lookup_expr="lt", help_text="Entries before this time."
     )
 

@@ -279,6 +279,11 @@ def test_filters(api: APIClient, paid_orders: Flow, tmp_path: Path) -> None:
     assert found(since=middle.isoformat(), action="change") == [("change", "root")]
     assert found(until=middle.isoformat(), object_type="flows.flow") == made
     assert api.get(AUDIT, {"since": "yesterday"}).status_code == 400
+    for moment in ("0001-01-01T00:00:00+18:56", "9999-12-31T23:59:59-18:00"):
+        response = api.get(AUDIT, {"until": moment})
+        assert response.status_code == 400, moment
+        assert response.json()["errors"][0]["path"] == "until"
+    assert api.get(AUDIT, {"until": "2999-01-01T00:00:00+18:56"}).status_code == 200
     assert api.get(AUDIT, {"action": "nap"}).status_code == 400
     body = api.get(AUDIT, {"limit": 1}).json()
     assert body["count"] == AuditEntry.objects.count() > 1
