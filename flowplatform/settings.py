@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "nodes",
     "flows",
     "scheduling",
+    "flowplatform.audit",
 ]
 
 MIDDLEWARE = [
@@ -54,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "flowplatform.audit.middleware.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -279,7 +281,8 @@ CELERY_BEAT_SCHEDULE = {
     "flowplatform-reap-stalled-runs": {
         "task": "flows.reap_stalled_runs",
         "schedule": float(FLOWPLATFORM_REAPER_INTERVAL_S),
-    }
+    },
+    "flowplatform-purge-audit": {"task": "audit.purge", "schedule": 24 * 3600.0},
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -295,6 +298,13 @@ FLOWPLATFORM_BEAT_LOCK_KEY = env_str("FLOWPLATFORM_BEAT_LOCK_KEY", "flowplatform
 FLOWPLATFORM_BEAT_LOCK_TTL_S = env_int("FLOWPLATFORM_BEAT_LOCK_TTL_S", 15)
 if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
     raise SettingsError("FLOWPLATFORM_BEAT_LOCK_TTL_S must be at least 1")
+
+# --- Audit trail (docs/admin.md) ---------------------------------------------------------------
+# Days an audit entry is kept; a daily beat task (and `manage.py purgeaudit`) deletes older ones.
+# 0 keeps entries for ever.
+FLOWPLATFORM_AUDIT_RETENTION_DAYS = env_int("FLOWPLATFORM_AUDIT_RETENTION_DAYS", 365)
+if FLOWPLATFORM_AUDIT_RETENTION_DAYS < 0:
+    raise SettingsError("FLOWPLATFORM_AUDIT_RETENTION_DAYS must be 0 (keep for ever) or more")
 
 # --- Logging ---------------------------------------------------------------------------------
 LOGGING = {

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from flowplatform.audit.api import AuditEntryViewSet
 from flows.api.flows import FlowViewSet
 from flows.api.runs import RunViewSet
 from nodes.api.views import ConnectionViewSet, NodeTypeViewSet
@@ -15,6 +16,7 @@ router.register("runs", RunViewSet, basename="run")
 router.register("nodes", NodeTypeViewSet, basename="node-type")
 router.register("connections", ConnectionViewSet, basename="connection")
 router.register("schedules", FlowScheduleViewSet, basename="schedule")
+router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

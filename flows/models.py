@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -79,6 +80,22 @@ class FlowVersion(models.Model):
     definition = models.JSONField("definition", help_text="The graph in flow-file form.")
     checksum = models.CharField("checksum", max_length=64, help_text="sha256 of the definition.")
     created_at = models.DateTimeField("created", auto_now_add=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="author",
+        help_text="The user whose change made this version (empty: none, or since deleted).",
+    )
+    author_name = models.CharField(
+        "author name",
+        max_length=150,
+        blank=True,
+        default="",
+        help_text="The author's name when the version was made (the OS user on the command line).",
+    )
 
     class Meta:
         ordering = ["flow", "-number"]

@@ -13,6 +13,9 @@ from django.db import connection, transaction
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from flowplatform.audit.context import Source
+from flowplatform.audit.models import Action
+from flowplatform.audit.record import record
 from flows import transitions
 from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
@@ -65,12 +68,22 @@ def start_run(
         for index, node in enumerate(version.definition["nodes"])
     ]
     _insert(run, node_runs)
+    if trigger != Trigger.RERUN:  # rerun() records its own entry
+        _record_run(Action.RUN, run)
     only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
     # Inside a caller's transaction, sent once it commits; otherwise now.
     transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
     if current_app.conf.task_always_eager:
         run.refresh_from_db()  # it has run in-process already
     return run
+
+
+def _record_run(action: str, run: FlowRun, **details: Any) -> None:
+    """The audit entry of starting, cancelling or re-running ``run``."""
+    source = Source.SCHEDULE if run.trigger == Trigger.SCHEDULE else Source.SYSTEM
+    facts = {"flow": run.flow.slug, "flow_id": run.flow_id, "version": run.version.number}
+    facts.update(trigger=run.trigger, **details)
+    record(action, run, details=facts, default_source=source)
 
 
 def _insert(run: FlowRun, node_runs: list[NodeRun]) -> None:
@@ -176,6 +189,7 @@ def cancel_run(run: FlowRun) -> bool:
     Returns False when the run had already finished."""
     cancelled = transitions.finish_run(str(run.id), RunStatus.CANCELLED, "cancelled by request")
     if cancelled:
+        _record_run(Action.CANCEL, run)
         revoke_run_tasks(run)
     run.refresh_from_db()
     return cancelled
@@ -199,7 +213,7 @@ def rerun(run: FlowRun, *, from_node: str | None = None, latest: bool = False) -
         ]
         from_node = failed[0].node_key if failed else None
     reuse = _reusable(run, version, old_nodes, from_node) if from_node else {}
-    return start_run(
+    new = start_run(
         run.flow,
         params=dict(run.params),
         trigger=Trigger.RERUN,
@@ -208,6 +222,8 @@ def rerun(run: FlowRun, *, from_node: str | None = None, latest: bool = False) -
         version=version,
         reuse=reuse,
     )
+    _record_run(Action.RERUN, new, rerun_of=str(run.id), from_node=from_node)
+    return new
 
 
 def _reusable(

@@ -9,6 +9,9 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from flowplatform.audit import context as audit_context
+from flowplatform.audit.models import Action
+from flowplatform.audit.record import record
 from flows.definition import FlowSpec, NodePolicy
 from flows.models import Flow, FlowEdge, FlowNode, FlowVersion
 from flows.validation import FlowValidationError, validate_spec
@@ -130,6 +133,14 @@ def _resolve_version(flow: Flow) -> FlowVersion:
         if latest is not None and latest.checksum == digest:
             return latest
         number = (latest.number if latest else 0) + 1
-        return FlowVersion.objects.create(
-            flow=flow, number=number, definition=definition, checksum=digest
+        author, author_name = audit_context.actor()
+        version = FlowVersion.objects.create(
+            flow=flow,
+            number=number,
+            definition=definition,
+            checksum=digest,
+            author=author,
+            author_name=author_name[:150],
         )
+        record(Action.CHANGE, flow, details={"fields": ["graph"], "version": number})
+        return version

@@ -25,6 +25,8 @@ from django_celery_beat.models import (
     PeriodicTasks,
 )
 
+from flowplatform.audit.models import Action
+from flowplatform.audit.record import record
 from scheduling.cron import parse_cron
 
 if TYPE_CHECKING:
@@ -139,9 +141,15 @@ def set_enabled(schedules: QuerySet[FlowSchedule], enabled: bool) -> int:
 
     with transaction.atomic():
         ids = list(schedules.values_list("pk", flat=True))
+        # A bulk UPDATE passes no model hook: the audit entries are written here.
+        flipped = list(
+            FlowSchedule.objects.filter(pk__in=ids).exclude(enabled=enabled).select_related("flow")
+        )
         count = FlowSchedule.objects.filter(pk__in=ids).update(enabled=enabled)
         PeriodicTask.objects.filter(flow_schedule__in=ids).update(enabled=enabled)
         PeriodicTasks.update_changed()
+        for schedule in flipped:
+            record(Action.CHANGE, schedule, details={"fields": ["enabled"]})
     return count
 
 

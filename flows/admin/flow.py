@@ -44,6 +44,10 @@ def problem_lines(exc: FlowValidationError) -> str:
     return "; ".join(lines)
 
 
+def _by(author_name: str) -> str:
+    return f" by {author_name}" if author_name else ""
+
+
 def _schedule_inlines() -> list[type[admin.options.InlineModelAdmin]]:
     """Schedules are edited on the flow page when the scheduling app provides an inline."""
     try:
@@ -188,7 +192,9 @@ class FlowAdmin(admin.ModelAdmin):
         elif obj is not None:
             context["flow_graph"] = flow_picture(obj)
             latest = obj.latest_version
-            context["graph_caption"] = f"saved, version {latest.number}" if latest else "saved"
+            context["graph_caption"] = (
+                f"saved, version {latest.number}{_by(latest.author_name)}" if latest else "saved"
+            )
             context["stored_problems"] = [str(p) for p in validate_flow(export_flow(obj))]
         context["node_catalog"] = catalog_ports()
         context["can_run"] = obj is not None and self.has_run_permission(request)

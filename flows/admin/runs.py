@@ -48,6 +48,7 @@ class FlowRunAdmin(admin.ModelAdmin):
     fields = (
         "flow",
         "version_number",
+        "version_author",
         "run_status",
         "trigger",
         "params_json",
@@ -75,6 +76,10 @@ class FlowRunAdmin(admin.ModelAdmin):
     @admin.display(description="version", ordering="version__number")
     def version_number(self, run: FlowRun) -> str:
         return f"v{run.version.number}"
+
+    @admin.display(description="version author")
+    def version_author(self, run: FlowRun) -> str:
+        return run.version.author_name or "—"
 
     @admin.display(description="duration")
     def run_duration(self, run: FlowRun) -> str:

@@ -152,10 +152,16 @@ class FlowVersionSerializer(serializers.ModelSerializer):
     definition = FlowGraphSerializer(
         help_text="The graph as it runs: every edge's ports made explicit."
     )
+    author = serializers.CharField(
+        source="author_name",
+        read_only=True,
+        help_text="Who made this version (user name; the OS user on the command line; "
+        "empty when made by a schedule or the system).",
+    )
 
     class Meta:
         model = FlowVersion
-        fields = ["number", "checksum", "created_at", "definition"]
+        fields = ["number", "checksum", "created_at", "author", "definition"]
 
 
 class NodeRunSerializer(serializers.ModelSerializer):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from flowplatform.audit.command import AuditedCommand
 
-class Command(BaseCommand):
+
+class Command(AuditedCommand):
     help = (
         "Create a new REST API token for a user (replacing the user's previous token) and print "
         "it as the last line. Send it as `Authorization: Token <key>`."

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from flowplatform.audit.command import AuditedCommand
 from flows.flowfile import apply_flow_file
 from flows.validation import FlowValidationError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create or update a flow from a JSON flow file. A file with any problem changes nothing."
 
     def add_arguments(self, parser: CommandParser) -> None:

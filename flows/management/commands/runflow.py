@@ -6,8 +6,9 @@ import json
 import uuid
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from flowplatform.audit.command import AuditedCommand
 from flows.models import Flow, FlowRun, RunStatus, Trigger
 from flows.services import DispatchError, RerunError, rerun, start_run
 from flows.validation import FlowValidationError
@@ -26,7 +27,7 @@ def parse_param(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Start a run of a flow. With --wait, follow it and exit 1 if it fails."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.core.validators import validate_slug
 
+from flowplatform.audit.command import AuditedCommand
 from nodes.models import Connection
 from nodes.urls import ConnectionURLError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create or update a named connection. The URL is stored encrypted and never printed."
 
     def add_arguments(self, parser: CommandParser) -> None:

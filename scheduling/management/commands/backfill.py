@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from flowplatform.audit.command import AuditedCommand
 from flows.models import Flow
 from scheduling.firing import backfill, backfill_intervals
 from scheduling.models import FlowSchedule, ScheduleKind
@@ -23,7 +24,7 @@ def parse_moment(value: str, option: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Create runs (trigger 'backfill') for every interval of a flow's schedule that lies "
         "within --from..--to. Intervals already run are left alone; beyond the schedule's "
