@@ -259,6 +259,10 @@ def redact_active(text: str) -> str:
     return text
 
 
+def _any_secret_active() -> bool:
+    return any(_active)  # (a node that uses no connection has an empty redactor)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter (put it on handlers) hiding the secrets of the node runs in progress.
 
@@ -267,7 +271,7 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _active:
+        if not _any_secret_active():
             return True
         message = record.getMessage()
         redacted = redact_active(message)
