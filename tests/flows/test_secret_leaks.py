@@ -88,7 +88,11 @@ def echo_peer(httpserver: HTTPServer) -> HTTPServer:
     return httpserver
 
 
-def flow(slug: str, connection: str, path: str, retries: int = 0) -> dict[str, Any]:
+def flow(
+    slug: str, connection: str, path: str, retries: int = 0, partitioned: bool = False
+) -> dict[str, Any]:
+    """``orders -> push`` (and a sibling ``paid``); ``partitioned``: no sibling, and the
+    source's output is cut into partitions, each pushed by a partition task."""
     push: dict[str, Any] = {
         "key": "push",
         "type": "http_post",
@@ -118,6 +122,14 @@ def flow(slug: str, connection: str, path: str, retries: int = 0) -> dict[str, A
         "type": "filter",
         "config": {"conditions": [{"field": "status", "op": "eq", "value": "paid"}]},
     }
+    if partitioned:
+        source["config"]["partition_rows"] = 1
+        return {
+            "slug": slug,
+            "name": slug,
+            "nodes": [source, push],
+            "edges": [{"from": "orders", "to": "push"}],
+        }
     return {
         "slug": slug,
         "name": slug,
@@ -194,13 +206,14 @@ def test_a_peer_echoing_credentials_leaks_them_nowhere(
         flow("echo-bearer", "crm-bearer", "bearer/ingest"),
         flow("echo-basic", "crm-basic", "basic/ingest"),
         flow("echo-retried", "crm-bearer", "flaky/ingest", retries=1),
+        flow("echo-partitioned", "crm-basic", "basic/ingest", partitioned=True),
     ]
     for definition in flows:
         apply_flow_file(definition)
     started = [start_run(definition["slug"]) for definition in flows]
     runs = [wait_for_run(run, timeout=90) for run in started]
 
-    assert [run.status for run in runs] == ["failed"] * 3, [run.error for run in runs]
+    assert [run.status for run in runs] == ["failed"] * len(flows), [run.error for run in runs]
 
     texts: list[tuple[str, str]] = []
     api = token_client(make_user("auditor", superuser=True))
@@ -226,3 +239,4 @@ def test_a_peer_echoing_credentials_leaks_them_nowhere(
     assert "Authorization: Basic ***" in pushes["echo-basic"].error
     assert "last: HTTP 503: you sent:" in pushes["echo-retried"].error
     assert pushes["echo-retried"].attempts == 2  # the engine retried it once
+    assert pushes["echo-partitioned"].error.startswith("partition 0: HTTP 403: you sent:")
