@@ -6,7 +6,7 @@ text a peer or a driver sends back:
 
 - the value itself, and the token of ``Scheme token`` header values (``Bearer``, ``Basic``, ...);
 - a URL's password (or its user name when it has no password: ``https://TOKEN@host``) and its
-  query values, as written and decoded, and ``user:password``;
+  query values, as written and decoded (a user name beside a password stays readable);
 - the ``Basic`` token (base64 of ``user:password``), and base64 of every secret at any
   alignment, so a secret inside a larger base64 text is found too;
 - URL-encoded forms (``quote``, ``quote_plus``, upper- and lower-case escapes);
