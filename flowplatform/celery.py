@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
 
@@ -29,6 +36,18 @@ def _close_old_connections(task: Any = None, **_kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger, **_kwargs: Any) -> None:
+    """The worker replaces the handlers of ``LOGGING``: give its own the redacting filter, so
+    that no log line shows a secret of a node run in progress (``nodes.redaction``)."""
+    from nodes.redaction import RedactingFilter
+
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 @worker_process_init.connect

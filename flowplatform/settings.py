@@ -311,7 +311,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Hides the connection secrets of node runs in progress (the worker's handlers get it too).
+    "filters": {"redact": {"()": "nodes.redaction.RedactingFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
     # Commands stay quiet by default; a worker's `--loglevel` sets the root level it runs at.
     "root": {"handlers": ["console"], "level": env_str("FLOWPLATFORM_LOG_LEVEL", "WARNING")},
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
@@ -17,6 +17,7 @@ from django.conf import settings
 from nodes.builtin.sql_query import BACKENDS
 from nodes.models import Connection
 from nodes.netguard import GuardedSession
+from nodes.redaction import Redactor
 from nodes.sdk.errors import NodeError
 
 TIMEOUT_S = 5.0
@@ -31,7 +32,8 @@ class ProbeResult:
 def probe(connection: Connection) -> ProbeResult:
     """Try the connection once, with a short timeout."""
     info = connection.info()
-    secrets = _secrets(info.url, info.headers)
+    redactor = Redactor()
+    redactor.add_connection(info)
     started = time.monotonic()
     try:
         if info.scheme in BACKENDS:
@@ -39,9 +41,10 @@ def probe(connection: Connection) -> ProbeResult:
         else:
             detail = _probe_http(info.url, info.headers)
     except NodeError as exc:
-        return ProbeResult(False, _redact(str(exc), secrets))
+        return ProbeResult(False, redactor.redact(str(exc).replace(info.url, "***")))
     except requests.RequestException as exc:
-        return ProbeResult(False, _redact(f"{type(exc).__name__}: {_first_line(exc)}", secrets))
+        text = f"{type(exc).__name__}: {_first_line(exc)}".replace(info.url, "***")
+        return ProbeResult(False, redactor.redact(text))
     took_ms = (time.monotonic() - started) * 1000
     return ProbeResult(detail[0], f"{detail[1]} in {took_ms:.0f} ms")
 
@@ -84,21 +87,6 @@ def _probe_http(url: str, headers: dict[str, str]) -> tuple[bool, str]:
             response.close()
     ok = response.status_code < 400
     return ok, f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-
-
-def _secrets(url: str, headers: dict[str, str]) -> list[str]:
-    parts = urlsplit(url)
-    found = [url, parts.password or "", unquote(parts.password or "")]
-    found += [value for _name, value in parse_qsl(parts.query)]
-    found += [pair.partition("=")[2] for pair in parts.query.split("&")]  # as written, encoded
-    found += list(headers.values())
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from flows.models import (
     RunStatus,
 )
 from nodes.models import lookup_connection
+from nodes.redaction import Redactor
 from nodes.registry import registry
 from nodes.sdk import ExecutionContext, Node, NodeError
 from nodes.sdk.node import AnyBatch
@@ -179,8 +180,12 @@ def make_context(
     is_cancelled: Callable[[], bool],
     partition: int | None = None,
     node_run: NodeRun | None = None,
+    redactor: Redactor | None = None,
 ) -> ExecutionContext:
-    """The context of one node; ``node_run`` (unpartitioned runs) gives it checkpoints."""
+    """The context of one node; ``node_run`` (unpartitioned runs) gives it checkpoints.
+
+    ``redactor`` learns the secrets of the connections the node looks up: the task that runs
+    the node redacts what it records and raises with it."""
     checkpoints: dict[str, Any] = {}
     if node_run is not None:
         pk = node_run.pk
@@ -200,6 +205,7 @@ def make_context(
         storage=flow_data_storage(),
         is_cancelled=is_cancelled,
         partition=partition,
+        redactor=redactor if redactor is not None else Redactor(),
         **checkpoints,
     )
 
@@ -238,12 +244,14 @@ def execute_node(
     node_run: NodeRun,
     on_partition: Callable[[int, Part], None] | None = None,
     outputs: dict[str, str] | None = None,
+    redactor: Redactor | None = None,
 ) -> Outcome:
     """Run ``node_run``'s node to completion and store its output; raises NodeError on failure.
 
     A node with ``partition_rows`` writes its output as partitions plus a manifest (the output
     reference); ``on_partition(index, part)`` is called as each partition is stored.
     ``outputs``: the run's succeeded outputs when the claim read them already.
+    ``redactor`` learns the secrets of the connections the node uses.
     """
     run = load_run(node_run)
     definition = run.version.definition
@@ -255,7 +263,9 @@ def execute_node(
         for port, stream in upstream_streams(node_run, definition, outputs).items()
     }
     cancelled = CancelProbe(str(run.id))
-    context = make_context(run, spec, node_run.attempts, cancelled, node_run=node_run)
+    context = make_context(
+        run, spec, node_run.attempts, cancelled, node_run=node_run, redactor=redactor
+    )
     progress = Progress(node_run.pk, rows_in, cancelled)
     output = progress.wrap(node.run(context, inputs))
     rows = partition_rows(spec)

@@ -66,6 +66,8 @@ from flows.engine.lease import NodeLease
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from nodes import redaction
+from nodes.redaction import Redactor
 from nodes.registry import registry
 from nodes.sdk import NodeError
 from nodes.sdk.node import AnyBatch
@@ -156,17 +158,18 @@ def fanned_out(node_run: NodeRun) -> bool:
 
 
 def _slices(
-    node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str]
+    node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str], redactor: Redactor
 ) -> Iterator[Any] | None:
     """The source's slices, planned lazily (``None`` when it reads once instead); a failure to
     plan fails the source and the run. Planning stops once the run has ended any way."""
     run = load_run(node_run)
     probe = CancelProbe(str(run.id), stop_when_finished=True)
-    context = make_context(run, spec, node_run.attempts, probe)
+    context = make_context(run, spec, node_run.attempts, probe, redactor=redactor)
     try:
         slices = build_node(spec).plan_slices(context, rows)
     except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
-        _fail(node_run, _message(exc), traceback.format_exc(), [node_run.node_key, *stretch])
+        fan = [node_run.node_key, *stretch]
+        _fail(node_run, _message(exc), traceback.format_exc(), fan, redactor)
     return None if slices is None else iter(slices)
 
 
@@ -242,16 +245,19 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
     if not self.request.is_eager and not _acquire(lease):
         raise Ignore()  # a duplicate delivery: the live one owns the fan-out
     sliced = False
+    redactor = Redactor()
     try:
         spec = node_spec(node_run.run.version.definition, source)
         rows = partition_rows(spec) or 1
-        slices = _slices(node_run, spec, rows, [source, *stretch])
+        slices = _slices(node_run, spec, rows, [source, *stretch], redactor)
         sliced = slices is not None
-        with Heartbeat(node_run.pk):
+        with Heartbeat(node_run.pk), redaction.scope(redactor):
             if slices is not None:
                 _start_slices(starter, slices, rows)
             else:
-                outcome = execute_node(node_run, on_partition=lambda i, _part: starter.start(i))
+                outcome = execute_node(
+                    node_run, on_partition=lambda i, _part: starter.start(i), redactor=redactor
+                )
     except (NodeFailed, PartitionStopped):
         raise
     except RunCancelled:
@@ -261,7 +267,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
         if sliced and _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
             transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
             raise PartitionStopped(f"run {run_id} ended") from None
-        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch])
+        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch], redactor)
     finally:
         lease.release()
     if not sliced:
@@ -311,7 +317,7 @@ def run_partition(
     pipeline = _Pipeline(run, node_runs, partition, probe)
     try:
         # One live node of the fan-out keeps the reaper away while partitions are running.
-        with Heartbeat(node_runs[fan[0]].pk):
+        with Heartbeat(node_runs[fan[0]].pk), redaction.scope(pipeline.redactor):
             if slice_ is not None:
                 batches = pipeline.read_slice(source, slice_)
             else:
@@ -322,7 +328,7 @@ def run_partition(
             raise PartitionStopped(f"run {run_id} ended") from None
         message = f"partition {partition}: {_message(raised.error)}"
         tb = "".join(traceback.format_exception(raised.error))
-        _fail(node_runs[raised.node_key], message, tb, [source, *stretch])
+        _fail(node_runs[raised.node_key], message, tb, [source, *stretch], pipeline.redactor)
     finally:
         pipeline.close()
     return {"partition": partition, "rows": pipeline.rows()}
@@ -338,6 +344,8 @@ class _Pipeline:
         self.node_runs = node_runs
         self.partition = partition
         self.probe = probe
+        #: Learns the secrets of the connections the stretch's nodes use.
+        self.redactor = Redactor()
         self.writers: dict[str, BatchWriter] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
 
@@ -349,7 +357,9 @@ class _Pipeline:
         except Exception as exc:
             raise _NodeRaised(key, exc) from exc
         attempt = self.node_runs[key].attempts
-        context = make_context(self.run, spec, attempt, self.probe, self.partition)
+        context = make_context(
+            self.run, spec, attempt, self.probe, self.partition, redactor=self.redactor
+        )
         rows_in, rows_out = RowCounter(), RowCounter()
         writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
         self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
@@ -382,7 +392,9 @@ class _Pipeline:
             raise _NodeRaised(key, exc) from exc
         port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
         attempt = self.node_runs[key].attempts
-        context = make_context(self.run, spec, attempt, self.probe, self.partition)
+        context = make_context(
+            self.run, spec, attempt, self.probe, self.partition, redactor=self.redactor
+        )
         rows_in, rows_out = RowCounter(), RowCounter()
         self.counters[key] = (rows_in, rows_out)
         writer = None
@@ -474,7 +486,7 @@ def join_partitions(
     _check_active(run, list(node_runs.values()))
     if expected is None or sorted(by_partition) != list(range(expected)):
         message = f"partitions missing after the join: got {sorted(by_partition)} of {expected}"
-        _fail(node_runs[joined[0]], message, "", [source, *stretch])
+        _fail(node_runs[joined[0]], message, "", [source, *stretch], Redactor())
     definition = version_of(run.version_id).definition
     for key in joined:
         is_derived = key in stretch and derived(definition, key, stretch)
@@ -517,8 +529,12 @@ def _check_active(run: FlowRun, node_runs: list[NodeRun]) -> None:
         raise PartitionStopped(f"run {run.id} is {run.status}")
 
 
-def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str]) -> None:
-    """Fail a node of a fan-out and the run; close the fan-out's other running nodes."""
+def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str], redactor: Redactor) -> None:
+    """Fail a node of a fan-out and the run; close the fan-out's other running nodes.
+
+    The message and traceback are redacted first; the NodeFailed raised chains nothing.
+    """
+    message, tb = redactor.redact(message), redactor.redact(tb)
     run_id = str(node_run.run_id)
     transitions.finish_node(node_run, NodeStatus.FAILED, error=message[:10000], traceback=tb)
     definition = FlowRun.objects.select_related("version").get(id=run_id).version.definition
@@ -536,4 +552,4 @@ def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str]) -> None:
     error = f"node '{node_run.node_key}' failed: {message}"
     transitions.finish_run(run_id, RunStatus.FAILED, error)
     logger.warning("run %s %s", run_id, error)
-    raise NodeFailed(error)
+    raise NodeFailed(error) from None

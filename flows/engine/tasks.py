@@ -25,6 +25,8 @@ from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import NodeLease
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
+from nodes import redaction
+from nodes.redaction import Redactor
 from nodes.sdk import NodeError
 
 logger = logging.getLogger("flowplatform.engine")
@@ -140,19 +142,25 @@ def _prepare(task: Any, claim: transitions.Claim) -> Any:
 def _execute(
     task: Any, node_run: NodeRun, outputs: dict[str, str] | None, lease: NodeLease
 ) -> Outcome:
-    """Run the node; a failure is retried (the task raises Retry) or fails the run."""
+    """Run the node; a failure is retried (the task raises Retry) or fails the run.
+
+    While the node runs, its redactor learns the secrets of the connections it uses and hides
+    them from the process's log records; what a failure records and raises is redacted with it.
+    """
+    redactor = Redactor()
     try:
-        with Heartbeat(node_run.pk):
-            return execute_node(node_run, outputs=outputs)
+        with Heartbeat(node_run.pk), redaction.scope(redactor):
+            return execute_node(node_run, outputs=outputs, redactor=redactor)
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise Ignore() from None
     except NodeError as exc:
-        _retry_or_fail(task, node_run, str(exc), exc.permanent, lease)
+        _retry_or_fail(task, node_run, str(exc), exc.permanent, lease, redactor)
     except SoftTimeLimitExceeded:
-        _retry_or_fail(task, node_run, f"timed out after {_timeout(node_run)}s", False, lease)
+        timeout = f"timed out after {_timeout(node_run)}s"
+        _retry_or_fail(task, node_run, timeout, False, lease, redactor)
     except Exception as exc:  # noqa: BLE001 - any bug in a node must fail the run, not hang it
-        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False, lease)
+        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False, lease, redactor)
     raise AssertionError("unreachable: a failure either retries or fails")
 
 
@@ -172,13 +180,24 @@ def retry_delay(policy: NodePolicy, attempt: int) -> float:
 
 
 def _retry_or_fail(
-    task: Any, node_run: NodeRun, message: str, permanent: bool, lease: NodeLease | None = None
+    task: Any,
+    node_run: NodeRun,
+    message: str,
+    permanent: bool,
+    lease: NodeLease | None,
+    redactor: Redactor,
 ) -> None:
     """Retry a failure a retry can help while the node's policy allows; otherwise fail.
+    Call it while handling the failure (its traceback is recorded).
+
+    The message and traceback are redacted before they are stored, logged or raised; what the
+    task raises (Retry, NodeFailed) does not chain the original exception, so the result
+    backend and the worker log never see its unredacted text.
 
     The lease is released before the retry is sent: a retry due at once may be received by
     another process before this one has returned, and must not find the node leased.
     """
+    message = redactor.redact(message)
     policy = _policy(node_run)
     retries_done = node_run.attempts - 1 - node_run.workers_lost
     if not permanent and retries_done < policy.max_retries:
@@ -190,8 +209,8 @@ def _retry_or_fail(
         )  # fmt: skip
         if lease is not None:
             lease.release()
-        raise task.retry(countdown=delay)
-    _fail(node_run, message, traceback.format_exc())
+        raise task.retry(countdown=delay, throw=False) from None
+    _fail(node_run, message, redactor.redact(traceback.format_exc()))
 
 
 def _fail(node_run: NodeRun, message: str, tb: str) -> None:
@@ -202,7 +221,7 @@ def _fail(node_run: NodeRun, message: str, tb: str) -> None:
         str(node_run.run_id), RunStatus.FAILED, f"node '{node_run.node_key}' failed: {message}"
     )
     logger.warning("run %s node %s failed: %s", node_run.run_id, node_run.node_key, message)
-    raise NodeFailed(f"node '{node_run.node_key}' failed: {message}")
+    raise NodeFailed(f"node '{node_run.node_key}' failed: {message}") from None
 
 
 @shared_task(name="flows.finish_run", acks_late=True)

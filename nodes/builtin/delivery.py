@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from nodes.redaction import Redactor, basic_auth_secrets, header_secrets
 from nodes.sdk.errors import NodeError
 
 MAX_REDIRECTS = 5
@@ -33,6 +34,8 @@ NETWORK_ERRORS = (
 )
 # Headers that carry credentials even when set in a node's config.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: How much of a peer's answer an error quotes (after redaction).
+QUOTED_CHARS = 200
 
 _jitter = random.SystemRandom()
 
@@ -65,6 +68,9 @@ class Delivery:
     """POSTs bodies to one URL through one session.
 
     ``credentials`` (connection headers) and ``auth`` are sent to the URL's origin only.
+    A peer may echo what it was sent: the answers quoted in errors go through ``redactor``,
+    which must know the connection (``ExecutionContext.redactor`` does); the credentials set
+    here are added to it when the first answer is quoted.
     """
 
     session: requests.Session
@@ -78,15 +84,14 @@ class Delivery:
     #: Set when the sender must give up: ends a backoff wait at once.
     stop: threading.Event | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
+    redactor: Redactor = field(default_factory=Redactor)
 
-    def _redact(self, text: str) -> str:
-        """The peer may echo what it was sent: hide credential values before they reach errors."""
-        secrets = [*self.credentials.values(), *(self.auth or ())]
-        secrets += [v for k, v in self.headers.items() if k.lower() in CREDENTIAL_HEADERS]
-        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-            text = text.replace(secret, "***")
-            text = text.replace(secret.split(" ", 1)[-1], "***")  # "Bearer <token>" -> token
-        return text
+    def _quote(self, response: requests.Response) -> str:
+        """The start of the peer's answer, for an error: redacted first, then cut."""
+        credentials = [v for k, v in self.headers.items() if k.lower() in CREDENTIAL_HEADERS]
+        self.redactor.add(header_secrets([*self.credentials.values(), *credentials]))
+        self.redactor.add(basic_auth_secrets(*self.auth) if self.auth else ())
+        return self.redactor.cut(response.text, QUOTED_CHARS)
 
     def post(self, body: bytes, extra_headers: dict[str, str]) -> tuple[int, int]:
         """Deliver ``body``; returns (final status, attempts). Raises :class:`NodeError`."""
@@ -112,9 +117,12 @@ class Delivery:
             if 200 <= status < 300 or status == 303:
                 return status, attempt + 1
             if status == 429 or status >= 500:
-                problem, retry_after = f"HTTP {status}", _retry_after(response)
+                problem, retry_after = (
+                    _answer(status, self._quote(response)),
+                    _retry_after(response),
+                )
                 continue
-            raise NodeError(f"HTTP {status}: {self._redact(response.text[:200])}", permanent=True)
+            raise NodeError(_answer(status, self._quote(response)), permanent=True)
         raise NodeError(
             f"gave up after {self.policy.max_retries + 1} attempts, last: {problem}",
             permanent=False,
@@ -145,6 +153,10 @@ class Delivery:
         if trusted:
             return self.credentials | self.headers
         return {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+
+
+def _answer(status: int, quoted: str) -> str:
+    return f"HTTP {status}: {quoted}" if quoted.strip() else f"HTTP {status}"
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:

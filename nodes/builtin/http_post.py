@@ -134,6 +134,7 @@ class HttpPostNode(Node):
             headers={"Content-Type": "application/json", **cfg.headers},
             is_cancelled=context.is_cancelled,
             logger=context.logger,
+            redactor=context.redactor,
         )
         if cfg.connection:
             connection = context.connection(cfg.connection)

@@ -26,13 +26,14 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import psycopg
 
 from nodes import dbguard
 from nodes.builtin import pg_pool
 from nodes.jsonbody import dumps
+from nodes.redaction import Redactor, url_secrets
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import RowBatch
 
@@ -70,17 +71,15 @@ def _batches(
 
 
 class _Redactor:
-    """Removes the connection URL and its password from driver messages."""
+    """Removes the connection URL and every form of its password from driver messages."""
 
     def __init__(self, url: str) -> None:
-        password = urlsplit(url).password
-        self.secrets = [s for s in (url, password, password and unquote(password)) if s]
+        self.url = url
+        self.redactor = Redactor(url_secrets(url))
 
     def __call__(self, exc: BaseException) -> str:
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.redactor.redact(text.replace(self.url, "***"))
 
 
 def _as_parameterised(query: str, params: dict[str, Any] | None) -> str:

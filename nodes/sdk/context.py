@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nodes.redaction import Redactor
+
 
 @dataclass(frozen=True)
 class ConnectionInfo:
@@ -62,10 +64,17 @@ class ExecutionContext:
     checkpoint: Any = None
     #: Persist JSON-able progress so a re-delivered node can resume (e.g. acknowledged batches).
     save_checkpoint: Callable[[Any], None] = _forget_checkpoint
+    #: Hides the secrets of the connections looked up so far: pass error text a peer or a
+    #: driver sends back through ``redactor.cut(text, limit)`` (the engine redacts what the
+    #: node raises with it too).
+    redactor: Redactor = field(default_factory=Redactor)
 
     def connection(self, name: str) -> ConnectionInfo:
-        """The named connection; raises a permanent NodeError when there is none."""
-        return self.connection_lookup(name)
+        """The named connection (its secrets now known to ``redactor``); raises a permanent
+        NodeError when there is none."""
+        connection = self.connection_lookup(name)
+        self.redactor.add_connection(connection)
+        return connection
 
     @property
     def run_values(self) -> dict[str, Any]:

@@ -530,3 +530,32 @@ def test_a_stopped_node_does_not_wait_out_a_backoff(httpserver: HTTPServer) -> N
     with pytest.raises(NodeError, match="source unavailable"):
         list(node.execute(ExecutionContext(run_id="run-1", node_key="push"), {"in": upstream()}))
     assert time.monotonic() - started < 10  # not the 60 s backoff
+
+
+def test_a_peer_echoing_basic_auth_or_a_token_at_the_cut_leaks_neither(
+    httpserver: HTTPServer,
+) -> None:
+    token, password = "tok-" + "Q7wErTy9" * 5, "Pa55-w0rd-9876"
+    echo = "." * 185 + "{}\n"  # the 200-character cut falls 15 characters into a secret
+
+    def handler(request: Request) -> Response:
+        return Response(echo.format(request.headers["Authorization"]), status=401)
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    base = httpserver.url_for("/").replace("://", f"://etl:{password}@")
+    connections = {
+        "bearer": ConnectionInfo("bearer", httpserver.url_for("/"), {"Authorization": token}),
+        "basic": ConnectionInfo("basic", base),
+    }
+    basic = base64.b64encode(f"etl:{password}".encode()).decode()
+    for name, secret in (("bearer", token), ("basic", basic)):
+        with pytest.raises(NodeError) as caught:
+            post(
+                {"connection": name, "url": "ingest"},
+                records=ORDERS[:1],
+                connection_lookup=lambda name: connections[name],
+            )
+        message = str(caught.value)
+        assert message.startswith("HTTP 401: " + "." * 185)
+        pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
+        assert [piece for piece in pieces if piece in message] == []
