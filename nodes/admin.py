@@ -70,7 +70,7 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        fields = ["name", "description"]
+        fields = ["name", "description", "allowed_groups"]
 
     def clean_url(self) -> str:
         url = self.cleaned_data.get("url", "")
@@ -106,12 +106,13 @@ class ConnectionAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     readonly_fields = ("scheme", "display_url", "header_list", "created_at", "updated_at")
     actions = ["test_selected"]
+    filter_horizontal = ("allowed_groups",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, Any]]:
         secrets = ["url", "headers"] + (["clear_headers"] if obj is not None else [])
         stored = ["scheme", "display_url", "header_list"] if obj is not None else []
         return [
-            (None, {"fields": ["name", "description"]}),
+            (None, {"fields": ["name", "description", "allowed_groups"]}),
             ("Secrets (write-only)", {"fields": secrets}),
             *([("Stored", {"fields": stored})] if stored else []),
         ]
