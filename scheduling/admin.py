@@ -149,7 +149,11 @@ class FlowScheduleInline(admin.TabularInline):
         return flow_rights(request, obj, "view") or self.has_change_permission(request, obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj, "add")
+        if not flow_rights(request, obj, "add"):
+            return False
+        if obj is None or obj.pk is None:
+            return access.has_global(request.user, "run")
+        return access.can(request.user, obj, "run")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return flow_rights(request, obj, "change")
@@ -209,7 +213,7 @@ class FlowScheduleAdmin(admin.ModelAdmin):
         return flow_rights(request, flow, "view") or self.has_change_permission(request, obj)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return flow_rights(request, None, "add")
+        return flow_rights(request, None, "add") and access.has_any(request.user, "run")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return flow_rights(request, obj.flow if obj is not None else None, "change")
