@@ -197,4 +197,5 @@ def check_run(user: Any, flow: Flow, nodes: Iterable[Any] = ()) -> None:
         )
     problems = connection_problems(user, nodes)
     if problems:
-        raise AccessDenied("You may not run this flow.", problems)
+        reasons = "; ".join(str(p) for p in problems)
+        raise AccessDenied(f"{user} may not run flow '{flow.slug}': {reasons}", problems)

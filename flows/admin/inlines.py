@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -55,6 +56,11 @@ class _FlowPartInline(admin.options.InlineModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._has(request, "view", obj) or self._can_edit(request, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # Not narrowed by global permissions: the formset takes the parts of the flow on the
+        # page, which the flow admin shows only to whoever may view it (grants included).
+        return admin.options.BaseModelAdmin.get_queryset(self, request)
 
 
 #: Policy fields shown on one line together: the retry settings, then the time limit.

@@ -23,7 +23,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from flowplatform.api.errors import NotFound, ProblemError, error_item
+from flowplatform.api.errors import ErrorItem, NotFound, ProblemError, error_item, flatten
 from flowplatform.api.permissions import ModelPermissions
 from flowplatform.api.serializers import ErrorSerializer, StrictSerializer
 from flows import access
@@ -121,6 +121,29 @@ def grant_data(grant: FlowAccess) -> dict[str, Any]:
     }
 
 
+def _grants(body: Any) -> list[dict[str, Any]]:
+    """The grants of a PUT body, or a 400 listing each problem at ``[index].field``."""
+    if not isinstance(body, list):
+        raise ProblemError([error_item("", "the request body must be a JSON list of grants")])
+    items: list[dict[str, Any]] = []
+    errors: list[ErrorItem] = []
+    seen: dict[tuple[str, int], int] = {}
+    for index, data in enumerate(body):
+        serializer = GrantSerializer(data=data)
+        if not serializer.is_valid():
+            errors += flatten(serializer.errors, f"[{index}]")
+            continue
+        item = serializer.validated_data
+        who = ("user", item["user"].pk) if item.get("user") else ("group", item["group"].pk)
+        if who in seen:
+            errors.append(error_item(f"[{index}].{who[0]}", f"also granted in [{seen[who]}]"))
+        seen.setdefault(who, index)
+        items.append(item)
+    if errors:
+        raise ProblemError(errors, "Invalid input.")
+    return items
+
+
 def _may_manage(user: Any, what: str) -> bool:
     return bool(user.is_superuser or user.has_perm(GRANT_PERMISSIONS[what]))
 
@@ -163,17 +186,7 @@ class FlowAccessActions:
     @access.mapping.put
     def replace_access(self, request: Request, slug: str) -> Response:
         flow = self._grant_flow(request, slug, "change")
-        serializer = GrantSerializer(data=request.data, many=True)
-        serializer.is_valid(raise_exception=True)
-        items: list[dict[str, Any]] = serializer.validated_data
-        seen: dict[tuple[str, int], int] = {}
-        for index, item in enumerate(items):
-            who = ("user", item["user"].pk) if item.get("user") else ("group", item["group"].pk)
-            if who in seen:
-                raise ProblemError(
-                    [error_item(f"[{index}].{who[0]}", f"also granted in [{seen[who]}]")]
-                )
-            seen[who] = index
+        items = _grants(request.data)
         with transaction.atomic():
             flow.access_grants.all().delete()
             FlowAccess.objects.bulk_create(
