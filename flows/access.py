@@ -188,6 +188,27 @@ def created_by(user: Any, flow: Flow) -> None:
         )
 
 
+def apply_as(user: Any, data: Any) -> tuple[Flow, bool]:
+    """``apply_flow_file(data)`` as ``user`` may: a new flow needs ``flows.add_flow``, an
+    existing one ``change`` on it, and the file's connections and sections what they need.
+    Raises ``AccessDenied`` (nothing written) or ``FlowValidationError``; call it inside a
+    transaction."""
+    from flows.flowfile import apply_flow_file
+
+    slug = data.get("slug") if isinstance(data, dict) else None
+    existing = Flow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+    if existing is None and not user.has_perm("flows.add_flow"):
+        raise AccessDenied("Creating a flow needs the add_flow permission.")
+    if existing is not None and not can(user, existing, "change"):
+        raise AccessDenied(f"Changing flow '{slug}' needs the change permission on it.")
+    changed = check_flow_write(user, existing, data)
+    flow, created = apply_flow_file(data)
+    if created:
+        created_by(user, flow)
+    written_by(user, flow, data, changed)
+    return flow, created
+
+
 def check_run(user: Any, flow: Flow, nodes: Iterable[Any] = ()) -> None:
     """Refuse a run of ``flow`` (with these version nodes) that ``user`` may not start."""
     if not can(user, flow, "run"):

@@ -331,22 +331,6 @@ class FlowAdmin(admin.ModelAdmin):
             request, "duplicate.html", title=f"Duplicate {flow.name}", original=flow, form=form
         )
 
-    def _import(self, request: HttpRequest, data: Any) -> tuple[Flow, bool]:
-        """Apply an uploaded flow file as the request's user may: a new flow needs
-        ``add_flow``, an existing one ``change`` on it (plus what its sections need)."""
-        slug = data.get("slug") if isinstance(data, dict) else None
-        existing = Flow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
-        if existing is None and not self.has_add_permission(request):
-            raise access.AccessDenied("Creating a flow needs the add_flow permission.")
-        if existing is not None and not access.can(request.user, existing, "change"):
-            raise access.AccessDenied(f"Changing flow '{slug}' needs the change permission on it.")
-        changed = access.check_flow_write(request.user, existing, data)
-        flow, created = apply_flow_file(data)
-        if created:
-            access.created_by(request.user, flow)
-        access.written_by(request.user, flow, data, changed)
-        return flow, created
-
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not (self.has_add_permission(request) or self.has_change_permission(request)):
             raise PermissionDenied
@@ -356,7 +340,7 @@ class FlowAdmin(admin.ModelAdmin):
             data = form.cleaned_data["file"]
             try:
                 with transaction.atomic():
-                    flow, created = self._import(request, data)
+                    flow, created = access.apply_as(request.user, data)
             except (FlowValidationError, access.AccessDenied) as exc:
                 problems = [str(p) for p in exc.problems]
             else:

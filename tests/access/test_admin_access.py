@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from flows.models import Flow, FlowAccess
 from flows.services import start_run
@@ -109,3 +114,24 @@ def test_grants_are_edited_on_the_flow_page_by_grant_managers_only(
     boss = User.objects.create_superuser("boss", "boss@example.test", "pw")
     assert "access_grants" in inlines(boss)
     assert FlowAccess.objects.filter(flow=alpha).count() == 4
+
+
+def upload(flow_file: dict[str, Any]) -> SimpleUploadedFile:
+    return SimpleUploadedFile("flow.json", json.dumps(flow_file).encode(), "application/json")
+
+
+def test_importing_a_flow_file_in_the_admin_follows_the_grants(
+    actors: dict[str, User], alpha: Flow, beta: Flow, minimal_flow: dict[str, Any]
+) -> None:
+    browser = admin_client(actors["editor"])
+    url = "/admin/flows/flow/import/"
+    mine = {**copy.deepcopy(minimal_flow), "slug": "alpha", "name": "Imported"}
+    assert browser.post(url, {"file": upload(mine)}).status_code == 302
+    assert Flow.objects.get(pk=alpha.pk).name == "Imported"
+    theirs = {**mine, "slug": "beta"}
+    page = browser.post(url, {"file": upload(theirs)}).content.decode()
+    assert "needs the change permission" in page and Flow.objects.get(pk=beta.pk).name == "Beta"
+    scheduled = {**mine, "schedules": [{"every": "1m"}]}
+    page = browser.post(url, {"file": upload(scheduled)}).content.decode()
+    assert "needs the run permission on the flow" in page
+    assert not FlowSchedule.objects.exists()
