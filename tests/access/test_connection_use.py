@@ -16,6 +16,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from flows.models import Flow, FlowRun
+from nodes.models import Connection
 from scheduling.firing import handle_interval
 from scheduling.models import FlowSchedule, ScheduledRunState
 from tests.access.conftest import admin_client, api_client
@@ -128,3 +129,35 @@ def test_a_scheduled_run_checks_the_schedule_owner(
     actors["member"].groups.add(readers)
     later = start + timedelta(minutes=1)
     assert handle_interval(schedule, later, later + timedelta(minutes=1), "schedule").started
+
+
+def test_allowed_groups_are_set_in_the_api_and_the_admin(db: None) -> None:
+    Group.objects.create(name="dw-readers")
+    root = User.objects.create_superuser("root", "root@example.test", "pw")
+    api = api_client(root)
+    body = {
+        "name": "dw",
+        "url": "postgresql://r:s@db.internal/dw",
+        "allowed_groups": ["dw-readers"],
+    }
+    created = api.post("/api/v1/connections/", body, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["allowed_groups"] == ["dw-readers"]
+    cleared = api.patch("/api/v1/connections/dw/", {"allowed_groups": []}, format="json")
+    assert cleared.json()["allowed_groups"] == []
+    unknown = api.patch("/api/v1/connections/dw/", {"allowed_groups": ["ghosts"]}, format="json")
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["path"] == "allowed_groups"
+    group = Group.objects.get(name="dw-readers")
+    browser = admin_client(root)
+    response = browser.post(
+        "/admin/nodes/connection/add/",
+        {
+            "name": "crm",
+            "description": "",
+            "url": "https://crm.example.com",
+            "headers": "",
+            "allowed_groups": [str(group.pk)],
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert list(Connection.objects.get(name="crm").allowed_groups.all()) == [group]
