@@ -26,6 +26,7 @@ B = "/api/v1/flows/beta/"
 #: Expected status per actor, in the order of ACTORS:
 #: global_user, viewer, runner, editor, member, nobody.
 MATRIX: dict[str, tuple[int, ...]] = {
+    "create flow": (201, 403, 403, 403, 403, 403),
     "get alpha": (200, 200, 200, 200, 200, 403),
     "get beta": (200, 404, 404, 404, 404, 403),
     "versions of beta": (200, 404, 404, 404, 404, 403),
@@ -50,9 +51,12 @@ MATRIX: dict[str, tuple[int, ...]] = {
 
 
 @pytest.fixture
-def world(apis: dict[str, APIClient], alpha: Flow, beta: Flow) -> dict[str, Any]:
+def world(
+    apis: dict[str, APIClient], alpha: Flow, beta: Flow, minimal_flow: dict[str, Any]
+) -> dict[str, Any]:
     """A queued run of each flow and a disabled and an enabled schedule of alpha."""
     return {
+        "new_flow": {**minimal_flow, "slug": "gamma"},
         "alpha_run": start_run(alpha),
         "beta_run": start_run(beta),
         "off": FlowSchedule.objects.create(
@@ -68,6 +72,7 @@ def request(name: str, client: APIClient, world: dict[str, Any]) -> Any:
     beta_run: FlowRun = world["beta_run"]
     schedules = "/api/v1/schedules/"
     calls: dict[str, Callable[[], Any]] = {
+        "create flow": lambda: client.post("/api/v1/flows/", world["new_flow"], format="json"),
         "get alpha": lambda: client.get(A),
         "get beta": lambda: client.get(B),
         "versions of beta": lambda: client.get(f"{B}versions/"),
