@@ -296,6 +296,20 @@ class ScheduledRunAdmin(admin.ModelAdmin):
     list_select_related = ("schedule__flow", "run")
     date_hierarchy = "interval_start"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduledRun]:
+        queryset = super().get_queryset(request)
+        if request.user.has_perm("scheduling.view_flowschedule"):
+            return queryset
+        return access.related_for(request.user, queryset, "schedule__flow")  # type: ignore[no-any-return]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return flow_rights(request, None, "view")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The queryset keeps intervals of flows the user may not see out of reach.
+        flow = obj.schedule.flow if obj is not None else None
+        return super().has_view_permission(request, obj) or flow_rights(request, flow, "view")
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

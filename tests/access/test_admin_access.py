@@ -135,3 +135,20 @@ def test_importing_a_flow_file_in_the_admin_follows_the_grants(
     page = browser.post(url, {"file": upload(scheduled)}).content.decode()
     assert "needs the run permission on the flow" in page
     assert not FlowSchedule.objects.exists()
+
+
+def test_scheduled_intervals_follow_the_flow(
+    actors: dict[str, User], alpha: Flow, beta: Flow
+) -> None:
+    from datetime import UTC, datetime
+
+    from scheduling.models import ScheduledRun
+
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    for flow in (alpha, beta):
+        schedule = FlowSchedule.objects.create(flow=flow, kind="interval", every_seconds=60)
+        ScheduledRun.objects.create(
+            schedule=schedule, interval_start=moment, interval_end=moment, error=f"{flow.slug}-x"
+        )
+    page = listed(actors["viewer"], "/admin/scheduling/scheduledrun/")
+    assert "alpha: every 1m" in page and "beta: every 1m" not in page
