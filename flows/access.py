@@ -73,9 +73,13 @@ def register_section_access(section: SectionAccess) -> None:
     _sections[section.key] = section
 
 
+def _active(user: Any) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
 def has_global(user: Any, right: str) -> bool:
     """Whether ``user`` holds ``right`` on every flow."""
-    if user is None or not user.is_active or not user.is_authenticated:
+    if not _active(user):
         return False
     return user.is_superuser or any(user.has_perm(p) for p in GLOBAL_PERMISSIONS[right])
 
@@ -89,7 +93,7 @@ def flows_for(user: Any, right: str = "view", queryset: QuerySet[Any] | None = N
     queryset = Flow.objects.all() if queryset is None else queryset
     if has_global(user, right):
         return queryset
-    if user is None or not user.is_active or not user.is_authenticated:
+    if not _active(user):
         return queryset.none()
     return queryset.filter(pk__in=_grants(user, right).values("flow_id"))
 
@@ -105,7 +109,7 @@ def has_any(user: Any, right: str = "view") -> bool:
     """Whether ``user`` holds ``right`` on at least one flow (global or granted)."""
     if has_global(user, right):
         return True
-    if user is None or not user.is_active or not user.is_authenticated:
+    if not _active(user):
         return False
     return _grants(user, right).exists()
 
@@ -114,13 +118,9 @@ def can(user: Any, flow: Flow, right: str) -> bool:
     """Whether ``user`` holds ``right`` on ``flow``."""
     if has_global(user, right):
         return True
-    if user is None or not user.is_active or not user.is_authenticated:
+    if not _active(user):
         return False
     return _grants(user, right).filter(flow=flow).exists()
-
-
-def rights_on(user: Any, flow: Flow) -> set[str]:
-    return {right for right in _GRANTS if can(user, flow, right)}
 
 
 def connection_problems(user: Any, nodes: Iterable[Any]) -> list[FlowProblem]:
