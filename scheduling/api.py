@@ -169,10 +169,19 @@ class ScheduleFilter(filters.FilterSet):
     create=extend_schema(
         summary="Create a schedule",
         description="Give a cron expression (and timezone), an interval (`every`) or a "
-        "one-off time (`at`). Its beat entry is created with it.",
+        "one-off time (`at`). Its beat entry is created with it. Needs the run permission on "
+        "the flow (its runs start as you).",
     ),
-    update=extend_schema(summary="Replace a schedule"),
-    partial_update=extend_schema(summary="Change part of a schedule"),
+    update=extend_schema(
+        summary="Replace a schedule",
+        description="Changing what a schedule runs, or enabling it, needs the run permission "
+        "on the flow; disabling it and its description need only the right to edit it.",
+    ),
+    partial_update=extend_schema(
+        summary="Change part of a schedule",
+        description="Changing what a schedule runs, or enabling it, needs the run permission "
+        "on the flow; disabling it and its description need only the right to edit it.",
+    ),
     destroy=extend_schema(summary="Delete a schedule", description="Runs it made are kept."),
 )
 class FlowScheduleViewSet(viewsets.ModelViewSet):
