@@ -72,7 +72,7 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        fields = ["name", "description"]
+        fields = ["name", "description", "allowed_groups"]
 
     def clean_url(self) -> str:
         url = self.cleaned_data.get("url", "")
@@ -115,6 +115,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "updated_at",
     )
     actions = ["test_selected"]
+    filter_horizontal = ("allowed_groups",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, Any]]:
         secrets = ["url", "headers"] + (["clear_headers"] if obj is not None else [])
@@ -122,7 +123,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         if obj is not None and obj.scheme != "http" and obj.scheme != "https":
             stored.append("role_check_report")
         return [
-            (None, {"fields": ["name", "description"]}),
+            (None, {"fields": ["name", "description", "allowed_groups"]}),
             ("Secrets (write-only)", {"fields": secrets}),
             *([("Stored", {"fields": stored})] if stored else []),
         ]
