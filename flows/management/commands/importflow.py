@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.db import transaction
 
 from flowplatform.audit.command import AuditedCommand
+from flows.access import AccessDenied, apply_as
 from flows.flowfile import apply_flow_file
 from flows.validation import FlowValidationError
 
@@ -22,7 +24,16 @@ class Command(AuditedCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         data = read_json(options["file"])
         try:
-            flow, created = apply_flow_file(data)
+            if self.acting_user is None:
+                flow, created = apply_flow_file(data)
+            else:
+                with transaction.atomic():
+                    flow, created = apply_as(self.acting_user, data)
+        except AccessDenied as exc:
+            where = "; ".join(str(problem) for problem in exc.problems if problem.path)
+            raise CommandError(
+                f"{options['file']}: {exc}{f' ({where})' if where else ''}"
+            ) from None
         except FlowValidationError as exc:
             for problem in exc.problems[1:]:
                 self.stderr.write(str(problem))
