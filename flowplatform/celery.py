@@ -9,6 +9,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
+from flowplatform.env import refuse_to_start_on_settings_error
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
 
 #: Allocations between collections of the youngest generation in pool processes (default 700).
@@ -17,6 +19,16 @@ GC_THRESHOLD = 50_000
 app = Celery("flowplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _load_settings(**_kwargs: Any) -> None:
+    """Load the Django settings before Celery reads them: a worker or beat started with
+    settings it cannot use stops with one line, as ``manage.py`` does."""
+    from django.conf import settings
+
+    with refuse_to_start_on_settings_error():
+        settings.INSTALLED_APPS  # noqa: B018 - the first access imports the settings module
 
 
 @task_prerun.connect
