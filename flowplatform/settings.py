@@ -157,6 +157,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "flowplatform.api.errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Serve the OpenAPI schema and Swagger UI to anonymous visitors too (they map the whole API).
+FLOWPLATFORM_API_DOCS_PUBLIC = env_bool("FLOWPLATFORM_API_DOCS_PUBLIC", False)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Flow Platform API",
     "DESCRIPTION": (
@@ -167,8 +169,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-    "SERVE_AUTHENTICATION": [],
+    # The schema and Swagger UI views (flowplatform/api/docs.py) authenticate like the API and
+    # answer anonymous requests only with FLOWPLATFORM_API_DOCS_PUBLIC.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_AUTHENTICATION": None,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "SWAGGER_UI_DIST": "SIDECAR",

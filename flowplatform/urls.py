@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from flowplatform.api.docs import SchemaView, SwaggerView
 from flows.api.flows import FlowViewSet
 from flows.api.runs import RunViewSet
 from nodes.api.views import ConnectionViewSet, NodeTypeViewSet
@@ -19,8 +19,8 @@ router.register("schedules", FlowScheduleViewSet, basename="schedule")
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/auth/", include("rest_framework.urls")),  # session log-in for the browsable API
 ]
 
