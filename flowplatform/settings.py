@@ -220,7 +220,14 @@ def _flow_data_backend(location: str) -> dict[str, object]:
         }
     return {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": location, "allow_overwrite": True},
+        # Records of every run, whatever the sources held: the platform's user only. Directories
+        # are created 0700, so no one else reaches a file even before its mode is set to 0600.
+        "OPTIONS": {
+            "location": location,
+            "allow_overwrite": True,
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
     }
 
 
