@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiYamlRenderer
 from drf_spectacular.validation import validate_schema
-from rest_framework.test import APIClient
 
 from flows.api.serializers import FlowEdgeSerializer, FlowNodeSerializer, FlowSerializer
 from flows.definition import EdgeSpec, FlowSpec, NodeSpec
@@ -66,8 +66,9 @@ def test_documented_flow_fields_are_the_flow_file_fields(
     assert set(serializer().fields) - extra == spec_fields
 
 
-def test_schema_and_swagger_ui_are_public(db: None) -> None:
-    client = APIClient()
+def test_schema_and_swagger_ui_are_served_to_logged_in_users(admin_client: Any) -> None:
+    # Anonymous access: tests/api/test_docs_access.py.
+    client = admin_client
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert b"/api/v1/flows/{slug}/runs/" in schema.content
