@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from flows.engine.executor import build_node
 from flows.validation import validate_flow
 from nodes.builtin.filter import FilterNode
 from nodes.builtin.operators import OPERATORS
-from nodes.sdk import ExecutionContext
+from nodes.sdk import ExecutionContext, NodeError
 from nodes.sdk.node import RowBatch
 from nodes.sdk.regex import RegexError, compile_regex
 
@@ -78,6 +79,16 @@ def test_a_refused_pattern_is_named_by_its_path_when_a_flow_is_saved(
     assert found[0].startswith(f"nodes[1].config.conditions[{len(conditions) - 1}].value")
     assert "backreference" in found[0]
     assert "linear-time" in found[0]
+
+
+def test_a_pattern_saved_before_the_rule_fails_its_run_for_good_with_the_reason() -> None:
+    condition = {"field": "email", "op": "regex", "value": r"^(?!test).*@example\.com$"}
+    spec = {"key": "keep", "type": "filter", "config": {"conditions": [condition]}}
+    with pytest.raises(NodeError) as caught:
+        build_node(spec)
+    assert caught.value.permanent
+    assert str(caught.value).startswith("invalid config: config.conditions[0].value: ")
+    assert "negative lookahead" in str(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
