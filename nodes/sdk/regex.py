@@ -15,6 +15,7 @@ Every place a user's text becomes a regular expression goes through :func:`compi
 
 from __future__ import annotations
 
+import array
 import functools
 import re
 import sys
@@ -70,7 +71,7 @@ class BoundedRegex:
         return f"BoundedRegex({self.pattern!r})"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def compile_regex(pattern: str) -> BoundedRegex:
     """The pattern compiled for linear-time matching; :class:`RegexError` when it cannot be."""
     try:
@@ -212,16 +213,7 @@ def _char_class(items: list[tuple[Any, Any]], flags: int) -> str:
     return f"[{'^' if negate else ''}{body}]"
 
 
-_ASCII_CATEGORIES: dict[Any, Callable[[str], bool]] = {
-    sre.CATEGORY_DIGIT: lambda c: c in "0123456789",
-    sre.CATEGORY_SPACE: lambda c: c in " \t\n\r\f\v",
-    sre.CATEGORY_WORD: lambda c: c.isascii() and (c.isalnum() or c == "_"),
-}
-_UNICODE_CATEGORIES: dict[Any, Callable[[str], bool]] = {
-    sre.CATEGORY_DIGIT: str.isdecimal,
-    sre.CATEGORY_SPACE: str.isspace,
-    sre.CATEGORY_WORD: lambda c: c.isalnum() or c == "_",
-}
+_CLASSES = {sre.CATEGORY_DIGIT: r"\d+", sre.CATEGORY_SPACE: r"\s+", sre.CATEGORY_WORD: r"\w+"}
 _NEGATED = {
     sre.CATEGORY_NOT_DIGIT: sre.CATEGORY_DIGIT,
     sre.CATEGORY_NOT_SPACE: sre.CATEGORY_SPACE,
@@ -229,23 +221,24 @@ _NEGATED = {
 }
 
 
-@functools.cache
 def _category(category: Any, ascii_only: bool) -> tuple[tuple[int, int], ...]:
-    """The code points of ``\\d``, ``\\s``, ``\\w`` (or their negations) as Python's re sees
-    them: in Unicode, those for which ``str.isdecimal``/``isspace``/``isalnum`` (or ``_``) hold.
-    """
+    """The code points of ``\\d``, ``\\s``, ``\\w`` (or their negations) as ranges."""
     if category in _NEGATED:
-        return tuple(_complement(_category(_NEGATED[category], ascii_only)))
-    test = (_ASCII_CATEGORIES if ascii_only else _UNICODE_CATEGORIES)[category]
-    top = 0x7F if ascii_only else sys.maxunicode
-    ranges: Ranges = []
-    for code in range(top + 1):
-        if test(chr(code)):
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    return tuple(ranges)
+        return tuple(_complement(_categories(ascii_only)[_NEGATED[category]]))
+    return _categories(ascii_only)[category]
+
+
+@functools.cache
+def _categories(ascii_only: bool) -> dict[Any, tuple[tuple[int, int], ...]]:
+    """What Python's re itself counts as a digit, space and word character (once a process):
+    found by running ``\\d+``, ``\\s+`` and ``\\w+`` over every code point."""
+    every = array.array("I", range(sys.maxunicode + 1)).tobytes()
+    text = every.decode("utf-32-le", "surrogatepass")
+    flags = re.ASCII if ascii_only else 0
+    return {
+        category: tuple((m.start(), m.end() - 1) for m in re.finditer(pattern, text, flags))
+        for category, pattern in _CLASSES.items()
+    }
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
