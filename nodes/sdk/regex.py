@@ -159,9 +159,10 @@ def _case(text: str, flags: int) -> str:
 def _count(low: int, high: int) -> str:
     bounded = high is not sre.MAXREPEAT
     if low > MAX_REPEAT_COUNT or (bounded and high > MAX_REPEAT_COUNT):
+        given = str(low) if low == high else f"{low},{high if bounded else ''}"
         raise RegexError(
             f"a repetition count above {MAX_REPEAT_COUNT} is not supported "
-            f"(got {{{low},{high if bounded else ''}}}): repeat a group instead"
+            f"(got {{{given}}}): repeat a group instead"
         )
     if not bounded:
         return {0: "*", 1: "+"}.get(low, f"{{{low},}}")
