@@ -334,6 +334,10 @@ FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
 # A stalled run is re-dispatched at most this many times, then failed.
 FLOWPLATFORM_MAX_REDISPATCHES = env_int("FLOWPLATFORM_MAX_REDISPATCHES", 3)
 FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 30)
+# A node still executing this long after its run was cancelled has its task terminated.
+FLOWPLATFORM_CANCEL_GRACE_S = env_int("FLOWPLATFORM_CANCEL_GRACE_S", 5)
+if FLOWPLATFORM_CANCEL_GRACE_S < 0:
+    raise SettingsError("FLOWPLATFORM_CANCEL_GRACE_S must not be negative")
 if FLOWPLATFORM_STALE_AFTER_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
     raise SettingsError(
         "FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S"
