@@ -121,7 +121,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PAGINATION_CLASS": "flowplatform.api.pagination.Pagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["flowplatform.api.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "flowplatform.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "flowplatform.api.errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",

@@ -9,12 +9,11 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flows.models import Flow
 from scheduling.durations import format_every, parse_every
 from scheduling.models import FlowSchedule, ScheduleKind
@@ -174,7 +173,7 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
 
     serializer_class = FlowScheduleSerializer
     lookup_value_regex = r"\d+"
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [FilterBackend, StrictOrderingFilter]
     filterset_class = ScheduleFilter
     ordering_fields = ["id", "created_at", "updated_at", "last_fired_at"]
     ordering = ["id"]

@@ -171,3 +171,24 @@ def test_huge_pagination_values_are_bounded(api: APIClient, flow: Flow) -> None:
     assert api.get(FLOWS, {"limit": "100000"}).status_code == 200
     assert api.get(FLOWS, {"offset": "9" * 30}).status_code == 400
     assert api.get(FLOWS, {"limit": "1.5"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+23:59"]
+)
+def test_year_1_and_9999_with_offsets_are_400_naming_the_filter(api: APIClient, value: str) -> None:
+    response = api.get("/api/v1/runs/", {"created_before": value})
+    assert response.status_code == 400, response.content
+    assert first_error(response) == {
+        "path": "created_before",
+        "message": "date/time out of range (years 1 to 9999 in UTC)",
+        "node": None,
+    }
+
+
+def test_offsets_postgresql_refuses_are_converted_to_utc(api: APIClient, flow: Flow) -> None:
+    for value in ("0425-12-31T08:40:09+18:56", "2026-01-05T00:00:00-23:30"):
+        response = api.get("/api/v1/runs/", {"created_before": value})
+        assert response.status_code == 200, response.content
+        response = api.get(f"{FLOW}runs/", {"created_after": value})
+        assert response.status_code == 200, response.content
