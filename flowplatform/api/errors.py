@@ -19,7 +19,6 @@ from rest_framework import exceptions, status
 from rest_framework.fields import get_error_detail
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.views import exception_handler as drf_exception_handler
 
 ErrorItem = dict[str, str | None]
 
@@ -96,6 +95,9 @@ def flatten(detail: Any, path: str = "") -> list[ErrorItem]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with Django's own exceptions mapped and every body in the error shape."""
+    # Imported here: rest_framework.views loads the parsers, which import this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge("the request body exceeds the size limit")
     elif isinstance(exc, DjangoValidationError):

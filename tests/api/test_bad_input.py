@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -192,3 +193,32 @@ def test_offsets_postgresql_refuses_are_converted_to_utc(api: APIClient, flow: F
         assert response.status_code == 200, response.content
         response = api.get(f"{FLOW}runs/", {"created_after": value})
         assert response.status_code == 200, response.content
+
+
+def test_every_filtering_view_refuses_values_the_database_cannot_take() -> None:
+    """Views filter through the shared backend, never django-filter's own (which lets them by)."""
+    from django.urls import get_resolver
+    from django_filters.rest_framework import DjangoFilterBackend
+
+    from flowplatform.api.filters import FilterBackend
+
+    def views(patterns: list[Any]) -> Iterator[Any]:
+        for pattern in patterns:
+            if hasattr(pattern, "url_patterns"):
+                yield from views(pattern.url_patterns)
+            elif hasattr(pattern.callback, "cls"):
+                yield pattern.callback
+
+    checked = 0
+    for callback in views(get_resolver().url_patterns):
+        actions = getattr(callback, "actions", None) or {}
+        for action in {*actions.values(), None}:
+            handler = getattr(callback.cls, action, None) if action else None
+            backends = getattr(handler, "kwargs", {}).get(
+                "filter_backends", getattr(callback.cls, "filter_backends", [])
+            )
+            for backend in backends:
+                if issubclass(backend, DjangoFilterBackend):
+                    assert issubclass(backend, FilterBackend), f"{callback.cls.__name__}: {backend}"
+                    checked += 1
+    assert checked
