@@ -144,6 +144,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "flowplatform.api.schema.add_links",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "flows.models.RunStatus",
         "NodeStatusEnum": "flows.models.NodeStatus",

@@ -94,7 +94,7 @@ class FlowScheduleSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         self.fields["timezone"].choices = sorted(iana_timezones())
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_fire_at(self, schedule: FlowSchedule) -> str | None:
         moment = schedule.next_fire_at()
         return serializers.DateTimeField().to_representation(moment) if moment else None
