@@ -70,7 +70,7 @@ class StrictOrderingFilter(OrderingFilter):
             terms = [term.strip() for term in raw.split(",")]
             bad = [term for term in terms if term.lstrip("-") not in allowed]
             if bad:
-                message = f"unknown ordering field '{bad[0]}' (use: {', '.join(sorted(allowed))}, '-' for descending)"
+                message = f"unknown ordering field '{bad[0][:100]}' (use: {', '.join(sorted(allowed))}, '-' for descending)"
                 raise ProblemError([error_item(self.ordering_param, message)], "Invalid input.")
             return terms
         return self.get_default_ordering(view)

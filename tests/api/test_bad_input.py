@@ -222,3 +222,21 @@ def test_every_filtering_view_refuses_values_the_database_cannot_take() -> None:
                     assert issubclass(backend, FilterBackend), f"{callback.cls.__name__}: {backend}"
                     checked += 1
     assert checked
+
+
+@pytest.mark.parametrize("key", ["99999999999999999999999", "9223372036854775808", "2147483648"])
+def test_ids_beyond_the_database_are_404_naming_the_path_parameter(
+    api: APIClient, key: str
+) -> None:
+    for method in ("get", "put", "patch", "delete"):
+        response = getattr(api, method)(f"/api/v1/schedules/{key}/", {}, format="json")
+        assert response.status_code == 404, (method, response.content)
+        assert first_error(response)["path"] == "id"
+        assert first_error(response)["message"] == "no flow schedule with this id"
+
+
+def test_long_unknown_ordering_terms_are_cut_in_the_message(api: APIClient) -> None:
+    response = api.get("/api/v1/runs/", {"ordering": "x" * 10_000})
+    assert response.status_code == 400
+    assert first_error(response)["path"] == "ordering"
+    assert len(first_error(response)["message"]) < 300

@@ -9,7 +9,8 @@ without touching this file). Two kinds of runs, each with several seeds:
 
 The seeds are ``SEEDS``; with ``CI=true`` one random seed is added to each kind. A seed is part
 of the test's id (``[seed=123]``) and is printed: ``FLOWPLATFORM_FUZZ_SEEDS=123`` replays it
-(several: ``=1,2,3``). Bounded: a few examples per operation, no shrinking, no example
+(several: ``=1,2,3``); ``FLOWPLATFORM_FUZZ_EXAMPLES`` and ``FLOWPLATFORM_FUZZ_SCENARIOS`` make a
+longer run by hand. Bounded: a few examples per operation, no shrinking, no example
 database. Runs it starts are never executed (no worker): only the API's answers are under test.
 """
 
@@ -51,9 +52,9 @@ from tests.flows.helpers import add_connection
 #: Fixed seeds, run everywhere; CI adds a random one.
 SEEDS = (20260105, 7, 424242)
 #: Examples per operation and seed in the fuzzing phase (the coverage phase adds its own).
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = int(os.environ.get("FLOWPLATFORM_FUZZ_EXAMPLES", "6"))
 #: Stateful sequences per seed, and the most steps in one.
-SCENARIOS = 40
+SCENARIOS = int(os.environ.get("FLOWPLATFORM_FUZZ_SCENARIOS", "40"))
 STEPS = 10
 CHECKS = [
     not_a_server_error,
