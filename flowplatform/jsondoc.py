@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import IO, Any, NamedTuple
 
 from django.conf import settings
@@ -113,10 +114,18 @@ def unstorable_values(data: Any) -> list[Problem]:
 def _problem(value: Any, depth: int) -> str:
     if depth > MAX_DEPTH:
         return f"nested deeper than {MAX_DEPTH} levels"
+    return unstorable_value(value)
+
+
+def unstorable_value(value: Any) -> str:
+    """Why no column can store the scalar ``value`` (empty when it can); the API's filters
+    apply it to query parameters too."""
     if isinstance(value, str) and "\x00" in value:
         return "must not contain NUL characters"
     if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
         return "integer out of range (must fit in 64 bits)"
     if isinstance(value, float) and not math.isfinite(value):
+        return "number out of range"
+    if isinstance(value, Decimal) and not value.is_finite():
         return "number out of range"
     return ""

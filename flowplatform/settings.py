@@ -154,7 +154,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PAGINATION_CLASS": "flowplatform.api.pagination.Pagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["flowplatform.api.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "flowplatform.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "flowplatform.api.errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -181,6 +181,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "flowplatform.api.schema.add_links",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "flows.models.RunStatus",
         "NodeStatusEnum": "flows.models.NodeStatus",

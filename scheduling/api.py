@@ -9,12 +9,11 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flows import access
 from flows.api.access import FlowRights, denied
 from flows.models import Flow
@@ -101,7 +100,7 @@ class FlowScheduleSerializer(serializers.ModelSerializer):
         if request is not None:  # a flow the user may not see does not exist for them
             self.fields["flow"].queryset = access.flows_for(request.user)
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_fire_at(self, schedule: FlowSchedule) -> str | None:
         moment = schedule.next_fire_at()
         return serializers.DateTimeField().to_representation(moment) if moment else None
@@ -189,7 +188,7 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
 
     serializer_class = FlowScheduleSerializer
     lookup_value_regex = r"\d+"
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [FilterBackend, StrictOrderingFilter]
     filterset_class = ScheduleFilter
     ordering_fields = ["id", "created_at", "updated_at", "last_fired_at"]
     ordering = ["id"]

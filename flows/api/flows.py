@@ -7,7 +7,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -22,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from flowplatform.api.errors import Conflict, NotFound, error_item
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
 from flows import access, services
 from flows.api import examples
@@ -299,7 +298,7 @@ class FlowViewSet(FlowAccessActions, viewsets.GenericViewSet):
     @action(
         detail=True,
         methods=["get"],
-        filter_backends=[DjangoFilterBackend, StrictOrderingFilter],
+        filter_backends=[FilterBackend, StrictOrderingFilter],
         filterset_class=RunFilter,
         ordering_fields=RUN_ORDERING_FIELDS,
         ordering=["-created_at"],

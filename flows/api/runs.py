@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -16,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from flowplatform.api.errors import Conflict, NotFound, ServiceUnavailable, error_item
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
 from flows import access, services
 from flows.api import examples
@@ -93,7 +92,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = RunSerializer
     path_examples = {"id": examples.RUN_ID}
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [FilterBackend, StrictOrderingFilter]
     filterset_class = RunFilter
     ordering_fields = RUN_ORDERING_FIELDS
     ordering = ["-created_at"]
