@@ -15,7 +15,7 @@ from flows.api.serializers import FlowEdgeSerializer, FlowNodeSerializer, FlowSe
 from flows.definition import EdgeSpec, FlowSpec, NodeSpec
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "api" / "openapi.yaml"
-REGENERATE = "python manage.py spectacular --validate --fail-on-warn --file docs/api/openapi.yaml"
+REGENERATE = "DJANGO_SETTINGS_MODULE=tests.settings python manage.py spectacular --validate --fail-on-warn --file docs/api/openapi.yaml"
 
 
 def generated() -> dict[str, object]:
