@@ -20,6 +20,7 @@ Rules every dialect keeps:
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -102,9 +103,11 @@ class WriteSession(ABC):
         table)."""
 
     @abstractmethod
-    def create_table(self, table: TableName, fields: Mapping[str, FieldType]) -> None:
-        """Create the table with one column per field (a type from :meth:`Dialect.column_type`),
-        unless it exists."""
+    def create_table(
+        self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
+    ) -> None:
+        """Create the table with one column per field (a type from :meth:`Dialect.column_type`)
+        and ``key``, when given, as its primary key; nothing when it exists."""
 
     @abstractmethod
     def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
@@ -140,9 +143,12 @@ class Dialect(ABC):
     name: str
 
     @abstractmethod
-    def open(self, url: str, redactor: Redactor) -> AbstractContextManager[WriteSession]:
-        """A session on a new (or kept) connection that passed the database guard; driver
-        errors raised inside the block, and while opening, become redacted ``NodeError``."""
+    def open(
+        self, url: str, redactor: Redactor, *, statement_timeout_s: float
+    ) -> AbstractContextManager[WriteSession]:
+        """A session on a new (or kept) connection that passed the database guard, where no
+        statement runs longer than ``statement_timeout_s``; driver errors raised inside the
+        block, and while opening, become redacted ``NodeError``."""
 
     @abstractmethod
     def column_type(self, field_type: FieldType) -> str:
@@ -173,6 +179,17 @@ def dialect_for(scheme: str) -> Dialect:
     module, _, attr = path.rpartition(".")
     dialect: Dialect = getattr(import_module(module), attr)()
     return dialect
+
+
+def staging_table(target: TableName, run_id: str, node_key: str) -> TableName:
+    """The staging table of one ``replace`` run of one node: the same name at every delivery,
+    in the target's schema."""
+    return target.sibling(f"flowplatform_stage_{digest(run_id, node_key, str(target))}")
+
+
+def digest(*parts: str) -> str:
+    """A short stable name part (16 hex digits) for derived table names."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -1,0 +1,388 @@
+"""The PostgreSQL dialect of ``sql_write``: ``COPY`` for every batch, write marks, rename swap.
+
+- ``insert``: ``COPY target (columns) FROM STDIN`` (text format: the server casts each value to
+  its column's type).
+- ``upsert``: ``COPY`` into a temporary table dropped at commit, then ``INSERT … SELECT DISTINCT
+  ON (key) … ON CONFLICT (key) DO UPDATE`` (the last record of a key in a batch wins; ``xmax``
+  tells inserted rows from updated ones).
+- ``replace``: the batches go into a staging table made ``LIKE target INCLUDING ALL``; the swap
+  renames the old table away, renames the staging table into its place and drops the old one,
+  in one transaction (readers wait on the lock, then read the new table).
+
+Connections come from :mod:`nodes.builtin.pg_pool` (guarded by :mod:`nodes.dbguard`, kept for
+the next node when a write ends cleanly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from nodes.builtin import pg_pool
+from nodes.builtin.sql_write.dialect import (
+    MARKS_TABLE,
+    SWAP_BATCH,
+    BatchSummary,
+    BatchWrite,
+    Dialect,
+    TableName,
+    WriteSession,
+    digest,
+)
+from nodes.redaction import Redactor
+from nodes.sdk.errors import NodeError
+from nodes.sdk.schema import FieldType
+
+COLUMN_TYPES = {
+    FieldType.STRING: "text",
+    FieldType.INTEGER: "bigint",
+    FieldType.FLOAT: "double precision",
+    FieldType.DECIMAL: "numeric",
+    FieldType.BOOLEAN: "boolean",
+    FieldType.DATE: "date",
+    FieldType.DATETIME: "timestamp with time zone",
+    FieldType.JSON: "jsonb",
+    FieldType.ANY: "jsonb",
+}
+
+_TEXT = {FieldType.STRING, FieldType.INTEGER, FieldType.FLOAT, FieldType.DECIMAL}
+_TEXT |= {FieldType.BOOLEAN, FieldType.DATE, FieldType.DATETIME}
+_NUMBERS = {FieldType.INTEGER, FieldType.FLOAT, FieldType.DECIMAL}
+#: Database type (as ``format_type`` names it, without modifiers) -> field types that fit.
+FITS: dict[str, set[FieldType]] = {
+    "smallint": {FieldType.INTEGER},
+    "integer": {FieldType.INTEGER},
+    "bigint": {FieldType.INTEGER},
+    "numeric": _NUMBERS,
+    "real": _NUMBERS,
+    "double precision": _NUMBERS,
+    "text": _TEXT,
+    "character varying": _TEXT,
+    "character": _TEXT,
+    "boolean": {FieldType.BOOLEAN},
+    "date": {FieldType.DATE, FieldType.DATETIME},
+    "timestamp without time zone": {FieldType.DATETIME, FieldType.DATE},
+    "timestamp with time zone": {FieldType.DATETIME, FieldType.DATE},
+    "json": set(FieldType),
+    "jsonb": set(FieldType),
+    "uuid": {FieldType.STRING},
+}
+
+_JSON_TYPES = ("json", "jsonb")
+
+
+class PostgresDialect(Dialect):
+    name = "PostgreSQL"
+
+    @contextlib.contextmanager
+    def open(
+        self, url: str, redactor: Redactor, *, statement_timeout_s: float
+    ) -> Iterator[WriteSession]:
+        timeout_ms = str(max(1, round(statement_timeout_s * 1000)))
+
+        def begin(conn: psycopg.Connection) -> None:
+            conn.autocommit = True  # each write is an explicit transaction
+            conn.read_only = None  # a connection kept by sql_query was read-only
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", [timeout_ms])
+
+        try:
+            with pg_pool.connection(url, begin) as conn:
+                yield PostgresSession(conn)
+        except psycopg.errors.QueryCanceled:
+            raise NodeError(
+                f"a statement ran longer than the statement timeout ({statement_timeout_s:g} s)",
+                permanent=False,
+            ) from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            message = _message(exc, url, redactor)
+            raise NodeError(f"database unavailable: {message}", permanent=False) from None
+        except psycopg.Error as exc:
+            raise NodeError(
+                f"write failed: {_message(exc, url, redactor)}", permanent=True
+            ) from None
+
+    def column_type(self, field_type: FieldType) -> str:
+        return COLUMN_TYPES[field_type]
+
+    def fits(self, field_type: FieldType, column_type: str) -> bool:
+        if field_type is FieldType.ANY or column_type.endswith("[]"):
+            return True
+        accepted = FITS.get(column_type.partition("(")[0].strip())
+        return accepted is None or field_type in accepted  # other types: not checked
+
+
+def _message(exc: BaseException, url: str, redactor: Redactor) -> str:
+    """The driver's first line (plus its detail, which names the failing value or row),
+    without the URL or any secret."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    text = lines[0]
+    diag = getattr(exc, "diag", None)
+    if diag is not None and diag.message_detail:
+        text = f"{text} ({diag.message_detail})"
+    return redactor.cut(text.replace(url, "***"), 500)
+
+
+class PostgresSession(WriteSession):
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self._marks_ready: set[TableName] = set()
+
+    # -- reading the target ------------------------------------------------------------------
+
+    def table_columns(self, table: TableName) -> dict[str, str] | None:
+        oid = self._oid(table)
+        if oid is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            [oid],
+        ).fetchall()
+        return dict(rows)
+
+    def _oid(self, table: TableName) -> int | None:
+        # The name as a quoted identifier, bound as a value: to_regclass parses it.
+        qualified = _ident(table).as_string(self.conn)
+        row = self.conn.execute("SELECT to_regclass(%s)::oid", [qualified]).fetchone()
+        return None if row is None else row[0]
+
+    # -- creating ----------------------------------------------------------------------------
+
+    def create_table(
+        self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
+    ) -> None:
+        columns = [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(COLUMN_TYPES[kind]))
+            for name, kind in fields.items()
+        ]
+        if key:
+            columns.append(sql.SQL("PRIMARY KEY ({})").format(_idents(key)))
+        statement = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            _ident(table), sql.SQL(", ").join(columns)
+        )
+        _create_once(self.conn, statement)
+
+    # -- write marks -------------------------------------------------------------------------
+
+    def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
+        marks = self._marks(table)
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT batch, rows, inserted, updated FROM {}"
+                " WHERE run_id = %s AND node_key = %s AND batch >= 0"
+            ).format(marks),
+            [run_id, node_key],
+        ).fetchall()
+        return {row[0]: BatchSummary(*row) for row in rows}
+
+    def _marks(self, table: TableName) -> sql.Composable:
+        marks = table.sibling(MARKS_TABLE)
+        if marks not in self._marks_ready:
+            _create_once(
+                self.conn,
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " run_id text NOT NULL, node_key text NOT NULL, batch integer NOT NULL,"
+                    " target text NOT NULL, rows integer NOT NULL DEFAULT 0,"
+                    " inserted integer NOT NULL DEFAULT 0, updated integer NOT NULL DEFAULT 0,"
+                    " written_at timestamp with time zone NOT NULL DEFAULT now(),"
+                    " PRIMARY KEY (run_id, node_key, batch))"
+                ).format(_ident(marks)),
+            )
+            self._marks_ready.add(marks)
+        return _ident(marks)
+
+    def _claim(
+        self, marks: sql.Composable, run_id: str, node_key: str, batch: int, target: TableName
+    ) -> bool:
+        """Take the batch's mark in the open transaction (waiting for a concurrent delivery
+        that holds it); ``False`` when it is committed already."""
+        claimed = self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (run_id, node_key, batch, target) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING 1"
+            ).format(marks),
+            [run_id, node_key, batch, str(target)],
+        ).fetchone()
+        return claimed is not None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, job: BatchWrite) -> BatchSummary | None:
+        marks = self._marks(job.table)
+        json_columns = self._json_columns(job.table, job.columns)
+        with self.conn.transaction():
+            if not self._claim(marks, job.run_id, job.node_key, job.batch, job.table):
+                return None
+            if job.mode == "upsert":
+                inserted, updated = self._upsert(job, json_columns)
+            else:
+                self._copy(_ident(job.table), job.columns, job.rows, json_columns)
+                inserted, updated = len(job.rows), 0
+            self.conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET rows = %s, inserted = %s, updated = %s"
+                    " WHERE run_id = %s AND node_key = %s AND batch = %s"
+                ).format(marks),
+                [len(job.rows), inserted, updated, job.run_id, job.node_key, job.batch],
+            )
+        return BatchSummary(job.batch, len(job.rows), inserted, updated)
+
+    def _json_columns(self, table: TableName, columns: Sequence[str]) -> list[int]:
+        """Positions of the written columns that hold JSON (their values are sent as JSON)."""
+        types = self.table_columns(table) or {}
+        return [
+            i
+            for i, name in enumerate(columns)
+            if types.get(name, "").partition("(")[0] in _JSON_TYPES
+        ]
+
+    def _copy(
+        self,
+        target: sql.Composable,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        json_columns: list[int],
+    ) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
+        with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
+            if json_columns:
+                rows = map(_jsonify(json_columns), rows)  # type: ignore[assignment]
+            for row in rows:
+                copy.write_row(row)
+
+    def _upsert(self, job: BatchWrite, json_columns: list[int]) -> tuple[int, int]:
+        batch = sql.Identifier("flowplatform_batch")
+        order = sql.Identifier("flowplatform_row")
+        columns = _idents(job.columns)
+        self.conn.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+            ).format(batch, columns, _ident(job.table))
+        )
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+                batch, order
+            )
+        )
+        self._copy(batch, job.columns, job.rows, json_columns)
+        others = [name for name in job.columns if name not in job.key] or list(job.key[:1])
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
+        )
+        key = _idents(job.key)
+        row = self.conn.execute(
+            sql.SQL(
+                "WITH written AS (INSERT INTO {target} ({columns})"
+                " SELECT DISTINCT ON ({key}) {columns} FROM {batch} ORDER BY {key}, {order} DESC"
+                " ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                " RETURNING xmax = 0 AS fresh)"
+                " SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh)"
+                " FROM written"
+            ).format(
+                target=_ident(job.table),
+                columns=columns,
+                key=key,
+                batch=batch,
+                order=order,
+                updates=updates,
+            )
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # -- replace -----------------------------------------------------------------------------
+
+    def stage(self, target: TableName, staging: TableName) -> None:
+        _create_once(
+            self.conn,
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+                _ident(staging), _ident(target)
+            ),
+        )
+
+    def swap(self, target: TableName, staging: TableName, run_id: str, node_key: str) -> bool:
+        marks = self._marks(target)
+        old = target.sibling(f"flowplatform_old_{digest(run_id, node_key, str(target))}")
+        with self.conn.transaction():
+            if not self._claim(marks, run_id, node_key, SWAP_BATCH, target):
+                return False
+            exists = self._oid(target) is not None
+            if exists:
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        _ident(target), sql.Identifier(old.name)
+                    )
+                )
+                self._adopt_sequences(old, staging)
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    _ident(staging), sql.Identifier(target.name)
+                )
+            )
+            if exists:
+                self.conn.execute(sql.SQL("DROP TABLE {}").format(_ident(old)))
+        return True
+
+    def _adopt_sequences(self, old: TableName, new: TableName) -> None:
+        """Sequences owned by the old table's columns (``serial``), which the new table's
+        defaults use too, change hands before the old table is dropped."""
+        owned = self.conn.execute(
+            "SELECT d.objid::regclass::text, a.attname FROM pg_depend d"
+            " JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+            " JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+            " WHERE d.refobjid = to_regclass(%s) AND d.deptype = 'a'",
+            [_ident(old).as_string(self.conn)],
+        ).fetchall()
+        for sequence, column in owned:
+            # ``sequence`` is regclass text: an already quoted, qualified name.
+            self.conn.execute(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                    sql.SQL(sequence), _ident(new, column)
+                )
+            )
+
+    def discard(self, staging: TableName, run_id: str, node_key: str) -> None:
+        marks = self._marks(staging)
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(staging)))
+            self.conn.execute(
+                sql.SQL("DELETE FROM {} WHERE run_id = %s AND node_key = %s").format(marks),
+                [run_id, node_key],
+            )
+
+
+def _ident(table: TableName, *more: str) -> sql.Identifier:
+    names = (table.schema, table.name) if table.schema else (table.name,)
+    return sql.Identifier(*names, *more)
+
+
+def _idents(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _jsonify(positions: list[int]) -> Any:
+    def row_with_json(row: Sequence[Any]) -> list[Any]:
+        values = list(row)
+        for i in positions:
+            if values[i] is not None:
+                values[i] = Jsonb(values[i])
+        return values
+
+    return row_with_json
+
+
+def _create_once(conn: psycopg.Connection, statement: sql.Composed) -> None:
+    """``CREATE … IF NOT EXISTS`` that also survives a concurrent creation of the same name
+    (PostgreSQL then reports a duplicate catalog row instead of skipping)."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        with conn.transaction():
+            conn.execute(statement)
