@@ -95,7 +95,8 @@ class BatchWrite:
 
 
 class WriteSession(ABC):
-    """One open connection to the target database."""
+    """One open connection to the target database. Every method raises only
+    :class:`~nodes.sdk.errors.NodeError` (redacted) for database errors."""
 
     @abstractmethod
     def table_columns(self, table: TableName) -> dict[str, str] | None:
@@ -111,8 +112,9 @@ class WriteSession(ABC):
 
     @abstractmethod
     def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
-        """The batches already committed for this run and node, by batch number (the write-mark
-        table is created here when it does not exist yet, next to ``table``)."""
+        """The batches already committed for this run and node, by batch number, the swap of
+        a ``replace`` included (as :data:`SWAP_BATCH`). The write-mark table is created here
+        when it does not exist yet, next to ``table``."""
 
     @abstractmethod
     def write(self, job: BatchWrite) -> BatchSummary | None:
@@ -144,11 +146,16 @@ class Dialect(ABC):
 
     @abstractmethod
     def open(
-        self, url: str, redactor: Redactor, *, statement_timeout_s: float
+        self,
+        url: str,
+        redactor: Redactor,
+        *,
+        statement_timeout_s: float,
+        connect_timeout_s: int = 10,
     ) -> AbstractContextManager[WriteSession]:
         """A session on a new (or kept) connection that passed the database guard, where no
-        statement runs longer than ``statement_timeout_s``; driver errors raised inside the
-        block, and while opening, become redacted ``NodeError``."""
+        statement runs longer than ``statement_timeout_s``. Driver errors, while opening and
+        in every session method, become redacted ``NodeError``."""
 
     @abstractmethod
     def column_type(self, field_type: FieldType) -> str:

@@ -16,8 +16,9 @@ the next node when a write ends cleanly).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -81,30 +82,23 @@ class PostgresDialect(Dialect):
 
     @contextlib.contextmanager
     def open(
-        self, url: str, redactor: Redactor, *, statement_timeout_s: float
+        self,
+        url: str,
+        redactor: Redactor,
+        *,
+        statement_timeout_s: float,
+        connect_timeout_s: int = 10,
     ) -> Iterator[WriteSession]:
         timeout_ms = str(max(1, round(statement_timeout_s * 1000)))
+        errors = _Errors(url, redactor, statement_timeout_s)
 
         def begin(conn: psycopg.Connection) -> None:
             conn.autocommit = True  # each write is an explicit transaction
             conn.read_only = None  # a connection kept by sql_query was read-only
             conn.execute("SELECT set_config('statement_timeout', %s, false)", [timeout_ms])
 
-        try:
-            with pg_pool.connection(url, begin) as conn:
-                yield PostgresSession(conn)
-        except psycopg.errors.QueryCanceled:
-            raise NodeError(
-                f"a statement ran longer than the statement timeout ({statement_timeout_s:g} s)",
-                permanent=False,
-            ) from None
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            message = _message(exc, url, redactor)
-            raise NodeError(f"database unavailable: {message}", permanent=False) from None
-        except psycopg.Error as exc:
-            raise NodeError(
-                f"write failed: {_message(exc, url, redactor)}", permanent=True
-            ) from None
+        with errors, pg_pool.connection(url, begin, connect_timeout_s) as conn:
+            yield PostgresSession(conn, errors)
 
     def column_type(self, field_type: FieldType) -> str:
         return COLUMN_TYPES[field_type]
@@ -116,24 +110,61 @@ class PostgresDialect(Dialect):
         return accepted is None or field_type in accepted  # other types: not checked
 
 
-def _message(exc: BaseException, url: str, redactor: Redactor) -> str:
-    """The driver's first line (plus its detail, which names the failing value or row),
-    without the URL or any secret."""
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    text = lines[0]
-    diag = getattr(exc, "diag", None)
-    if diag is not None and diag.message_detail:
-        text = f"{text} ({diag.message_detail})"
-    return redactor.cut(text.replace(url, "***"), 500)
+class _Errors:
+    """Turns driver errors into NodeError: transient for connection trouble and timeouts,
+    permanent otherwise; the message holds the driver's first line and detail (which name the
+    failing value or row), never the URL or a secret."""
+
+    def __init__(self, url: str, redactor: Redactor, timeout_s: float) -> None:
+        self.url = url
+        self.redactor = redactor
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> _Errors:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            raise NodeError(
+                f"a statement ran longer than the statement timeout ({self.timeout_s:g} s)",
+                permanent=False,
+            ) from None
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            raise NodeError(f"database unavailable: {self.message(exc)}", permanent=False) from None
+        if isinstance(exc, psycopg.Error):
+            raise NodeError(f"write failed: {self.message(exc)}", permanent=True) from None
+
+    def message(self, exc: psycopg.Error) -> str:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if exc.diag.message_detail:
+            text = f"{text} ({exc.diag.message_detail})"
+        return self.redactor.cut(text.replace(self.url, "***"), 500)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _translated(method: _F) -> _F:
+    """Run a session method with the session's driver errors turned into NodeError."""
+
+    @functools.wraps(method)
+    def translated(self: PostgresSession, *args: Any, **kwargs: Any) -> Any:
+        with self.errors:
+            return method(self, *args, **kwargs)
+
+    return translated  # type: ignore[return-value]
 
 
 class PostgresSession(WriteSession):
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, errors: _Errors) -> None:
         self.conn = conn
+        self.errors = errors
         self._marks_ready: set[TableName] = set()
+        self._json_positions: dict[tuple[TableName, tuple[str, ...]], list[int]] = {}
 
     # -- reading the target ------------------------------------------------------------------
 
+    @_translated
     def table_columns(self, table: TableName) -> dict[str, str] | None:
         oid = self._oid(table)
         if oid is None:
@@ -153,6 +184,7 @@ class PostgresSession(WriteSession):
 
     # -- creating ----------------------------------------------------------------------------
 
+    @_translated
     def create_table(
         self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
     ) -> None:
@@ -169,12 +201,12 @@ class PostgresSession(WriteSession):
 
     # -- write marks -------------------------------------------------------------------------
 
+    @_translated
     def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
         marks = self._marks(table)
         rows = self.conn.execute(
             sql.SQL(
-                "SELECT batch, rows, inserted, updated FROM {}"
-                " WHERE run_id = %s AND node_key = %s AND batch >= 0"
+                "SELECT batch, rows, inserted, updated FROM {} WHERE run_id = %s AND node_key = %s"
             ).format(marks),
             [run_id, node_key],
         ).fetchall()
@@ -213,6 +245,7 @@ class PostgresSession(WriteSession):
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_translated
     def write(self, job: BatchWrite) -> BatchSummary | None:
         marks = self._marks(job.table)
         json_columns = self._json_columns(job.table, job.columns)
@@ -235,12 +268,12 @@ class PostgresSession(WriteSession):
 
     def _json_columns(self, table: TableName, columns: Sequence[str]) -> list[int]:
         """Positions of the written columns that hold JSON (their values are sent as JSON)."""
-        types = self.table_columns(table) or {}
-        return [
-            i
-            for i, name in enumerate(columns)
-            if types.get(name, "").partition("(")[0] in _JSON_TYPES
-        ]
+        found = self._json_positions.get((table, tuple(columns)))
+        if found is None:
+            types = self.table_columns(table) or {}
+            found = [i for i, name in enumerate(columns) if types.get(name) in _JSON_TYPES]
+            self._json_positions[table, tuple(columns)] = found
+        return found
 
     def _copy(
         self,
@@ -298,6 +331,7 @@ class PostgresSession(WriteSession):
 
     # -- replace -----------------------------------------------------------------------------
 
+    @_translated
     def stage(self, target: TableName, staging: TableName) -> None:
         _create_once(
             self.conn,
@@ -306,6 +340,7 @@ class PostgresSession(WriteSession):
             ),
         )
 
+    @_translated
     def swap(self, target: TableName, staging: TableName, run_id: str, node_key: str) -> bool:
         marks = self._marks(target)
         old = target.sibling(f"flowplatform_old_{digest(run_id, node_key, str(target))}")
@@ -347,6 +382,7 @@ class PostgresSession(WriteSession):
                 )
             )
 
+    @_translated
     def discard(self, staging: TableName, run_id: str, node_key: str) -> None:
         marks = self._marks(staging)
         with self.conn.transaction():
