@@ -97,3 +97,47 @@ def test_saving_a_flow_whose_table_lacks_a_field_fails_at_that_field(
         f"nodes[1].inputs.in.vip (node 'load'): table '{reporting_schema}.orders_copy' has no "
         "column 'vip'"
     ]
+
+
+def marks_by_node(schema: str) -> dict[str, int]:
+    with psycopg.connect(SOURCE_DB_URL) as conn:
+        rows = conn.execute(
+            sql.SQL("select node_key, sum(rows) from {} group by node_key").format(
+                sql.Identifier(schema, "flowplatform_write_marks")
+            )
+        ).fetchall()
+    return {key: int(total) for key, total in rows}
+
+
+def test_insert_runs_once_per_partition_of_a_partitioned_source(reporting_schema: str) -> None:
+    with orders_table(1000) as source:
+        flow = example_flow(source.name, f"{reporting_schema}.orders_copy")
+        flow["nodes"][0]["config"].update(partition_rows=300, partition_column="id")
+        flow["nodes"][1]["config"].update(mode="insert", batch_size=100)
+        apply_flow_file(flow)
+        run = wait_for_run(start_run("orders-to-reporting"), timeout=60)
+        assert run.status == "succeeded", run.error
+        expected = [(r[0], r[1], r[3], r[4]) for r in source.rows]
+    assert target_rows(reporting_schema) == expected
+    assert marks_by_node(reporting_schema) == {
+        "load[0]": 300,
+        "load[1]": 300,
+        "load[2]": 300,
+        "load[3]": 100,
+    }
+
+
+def test_replace_after_a_partitioned_source_runs_once_on_the_whole_output(
+    reporting_schema: str,
+) -> None:
+    with orders_table(1000) as source:
+        flow = example_flow(source.name, f"{reporting_schema}.orders_copy")
+        flow["nodes"][0]["config"].update(partition_rows=300, partition_column="id")
+        flow["nodes"][1]["config"].update(mode="replace", key=[])
+        apply_flow_file(flow)
+        for _ in range(2):
+            run = wait_for_run(start_run("orders-to-reporting"), timeout=60)
+            assert run.status == "succeeded", run.error
+        expected = [(r[0], r[1], r[3], r[4]) for r in source.rows]
+    assert target_rows(reporting_schema) == expected
+    assert set(marks_by_node(reporting_schema)) == {"load"}

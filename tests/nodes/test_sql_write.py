@@ -330,7 +330,7 @@ def test_a_redelivered_node_skips_the_batches_it_committed(customers: str) -> No
     context = context_for()
     with pytest.raises(RuntimeError):
         write({"table": customers, "batch_size": 10}, interrupted(records, 3, 10), context)
-    assert len(rows_of(customers)) == 30
+    assert len(rows_of(customers)) == 20  # the batch read ahead when it crashed: not written
     again = context_for(run_id=context.run_id)
     summaries = write({"table": customers, "batch_size": 10}, [records], again)
     assert [s["batch"] for s in summaries] == [0, 1, 2, 3, 4]

@@ -92,6 +92,10 @@ class BatchWrite:
     run_id: str
     node_key: str
     batch: int
+    #: ``False``: the commit may return before it is on disk (a database crash may then lose
+    #: the batch together with its mark, and a redelivery writes it again). The node makes its
+    #: last write of a delivery durable, which makes every earlier one durable too.
+    durable: bool = True
 
 
 class WriteSession(ABC):

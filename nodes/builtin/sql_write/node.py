@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
 from importlib import import_module
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -53,6 +54,7 @@ SUMMARY_SCHEMA = RecordSchema(
 MAX_IDENTIFIER = 63
 #: How long the save-time check waits for the target database.
 CHECK_TIMEOUT_S = 3
+_B = TypeVar("_B")
 _NAME = re.compile(r"^[^\x00]{1,63}$")
 
 
@@ -146,7 +148,14 @@ class SqlWriteNode(Node):
     outputs = (Port("out", PortKind.SUMMARY, description="One record per committed batch."),)
     Config = SqlWriteConfig
     accepts_rows = True
+    #: Insert and upsert run once per partition of a partitioned source (write marks per
+    #: partition); replace does not: it swaps the whole table once.
+    partitionable = True
     config: SqlWriteConfig
+
+    @classmethod
+    def partitionable_with(cls, config: Mapping[str, Any]) -> bool:
+        return bool(config.get("mode", "insert") != "replace")
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return SUMMARY_SCHEMA
@@ -266,6 +275,8 @@ class _Run:
             yield from (done[index].as_record() for index in sorted(done) if index >= 0)
             return
         if self.config.mode == "replace":
+            if self.context.partition is not None:
+                raise NodeError("replace cannot run once per partition", permanent=True)
             self.into = staging_table(self.target, run_id, self.node_key)
         try:
             yield from self._batches(batches, done)
@@ -285,29 +296,49 @@ class _Run:
     def _batches(
         self, batches: Iterable[AnyBatch], done: dict[int, BatchSummary]
     ) -> Iterator[Record]:
-        for index, batch in enumerate(batches):
-            if self.context.is_cancelled():
-                raise NodeError("cancelled", permanent=True)
-            if index == 0:
-                self._prepare(batch)
-            if index in done:
-                yield done[index].as_record()
-                continue
-            summary = self.session.write(self._job(index, batch))
-            if summary is None:  # committed meanwhile by another delivery of this batch
-                summary = self.session.committed(self.target, self.context.run_id, self.node_key)[
-                    index
-                ]
-            self.context.logger.info(
-                "batch %d: %d rows, %d inserted, %d updated",
-                index,
-                summary.rows,
-                summary.inserted,
-                summary.updated,
-            )
-            yield summary.as_record()
+        """Write batch after batch with one write in flight: while the database takes batch N,
+        the next batch is read from upstream and turned into rows (in this thread; the write
+        runs in a thread of its own). Summaries come out in batch order."""
+        in_flight: Future[BatchSummary] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sql_write") as writer:
+            try:
+                for index, batch, last in _with_last(batches):
+                    if self.context.is_cancelled():
+                        raise NodeError("cancelled", permanent=True)
+                    if index == 0:
+                        self._prepare(batch)
+                    job = None
+                    if index not in done:
+                        job = self._job(index, batch, durable=last or index + 1 in done)
+                    if in_flight is not None:
+                        summary, in_flight = in_flight.result(), None
+                        yield summary.as_record()
+                    if job is None:
+                        yield done[index].as_record()
+                    else:
+                        in_flight = writer.submit(self._write, job)
+                if in_flight is not None:
+                    summary, in_flight = in_flight.result(), None
+                    yield summary.as_record()
+            finally:
+                if in_flight is not None:  # never give the connection back mid-write
+                    with contextlib.suppress(Exception):
+                        in_flight.result()
 
-    def _job(self, index: int, batch: AnyBatch) -> BatchWrite:
+    def _write(self, job: BatchWrite) -> BatchSummary:
+        summary = self.session.write(job)
+        if summary is None:  # committed meanwhile by another delivery of this batch
+            summary = self.session.committed(self.target, job.run_id, job.node_key)[job.batch]
+        self.context.logger.info(
+            "batch %d: %d rows, %d inserted, %d updated",
+            job.batch,
+            summary.rows,
+            summary.inserted,
+            summary.updated,
+        )
+        return summary
+
+    def _job(self, index: int, batch: AnyBatch, durable: bool) -> BatchWrite:
         assert self.columns is not None
         mode = self.config.mode
         return BatchWrite(
@@ -319,6 +350,7 @@ class _Run:
             run_id=self.context.run_id,
             node_key=self.node_key,
             batch=index,
+            durable=durable,
         )
 
     def _prepare(self, first: AnyBatch) -> None:
@@ -355,6 +387,17 @@ class _Run:
         if self.into != self.target:
             self.session.stage(self.target, self.into)
             self.staged = True
+
+
+def _with_last(batches: Iterable[_B]) -> Iterator[tuple[int, _B, bool]]:
+    """Each batch with its index and whether it is the last (one batch read ahead)."""
+    stream = iter(batches)
+    current = next(stream, None)
+    index = 0
+    while current is not None:
+        following = next(stream, None)
+        yield index, current, following is None
+        current, index = following, index + 1
 
 
 def _fields(batch: AnyBatch) -> list[str]:

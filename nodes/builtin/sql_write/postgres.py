@@ -252,6 +252,9 @@ class PostgresSession(WriteSession):
         with self.conn.transaction():
             if not self._claim(marks, job.run_id, job.node_key, job.batch, job.table):
                 return None
+            if not job.durable:
+                # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
+                self.conn.execute("SET LOCAL synchronous_commit = off")
             if job.mode == "upsert":
                 inserted, updated = self._upsert(job, json_columns)
             else:
