@@ -6,7 +6,7 @@ The job: read every row of an orders table (``bench_orders_<rows>``, as in ``ben
 from PostgreSQL and write it into another table of the same database.
 
 - *flow*: ``sql_query`` -> ``sql_write`` (``insert``, default batch size: ``COPY`` per batch,
-  each batch committed with its write mark), the source with ``partition_rows`` (50,000) and
+  each batch committed with its write mark), the source with ``partition_rows`` (100,000) and
   ``partition_column`` ``id``: each partition task reads its range of ids and writes it, in
   parallel on one ``celery worker`` with 2 pool processes (this machine has 2 cores);
 - *hand-written*: one process, psycopg with a server-side cursor and ``COPY … FROM STDIN``
@@ -36,7 +36,7 @@ from bench.common import ROOT, Worker, configure, source_url, vm_hwm_kb, wait_fo
 from bench.etl import create_table
 
 FETCH = 5000
-PARTITION_ROWS = 50_000
+PARTITION_ROWS = 100_000
 COLUMNS = "id, customer, email, status, amount, created_at"
 
 
