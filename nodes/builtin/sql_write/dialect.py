@@ -175,6 +175,8 @@ class Dialect(ABC):
 DIALECTS: dict[str, str] = {
     "postgresql": "nodes.builtin.sql_write.postgres.PostgresDialect",
     "postgres": "nodes.builtin.sql_write.postgres.PostgresDialect",
+    "mysql": "nodes.builtin.sql_write.mariadb.MariaDBDialect",
+    "mariadb": "nodes.builtin.sql_write.mariadb.MariaDBDialect",
 }
 
 
@@ -188,7 +190,14 @@ def dialect_for(scheme: str) -> Dialect:
             permanent=True,
         )
     module, _, attr = path.rpartition(".")
-    dialect: Dialect = getattr(import_module(module), attr)()
+    try:
+        found = import_module(module)
+    except ModuleNotFoundError:  # a dialect whose driver or module is not installed here
+        raise NodeError(
+            f"sql_write cannot write to '{scheme}' connections on this installation",
+            permanent=True,
+        ) from None
+    dialect: Dialect = getattr(found, attr)()
     return dialect
 
 
