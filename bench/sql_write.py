@@ -14,7 +14,9 @@ from PostgreSQL and write it into another table of the same database.
 
 The target table is emptied (outside the timing) before every round. Rounds alternate
 (hand-written, flow, ...) and the medians are compared. Peak RSS is each process's VmHWM; the
-worker's figure is the largest of its parent and pool processes.
+worker's figure is the largest of its parent and pool processes. On a shared machine the load
+changes between rounds: the median of the per-round ratios (each pair run back to back) and the
+CPU ratio are printed too.
 """
 
 from __future__ import annotations
@@ -167,6 +169,12 @@ def measure(rows: int, rounds: int, partition_rows: int) -> dict[str, Any]:
             "rows": rows,
             "hand_s": statistics.median(r["wall_s"] for r in hand),
             "flow_s": statistics.median(r["wall_s"] for r in flow),
+            "round_ratio": statistics.median(
+                f["wall_s"] / h["wall_s"] for h, f in zip(hand, flow, strict=True)
+            ),
+            "cpu_ratio": statistics.median(
+                f["cpu_s"] / h["cpu_s"] for h, f in zip(hand, flow, strict=True)
+            ),
             "hand_rss_mb": max(r["peak_rss_mb"] for r in hand),
             "worker_rss_mb": worker.peak_mb(),
         }
@@ -198,6 +206,10 @@ def main() -> None:
     print(
         f"ratio flow/hand-written wall time: {result['flow_s'] / result['hand_s']:.2f}"
         " (goal <= 1.2)"
+    )
+    print(
+        f"median of the per-round ratios (each pair run back to back): {result['round_ratio']:.2f};"
+        f" CPU (worker processes / hand-written process): {result['cpu_ratio']:.2f}"
     )
     print(f"peak RSS of any worker process: {result['worker_rss_mb']:.0f} MB (goal <= 200)")
 
