@@ -338,6 +338,27 @@ def test_a_redelivered_node_skips_the_batches_it_committed(customers: str) -> No
     assert [row[0] for row in rows_of(customers)] == list(range(1, 51))  # each once
 
 
+def test_two_deliveries_at_once_write_each_batch_once(schema: str) -> None:
+    query(sql.SQL("create table {}.events (id int, name text)").format(sql.Identifier(schema)))
+    records = [{"id": i, "name": f"e{i}"} for i in range(2000)]
+    run_id = uuid.uuid4().hex
+    results: list[list[dict[str, Any]]] = []
+
+    def deliver() -> None:
+        config = {"table": f"{schema}.events", "batch_size": 50}
+        results.append(write(config, [records], context_for(run_id=run_id)))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [row[0] for row in rows_of(f"{schema}.events")]
+    assert ids == list(range(2000))  # no primary key: a batch written twice would show
+    assert [len(r) for r in results] == [40, 40]
+    assert results[0] == results[1]
+
+
 def test_another_run_writes_again(customers: str) -> None:
     write({"table": customers, "mode": "upsert", "key": ["id"]}, [people(5)])
     summary = write({"table": customers, "mode": "upsert", "key": ["id"]}, [people(5)])
