@@ -449,6 +449,16 @@ def test_save_time_reports_a_missing_key_column(customers: str) -> None:
 
 
 @pytest.mark.django_db
+def test_save_time_reports_an_upsert_key_without_a_unique_index(customers: str) -> None:
+    add_connection("target", PG_URL)
+    assert check({"table": customers, "mode": "upsert", "key": ["name"]}) == [
+        f"config.key: table '{customers}' has no primary key or unique index on exactly (name):"
+        " upsert needs one"
+    ]
+    assert check({"table": customers, "mode": "upsert", "key": ["id"]}) == []
+
+
+@pytest.mark.django_db
 def test_save_time_reports_a_type_that_cannot_fit(customers: str) -> None:
     add_connection("target", PG_URL)
     upstream = RecordSchema({"id": FieldType.STRING, "seen": FieldType.BOOLEAN})

@@ -107,6 +107,11 @@ class WriteSession(ABC):
         """The table's columns and their database types, in table order (``None``: no such
         table)."""
 
+    def unique_keys(self, table: TableName) -> list[frozenset[str]] | None:
+        """The column sets of the table's primary key and unique indexes, for the save-time
+        check of an upsert ``key`` (``None``: not known, not checked)."""
+        return None
+
     @abstractmethod
     def create_table(
         self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()

@@ -179,10 +179,10 @@ class SqlWriteNode(Node):
                 for i, name in enumerate(cfg.key)
                 if name not in written
             ]
-        target = self._target_columns()
+        target = self._target()
         if target is None:
             return problems
-        dialect, table = target
+        dialect, table, unique = target
         if table is None:
             if not cfg.create_table:
                 problems.append(
@@ -202,12 +202,21 @@ class SqlWriteNode(Node):
                         f"'{name}' ({table[name]})",
                     )
                 )
-        problems += [
+        missing_key = [
             Problem(f"config.key[{i}]", f"table '{cfg.table}' has no column '{name}'")
             for i, name in enumerate(cfg.key)
             if name not in table
         ]
-        return problems
+        unindexed = unique is not None and frozenset(cfg.key) not in unique
+        if cfg.mode == "upsert" and not missing_key and unindexed:
+            missing_key.append(
+                Problem(
+                    "config.key",
+                    f"table '{cfg.table}' has no primary key or unique index on exactly "
+                    f"({', '.join(cfg.key)}): upsert needs one",
+                )
+            )
+        return problems + missing_key
 
     def _written_paths(self, written: Iterable[str] | None) -> list[tuple[str, str]]:
         """Each written column with the config path a problem about it points at."""
@@ -215,9 +224,12 @@ class SqlWriteNode(Node):
             return [(name, f"config.columns[{i}]") for i, name in enumerate(self.config.columns)]
         return [(name, f"inputs.in.{name}") for name in written or ()]
 
-    def _target_columns(self) -> tuple[Dialect, dict[str, str] | None] | None:
-        """The dialect and the target table's columns (``None`` for a missing table), or
-        ``None`` when the target cannot be read now: then nothing is checked against it."""
+    def _target(
+        self,
+    ) -> tuple[Dialect, dict[str, str] | None, list[frozenset[str]] | None] | None:
+        """The dialect, the target table's columns (``None`` for a missing table) and unique
+        keys (``None``: not known), or ``None`` when the target cannot be read now: then
+        nothing is checked against it."""
         try:
             # Looked up here, not imported: running the node needs no Django model.
             lookup = import_module("nodes.models").lookup_connection
@@ -231,7 +243,8 @@ class SqlWriteNode(Node):
                 statement_timeout_s=CHECK_TIMEOUT_S,
                 connect_timeout_s=CHECK_TIMEOUT_S,
             ) as session:
-                return dialect, session.table_columns(TableName.parse(self.config.table))
+                table = TableName.parse(self.config.table)
+                return dialect, session.table_columns(table), session.unique_keys(table)
         except Exception:  # noqa: BLE001 - unreachable, unknown or refused: checked at run time
             return None
 

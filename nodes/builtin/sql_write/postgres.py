@@ -176,6 +176,20 @@ class PostgresSession(WriteSession):
         ).fetchall()
         return dict(rows)
 
+    @_translated
+    def unique_keys(self, table: TableName) -> list[frozenset[str]] | None:
+        oid = self._oid(table)
+        if oid is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT array_agg(a.attname) FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL"
+            " GROUP BY i.indexrelid",
+            [oid],
+        ).fetchall()
+        return [frozenset(row[0]) for row in rows]
+
     def _oid(self, table: TableName) -> int | None:
         # The name as a quoted identifier, bound as a value: to_regclass parses it.
         qualified = _ident(table).as_string(self.conn)
