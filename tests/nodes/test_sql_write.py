@@ -216,6 +216,37 @@ def test_a_reader_during_replace_sees_the_old_table_or_the_new_one_never_a_part(
     assert seen <= {1000, 3000} and 1000 in seen
 
 
+def test_replace_keeps_a_serial_column_numbering(schema: str) -> None:
+    query(
+        sql.SQL("create table {}.tickets (id serial primary key, title text)").format(
+            sql.Identifier(schema)
+        )
+    )
+    table = f"{schema}.tickets"
+    write({"table": table}, [[{"title": "a"}, {"title": "b"}]])
+    write({"table": table, "mode": "replace"}, [[{"title": "c"}]])
+    write({"table": table}, [[{"title": "d"}]])
+    assert rows_of(table) == [(3, "c"), (4, "d")]
+
+
+def test_replace_of_a_table_a_view_depends_on_fails_and_keeps_the_table(customers: str) -> None:
+    write({"table": customers}, [people(3)])
+    schema = customers.split(".")[0]
+    query(
+        sql.SQL("create view {0}.named as select name from {0}.customers").format(
+            sql.Identifier(schema)
+        )
+    )
+    with pytest.raises(NodeError, match=r"other objects depend on it \(.*named\)") as caught:
+        write({"table": customers, "mode": "replace"}, [people(5, start=10)])
+    assert caught.value.permanent
+    assert [row[0] for row in rows_of(customers)] == [1, 2, 3]
+    tables = query(
+        "select table_name from information_schema.tables where table_schema = %s", schema
+    )
+    assert not [t for t in tables if t[0].startswith("flowplatform_stage_")]
+
+
 def test_replace_with_no_records_empties_the_table(customers: str) -> None:
     write({"table": customers}, [people(5)])
     assert write({"table": customers, "mode": "replace"}, []) == []

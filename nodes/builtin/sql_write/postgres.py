@@ -364,8 +364,10 @@ class PostgresSession(WriteSession):
         with self.conn.transaction():
             if not self._claim(marks, run_id, node_key, SWAP_BATCH, target):
                 return False
-            exists = self._oid(target) is not None
-            if exists:
+            oid = self._oid(target)
+            exists = oid is not None
+            if oid is not None:
+                self._refuse_dependents(target, oid)
                 self.conn.execute(
                     sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                         _ident(target), sql.Identifier(old.name)
@@ -380,6 +382,26 @@ class PostgresSession(WriteSession):
             if exists:
                 self.conn.execute(sql.SQL("DROP TABLE {}").format(_ident(old)))
         return True
+
+    def _refuse_dependents(self, target: TableName, oid: int) -> None:
+        """Views and foreign keys that use the table would keep the old one (or stop the drop):
+        refuse the swap, naming them."""
+        dependents = self.conn.execute(
+            "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d"
+            " JOIN pg_rewrite r ON r.oid = d.objid"
+            " WHERE d.refobjid = %(oid)s AND d.classid = 'pg_rewrite'::regclass"
+            " AND r.ev_class <> %(oid)s"
+            " UNION SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint"
+            " WHERE confrelid = %(oid)s AND contype = 'f' AND conrelid <> %(oid)s",
+            {"oid": oid},
+        ).fetchall()
+        if dependents:
+            names = ", ".join(sorted(row[0] for row in dependents))
+            raise NodeError(
+                f"table '{target}' cannot be replaced: other objects depend on it ({names});"
+                " use upsert, or drop them first",
+                permanent=True,
+            )
 
     def _adopt_sequences(self, old: TableName, new: TableName) -> None:
         """Sequences owned by the old table's columns (``serial``), which the new table's
