@@ -281,7 +281,7 @@ def column_types(table: str) -> dict[str, str]:
 def test_create_table_creates_it_from_the_records(schema: str) -> None:
     table = f"{schema}.events"
     record = {"id": 1, "ok": True, "ratio": 0.5, "amount": Decimal("1.25"), "day": date(2026, 1, 2),
-              "at": datetime(2026, 1, 2, 3, tzinfo=UTC), "body": {"a": [1]}, "note": None}  # fmt: skip
+              "at": datetime(2026, 1, 2, 3, tzinfo=UTC), "body": {"a": [1]}, "note": None, "ref": uuid.UUID(int=7)}  # fmt: skip
     write({"table": table, "create_table": True, "mode": "upsert", "key": ["id"]}, [[record]])
     assert column_types(table) == {
         "id": "bigint",
@@ -292,12 +292,15 @@ def test_create_table_creates_it_from_the_records(schema: str) -> None:
         "at": "timestamp with time zone",
         "body": "jsonb",
         "note": "text",
+        "ref": "text",
     }
-    assert rows_of(table)[0] == (1, True, 0.5, Decimal("1.25"), date(2026, 1, 2),
-                                 datetime(2026, 1, 2, 3, tzinfo=UTC), {"a": [1]}, None)  # fmt: skip
+    stored = rows_of(table)[0]
+    assert stored[:8] == (1, True, 0.5, Decimal("1.25"), date(2026, 1, 2),
+                          datetime(2026, 1, 2, 3, tzinfo=UTC), {"a": [1]}, None)  # fmt: skip
+    assert uuid.UUID(stored[8]) == uuid.UUID(int=7)
     # the key became the primary key: upsert works on the new table
     write({"table": table, "mode": "upsert", "key": ["id"]}, [[{**record, "note": "again"}]])
-    assert rows_of(table)[0][-1] == "again"
+    assert rows_of(table)[0][-2] == "again"
 
 
 def test_replace_creates_a_missing_table(schema: str) -> None:
