@@ -3,12 +3,12 @@
     .venv/bin/python bench/mysql_driver.py [--rows 200000] [--batch 5000] [--repeat 3]
 
 Reads a table of ``--rows`` rows (int, DECIMAL, DATETIME, VARCHAR, JSON, DATE) from the
-MariaDB at ``MARIADB_URL`` (default ``mysql://root@127.0.0.1:3306``; the table is made in a
+MariaDB at ``--url`` (default ``mysql://root@127.0.0.1:3306``; the table is made in a
 database of its own, ``fp_bench_mysql``, and dropped afterwards), once per driver and repeat,
 each through its server-side cursor (``SSCursor``) in batches of ``--batch`` rows: the way
 ``sql_query`` reads. Prints the best of the repeats per driver, the peak RSS growth of the
 read and the ratio against PyMySQL (the baseline: pure Python, no system library needed).
-mysqlclient is measured when it is installed (it needs ``libmariadb-dev`` and a compiler);
+PyMySQL is measured when it is installed (it is not a dependency: ``pip install PyMySQL``);
 values are compared across drivers before timing.
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import pymysql
-import pymysql.cursors
+import MySQLdb
+import MySQLdb.cursors
 
 DATABASE = "fp_bench_mysql"
 
@@ -38,8 +38,17 @@ def connect_args(url: str) -> dict[str, Any]:
     }
 
 
+def admin(url: str) -> Any:
+    args = connect_args(url)
+    conn = MySQLdb.connect(
+        host=args["host"], port=args["port"], user=args["user"], password=args["password"]
+    )
+    conn.autocommit(True)
+    return conn
+
+
 def prepare(url: str, rows: int) -> None:
-    conn = pymysql.connect(**connect_args(url), autocommit=True)
+    conn = admin(url)
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         cur.execute(f"USE {DATABASE}")
@@ -58,7 +67,7 @@ def prepare(url: str, rows: int) -> None:
         # A recursive CTE makes the rows on the server: no client loop to wait for.
         try:  # MariaDB, then MySQL
             cur.execute("SET SESSION max_recursive_iterations = %s", [rows + 1])
-        except pymysql.err.OperationalError:
+        except MySQLdb.OperationalError:
             cur.execute("SET SESSION cte_max_recursion_depth = %s", [rows + 1])
         cur.execute(
             "INSERT INTO orders WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
@@ -72,23 +81,26 @@ def prepare(url: str, rows: int) -> None:
 
 
 def drop(url: str) -> None:
-    conn = pymysql.connect(**connect_args(url), autocommit=True)
+    conn = admin(url)
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
     conn.close()
 
 
 def read_pymysql(url: str, batch: int) -> tuple[int, Any]:
+    import pymysql
+    import pymysql.cursors
+
     conn = pymysql.connect(
-        **connect_args(url), database=DATABASE, charset="utf8mb4", cursorclass=pymysql.cursors.SSCursor
+        **connect_args(url),
+        database=DATABASE,
+        charset="utf8mb4",
+        cursorclass=pymysql.cursors.SSCursor,
     )
     return _read(conn, batch)
 
 
 def read_mysqlclient(url: str, batch: int) -> tuple[int, Any]:
-    import MySQLdb
-    import MySQLdb.cursors
-
     args = connect_args(url)
     conn = MySQLdb.connect(
         host=args["host"], port=args["port"], user=args["user"], password=args["password"],
@@ -126,13 +138,14 @@ def main() -> None:
     args = parser.parse_args()
 
     prepare(args.url, args.rows)
-    drivers: dict[str, Callable[[str, int], tuple[int, Any]]] = {"PyMySQL": read_pymysql}
+    drivers: dict[str, Callable[[str, int], tuple[int, Any]]] = {}
     try:
-        import MySQLdb  # noqa: F401
+        import pymysql  # noqa: F401
 
-        drivers["mysqlclient"] = read_mysqlclient
+        drivers["PyMySQL"] = read_pymysql
     except ImportError:
-        print("mysqlclient is not installed: measuring PyMySQL only", file=sys.stderr)
+        print("PyMySQL is not installed (pip install PyMySQL): no baseline", file=sys.stderr)
+    drivers["mysqlclient"] = read_mysqlclient
 
     samples = {name: read(args.url, 1)[1] for name, read in drivers.items()}
     first = next(iter(samples.values()))
@@ -152,7 +165,7 @@ def main() -> None:
                 raise SystemExit(f"{name} read {count} rows, not {args.rows}")
             best[name] = min(best.get(name, took), took)
             rss[name] = max(rss.get(name, 0.0), peak_rss_mb() - before)
-    base = best["PyMySQL"]
+    base = best.get("PyMySQL", best["mysqlclient"])
     print(f"{args.rows:,} rows, batches of {args.batch:,}, best of {args.repeat}")
     for name, took in best.items():
         print(
