@@ -263,7 +263,7 @@ def mysql_parts(url: str) -> MySQLTarget:
     ``mariadb://`` URL; :class:`DatabaseURLError` for one that would redirect the connection."""
     try:
         parts = urlsplit(url)
-        port = parts.port or 3306
+        port = 3306 if parts.port is None else parts.port
     except ValueError:
         raise DatabaseURLError("not a valid MariaDB/MySQL URL (bad host or port)") from None
     if not 0 < port < 65536:
