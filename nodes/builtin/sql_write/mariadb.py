@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import MySQLdb
+
+from nodes.builtin import mysql_backend
 from nodes.builtin.sql_write.dialect import (
     MARKS_TABLE,
     SWAP_BATCH,
@@ -48,8 +50,6 @@ from nodes.builtin.sql_write.dialect import (
     digest,
     staging_table,
 )
-
-from nodes.builtin import mysql_backend
 from nodes.jsonbody import dumps
 from nodes.redaction import Redactor
 from nodes.sdk.errors import NodeError
