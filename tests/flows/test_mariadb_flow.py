@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 
 from flows.flowfile import apply_flow_file
 from flows.services import start_run, wait_for_run
-from tests.conftest import WorkerProcess
+from tests.conftest import ROOT, WorkerProcess
 from tests.flows.helpers import accepting_crm, add_connection, posted_records
 from tests.mariadb import execute
 from tests.mariadb import mariadb_url as mariadb_url
@@ -43,48 +43,11 @@ def orders(mariadb_url: str) -> Iterator[str]:
 
 
 def flow_for(table: str) -> dict[str, Any]:
-    return {
-        "slug": "mariadb-paid-orders",
-        "name": "MariaDB paid orders to the CRM",
-        "nodes": [
-            {
-                "key": "orders",
-                "type": "sql_query",
-                "config": {
-                    "connection": "shop",
-                    "query": f"SELECT id, customer, status, amount, paid_at, details FROM {table}"
-                    " WHERE id > %(min_id)s ORDER BY id",
-                    "params": {"min_id": 0},
-                    "batch_size": 500,
-                    "columns": {
-                        "id": "integer",
-                        "customer": "string",
-                        "status": "string",
-                        "amount": "decimal",
-                        "paid_at": "datetime",
-                        "details": "json",
-                    },
-                },
-            },
-            {
-                "key": "paid",
-                "type": "filter",
-                "config": {
-                    "conditions": [
-                        {"field": "status", "op": "eq", "value": "paid"},
-                        {"field": "amount", "op": "gt", "value": 0},
-                    ],
-                    "match": "all",
-                },
-            },
-            {
-                "key": "push",
-                "type": "http_post",
-                "config": {"connection": "crm", "url": "/ingest", "batch_size": 100},
-            },
-        ],
-        "edges": [{"from": "orders", "to": "paid"}, {"from": "paid", "to": "push"}],
-    }
+    """The example flow (examples/mariadb-paid-orders.json) reading ``table``."""
+    flow = json.loads((ROOT / "examples" / "mariadb-paid-orders.json").read_text())
+    config = flow["nodes"][0]["config"]
+    config["query"] = config["query"].replace("FROM orders", f"FROM {table}")
+    return dict(flow)
 
 
 def test_paid_orders_flow_from_mariadb_to_an_http_endpoint(
