@@ -69,14 +69,15 @@ def running_queries(marker: str) -> list[tuple[Any, ...]]:
 def test_200000_rows_stream_in_batches_in_flat_memory(mariadb_url: str, table: str) -> None:
     execute(
         f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2),"
-        " at DATETIME(6))"
+        " at DATETIME(6), pad VARCHAR(250))"
     )
-    execute("SET SESSION max_recursive_iterations = 300000")
     execute(
         f"INSERT INTO {table} SELECT seq, CONCAT('customer ', seq), seq / 100,"
-        " TIMESTAMPADD(SECOND, seq, '2026-01-01') FROM seq_1_to_200000"
+        " TIMESTAMPADD(SECOND, seq, '2026-01-01'), REPEAT('x', 250) FROM seq_1_to_200000"
     )
-    query = f"SELECT id, name, amount, at FROM {table} ORDER BY id /* streaming-{table} */"
+    # ~60 MB to send: far more than the socket buffers hold, so the server is still sending
+    # while the first batches are read.
+    query = f"SELECT id, name, amount, at, pad FROM {table} ORDER BY id /* streaming-{table} */"
     stream = batches(mariadb_url, {"query": query, "batch_size": 5000})
     tracemalloc.start()
     try:
@@ -95,13 +96,14 @@ def test_200000_rows_stream_in_batches_in_flat_memory(mariadb_url: str, table: s
     total = sum(sizes)
     assert total == 200_000 and last_id == 200_000
     assert set(sizes) == {5000}
-    # 200,000 rows held at once would take well over 60 MB of Python objects.
+    # 200,000 rows held at once would take well over 100 MB of Python objects.
     assert peak < 12 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
     assert first[0] == {
         "id": 1,
         "name": "customer 1",
         "amount": Decimal("0.01"),
         "at": datetime(2026, 1, 1, 0, 0, 1),
+        "pad": "x" * 250,
     }
 
 
