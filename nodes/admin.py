@@ -57,7 +57,8 @@ class ConnectionForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=SecretInput(attrs={"class": "vTextField"}),
-        help_text="postgresql://user:password@host:5432/db, sqlite:///path/to/file.db or "
+        help_text="postgresql://user:password@host:5432/db, mysql://user:password@host:3306/db, "
+        "sqlite:///path/to/file.db or "
         "https://api.example.com. Stored encrypted and never shown again; "
         "leave blank to keep the current one.",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-SUPPORTED_SCHEMES = ("postgresql", "postgres", "sqlite", "http", "https")
+SUPPORTED_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "http", "https")
 
 
 class ConnectionURLError(ValueError):

@@ -18,7 +18,9 @@ class Command(AuditedCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="connection name, e.g. warehouse")
-        parser.add_argument("url", help="postgresql://..., sqlite:///path, or an http(s) base URL")
+        parser.add_argument(
+            "url", help="postgresql://..., mysql://..., sqlite:///path, or an http(s) base URL"
+        )
         parser.add_argument(
             "--header",
             action="append",
