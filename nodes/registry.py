@@ -24,6 +24,7 @@ BUILTIN_NODES: dict[str, str] = {
     "filter": "nodes.builtin.filter.FilterNode",
     "map_fields": "nodes.builtin.map_fields.MapFieldsNode",
     "http_post": "nodes.builtin.http_post.HttpPostNode",
+    "http_request": "nodes.builtin.http_request.HttpRequestNode",
 }
 
 

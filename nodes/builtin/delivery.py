@@ -95,7 +95,7 @@ class Delivery:
     min_interval_s: float = 0.0
     _last_sent: float = field(default=-math.inf, init=False, repr=False)
 
-    def _quote(self, response: requests.Response) -> str:
+    def quote(self, response: requests.Response) -> str:
         """The start of the peer's answer, for an error: redacted first, then cut."""
         credentials = [v for k, v in self.headers.items() if k.lower() in CREDENTIAL_HEADERS]
         self.redactor.add(header_secrets([*self.credentials.values(), *credentials]))
@@ -138,11 +138,11 @@ class Delivery:
                 return response, attempt + 1
             if status == 429 or status >= 500:
                 problem, retry_after = (
-                    _answer(status, self._quote(response)),
+                    _answer(status, self.quote(response)),
                     _retry_after(response),
                 )
                 continue
-            raise NodeError(_answer(status, self._quote(response)), permanent=True)
+            raise NodeError(_answer(status, self.quote(response)), permanent=True)
         raise NodeError(
             f"gave up after {self.policy.max_retries + 1} attempts, last: {problem}",
             permanent=False,
