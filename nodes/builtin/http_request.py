@@ -199,7 +199,7 @@ class HttpRequestNode(Node):
             if pending and (len(pending) >= DEFAULT_BATCH_SIZE or position is None):
                 if spool is not None:
                     spool.save(saved, pending)
-                    next_position = position.as_dict() if position is not None else None
+                    next_position = position.as_json() if position is not None else None
                     context.save_checkpoint(
                         {"pages": pages, "batches": saved + 1, "next": next_position}
                     )
@@ -273,7 +273,7 @@ def _resume_point(
     return (
         checkpoint["pages"],
         checkpoint["batches"],
-        PageRequest(**position) if position is not None else None,
+        PageRequest.from_json(position) if position is not None else None,
     )
 
 

@@ -10,7 +10,7 @@ JSON (:class:`PageRequest`), so that it can be checkpointed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
@@ -34,8 +34,13 @@ class PageRequest:
     url: str
     params: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_json(self) -> dict[str, Any]:
+        """As JSON for a checkpoint (the parameters as pairs: a JSON column may reorder keys)."""
+        return {"url": self.url, "params": list(self.params.items())}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PageRequest:
+        return cls(value["url"], dict(value["params"]))
 
 
 class NoPagination(NodeConfig):

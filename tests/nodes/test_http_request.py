@@ -16,11 +16,15 @@ from pytest_django.fixtures import Settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from flows.flowfile import apply_flow_file
+from flows.services import start_run, wait_for_run
 from flows.validation import validate_flow
 from nodes.builtin import delivery
 from nodes.builtin.http_request import HttpRequestNode, page_records
 from nodes.sdk import ConnectionInfo, ExecutionContext, FieldType, NodeError, RecordSchema
 from nodes.sdk.node import RowBatch, as_records
+from tests.conftest import WorkerProcess
+from tests.flows.helpers import add_connection
 
 FAST = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 5}
 ITEMS = [{"id": i, "name": f"item {i}"} for i in range(1, 26)]
@@ -535,3 +539,78 @@ def test_a_resume_whose_saved_pages_are_gone_starts_again(
         for r in batch
     ]
     assert records == BIG
+
+
+# --- on the real engine and worker ------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "api-to-crm.json"
+SHOP = [
+    {
+        "id": i,
+        "customer": f"Client {i} ✓",
+        "email": f"c{i}@example.test",
+        "status": "paid",
+        "amount": float(i % 250),
+    }
+    for i in range(1, 3001)
+]
+
+
+def shop_api(server: HTTPServer, fail_page: int | None = None) -> list[str]:
+    """``/orders`` pages SHOP (``page``, ``per_page``); ``/ingest`` takes posts. ``fail_page``
+    answers 503 for that page until the node's second attempt. Returns the pages served."""
+    served: list[str] = []
+
+    def orders(request: Request) -> Response:
+        page, size = int(request.args["page"]), int(request.args["per_page"])
+        if page == fail_page and f"{page}:503" not in served:
+            served.append(f"{page}:503")
+            return Response("busy", status=503)
+        served.append(str(page))
+        data = SHOP[(page - 1) * size : page * size]
+        return Response(json.dumps({"data": data}), content_type="application/json")
+
+    server.expect_request("/orders").respond_with_handler(orders)
+    server.expect_request("/ingest", method="POST").respond_with_json({"ok": True})
+    add_connection("shop-api", server.url_for("/"), {"Authorization": "Bearer shop-token-123456"})
+    add_connection("crm", server.url_for("/"))
+    return served
+
+
+def posted(server: HTTPServer) -> list[dict[str, Any]]:
+    return [r for request, _ in server.log if request.method == "POST" for r in request.get_json()]
+
+
+@pytest.mark.worker
+def test_the_example_flow_runs_api_to_filter_to_post_on_a_worker(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    served = shop_api(httpserver)
+    apply_flow_file(json.loads(EXAMPLE.read_text()))
+    run = wait_for_run(start_run("api-orders-to-crm"), timeout=60)
+    assert run.status == "succeeded", run.error
+    assert served == [str(p) for p in range(1, 32)]  # 30 full pages, then an empty one
+    expected = [r for r in SHOP if r["amount"] >= 100]
+    assert posted(httpserver) == expected
+    nodes = {n.node_key: n for n in run.node_runs.all()}
+    assert nodes["orders"].rows_out == 3000 and nodes["big"].rows_out == len(expected)
+
+
+@pytest.mark.worker
+def test_a_retried_source_resumes_after_its_last_saved_page_on_the_engine(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    served = shop_api(httpserver, fail_page=5)
+    flow = json.loads(EXAMPLE.read_text())
+    source = flow["nodes"][0]
+    source["config"].update(max_retries=0, rate_limit_per_s=None)
+    source["config"]["pagination"]["size"] = 500  # a batch of 1,000 records: two pages
+    source["policy"] = {"max_retries": 1, "retry_backoff_s": 0.05}
+    apply_flow_file(flow)
+    run = wait_for_run(start_run("api-orders-to-crm"), timeout=60)
+    assert run.status == "succeeded", run.error
+    orders = run.node_runs.get(node_key="orders")
+    assert orders.attempts == 2 and orders.rows_out == 3000
+    # the second attempt replayed pages 1-4 (two saved batches) and read on from page 5
+    assert served == ["1", "2", "3", "4", "5:503", "5", "6", "7"]
+    assert posted(httpserver) == [r for r in SHOP if r["amount"] >= 100]
