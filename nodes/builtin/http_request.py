@@ -5,34 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
-from requests import Response
 
 from nodes.builtin.delivery import (
     Delivery,
-    Request,
     RetryPolicy,
     check_headers,
     check_url_fits,
     endpoint,
     guarded_session,
 )
+from nodes.builtin.page_reader import PageReader
 from nodes.builtin.pagination import (
     NoPagination,
-    PageRequest,
     Pagination,
     pagination_error,
     query_text,
 )
-from nodes.builtin.paths import MISSING, get_path
-from nodes.builtin.spool import Spool
 from nodes.jsonbody import dumps_bytes
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Batch, Node, NodeConfig, RowBatch
+from nodes.sdk.node import AnyBatch, Batch, Node, NodeConfig, RowBatch
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -161,54 +156,16 @@ class HttpRequestNode(Node):
         return delivery
 
     def _batches(self, delivery: Delivery, context: ExecutionContext) -> Iterator[Batch]:
-        """Read page after page, in batches of about ``DEFAULT_BATCH_SIZE`` records. Each
-        batch is saved and the position after it checkpointed before it is yielded: a
-        redelivery replays the saved batches, then reads on from there."""
-        pager = self.config.pagination
-        spool = Spool(context) if context.storage is not None else None
-        pages, saved, position = _resume_point(context, spool)
-        if saved:
-            assert spool is not None
-            context.logger.info("resuming after page %d (%d batches replayed)", pages, saved)
-            yield from spool.replay(saved)
-        else:
-            position = pager.first(delivery.url, self._query(context))
-        body = dumps_bytes(self.config.body) if self.config.method == "POST" else None
-        pending: Batch = []
-        while position is not None:
-            if context.is_cancelled():
-                raise NodeError("cancelled", permanent=True)
-            if pages >= getattr(pager, "max_pages", pages + 1):
-                if getattr(pager, "on_max_pages", "fail") == "fail":
-                    raise NodeError(
-                        f"pagination.max_pages: read {pages} pages and the API has more: raise "
-                        'max_pages, or set "on_max_pages": "stop" to keep what was read',
-                        permanent=True,
-                    )
-                context.logger.warning("stopped at max_pages (%d pages)", pages)
-                position = None
-            else:
-                response, _attempts = delivery.send(
-                    Request(self.config.method, position.url, body, position.params or None)
-                )
-                answer = _json(response, delivery, pages)
-                records = page_records(answer, self.config.records_path, pages)
-                pages += 1
-                position = pager.next_page(position, answer, response.headers, len(records))
-                pending += records
-            if pending and (len(pending) >= DEFAULT_BATCH_SIZE or position is None):
-                if spool is not None:
-                    spool.save(saved, pending)
-                    next_position = position.as_json() if position is not None else None
-                    context.save_checkpoint(
-                        {"pages": pages, "batches": saved + 1, "next": next_position}
-                    )
-                saved += 1
-                yield pending
-                pending = []
-        if spool is not None:
-            spool.remove(saved)
-        context.logger.info("read %d pages", pages)
+        cfg = self.config
+        reader = PageReader(
+            delivery,
+            cfg.pagination,
+            cfg.method,
+            dumps_bytes(cfg.body) if cfg.method == "POST" else None,
+            cfg.records_path,
+            context,
+        )
+        return reader.batches(cfg.pagination.first(delivery.url, self._query(context)))
 
     def _query(self, context: ExecutionContext) -> dict[str, str]:
         """The configured query parameters as text, run values bound."""
@@ -256,62 +213,6 @@ def _rebuilt(title: str, errors: list[ErrorDetails]) -> ValidationError:
             for e in errors
         ],
     )
-
-
-def _resume_point(
-    context: ExecutionContext, spool: Spool | None
-) -> tuple[int, int, PageRequest | None]:
-    """(pages read, batches saved, next page) from the checkpoint of an earlier delivery whose
-    saved batches are all there; (0, 0, None) to start afresh."""
-    checkpoint = context.checkpoint
-    if spool is None or not isinstance(checkpoint, dict) or "batches" not in checkpoint:
-        return 0, 0, None
-    if not spool.complete(checkpoint["batches"]):
-        context.logger.warning("the batches read before are gone: reading from the first page")
-        return 0, 0, None
-    position = checkpoint["next"]
-    return (
-        checkpoint["pages"],
-        checkpoint["batches"],
-        PageRequest.from_json(position) if position is not None else None,
-    )
-
-
-def _json(response: Response, delivery: Delivery, page: int) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        quoted = delivery.quote(response)
-        raise NodeError(
-            f"page {page + 1}: the answer is not JSON: {quoted}", permanent=True
-        ) from None
-
-
-def page_records(answer: Any, path: str, page: int = 0) -> Batch:
-    """The records of one page's answer at ``path``: a list of objects, or one object."""
-    value = get_path(answer, path) if path else answer
-    where = f"page {page + 1}: records_path '{path}'"
-    if value is MISSING:
-        raise NodeError(f"{where} is not in the answer", permanent=True)
-    if value is None:
-        return []
-    if type(value) is dict:
-        return [value]
-    if type(value) is not list:
-        raise NodeError(
-            f"{where} is a {_json_type(value)}, not a list or an object", permanent=True
-        )
-    for index, item in enumerate(value):
-        if type(item) is not dict:
-            raise NodeError(
-                f"{where}: item {index} is a {_json_type(item)}, not an object", permanent=True
-            )
-    return value
-
-
-def _json_type(value: Any) -> str:
-    names = {str: "string", int: "number", float: "number", bool: "boolean", list: "list"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _rows(batch: Batch, names: list[str]) -> RowBatch:

@@ -19,8 +19,9 @@ from werkzeug import Request, Response
 from flows.flowfile import apply_flow_file
 from flows.services import start_run, wait_for_run
 from flows.validation import validate_flow
-from nodes.builtin import delivery
-from nodes.builtin.http_request import HttpRequestNode, page_records
+from nodes.builtin import delivery, page_reader
+from nodes.builtin.http_request import HttpRequestNode
+from nodes.builtin.page_reader import page_records
 from nodes.sdk import ConnectionInfo, ExecutionContext, FieldType, NodeError, RecordSchema
 from nodes.sdk.node import RowBatch, as_records
 from tests.conftest import WorkerProcess
@@ -501,8 +502,14 @@ def big_pages(request: Request) -> Response:
     return Response(json.dumps(BIG[(page - 1) * 1000 : page * 1000]))
 
 
+@pytest.fixture
+def save_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Save (and checkpoint) after every batch rather than every second."""
+    monkeypatch.setattr(page_reader, "SAVE_EVERY_S", 0)
+
+
 def test_a_redelivered_source_resumes_after_the_last_saved_page(
-    httpserver: HTTPServer, tmp_path: Path
+    httpserver: HTTPServer, tmp_path: Path, save_every_batch: None
 ) -> None:
     httpserver.expect_request("/items").respond_with_handler(big_pages)
     config = {"url": httpserver.url_for("/items"), "pagination": {"type": "page", "size": 1000}}
@@ -523,7 +530,7 @@ def test_a_redelivered_source_resumes_after_the_last_saved_page(
 
 
 def test_a_resume_whose_saved_pages_are_gone_starts_again(
-    httpserver: HTTPServer, tmp_path: Path
+    httpserver: HTTPServer, tmp_path: Path, save_every_batch: None
 ) -> None:
     httpserver.expect_request("/items").respond_with_handler(big_pages)
     config = {"url": httpserver.url_for("/items"), "pagination": {"type": "page", "size": 1000}}
