@@ -2,8 +2,8 @@
 
 Records come out in batches of about :data:`~nodes.sdk.node.DEFAULT_BATCH_SIZE` (a page is
 never split). From time to time — every :data:`SAVE_EVERY_S` seconds or
-:data:`SAVE_EVERY_RECORDS` records, and whenever reading fails — the records read since the
-last save are stored in the node's :class:`~nodes.builtin.spool.Spool` and the position of the
+:data:`SAVE_EVERY_BYTES` of answers, and whenever reading fails — the answers read since the
+last save are stored (as received) in the node's :class:`~nodes.builtin.spool.Spool` and the position of the
 next page checkpointed. A redelivered node replays what was saved and reads on from that
 page: a page saved is never fetched again, and a delivery lost without warning (a worker
 killed) fetches again at most what it read since its last save.
@@ -29,8 +29,8 @@ from nodes.sdk.node import DEFAULT_BATCH_SIZE, Batch
 
 #: Longest time between two saves of the records read (and of the checkpoint), seconds.
 SAVE_EVERY_S = 1.0
-#: Most records read and not saved (they are held in memory until saved).
-SAVE_EVERY_RECORDS = 10 * DEFAULT_BATCH_SIZE
+#: Most bytes of answers read and not saved (they are held in memory until saved).
+SAVE_EVERY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -69,23 +69,25 @@ class PageReader:
                 position.pages,
                 position.batches,
             )
-            yield from spool.replay(position.batches)
+            yield from self._replayed(spool, position.batches)
         else:
             position = Position(0, 0, first)
         pending: Batch = []  # read, not output yet
-        unsaved: list[Batch] = []  # output since the last save
+        unsaved: list[bytes] = []  # the answers read since the last save
         held, saved_at = 0, time.monotonic()
         while position.next is not None:
             try:
-                pending += self._next_page(position)
+                records, answer = self._next_page(position)
             except NodeError:
-                if spool is not None and (unsaved or pending):
-                    self._save(spool, position, [*unsaved, pending])  # a retry reads on from here
+                if spool is not None and unsaved:
+                    self._save(spool, position, unsaved)  # a retry reads on from here
                 raise
+            pending += records
+            if answer:
+                unsaved.append(answer)
+                held += len(answer)
             if pending and (len(pending) >= DEFAULT_BATCH_SIZE or position.next is None):
-                unsaved.append(pending)
-                held += len(pending)
-                due = time.monotonic() - saved_at >= SAVE_EVERY_S or held >= SAVE_EVERY_RECORDS
+                due = time.monotonic() - saved_at >= SAVE_EVERY_S or held >= SAVE_EVERY_BYTES
                 if spool is not None and position.next is not None and due:
                     self._save(spool, position, unsaved)
                     unsaved, held, saved_at = [], 0, time.monotonic()
@@ -95,13 +97,26 @@ class PageReader:
             spool.remove(position.batches)
         context.logger.info("read %d pages", position.pages)
 
-    def _next_page(self, position: Position) -> Batch:
-        """Fetch the next page, advance ``position`` past it, and return its records."""
+    def _replayed(self, spool: Spool, lists: int) -> Iterator[Batch]:
+        """The records of the saved answers, in batches as they were read."""
+        batch: Batch = []
+        for answers in spool.replay(lists):
+            for page, answer in enumerate(answers):
+                batch += page_records(answer, self.records_path, page)
+                if len(batch) >= DEFAULT_BATCH_SIZE:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _next_page(self, position: Position) -> tuple[Batch, bytes]:
+        """Fetch the next page, advance ``position`` past it, and return its records and the
+        answer as received."""
         assert position.next is not None
         pagination, page = self.pagination, position.next
         self._check_max_pages(position)
         if position.next is None:
-            return []
+            return [], b""
         if self.context.is_cancelled():
             raise NodeError("cancelled", permanent=True)
         request = Request(self.method, page.url, self.body, page.params or None)
@@ -110,7 +125,7 @@ class PageReader:
         records = page_records(answer, self.records_path, position.pages)
         position.pages += 1
         position.next = pagination.next_page(page, answer, response.headers, len(records))
-        return records
+        return records, response.content
 
     def _check_max_pages(self, position: Position) -> None:
         """At ``max_pages`` with more to read: fail, or end (``on_max_pages: stop``)."""
@@ -126,8 +141,8 @@ class PageReader:
         self.context.logger.warning("stopped at max_pages (%d pages)", position.pages)
         position.next = None
 
-    def _save(self, spool: Spool, position: Position, batches: list[Batch]) -> None:
-        spool.save(position.batches, [record for batch in batches for record in batch])
+    def _save(self, spool: Spool, position: Position, answers: list[bytes]) -> None:
+        spool.save(position.batches, answers)
         position.batches += 1
         self.context.save_checkpoint(position.as_json())
 

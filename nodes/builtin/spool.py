@@ -1,11 +1,13 @@
-"""Records a source has already read, kept so that a redelivered source can replay them.
+"""What a source has already read, kept so that a redelivered source can replay it.
 
 A source that reads a remote API cannot read its first pages again for free (they cost
-requests, and may have changed). It saves each batch of records it reads to the node scratch
-storage (``ExecutionContext.storage``) before checkpointing its position; a redelivery
-replays the saved batches, then goes on from the checkpointed position. The batches live
-beside the run's other data (``runs/<run>/<node>.read-<n>.json``), so they are removed with
-it; the node removes them itself once it has finished reading.
+requests, and may have changed). It saves the answers it read, as numbered lists of JSON
+documents, to the node scratch storage (``ExecutionContext.storage``) before checkpointing its
+position; a redelivery replays the saved answers, then goes on from the checkpointed
+position. An answer is saved as the bytes received (each list is written without parsing or
+encoding a value again). The lists live beside the run's other data
+(``runs/<run>/<node>.read-<n>.json``), so they are removed with it; the node removes them
+itself once it has finished reading.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import orjson
 from django.core.files.base import ContentFile
 
 from nodes.sdk.context import ExecutionContext
-from nodes.sdk.node import Batch
 
 
 class Spool:
-    """Numbered batches of one node run in the scratch storage."""
+    """Numbered lists of JSON documents of one node run, in the scratch storage."""
 
     def __init__(self, context: ExecutionContext) -> None:
         self.storage: Any = context.storage
@@ -30,22 +31,25 @@ class Spool:
     def name(self, index: int) -> str:
         return f"{self.prefix}{index:05d}.json"
 
-    def save(self, index: int, batch: Batch) -> None:
-        """Store batch ``index`` (replacing what an interrupted delivery left there)."""
+    def save(self, index: int, documents: list[bytes]) -> None:
+        """Store list ``index`` of JSON ``documents`` (each valid JSON text), replacing what an
+        interrupted delivery left there."""
         name = self.name(index)
         if self.storage.exists(name):
             self.storage.delete(name)
-        self.storage.save(name, ContentFile(orjson.dumps(batch), name=name))
+        body = orjson.dumps(list(map(orjson.Fragment, documents)))
+        self.storage.save(name, ContentFile(body, name=name))
 
     def complete(self, count: int) -> bool:
-        """Whether batches ``0 .. count - 1`` are all there."""
+        """Whether lists ``0 .. count - 1`` are all there."""
         return all(self.storage.exists(self.name(index)) for index in range(count))
 
-    def replay(self, count: int) -> Iterator[Batch]:
+    def replay(self, count: int) -> Iterator[list[Any]]:
+        """The documents of lists ``0 .. count - 1``, parsed, one list at a time."""
         for index in range(count):
             with self.storage.open(self.name(index), "rb") as stream:
-                batch: Batch = orjson.loads(stream.read())
-            yield batch
+                documents: list[Any] = orjson.loads(stream.read())
+            yield documents
 
     def remove(self, count: int) -> None:
         for index in range(count):
