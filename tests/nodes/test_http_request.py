@@ -563,12 +563,13 @@ SHOP = [
 ]
 
 
-def shop_api(server: HTTPServer, fail_page: int | None = None) -> list[str]:
-    """``/orders`` pages SHOP (``page``, ``per_page``); ``/ingest`` takes posts. ``fail_page``
-    answers 503 for that page until the node's second attempt. Returns the pages served."""
+def shop_api(server: HTTPServer, fail_page: int | None = None, delay_s: float = 0) -> list[str]:
+    """``/orders`` pages SHOP (``page``, ``per_page``), each after ``delay_s``; ``/ingest``
+    takes posts. ``fail_page`` answers 503 for that page once. Returns the pages served."""
     served: list[str] = []
 
     def orders(request: Request) -> Response:
+        time.sleep(delay_s)  # a slow API
         page, size = int(request.args["page"]), int(request.args["per_page"])
         if page == fail_page and f"{page}:503" not in served:
             served.append(f"{page}:503")
