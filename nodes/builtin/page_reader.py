@@ -83,12 +83,13 @@ class PageReader:
                     self._save(spool, position, unsaved)  # a retry reads on from here
                 raise
             pending += records
-            if answer:
+            if answer and spool is not None:
                 unsaved.append(answer)
                 held += len(answer)
             if pending and (len(pending) >= DEFAULT_BATCH_SIZE or position.next is None):
                 due = time.monotonic() - saved_at >= SAVE_EVERY_S or held >= SAVE_EVERY_BYTES
-                if spool is not None and position.next is not None and due:
+                if unsaved and position.next is not None and due:
+                    assert spool is not None
                     self._save(spool, position, unsaved)
                     unsaved, held, saved_at = [], 0, time.monotonic()
                 yield pending

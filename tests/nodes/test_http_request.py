@@ -529,6 +529,37 @@ def test_a_redelivered_source_resumes_after_the_last_saved_page(
     assert list(tmp_path.rglob("*.json")) == []  # the saved pages are removed once read
 
 
+def test_a_failed_page_saves_the_pages_before_it_for_the_retry(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    failed: list[int] = []
+
+    def once_broken(request: Request) -> Response:
+        if request.args["page"] == "3" and not failed:
+            failed.append(3)
+            return Response("maintenance", status=503)
+        return big_pages(request)
+
+    httpserver.expect_request("/items").respond_with_handler(once_broken)
+    config = {
+        "url": httpserver.url_for("/items"),
+        "max_retries": 0,
+        "pagination": {"type": "page", "size": 1000},
+    }
+    storage, checkpoints = FileSystemStorage(location=tmp_path), Checkpoints()
+    with pytest.raises(NodeError, match="HTTP 503: maintenance") as info:
+        list(HttpRequestNode(config).execute(checkpoints.context(storage), {}))
+    assert not info.value.permanent  # the engine retries the node under its policy
+    assert checkpoints.value["pages"] == 2  # saved on failure, well before the second was up
+    records = [
+        r
+        for batch in HttpRequestNode(config).execute(checkpoints.context(storage), {})
+        for r in batch
+    ]
+    assert records == BIG
+    assert [q["page"] for q in requested(httpserver)] == ["1", "2", "3", "3", "4", "5", "6"]
+
+
 def test_a_resume_whose_saved_pages_are_gone_starts_again(
     httpserver: HTTPServer, tmp_path: Path, save_every_batch: None
 ) -> None:
