@@ -6,7 +6,7 @@ PostgreSQL orders table as the source and an HTTP receiver on loopback as the CR
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def thirty_nodes() -> dict[str, Any]:
         nodes.append(
             {"key": keys[5], "type": "http_post", "config": {"connection": "crm", "url": "/in"}}
         )
-        edges += [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)]
+        edges += [{"from": a, "to": b} for a, b in pairwise(keys)]
         if line:
             edges.append({"from": f"l{line}_keep", "to": "l0_shape"})
     return {"slug": "thirty", "name": "Thirty nodes", "nodes": nodes, "edges": edges}
