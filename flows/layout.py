@@ -16,11 +16,11 @@ from nodes.registry import registry
 
 #: The geometry of a node on the canvas, in pixels (shared with the page's script).
 NODE_BOX: dict[str, int] = {
-    "width": 200,
+    "width": 180,
     "header": 34,
     "port_row": 22,
     "padding": 10,
-    "gap_x": 70,
+    "gap_x": 60,
     "gap_y": 34,
     "margin": 40,
 }

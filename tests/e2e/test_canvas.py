@@ -164,6 +164,8 @@ def test_build_the_minimal_flow_on_the_canvas(
     page.wait_for_selector(".fp-preview-table, .fp-preview-unavailable, .fp-preview .errornote")
     page.click(".fp-tab[data-tab=config]")
 
+    # the filter's output schema is known once the live check has seen its conditions
+    page.wait_for_function("(window.fpCanvas.state.schemas.shape || {inputs: {}}).inputs.in")
     page.click(f"{NODE.format('shape')} .fp-node-head")
     page.wait_for_selector(f"{field('mapping')} .fp-row-add")
     for i, (target, source, cast) in enumerate(
@@ -200,7 +202,8 @@ def test_build_the_minimal_flow_on_the_canvas(
         'document.querySelector(".fp-node[data-key=push]").offsetLeft'
         ' > document.querySelector(".fp-node[data-key=shape]").offsetLeft'
     )
-    page.click(f"{NODE.format('shape')} .fp-node-head")
+    page.click(".fp-panel-close")
+    page.click(".fp-fit-btn")
     page.screenshot(path=str(screenshots / "canvas.png"))
     page.click(f"{NODE.format('paid')} .fp-node-head")
     page.click(f"{field('conditions')} .fp-label")
@@ -303,3 +306,10 @@ def test_a_30_node_flow_lays_out_without_overlaps(
     }
     assert list(xs.values()) == sorted(xs.values())
     page.screenshot(path=str(screenshots / "canvas-30-nodes.png"))
+
+    # The admin's dark theme: the nodes follow it.
+    light = page.eval_on_selector(".fp-node", "el => getComputedStyle(el).backgroundColor")
+    page.evaluate("document.documentElement.dataset.theme = 'dark'")
+    dark = page.eval_on_selector(".fp-node", "el => getComputedStyle(el).backgroundColor")
+    assert light != dark
+    page.screenshot(path=str(screenshots / "canvas-dark.png"))
