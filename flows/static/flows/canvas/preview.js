@@ -48,7 +48,12 @@ export function previewPane({ graph, node, data, isNew, dirty }) {
     const saved = !isNew && !dirty;
     const url = saved ? `${data.urls.apiFlows}${encodeURIComponent(graph.doc.slug)}/preview/` : `${data.urls.apiFlows}preview/`;
     const body = { node: node.key, limit: LIMIT, params: {} };
-    if (!saved) body.flow = { ...graph.toJSON(), slug: graph.doc.slug || "preview", name: graph.doc.name || "preview" };
+    if (!saved) {
+      // Positions mean nothing to a preview: the document goes without them.
+      const doc = graph.toJSON();
+      doc.nodes = doc.nodes.map(({ ui, ...rest }) => rest);
+      body.flow = { ...doc, slug: doc.slug || "preview", name: doc.name || "preview" };
+    }
     let answer;
     try { answer = await postJSON(url, body); } catch (e) { answer = { status: 0, ok: false, data: null }; }
     out.replaceChildren();
@@ -64,13 +69,21 @@ export function previewPane({ graph, node, data, isNew, dirty }) {
       return;
     }
     const results = perNode(answer.data);
-    const parents = graph.doc.edges.filter((e) => e.to === node.key).map((e) => e.from);
+    if (answer.data && answer.data.timed_out) out.append(h("p", { class: "errornote" }, "The preview reached its time bound: what ran so far is shown."));
+    const entry = results[node.key];
+    const parents = entry && entry.inputs ? Object.values(entry.inputs).flat()
+      : graph.doc.edges.filter((e) => e.to === node.key).map((e) => e.from);
     for (const parent of parents) {
       const records = recordsOf(results[parent]);
       if (records) out.append(h("h4", {}, `Input: ${parent}`), recordTable(records));
     }
-    const mine = recordsOf(results[node.key]);
-    out.append(h("h4", {}, `Output: ${node.key}`), mine ? recordTable(mine) : h("p", { class: "fp-quiet" }, "The preview returned nothing for this node."));
+    out.append(h("h4", {}, `Output: ${node.key}`));
+    if (entry && entry.status && entry.status !== "ok") {
+      out.append(h("p", { class: `fp-preview-status fp-preview-${entry.status}` }, `${entry.status.replace("_", " ")}${entry.message ? `: ${entry.message}` : ""}`));
+    }
+    const mine = recordsOf(entry);
+    out.append(mine ? recordTable(mine) : h("p", { class: "fp-quiet" }, "The preview returned nothing for this node."));
+    if (entry && entry.limit_reached) out.append(h("p", { class: "fp-help" }, `The first ${entry.count} records (the sample's limit).`));
   });
   return box;
 }
