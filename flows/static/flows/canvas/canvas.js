@@ -69,6 +69,15 @@ function showToast(text) {
   toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
 }
 
+// The canvas sits inside the admin's form: Enter in one of its fields commits that field,
+// never submits the (hidden) form.
+root.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && ev.target.matches("input:not([type=checkbox])")) {
+    ev.preventDefault();
+    ev.target.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+});
+
 // -- palette ------------------------------------------------------------------------------
 function drawPalette() {
   const q = search.value.trim().toLowerCase();
