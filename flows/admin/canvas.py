@@ -41,7 +41,8 @@ def _document(flow: Flow | None) -> dict[str, Any]:
 
 
 def _connections(user: Any) -> list[dict[str, Any]]:
-    rows = list(Connection.objects.order_by("name").values("name", "scheme", "description"))
+    # Names and schemes only: what a flow file names anyway, never a URL or a header.
+    rows = list(Connection.objects.order_by("name").values("name", "scheme"))
     refused = refused_connections(user, [row["name"] for row in rows])
     return [row for row in rows if row["name"] not in refused]
 
@@ -132,7 +133,7 @@ def save_view(request: HttpRequest) -> JsonResponse:
         return error
     slug = data.get("slug")
     before = Flow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
-    if before is not None and json.loads(request.body).get("new"):
+    if before is not None and json.loads(request.body).get("new") is True:
         problem = FlowProblem("slug", f"a flow '{slug}' already exists; choose another slug")
         return JsonResponse({"problems": [problem.as_dict()]}, status=400)
     previous = before.latest_version if before else None
