@@ -26,11 +26,19 @@ class NodePolicy(_Strict):
     )
 
 
+class NodeUI(_Strict):
+    """Where the designer draws a node (canvas pixels); the engine ignores it."""
+
+    x: float = Field(ge=-1_000_000, le=1_000_000, description="Left edge on the canvas.")
+    y: float = Field(ge=-1_000_000, le=1_000_000, description="Top edge on the canvas.")
+
+
 class NodeSpec(_Strict):
     key: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="Unique within the flow.")
     type: str = Field(min_length=1, max_length=100, description="A node type from the catalog.")
     config: dict[str, Any] = Field(default_factory=dict)
     policy: NodePolicy | None = None
+    ui: NodeUI | None = None
 
 
 class EdgeSpec(_Strict):

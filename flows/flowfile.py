@@ -58,6 +58,7 @@ def replace_graph(flow: Flow, spec: FlowSpec) -> None:
             type=n.type,
             config=n.config,
             policy=n.policy.model_dump(exclude_defaults=True) if n.policy else {},
+            ui=n.ui.model_dump() if n.ui else {},
             position=i,
         )
         for i, n in enumerate(spec.nodes)
@@ -80,6 +81,8 @@ def node_entry(node: FlowNode) -> dict[str, Any]:
     entry: dict[str, Any] = {"key": node.key, "type": node.type, "config": node.config}
     if node.policy:
         entry["policy"] = node.policy
+    if node.ui:
+        entry["ui"] = node.ui
     return entry
 
 

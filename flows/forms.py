@@ -212,6 +212,8 @@ class NodeForm(forms.ModelForm):
         }
         if policy := self.policy():
             entry["policy"] = policy
+        if self.instance.pk is not None and self.instance.ui:
+            entry["ui"] = self.instance.ui  # the designer's position is kept by the form
         return entry
 
     def config_field(self, prop: str) -> str | None:

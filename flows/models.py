@@ -46,6 +46,12 @@ class FlowNode(models.Model):
     position = models.PositiveIntegerField(
         "position", default=0, help_text="Order in the flow file."
     )
+    ui = models.JSONField(
+        "designer position",
+        default=dict,
+        blank=True,
+        help_text="Where the designer draws the node ({x, y}); the engine ignores it.",
+    )
 
     class Meta:
         ordering = ["flow", "position", "id"]

@@ -79,7 +79,36 @@ def validate_flow(data: Any) -> list[FlowProblem]:
     return validate_spec(spec)
 
 
-def validate_spec(spec: FlowSpec) -> list[FlowProblem]:
+#: Per node key: the record schema on each input port and on its output (None: unknown).
+PortSchemas = dict[str, dict[str, Any]]
+
+
+def port_schemas(data: Any) -> PortSchemas:
+    """The record schemas the checks compute for every node they reach (what the designer
+    offers as fields); nodes past a problem that stops the checks are left out."""
+    spec, _ = parse_flow(data)
+    schemas: PortSchemas = {}
+    if spec is None:
+        return schemas
+    validate_spec(spec, schemas)
+    # A node whose own config is invalid is left out of the checks, yet what reaches it is
+    # known: what its upstream nodes give (so its fields can be chosen while it is fixed).
+    types = {n.key: registry.get(n.type) for n in spec.nodes}
+    partial: PortSchemas = {}
+    for edge in spec.edges:
+        cls, upstream = types.get(edge.target), schemas.get(edge.source)
+        if edge.target in schemas or cls is None or upstream is None:
+            continue
+        port = edge.target_port or (cls.inputs[0].name if len(cls.inputs) == 1 else "")
+        if port:
+            entry = partial.setdefault(edge.target, {"inputs": {}, "output": None})
+            entry["inputs"][port] = upstream["output"]
+    schemas.update(partial)
+    return schemas
+
+
+def validate_spec(spec: FlowSpec, schemas: PortSchemas | None = None) -> list[FlowProblem]:
+    """All problems of a parsed flow; ``schemas`` (if given) receives each node's port schemas."""
     problems: list[FlowProblem] = []
     nodes = _check_nodes(spec, problems)
     edges = _check_edges(spec, nodes, problems)
@@ -93,7 +122,7 @@ def validate_spec(spec: FlowSpec) -> list[FlowProblem]:
         problems.append(FlowProblem("edges", f"the graph has a cycle: {cycle}"))
         return problems
     _check_inputs(spec, nodes, problems)
-    _check_schemas(spec, nodes, graph, order, problems)
+    _check_schemas(spec, nodes, graph, order, problems, schemas)
     return problems
 
 
@@ -224,6 +253,7 @@ def _check_schemas(
     graph: Graph,
     order: list[str],
     problems: list[FlowProblem],
+    found: PortSchemas | None = None,
 ) -> None:
     """Propagate record schemas in topological order and let each node check its fields."""
     index_of = {node.key: i for i, node in enumerate(spec.nodes)}
@@ -242,6 +272,11 @@ def _check_schemas(
             )
             problems.append(FlowProblem(path, problem.message, key))
         schemas[key] = instance.output_schema(inputs)
+        if found is not None:
+            found[key] = {
+                "inputs": {port: schema.as_dict() for port, schema in inputs.items()},
+                "output": schemas[key].as_dict(),
+            }
 
 
 def _input_schemas(

@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from flows import access
+from flows.admin import canvas
 from flows.admin.access import FlowAccessInline
 from flows.admin.action_forms import DuplicateForm, FlowFileUploadHandler, ImportForm, RunForm
 from flows.admin.display import definition_picture, flow_picture, status_badge
@@ -224,6 +225,13 @@ class FlowAdmin(admin.ModelAdmin):
             )
             context["stored_problems"] = [str(p) for p in validate_flow(export_flow(obj))]
         context["node_catalog"] = catalog_ports()
+        # The canvas is the page's view unless the form is asked for or comes back with errors.
+        context["show_form"] = "form" in request.GET or request.method == "POST"
+        context["canvas"] = canvas.canvas_context(
+            request,
+            obj,
+            self.has_change_permission(request, obj) if obj else self.has_add_permission(request),
+        )
         context["can_run"] = obj is not None and self.has_run_permission(request, obj)
         context["can_duplicate"] = obj is not None and self.has_add_permission(request)
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -234,6 +242,9 @@ class FlowAdmin(admin.ModelAdmin):
         return [
             # CSRF is checked inside, once the upload handler is in place.
             path("import/", wrap(csrf_exempt(self.import_view)), name="flows_flow_import"),
+            path("canvas/validate/", wrap(canvas.validate_view), name="flows_flow_canvas_validate"),
+            path("canvas/layout/", wrap(canvas.layout_view), name="flows_flow_canvas_layout"),
+            path("canvas/save/", wrap(canvas.save_view), name="flows_flow_canvas_save"),
             path("<int:object_id>/run/", wrap(self.run_view), name="flows_flow_run"),
             path("<int:object_id>/export/", wrap(self.export_view), name="flows_flow_export"),
             path(

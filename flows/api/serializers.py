@@ -36,6 +36,13 @@ class NodePolicySerializer(serializers.Serializer):
     )
 
 
+class NodeUISerializer(serializers.Serializer):
+    """Where the designer draws the node; the engine ignores it."""
+
+    x = serializers.FloatField(help_text="Left edge on the canvas, in pixels.")
+    y = serializers.FloatField(help_text="Top edge on the canvas, in pixels.")
+
+
 class FlowNodeSerializer(serializers.Serializer):
     key = serializers.RegexField(KEY_PATTERN, help_text="Unique within the flow.")
     type = serializers.CharField(max_length=100, help_text="A node type from `/api/v1/nodes/`.")
@@ -43,6 +50,7 @@ class FlowNodeSerializer(serializers.Serializer):
         required=False, help_text="The node's config; its JSON Schema is in the node catalog."
     )
     policy = NodePolicySerializer(required=False)
+    ui = NodeUISerializer(required=False)
 
 
 class FlowEdgeSerializer(serializers.Serializer):

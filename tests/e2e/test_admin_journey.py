@@ -98,7 +98,7 @@ def test_build_validate_and_run_the_minimal_flow(
     add_crm_connection(page, base, crm.url_for("/"))
 
     # Design the flow through the forms, with a typo in the filter's operator.
-    page.goto(f"{base}/admin/flows/flow/add/")
+    page.goto(f"{base}/admin/flows/flow/add/?form=1")
     page.fill("#id_slug", "paid-orders")
     page.fill("#id_name", "Paid orders to CRM")
     query = f"select id, email, status, amount from {orders.name} order by id"
