@@ -20,6 +20,10 @@ os.environ.setdefault(
     "FLOW_DATA_STORAGE", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "flowdata")
 )
 os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+# File connections may use the test run's own directory (workers inherit it too).
+os.environ.setdefault(
+    "FLOWPLATFORM_FILE_ROOTS", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "files")
+)
 
 from flowplatform.settings import *  # noqa: F403
 
