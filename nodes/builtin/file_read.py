@@ -136,7 +136,8 @@ class FileReadNode(Node):
         """With ``partition_per_file``: one slice per file, ``{"file": key}``."""
         if not self.config.partition_per_file:
             return None
-        return [{"file": key} for key in self._files(context)[1]]
+        keys = self._files(context)[1]  # listed now: a failure fails the source at once
+        return ({"file": key} for key in keys)
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
         yield from self._read(self._store(context), slice_["file"])
