@@ -11,10 +11,12 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
 from operator import itemgetter
@@ -50,8 +52,14 @@ _FAST: dict[FieldType, Callable[[Any], Any]] = {
     FieldType.INTEGER: int,
     FieldType.FLOAT: float,
     FieldType.DECIMAL: Decimal,
+    FieldType.DATETIME: datetime.fromisoformat,
+    FieldType.DATE: date.fromisoformat,
 }
-_BAD_FLOAT_TEXT = re.compile(r"[nN][aA][nN]|[iI][nN][fF]|_")
+#: Values the fast conversions give but the casts refuse: NaN and infinities.
+_FINITE: dict[FieldType, Callable[[Any], bool]] = {
+    FieldType.FLOAT: math.isfinite,
+    FieldType.DECIMAL: Decimal.is_finite,
+}
 
 
 class FileFormatError(ValueError):
@@ -163,7 +171,8 @@ def _cast_column(values: Sequence[str], kind: FieldType, name: str, locate: _Loc
         except (ValueError, ArithmeticError):
             pass
         else:
-            if kind is FieldType.INTEGER or not any(map(_BAD_FLOAT_TEXT.search, values)):
+            finite = _FINITE.get(kind)
+            if finite is None or all(map(finite, out)):
                 return out
     cast = CASTS[kind]
     out = []

@@ -402,3 +402,22 @@ def test_a_path_rendered_outside_the_connection_is_refused(root: Path) -> None:
     ctx = context(root, run_id="..")
     message = error_of(lambda: list(node.execute(ctx, {"in": iter([[{"a": 1}]])})))
     assert message == "path: the path may not contain '..'"
+
+
+@pytest.mark.parametrize(("kind", "text"), [("float", "nan"), ("decimal", "-Infinity")])
+def test_csv_refuses_numbers_that_are_not_finite(root: Path, kind: str, text: str) -> None:
+    put(root / "n.csv", f"v\n1\n{text}\n")
+    message = error_of(lambda: read(root, path="n.csv", columns={"v": kind}))
+    assert message.startswith("n.csv line 3, column v: cannot cast")
+    assert message.endswith("not a finite number")
+
+
+def test_csv_dates_and_datetimes_take_every_iso_form_the_casts_take(root: Path) -> None:
+    put(
+        root / "d.csv",
+        "d,t\n2026-03-01T10:00:00,2026-03-01\n 2026-03-02 ,2026-03-01T10:00:00+02:00\n",
+    )
+    assert read(root, path="d.csv", columns={"d": "date", "t": "datetime"}) == [
+        {"d": date(2026, 3, 1), "t": datetime(2026, 3, 1)},
+        {"d": date(2026, 3, 2), "t": datetime(2026, 3, 1, 8, tzinfo=UTC)},
+    ]
