@@ -51,7 +51,9 @@ def make_files(directory: Path, rows: int, files: int) -> None:
     for index in range(files):
         start = index * per_file
         count = per_file if index < files - 1 else rows - start
-        with gzip.open(directory / f"orders-{index}.csv.gz", "wt", newline="", compresslevel=1) as f:
+        with gzip.open(
+            directory / f"orders-{index}.csv.gz", "wt", newline="", compresslevel=1
+        ) as f:
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
             for i in range(start, start + count):
