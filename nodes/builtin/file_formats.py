@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
-from operator import itemgetter
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import orjson
 
@@ -96,22 +95,33 @@ def read_csv(
         head = next(reader, None) if header else list(columns or ())
         if head is None:
             return
-        names, pick, casts = _csv_plan(head, columns)
+        names, positions, casts = _csv_plan(head, columns)
         width = len(head)
         while True:
             start = reader.line_num
             rows = list(islice(reader, batch_size))
             if not rows:
                 return
-            located = _Locator(start, reader.line_num, len(rows))
-            if set(map(len, rows)) != {width}:
-                index = next(i for i, row in enumerate(rows) if len(row) != width)
-                raise FileFormatError(
-                    f"expected {width} fields, found {len(rows[index])}", located(index)
-                )
-            if pick is not None:
-                rows = list(map(pick, rows))
-            yield RowBatch(names, _cast_rows(rows, names, casts, located))
+            locate = _Locator(start, reader.line_num, len(rows))
+            if [] in rows:  # blank lines
+                rows = [row for row in rows if row]
+                locate = _Locator(start, -1, 0)
+            if positions is None and not casts:
+                if set(map(len, rows)) != {width}:
+                    _wrong_width(rows, width, locate)
+                yield RowBatch(names, rows)  # type: ignore[arg-type] # lists, owned by the batch
+                continue
+            try:
+                by_column = list(zip(*rows, strict=True))
+            except ValueError:
+                _wrong_width(rows, width, locate)
+            if len(by_column) != width:
+                _wrong_width(rows, width, locate)
+            if positions is not None:
+                by_column = [by_column[i] for i in positions]
+            for index, kind in casts:
+                by_column[index] = _cast_column(by_column[index], kind, names[index], locate)
+            yield RowBatch(names, list(zip(*by_column, strict=True)))
     except csv.Error as exc:
         raise FileFormatError(f"not valid CSV: {exc}", f"{reader.line_num}") from None
     except UnicodeDecodeError as exc:
@@ -122,20 +132,22 @@ def read_csv(
 
 def _csv_plan(
     head: list[str], columns: Columns | None
-) -> tuple[list[str], Callable[[list[str]], Any] | None, list[tuple[int, FieldType]]]:
-    """The output names, the picker of the declared columns, and the columns to cast."""
+) -> tuple[list[str], list[int] | None, list[tuple[int, FieldType]]]:
+    """The output names, the positions of the declared columns (``None``: all, in order), and
+    the output columns to cast."""
     if columns is None:
         return head, None, []
     missing = [name for name in columns if name not in head]
     if missing:
         raise FileFormatError(f"the header has no column '{missing[0]}'", "1", missing[0])
     positions = [head.index(name) for name in columns]
-    pick = None
-    if positions != list(range(len(head))):
-        getter = itemgetter(*positions)
-        pick = getter if len(positions) > 1 else (lambda row: (getter(row),))
     casts = [(i, kind) for i, kind in enumerate(columns.values()) if kind in CASTS]
-    return list(columns), pick, casts
+    return list(columns), None if positions == list(range(len(head))) else positions, casts
+
+
+def _wrong_width(rows: list[list[str]], width: int, locate: _Locator) -> NoReturn:
+    index = next(i for i, row in enumerate(rows) if len(row) != width)
+    raise FileFormatError(f"expected {width} fields, found {len(rows[index])}", locate(index))
 
 
 class _Locator:
@@ -150,17 +162,6 @@ class _Locator:
             if self.exact
             else f"after {self.start} (record {index + 1} of a batch)"
         )
-
-
-def _cast_rows(
-    rows: list[Any], names: list[str], casts: list[tuple[int, FieldType]], locate: _Locator
-) -> list[Any]:
-    if not casts:
-        return rows
-    columns = list(zip(*rows, strict=True))
-    for index, kind in casts:
-        columns[index] = _cast_column(columns[index], kind, names[index], locate)
-    return list(zip(*columns, strict=True))
 
 
 def _cast_column(values: Sequence[str], kind: FieldType, name: str, locate: _Locator) -> Any:

@@ -421,3 +421,9 @@ def test_csv_dates_and_datetimes_take_every_iso_form_the_casts_take(root: Path) 
         {"d": date(2026, 3, 1), "t": datetime(2026, 3, 1)},
         {"d": date(2026, 3, 2), "t": datetime(2026, 3, 1, 8, tzinfo=UTC)},
     ]
+
+
+def test_blank_lines_in_a_csv_are_skipped(root: Path) -> None:
+    put(root / "b.csv", "a,b\n1,2\n\n3,4\n\n")
+    assert read(root, path="b.csv") == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+    assert read(root, path="b.csv", columns={"b": "integer"}) == [{"b": 2}, {"b": 4}]
