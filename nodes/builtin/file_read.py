@@ -16,7 +16,7 @@ from nodes.builtin.file_formats import (
     read_jsonl,
     read_parquet,
 )
-from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape
+from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape, run_path_values
 from nodes.filestore import FileStore, check_relative, open_store
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -148,7 +148,7 @@ class FileReadNode(Node):
     def _files(self, context: ExecutionContext) -> tuple[FileStore, list[str]]:
         try:
             pattern = PathTemplate.parse(self.config.path, RUN_NAMES).render(
-                context.run_values, escape=glob_escape
+                run_path_values(context.run_values), escape=glob_escape
             )
         except ValueError as exc:
             raise NodeError(f"path: {exc}", permanent=True) from None

@@ -11,7 +11,7 @@ from typing import IO, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nodes.builtin.file_formats import RecordWriter, extension, make_writer, parquet_types
-from nodes.builtin.path_template import RUN_NAMES, PathTemplate
+from nodes.builtin.path_template import RUN_NAMES, PathTemplate, run_path_values
 from nodes.filestore import FileStore, check_relative, open_store
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -122,8 +122,12 @@ class FileWriteNode(Node):
 
     def _open(self, store: FileStore, context: ExecutionContext, part: int) -> _File:
         config = self.config
+        try:
+            run_values = run_path_values(context.run_values)
+        except ValueError as exc:
+            raise NodeError(f"path: {exc}", permanent=True) from None
         values = {
-            **context.run_values,
+            **run_values,
             "flow": context.flow or "flow",
             "node": context.node_key,
             "part": part,

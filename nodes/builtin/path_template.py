@@ -13,8 +13,25 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Any
 
+from nodes.builtin.casts import to_datetime
+
 #: Names every template may use: the run's values.
 RUN_NAMES = frozenset({"interval_start", "interval_end", "logical_date", "run_id"})
+#: Run values that are datetimes; given as run params (``--param interval_start=2026-03-01``)
+#: they arrive as ISO 8601 text and are parsed.
+DATETIME_NAMES = ("interval_start", "interval_end", "logical_date")
+
+
+def run_path_values(run_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run values a path template formats, datetimes parsed; ValueError for bad text."""
+    values = dict(run_values)
+    for name in DATETIME_NAMES:
+        if isinstance(values.get(name), str):
+            try:
+                values[name] = to_datetime(values[name])
+            except ValueError as exc:
+                raise ValueError(f"'{{{name}}}': {exc}") from None
+    return values
 
 
 @dataclass(frozen=True)

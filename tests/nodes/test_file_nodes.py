@@ -427,3 +427,17 @@ def test_blank_lines_in_a_csv_are_skipped(root: Path) -> None:
     put(root / "b.csv", "a,b\n1,2\n\n3,4\n\n")
     assert read(root, path="b.csv") == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
     assert read(root, path="b.csv", columns={"b": "integer"}) == [{"b": 2}, {"b": 4}]
+
+
+def test_a_run_param_gives_the_interval_as_iso_text(root: Path) -> None:
+    put(root / "in/2026-04-05/a.csv", "id\n1\n")
+    node = FileReadNode({"connection": "files", "path": "in/{interval_start:%Y-%m-%d}/*.csv"})
+    ctx = ExecutionContext(
+        connection_lookup=lambda name: ConnectionInfo(name, f"file://{root}"),
+        params={"interval_start": "2026-04-05"},
+    )
+    assert [r for b in node.execute(ctx, {}) for r in b] == [{"id": "1"}]
+    ctx.params["interval_start"] = "yesterday"
+    assert error_of(lambda: list(node.execute(ctx, {}))) == (
+        "path: '{interval_start}': cannot cast 'yesterday' to datetime: not an ISO 8601 date or datetime"
+    )
