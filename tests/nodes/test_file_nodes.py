@@ -441,3 +441,13 @@ def test_a_run_param_gives_the_interval_as_iso_text(root: Path) -> None:
     assert error_of(lambda: list(node.execute(ctx, {}))) == (
         "path: '{interval_start}': cannot cast 'yesterday' to datetime: not an ISO 8601 date or datetime"
     )
+
+
+@pytest.mark.django_db
+def test_the_example_flow_is_valid() -> None:
+    from flows.flowfile import apply_flow_file
+
+    example = Path(settings.BASE_DIR) / "examples" / "files-to-bucket.json"
+    flow, created = apply_flow_file(json.loads(example.read_text()))
+    assert created
+    assert flow.slug == "files-to-bucket"
