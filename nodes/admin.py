@@ -57,8 +57,9 @@ class ConnectionForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=SecretInput(attrs={"class": "vTextField"}),
-        help_text="postgresql://user:password@host:5432/db, sqlite:///path/to/file.db or "
-        "https://api.example.com. Stored encrypted and never shown again; "
+        help_text="postgresql://user:password@host:5432/db, sqlite:///path/to/file.db, "
+        "https://api.example.com, file:///dir or s3://key:secret@bucket/prefix. "
+        "Stored encrypted and never shown again; "
         "leave blank to keep the current one.",
     )
     headers = forms.CharField(

@@ -56,6 +56,10 @@ class FileStore(Protocol):
         exception, and leaves nothing behind otherwise."""
         ...
 
+    def probe(self) -> str:
+        """One cheap look at the store (Test connection); a NodeError when it fails."""
+        ...
+
 
 # --- globs --------------------------------------------------------------------------------------
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -145,6 +149,11 @@ class LocalStore:
         if not (path.is_relative_to(self.root) and _inside_roots(path)):
             raise NodeError(f"'{key}' leads outside the connection's directory", permanent=True)
         return path
+
+    def probe(self) -> str:
+        if not self.root.is_dir():
+            raise NodeError("the directory does not exist", permanent=True)
+        return f"directory readable, {len(os.listdir(self.root))} entries"
 
     def list(self, pattern: str) -> list[str]:
         regex = glob_regex(check_relative(pattern, "glob"))
@@ -242,6 +251,11 @@ class S3Store:
                 proxies={},
             ),
         )
+
+    def probe(self) -> str:
+        with _s3_errors("list"):
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        return "bucket listed"
 
     def list(self, pattern: str) -> list[str]:
         regex = glob_regex(check_relative(pattern, "glob"))

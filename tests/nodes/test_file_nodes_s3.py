@@ -287,3 +287,19 @@ def test_one_partition_per_file_reads_the_files_in_parallel_tasks(
     source = NodeRun.objects.get(run=run, node_key="remote")
     assert source.rows_out == 600
     assert f"runs/{run.id}/remote.partitions.json" in (source.output_ref or "")
+
+
+@pytest.mark.django_db
+def test_test_connection_lists_the_bucket_or_the_directory(
+    s3_endpoint: str, bucket: str, root: Path
+) -> None:
+    from nodes.probe import probe
+
+    assert probe(add_connection("lake", s3_url(s3_endpoint, bucket, "in"))).ok
+    missing = probe(add_connection("gone", s3_url(s3_endpoint, "no-such-bucket-here")))
+    assert not missing.ok
+    assert missing.message == "S3 could not list: no such bucket"
+    assert SECRET not in missing.message
+    local = probe(add_connection("inbox", f"file://{root}"))
+    assert local.ok
+    assert local.message.startswith("directory readable, 0 entries")
