@@ -451,3 +451,42 @@ def test_the_example_flow_is_valid() -> None:
     flow, created = apply_flow_file(json.loads(example.read_text()))
     assert created
     assert flow.slug == "files-to-bucket"
+
+
+def test_csv_batches_without_columns_travel_through_the_hand_off_encoding(root: Path) -> None:
+    from flows.engine.codec import decode_stream, encode_batch
+
+    put(root / "a.csv", "a,b\nx,1\ny,\n")
+    batches = list(
+        FileReadNode({"connection": "files", "path": "a.csv"}).execute(context(root), {})
+    )
+    decoded = list(decode_stream(io.BytesIO(b"".join(map(encode_batch, batches)))))
+    assert decoded == [[{"a": "x", "b": "1"}, {"a": "y", "b": ""}]]
+
+
+@pytest.mark.django_db
+def test_a_filter_on_a_field_the_declared_columns_lack_is_refused_when_saved() -> None:
+    from flows.flowfile import apply_flow_file
+    from flows.validation import FlowValidationError
+
+    flow = {
+        "slug": "bad-files", "name": "Bad files",
+        "nodes": [
+            {"key": "read", "type": "file_read", "config": {
+                "connection": "inbox", "path": "*.csv", "columns": {"id": "integer"}}},
+            {"key": "keep", "type": "filter", "config": {
+                "conditions": [{"field": "status", "op": "eq", "value": "paid"}]}},
+            {"key": "write", "type": "file_write", "config": {
+                "connection": "out", "path": "x-{part}.{ext}", "max_rows_per_file": 10}},
+        ],
+        "edges": [{"from": "read", "to": "keep"}, {"from": "keep", "to": "write"}],
+    }  # fmt: skip
+    with pytest.raises(FlowValidationError) as caught:
+        apply_flow_file(flow)
+    assert "nodes[1].config.conditions[0].field" in str(caught.value)
+    assert "'status' does not exist upstream" in str(caught.value)
+    flow["nodes"][0]["config"]["path"] = "{interval_start.__class__}/*.csv"
+    flow["nodes"][1]["config"]["conditions"][0]["field"] = "id"
+    with pytest.raises(FlowValidationError) as caught:
+        apply_flow_file(flow)
+    assert "nodes[0].config.path" in str(caught.value)
