@@ -490,3 +490,41 @@ def test_a_filter_on_a_field_the_declared_columns_lack_is_refused_when_saved() -
     with pytest.raises(FlowValidationError) as caught:
         apply_flow_file(flow)
     assert "nodes[0].config.path" in str(caught.value)
+
+
+def traced_peak(call: Any) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("csv", "o.csv.gz"), ("json", "o.json.gz")])
+def test_memory_stays_flat_as_a_file_grows(root: Path, fmt: str, name: str) -> None:
+    """Reading six times the rows peaks at about the same memory: one batch at a time."""
+    rows = {"id": "integer", "amount": "decimal", "note": "string"}
+    peaks = []
+    for count in (10_000, 60_000):
+        items = [{"id": i, "amount": f"{i / 7:.2f}", "note": "é" * (i % 40)} for i in range(count)]
+        if fmt == "csv":
+            text = "id,amount,note\n" + "".join(
+                f"{r['id']},{r['amount']},{r['note']}\n" for r in items
+            )
+        else:
+            text = json.dumps(items)
+        put(root / name, text, compress=True)
+        del items, text
+        node = FileReadNode({"connection": "files", "path": name, "format": fmt, "columns": rows})
+        total = [0]
+
+        def consume(node: FileReadNode = node, total: list[int] = total) -> None:
+            for batch in node.execute(context(root), {}):
+                total[0] += len(batch)
+
+        peaks.append(traced_peak(consume))
+        assert total[0] == count
+    assert peaks[1] < peaks[0] + 1_000_000, peaks
