@@ -62,11 +62,12 @@ _FINITE: dict[FieldType, Callable[[Any], bool]] = {
 
 
 class FileFormatError(ValueError):
-    """A value or line of a file that cannot be read; ``line``/``column`` locate it."""
+    """A value or line of a file that cannot be read; ``where`` (``line 12``, ``item 3``) and
+    ``column`` locate it."""
 
-    def __init__(self, message: str, line: str = "", column: str = "") -> None:
+    def __init__(self, message: str, where: str = "", column: str = "") -> None:
         super().__init__(message)
-        self.line, self.column = line, column
+        self.where, self.column = where, column
 
 
 def decompressed(stream: IO[bytes], name: str, compression: str) -> IO[bytes]:
@@ -123,10 +124,11 @@ def read_csv(
                 by_column[index] = _cast_column(by_column[index], kind, names[index], locate)
             yield RowBatch(names, list(zip(*by_column, strict=True)))
     except csv.Error as exc:
-        raise FileFormatError(f"not valid CSV: {exc}", f"{reader.line_num}") from None
+        raise FileFormatError(f"not valid CSV: {exc}", f"line {reader.line_num}") from None
     except UnicodeDecodeError as exc:
+        # Text is decoded a chunk ahead of the parser: the line is approximate.
         raise FileFormatError(
-            f"not valid {encoding} text ({exc.reason})", f"{reader.line_num + 1}"
+            f"not valid {encoding} text ({exc.reason})", f"near line {reader.line_num + 1}"
         ) from None
 
 
@@ -139,7 +141,7 @@ def _csv_plan(
         return head, None, []
     missing = [name for name in columns if name not in head]
     if missing:
-        raise FileFormatError(f"the header has no column '{missing[0]}'", "1", missing[0])
+        raise FileFormatError(f"the header has no column '{missing[0]}'", "line 1", missing[0])
     positions = [head.index(name) for name in columns]
     casts = [(i, kind) for i, kind in enumerate(columns.values()) if kind in CASTS]
     return list(columns), None if positions == list(range(len(head))) else positions, casts
@@ -157,11 +159,9 @@ class _Locator:
         self.start, self.exact = start, end - start == count
 
     def __call__(self, index: int) -> str:
-        return (
-            f"{self.start + index + 1}"
-            if self.exact
-            else f"after {self.start} (record {index + 1} of a batch)"
-        )
+        if self.exact:
+            return f"line {self.start + index + 1}"
+        return f"record {index + 1} after line {self.start}"
 
 
 def _cast_column(values: Sequence[str], kind: FieldType, name: str, locate: _Locator) -> Any:
@@ -199,8 +199,8 @@ def read_jsonl(
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise FileFormatError("not valid JSON", f"{number}") from None
-        batch.append(_object(record, columns, f"{number}"))
+            raise FileFormatError("not valid JSON", f"line {number}") from None
+        batch.append(_object(record, columns, f"line {number}"))
         if len(batch) >= batch_size:
             yield batch
             batch = []
@@ -208,9 +208,9 @@ def read_jsonl(
         yield batch
 
 
-def _object(value: Any, columns: Columns | None, line: str) -> dict[str, Any]:
+def _object(value: Any, columns: Columns | None, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise FileFormatError(f"expected a JSON object, found {type(value).__name__}", line)
+        raise FileFormatError(f"expected a JSON object, found {type(value).__name__}", where)
     if columns is None:
         return value
     record = {}
@@ -220,7 +220,7 @@ def _object(value: Any, columns: Columns | None, line: str) -> dict[str, Any]:
             try:
                 item = CASTS[kind](item)
             except ValueError as exc:
-                raise FileFormatError(str(exc), line, name) from None
+                raise FileFormatError(str(exc), where, name) from None
         record[name] = item
     return record
 

@@ -168,13 +168,9 @@ class FileReadNode(Node):
                 for batch in self._batches(stream):
                     yield _with_file(batch, key) if config.with_file_name else batch
             except FileFormatError as exc:
-                where = "".join(
-                    [
-                        f" line {exc.line}" if exc.line else "",
-                        f", column {exc.column}" if exc.column else "",
-                    ]
-                )
-                raise NodeError(f"{key}{where}: {exc}", permanent=True) from None
+                where = f" {exc.where}" if exc.where else ""
+                column = f", column {exc.column}" if exc.column else ""
+                raise NodeError(f"{key}{where}{column}: {exc}", permanent=True) from None
             except (OSError, EOFError) as exc:  # a truncated or corrupt gzip stream
                 raise NodeError(f"{key}: cannot read ({exc})", permanent=True) from None
 

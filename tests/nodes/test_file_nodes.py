@@ -182,7 +182,7 @@ def test_a_large_json_array_streams_across_chunk_boundaries(root: Path, seed: in
 def test_a_json_file_that_is_not_an_array_is_refused(root: Path) -> None:
     put(root / "o.json", '{"id": 1}')
     assert error_of(lambda: read(root, path="o.json", format="json")) == (
-        "o.json line item 1: expected a JSON array"
+        "o.json item 1: expected a JSON array"
     )
     put(root / "t.json", '[{"id": 1}, {"id": 2} 3]')
     assert "expected ',' or ']'" in error_of(lambda: read(root, path="t.json", format="json"))
@@ -528,3 +528,10 @@ def test_memory_stays_flat_as_a_file_grows(root: Path, fmt: str, name: str) -> N
         peaks.append(traced_peak(consume))
         assert total[0] == count
     assert peaks[1] < peaks[0] + 1_000_000, peaks
+
+
+def test_a_bad_cell_after_a_record_spanning_lines_is_located_by_record(root: Path) -> None:
+    put(root / "m.csv", 'id,note\n1,"two\nlines"\n2,x\nthree,y\n')
+    assert error_of(
+        lambda: read(root, path="m.csv", columns={"id": "integer", "note": "string"})
+    ) == ("m.csv record 3 after line 1, column id: cannot cast 'three' to int: not a number")
