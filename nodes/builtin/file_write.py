@@ -93,9 +93,8 @@ class FileWriteNode(Node):
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
         store = open_store(context.connection(self.config.connection).url)
-        self.known = (
-            parquet_types(self.config.columns or {}) if self.config.format == "parquet" else {}
-        )
+        # Parquet column types, from the declared columns and then from each file written.
+        known = parquet_types(self.config.columns or {}) if self.config.format == "parquet" else {}
         limit = self.config.max_rows_per_file or sys.maxsize
         current: _File | None = None
         part = 0
@@ -104,7 +103,7 @@ class FileWriteNode(Node):
                 start = 0
                 while start < len(batch):
                     if current is None:
-                        current = self._open(store, context, part)
+                        current = self._open(store, context, part, known)
                     piece = batch[start : start + limit - current.writer.rows]
                     current.writer.write(piece)
                     start += len(piece)
@@ -112,7 +111,7 @@ class FileWriteNode(Node):
                         yield [current.commit()]
                         current, part = None, part + 1
                 if context.is_cancelled():
-                    break
+                    return  # the file being written is dropped, not committed
             if current is not None:
                 yield [current.commit()]
                 current = None
@@ -120,7 +119,9 @@ class FileWriteNode(Node):
             if current is not None:
                 current.abort()
 
-    def _open(self, store: FileStore, context: ExecutionContext, part: int) -> _File:
+    def _open(
+        self, store: FileStore, context: ExecutionContext, part: int, known: dict[str, Any]
+    ) -> _File:
         config = self.config
         try:
             run_values = run_path_values(context.run_values)
@@ -138,7 +139,7 @@ class FileWriteNode(Node):
         except ValueError as exc:
             raise NodeError(f"path: {exc}", permanent=True) from None
         writer = partial(make_writer, config.format, compression=config.compression)
-        return _File(store, key, partial(writer, delimiter=config.delimiter, known=self.known))
+        return _File(store, key, partial(writer, delimiter=config.delimiter, known=known))
 
 
 class _File:

@@ -535,3 +535,17 @@ def test_a_bad_cell_after_a_record_spanning_lines_is_located_by_record(root: Pat
     assert error_of(
         lambda: read(root, path="m.csv", columns={"id": "integer", "note": "string"})
     ) == ("m.csv record 3 after line 1, column id: cannot cast 'three' to int: not a number")
+
+
+def test_a_cancelled_write_commits_no_partial_file(root: Path) -> None:
+    cancelled = [False]
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        yield orders(5, 1)
+        cancelled[0] = True
+        yield orders(5, 2)
+
+    node = FileWriteNode({"connection": "files", "path": "c/out.csv", "batch_size": 5})
+    ctx = context(root, is_cancelled=lambda: cancelled[0])
+    assert list(node.execute(ctx, {"in": batches()})) == []
+    assert list((root / "c").iterdir()) == []
