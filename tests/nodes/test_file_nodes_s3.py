@@ -324,3 +324,12 @@ def test_every_format_reads_back_from_s3_what_was_written(
     batches = list(reader.execute(context(urls), {}))
     assert [r for b in batches for r in b] == records
     assert max(map(len, batches)) == 1000
+
+
+def test_the_node_runs_redactor_learns_the_secret_key(s3_endpoint: str, bucket: str) -> None:
+    ctx = context({"lake": s3_url(s3_endpoint, bucket)})
+    list(
+        FileReadNode({"connection": "lake", "path": "*.csv", "allow_empty": True}).execute(ctx, {})
+    )
+    for text in (SECRET, quote(SECRET, safe=""), f"Credential={SECRET[3:15]}"):
+        assert SECRET[3:11] not in ctx.redactor.redact(f"the server said: {text}")
