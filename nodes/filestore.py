@@ -23,7 +23,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -228,9 +228,10 @@ def s3_endpoint(parts: dict[str, Any]) -> str:
 
 
 class S3Store:
-    """Objects under a prefix of a bucket."""
+    """Objects under a prefix of a bucket; every socket the client opens is checked against the
+    address policy once connected (as :class:`nodes.netguard.GuardedSession` does)."""
 
-    def __init__(self, parts: dict[str, Any]) -> None:
+    def __init__(self, parts: dict[str, Any], allow_private: bool) -> None:
         import boto3
         from botocore import UNSIGNED
         from botocore.config import Config
@@ -251,6 +252,7 @@ class S3Store:
                 proxies={},
             ),
         )
+        _guard_peers(self.client, allow_private)
 
     def probe(self) -> str:
         with _s3_errors("list"):
@@ -309,6 +311,9 @@ def _s3_errors(action: str) -> Iterator[None]:
         hint = {"NoSuchKey": "no such file", "NoSuchBucket": "no such bucket"}.get(code, code)
         raise NodeError(f"S3 could not {action}: {hint or status}", permanent=permanent) from None
     except BotoCoreError as exc:
+        refused = getattr(exc, "kwargs", {}).get("error")
+        if isinstance(refused, NodeError):  # the address policy, from inside botocore
+            raise NodeError(refused.message, permanent=refused.permanent) from None
         raise NodeError(f"S3 could not {action}: {type(exc).__name__}", permanent=False) from None
 
 
@@ -346,13 +351,54 @@ def open_store(url: str) -> FileStore:
         if scheme == "s3":
             parts = s3_parts(url)
             netguard.check_url(s3_endpoint(parts), _allow_private())
-            return _s3_store(url)
+            return _s3_store(url, _allow_private())
     except ConnectionURLError as exc:
         raise NodeError(str(exc), permanent=True) from None
     raise NodeError(f"not a file connection (scheme '{scheme}'; use file or s3)", permanent=True)
 
 
 @lru_cache(maxsize=32)
-def _s3_store(url: str) -> S3Store:
+def _s3_store(url: str, allow_private: bool) -> S3Store:
     # One client per connection URL and process: building one costs ~50 ms.
-    return S3Store(s3_parts(url))
+    return S3Store(s3_parts(url), allow_private)
+
+
+@cache
+def _guarded_pools(allow_private: bool) -> dict[str, type]:
+    """botocore's connection pools, with connections that check their peer."""
+    from botocore.awsrequest import (
+        AWSHTTPConnection,
+        AWSHTTPConnectionPool,
+        AWSHTTPSConnection,
+        AWSHTTPSConnectionPool,
+    )
+
+    def guarded(base: Any) -> type:
+        def _new_conn(self: Any) -> Any:
+            sock = base._new_conn(self)
+            netguard.check_peer(sock, self.host, allow_private)
+            return sock
+
+        return type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn})
+
+    return {
+        "http": type(
+            "GuardedAWSHTTPConnectionPool",
+            (AWSHTTPConnectionPool,),
+            {"ConnectionCls": guarded(AWSHTTPConnection)},
+        ),
+        "https": type(
+            "GuardedAWSHTTPSConnectionPool",
+            (AWSHTTPSConnectionPool,),
+            {"ConnectionCls": guarded(AWSHTTPSConnection)},
+        ),
+    }
+
+
+def _guard_peers(client: Any, allow_private: bool) -> None:
+    """Make the client's connections check the address they reach (defeats DNS rebinding).
+    botocore keeps the pool classes on its HTTP session (pinned version: see requirements)."""
+    session = client._endpoint.http_session
+    pools = _guarded_pools(allow_private)
+    session._pool_classes_by_scheme = pools
+    session._manager.pool_classes_by_scheme = pools

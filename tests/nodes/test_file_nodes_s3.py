@@ -333,3 +333,17 @@ def test_the_node_runs_redactor_learns_the_secret_key(s3_endpoint: str, bucket: 
     )
     for text in (SECRET, quote(SECRET, safe=""), f"Credential={SECRET[3:15]}"):
         assert SECRET[3:11] not in ctx.redactor.redact(f"the server said: {text}")
+
+
+def test_the_s3_client_checks_the_address_it_actually_connected_to(
+    s3_endpoint: str, bucket: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the endpoint looks public when checked, then connects to loopback.
+    from nodes import netguard
+
+    settings.FLOWPLATFORM_HTTP_ALLOW_PRIVATE = False
+    monkeypatch.setattr(netguard, "_resolve", lambda host, port: ["93.184.216.34"])
+    node = FileReadNode({"connection": "lake", "path": "*.csv", "allow_empty": True})
+    with pytest.raises(NodeError, match=r"connected to 127\.0\.0\.1") as caught:
+        list(node.execute(context({"lake": s3_url(s3_endpoint, bucket)}), {}))
+    assert caught.value.permanent
