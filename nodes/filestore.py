@@ -398,7 +398,7 @@ def _guarded_pools(allow_private: bool) -> dict[str, type]:
 def _guard_peers(client: Any, allow_private: bool) -> None:
     """Make the client's connections check the address they reach (defeats DNS rebinding).
     botocore keeps the pool classes on its HTTP session (pinned version: see requirements)."""
-    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    session: Any = getattr(getattr(client, "_endpoint", None), "http_session", None)
     if not (hasattr(session, "_pool_classes_by_scheme") and hasattr(session, "_manager")):
         # Fail closed: a botocore whose internals moved would connect unchecked.
         raise NodeError("S3 connections are unavailable: botocore changed", permanent=True)
