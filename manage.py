@@ -9,7 +9,10 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from flowplatform.env import refuse_to_start_on_settings_error
+
+    with refuse_to_start_on_settings_error():
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/fp_bench"
+# Outside the embedded demo the platform needs a secret key. This one is published in the
+# repository: for the benchmarks' scratch databases only, never for a deployment.
+BENCH_SECRET_KEY = "benchmarks-only-key-published-in-the-repository-never-deploy-it"
 
 
 def configure() -> None:
@@ -29,6 +32,7 @@ def configure() -> None:
     os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"flowplatform-bench-{os.getpid()}")
     os.environ.setdefault("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", "true")
     os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("FLOWPLATFORM_SECRET_KEY", BENCH_SECRET_KEY)
     os.environ.setdefault("FLOW_DATA_STORAGE", tempfile.mkdtemp(prefix="flowplatform-bench-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
     sys.path.insert(0, str(ROOT))

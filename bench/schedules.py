@@ -54,8 +54,11 @@ def configure() -> dict[str, str]:
         "FLOWPLATFORM_LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "flowplatform.settings",
     }
-    os.environ.update(env)
     sys.path.insert(0, str(ROOT))
+    from bench.common import BENCH_SECRET_KEY
+
+    env["FLOWPLATFORM_SECRET_KEY"] = os.environ.get("FLOWPLATFORM_SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ.update(env)
     import psycopg
 
     admin = f"{server}/postgres".replace("postgres://", "postgresql://", 1)

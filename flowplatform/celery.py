@@ -16,6 +16,8 @@ from celery.signals import (
     worker_process_init,
 )
 
+from flowplatform.env import refuse_to_start_on_settings_error
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
 
 #: Allocations between collections of the youngest generation in pool processes (default 700).
@@ -24,6 +26,16 @@ GC_THRESHOLD = 50_000
 app = Celery("flowplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _load_settings(**_kwargs: Any) -> None:
+    """Load the Django settings before Celery reads them: a worker or beat started with
+    settings it cannot use stops with one line, as ``manage.py`` does."""
+    from django.conf import settings
+
+    with refuse_to_start_on_settings_error():
+        settings.INSTALLED_APPS  # noqa: B018 - the first access imports the settings module
 
 
 @task_prerun.connect

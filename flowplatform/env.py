@@ -7,11 +7,34 @@ value (for Docker and Kubernetes secrets).
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+#: Exit status of a process that refuses to start for its configuration. gunicorn takes it as
+#: "the application failed to load" and stops, instead of booting new workers forever.
+CONFIG_EXIT_STATUS = 4
 
 
 class SettingsError(Exception):
     """An environment variable holds a value the platform cannot use."""
+
+
+@contextmanager
+def refuse_to_start_on_settings_error() -> Iterator[None]:
+    """Stop the process with one line on stderr when the settings cannot be used.
+
+    Wraps what first loads the settings in every entry point (``manage.py``, the Celery app,
+    the WSGI application), so each refuses to start the same way: no traceback, exit status
+    ``CONFIG_EXIT_STATUS``.
+    """
+    try:
+        yield
+    except SettingsError as exc:
+        sys.stderr.write(f"flowplatform: configuration error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(CONFIG_EXIT_STATUS) from None
 
 
 def env_str(name: str, default: str = "") -> str:

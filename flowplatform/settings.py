@@ -22,11 +22,42 @@ if (BASE_DIR / ".env").is_file():
 VAR_DIR = Path(env_str("FLOWPLATFORM_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("FLOWPLATFORM_DEBUG", False)
-SECRET_KEY = env_str("FLOWPLATFORM_SECRET_KEY", "")
-if not SECRET_KEY:
-    # The embedded default is for the demo and tests only; production must set its own.
-    SECRET_KEY = "insecure-embedded-default-set-FLOWPLATFORM_SECRET_KEY"  # noqa: S105
+# Required outside the embedded demo (checked under "Secrets" below).
+SECRET_KEY = env_str("FLOWPLATFORM_SECRET_KEY", "").strip()
 ALLOWED_HOSTS = env_list("FLOWPLATFORM_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
+# --- HTTPS (docs/deployment.md#https): off for the demo, on in production ---------------------
+# Served over HTTPS: secure cookies, plain-HTTP requests redirected, HSTS for a year by default.
+FLOWPLATFORM_HTTPS = env_bool("FLOWPLATFORM_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = FLOWPLATFORM_HTTPS
+SECURE_HSTS_SECONDS = env_int("FLOWPLATFORM_HSTS_SECONDS", 365 * 86400 if FLOWPLATFORM_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("FLOWPLATFORM_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("FLOWPLATFORM_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` (value ``https``) or ``NAME=VALUE``: the header a TLS-terminating
+    proxy sets, and that it must strip from what clients send."""
+    if not raw.strip():
+        return None
+    name, _, value = raw.partition("=")
+    name, value = name.strip(), value.strip() or "https"
+    if not name or not all(c.isalnum() or c == "-" for c in name):
+        raise SettingsError(
+            f"FLOWPLATFORM_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, "
+            f"optionally =VALUE, not {raw!r}"
+        )
+    return f"HTTP_{name.upper().replace('-', '_')}", value
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env_str("FLOWPLATFORM_PROXY_SSL_HEADER", ""))
+# Origins (scheme://host[:port]) whose form posts pass the CSRF check, e.g. the public URL.
+CSRF_TRUSTED_ORIGINS = env_list("FLOWPLATFORM_CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if "://" not in _origin:
+        raise SettingsError(
+            f"FLOWPLATFORM_CSRF_TRUSTED_ORIGINS entries need a scheme (https://...), not {_origin!r}"
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -123,11 +154,13 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PAGINATION_CLASS": "flowplatform.api.pagination.Pagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["flowplatform.api.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "flowplatform.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "flowplatform.api.errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Serve the OpenAPI schema and Swagger UI to anonymous visitors too (they map the whole API).
+FLOWPLATFORM_API_DOCS_PUBLIC = env_bool("FLOWPLATFORM_API_DOCS_PUBLIC", False)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Flow Platform API",
     "DESCRIPTION": (
@@ -138,14 +171,20 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-    "SERVE_AUTHENTICATION": [],
+    # The schema and Swagger UI views (flowplatform/api/docs.py) authenticate like the API and
+    # answer anonymous requests only with FLOWPLATFORM_API_DOCS_PUBLIC.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_AUTHENTICATION": None,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "flowplatform.api.schema.add_links",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "flows.models.RunStatus",
         "NodeStatusEnum": "flows.models.NodeStatus",
@@ -187,7 +226,14 @@ def _flow_data_backend(location: str) -> dict[str, object]:
         }
     return {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": location, "allow_overwrite": True},
+        # Records of every run, whatever the sources held: the platform's user only. Directories
+        # are created 0700, so no one else reaches a file even before its mode is set to 0600.
+        "OPTIONS": {
+            "location": location,
+            "allow_overwrite": True,
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
     }
 
 
@@ -198,6 +244,25 @@ STORAGES = {
 }
 
 # --- Secrets ---------------------------------------------------------------------------------
+# Only the embedded demo (no broker and a SQLite database) may run on the published key below:
+# anywhere else it would sign sessions and, through the derived Fernet key, decrypt a database
+# dump's connection secrets with public information. There a missing key stops the process.
+EMBEDDED_DEMO = not env_str("CELERY_BROKER_URL", "") and (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+)
+DEMO_SECRET_KEY = "insecure-embedded-default-set-FLOWPLATFORM_SECRET_KEY"  # noqa: S105
+if SECRET_KEY in ("change-me", DEMO_SECRET_KEY) and not EMBEDDED_DEMO:
+    raise SettingsError(
+        "FLOWPLATFORM_SECRET_KEY is a published example value: set a secret key of your own"
+    )
+if not SECRET_KEY:
+    if not EMBEDDED_DEMO:
+        raise SettingsError(
+            "FLOWPLATFORM_SECRET_KEY is not set: the platform refuses to start without a secret "
+            "key outside the embedded demo (generate one: python -c "
+            '"import secrets; print(secrets.token_urlsafe(50))")'
+        )
+    SECRET_KEY = DEMO_SECRET_KEY
 # Fernet keys for connection secrets: the first encrypts, all decrypt (rotation).
 FLOWPLATFORM_ENCRYPTION_KEYS = env_list("FLOWPLATFORM_ENCRYPTION_KEYS")
 if not FLOWPLATFORM_ENCRYPTION_KEYS:
@@ -277,6 +342,10 @@ FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
 # A stalled run is re-dispatched at most this many times, then failed.
 FLOWPLATFORM_MAX_REDISPATCHES = env_int("FLOWPLATFORM_MAX_REDISPATCHES", 3)
 FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 30)
+# A node still executing this long after its run was cancelled has its task terminated.
+FLOWPLATFORM_CANCEL_GRACE_S = env_int("FLOWPLATFORM_CANCEL_GRACE_S", 5)
+if FLOWPLATFORM_CANCEL_GRACE_S < 0:
+    raise SettingsError("FLOWPLATFORM_CANCEL_GRACE_S must not be negative")
 if FLOWPLATFORM_STALE_AFTER_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
     raise SettingsError(
         "FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S"

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from flowplatform.api.docs import SchemaView, SwaggerView
 from flowplatform.audit.api import AuditEntryViewSet
 from flows.api.flows import FlowViewSet
 from flows.api.runs import RunViewSet
@@ -21,8 +21,8 @@ router.register("audit", AuditEntryViewSet, basename="audit-entry")
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/auth/", include("rest_framework.urls")),  # session log-in for the browsable API
 ]
 

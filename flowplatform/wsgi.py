@@ -2,5 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from flowplatform.env import refuse_to_start_on_settings_error
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
-application = get_wsgi_application()
+with refuse_to_start_on_settings_error():
+    application = get_wsgi_application()

@@ -18,6 +18,7 @@ from django.forms.models import BaseInlineFormSet
 from django.forms.utils import ErrorList
 from pydantic import TypeAdapter, ValidationError
 
+from flows.access import connection_problems
 from flows.config_forms import (
     OMIT,
     ConfigProperty,
@@ -292,9 +293,10 @@ class EdgeForm(forms.ModelForm):
 class GraphSubmission:
     """The node and edge formsets of one submitted flow, validated as a single flow file."""
 
-    def __init__(self, flow: Any, validate_only: bool = False) -> None:
+    def __init__(self, flow: Any, validate_only: bool = False, user: Any = None) -> None:
         self.flow = flow
         self.validate_only = validate_only
+        self.user = user  # its connections must be usable by them (None: no check)
         self.nodes: NodeFormSet | None = None
         self.edges: EdgeFormSet | None = None
         self.problems: list[FlowProblem] = []
@@ -357,6 +359,8 @@ class GraphSubmission:
             self.node_forms = self._live(self.nodes)
             self.edge_forms = self._live(self.edges)
             self.problems = validate_flow(self.flow_file())
+            if self.user is not None:
+                self.problems += connection_problems(self.user, self.flow_file()["nodes"])
             for problem in self.problems:
                 self._route(problem)
             self.validated = True

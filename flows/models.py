@@ -245,3 +245,62 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.node_key}"
+
+
+class FlowAccess(models.Model):
+    """Rights on one flow granted to one user or one group (on top of the global permissions).
+
+    ``change`` and ``run`` imply ``view``. Rules and their use: ``flows.access``.
+    """
+
+    flow = models.ForeignKey(
+        Flow, on_delete=models.CASCADE, related_name="access_grants", verbose_name="flow"
+    )
+    user = models.ForeignKey(
+        "auth.User",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="flow_grants",
+        verbose_name="user",
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="flow_grants",
+        verbose_name="group",
+    )
+    can_view = models.BooleanField("view", default=True, help_text="See the flow and its runs.")
+    can_change = models.BooleanField(
+        "change", default=False, help_text="Edit the flow (implies view)."
+    )
+    can_run = models.BooleanField(
+        "run",
+        default=False,
+        help_text="Start, cancel and re-run runs; create and enable schedules (implies view).",
+    )
+    created_at = models.DateTimeField("created", auto_now_add=True)
+
+    class Meta:
+        ordering = ["flow", "id"]
+        verbose_name = "flow access grant"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+                name="flowaccess_user_or_group",
+            ),
+            models.UniqueConstraint(
+                fields=["flow", "user"], condition=Q(user__isnull=False), name="flowaccess_user"
+            ),
+            models.UniqueConstraint(
+                fields=["flow", "group"], condition=Q(group__isnull=False), name="flowaccess_group"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        rights = [r for r in ("view", "change", "run") if getattr(self, f"can_{r}")]
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{who}: {', '.join(rights) or 'nothing'}"

@@ -17,6 +17,7 @@ from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
 from flows import transitions
+from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
@@ -43,6 +44,7 @@ def start_run(
     interval_end: datetime | None = None,
     version: FlowVersion | None = None,
     reuse: dict[str, NodeRun] | None = None,
+    user: Any = None,
 ) -> FlowRun:
     """Validate the flow, snapshot its version, record a queued run and dispatch it on commit.
 
@@ -50,11 +52,17 @@ def start_run(
     ``reuse`` maps node keys to succeeded node runs of an earlier run whose outputs this run
     takes instead of executing those nodes.
     Raises ``Flow.DoesNotExist`` for an unknown slug and ``FlowValidationError`` for an invalid
-    flow (nothing is recorded then).
+    flow (nothing is recorded then). With ``user`` (whoever starts it: a person, or a
+    schedule's owner) raises ``AccessDenied`` unless that user may run the flow and use every
+    connection it names; without one the caller is the operator.
     """
     flow = flow_or_slug if isinstance(flow_or_slug, Flow) else Flow.objects.get(slug=flow_or_slug)
     reuse = reuse or {}
+    if user is not None:
+        check_run(user, flow)
     version = version or ensure_current_version(flow)
+    if user is not None:
+        check_run(user, flow, version.definition["nodes"])
     run = FlowRun(
         flow=flow,
         version=version,
@@ -195,7 +203,9 @@ def cancel_run(run: FlowRun) -> bool:
     return cancelled
 
 
-def rerun(run: FlowRun, *, from_node: str | None = None, latest: bool = False) -> FlowRun:
+def rerun(
+    run: FlowRun, *, from_node: str | None = None, latest: bool = False, user: Any = None
+) -> FlowRun:
     """Start a new run with the same params and data interval.
 
     With ``from_node`` (or, when the run failed, by default its first failed node) only that
@@ -221,6 +231,7 @@ def rerun(run: FlowRun, *, from_node: str | None = None, latest: bool = False) -
         interval_end=run.interval_end,
         version=version,
         reuse=reuse,
+        user=user,
     )
     _record_run(Action.RERUN, new, rerun_of=str(run.id), from_node=from_node)
     return new

@@ -57,9 +57,9 @@ class ConnectionForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=SecretInput(attrs={"class": "vTextField"}),
-        help_text="postgresql://user:password@host:5432/db, sqlite:///path/to/file.db, "
-        "https://api.example.com, file:///dir or s3://key:secret@bucket/prefix. "
-        "Stored encrypted and never shown again; "
+        help_text="postgresql://user:password@host:5432/db, mysql://user:password@host:3306/db, "
+        "sqlite:///path/to/file.db, https://api.example.com, file:///dir or "
+        "s3://key:secret@bucket/prefix. Stored encrypted and never shown again; "
         "leave blank to keep the current one.",
     )
     headers = forms.CharField(
@@ -73,7 +73,7 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        fields = ["name", "description"]
+        fields = ["name", "description", "allowed_groups"]
 
     def clean_url(self) -> str:
         url = self.cleaned_data.get("url", "")
@@ -116,6 +116,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "updated_at",
     )
     actions = ["test_selected"]
+    filter_horizontal = ("allowed_groups",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, Any]]:
         secrets = ["url", "headers"] + (["clear_headers"] if obj is not None else [])
@@ -123,7 +124,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         if obj is not None and obj.scheme != "http" and obj.scheme != "https":
             stored.append("role_check_report")
         return [
-            (None, {"fields": ["name", "description"]}),
+            (None, {"fields": ["name", "description", "allowed_groups"]}),
             ("Secrets (write-only)", {"fields": secrets}),
             *([("Stored", {"fields": stored})] if stored else []),
         ]

@@ -10,6 +10,11 @@ hosts, checked when a connection is saved and again when it is used:
 - At connect time the host is resolved, every address is checked, and libpq is handed the
   checked addresses as ``hostaddr`` (the name stays ``host``, for TLS): a name that resolves
   differently a second time (DNS rebinding) cannot swap the peer.
+- MariaDB/MySQL URLs (``mysql://``, ``mariadb://``) likewise name one TCP host; parameters
+  that would send the connection elsewhere, read option or key files on the worker, run a
+  statement of their own or let the server read the worker's files (``unix_socket``,
+  ``read_default_file``, ``init_command``, ``local_infile``...) are refused; only those in
+  :data:`MYSQL_PARAMETERS` pass. The driver is handed a checked address, never the name.
 - SQLite files are read only inside the directories of ``FLOWPLATFORM_SQLITE_DIRS`` (symlinks
   and ``..`` resolved first), never the platform's own database.
 
@@ -20,8 +25,10 @@ Link-local and metadata addresses are always refused; loopback and private ones 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 from django.conf import settings
@@ -206,10 +213,149 @@ def sqlite_path(url: str) -> Path:
     return path
 
 
+MYSQL_SCHEMES = ("mysql", "mariadb")
+
+#: Parameters a MariaDB/MySQL URL may carry: neither changes the peer or reads a file.
+MYSQL_PARAMETERS = frozenset({"charset", "connect_timeout"})
+
+#: MariaDB/MySQL parameters refused with a reason of their own.
+MYSQL_REDIRECTING = {
+    "host": "it replaces the host of the URL",
+    "port": "the port belongs in the URL's authority",
+    "unix_socket": "it connects through a Unix socket on the worker",
+    "socket": "it connects through a Unix socket on the worker",
+    "named_pipe": "it connects through a named pipe on the worker",
+    "bind_address": "it chooses the worker's source address",
+    "read_default_file": "it reads an option file on the worker",
+    "read_default_group": "it reads option files on the worker",
+    "init_command": "it runs a statement of its own on every connection",
+    "local_infile": "it lets the server read files on the worker",
+    "local_infile_dir": "it lets the server read files on the worker",
+    "ssl_ca": "it reads a file on the worker",
+    "ssl_capath": "it reads files on the worker",
+    "ssl_cert": "it reads a file on the worker",
+    "ssl_key": "it reads a file on the worker",
+    "ssl_crl": "it reads a file on the worker",
+    "ssl_crlpath": "it reads files on the worker",
+    "plugin_dir": "it loads client plugins from the worker",
+    "default_auth": "it loads a client plugin on the worker",
+}
+
+_CHARSET = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+@dataclass(frozen=True)
+class MySQLTarget:
+    """Where and as whom a MariaDB/MySQL URL connects (``addresses``: checked, in order)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str | None
+    charset: str = "utf8mb4"
+    connect_timeout: int = 10
+    addresses: tuple[str, ...] = ()
+
+
+def mysql_parts(url: str) -> MySQLTarget:
+    """The host, port, credentials, database and parameters of a ``mysql://`` or
+    ``mariadb://`` URL; :class:`DatabaseURLError` for one that would redirect the connection."""
+    try:
+        parts = urlsplit(url)
+        port = 3306 if parts.port is None else parts.port
+    except ValueError:
+        raise DatabaseURLError("not a valid MariaDB/MySQL URL (bad host or port)") from None
+    if not 0 < port < 65536:
+        raise DatabaseURLError("the URL has an invalid port")
+    charset, connect_timeout = "utf8mb4", 10
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in MYSQL_REDIRECTING:
+            raise DatabaseURLError(
+                f"connection URL parameter '{name}' is not allowed: {MYSQL_REDIRECTING[name]}"
+            )
+        if name not in MYSQL_PARAMETERS:
+            raise DatabaseURLError(f"connection URL parameter '{name[:50]}' is not supported")
+        if name == "charset":
+            if not _CHARSET.match(value):
+                raise DatabaseURLError("connection URL parameter 'charset' is not a charset name")
+            charset = value
+        else:
+            if not value.isdigit() or not 1 <= int(value) <= 3600:
+                raise DatabaseURLError(
+                    "connection URL parameter 'connect_timeout' must be 1 to 3600 seconds"
+                )
+            connect_timeout = int(value)
+    host = parts.hostname or ""
+    if not host:
+        raise DatabaseURLError("MariaDB/MySQL URLs need a host (Unix sockets are not allowed)")
+    if "," in parts.netloc.rpartition("@")[2]:
+        raise DatabaseURLError("a connection URL names one host (several hosts are not supported)")
+    path = unquote(parts.path.lstrip("/"))
+    if "/" in path:
+        raise DatabaseURLError("the URL's path names one database (no '/' after it)")
+    return MySQLTarget(
+        host=host,
+        port=port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=path or None,
+        charset=charset,
+        connect_timeout=connect_timeout,
+    )
+
+
+def mysql_target(url: str) -> MySQLTarget:
+    """:func:`mysql_parts` with the host resolved and every address checked now (connect to
+    ``addresses``, never to the name). Raise a permanent :class:`NodeError` for a refused URL
+    or address, a non-permanent one when the host does not resolve (DNS may recover)."""
+    try:
+        target = mysql_parts(url)
+    except DatabaseURLError as exc:
+        raise NodeError(str(exc), permanent=True) from None
+    try:
+        addresses = netguard.resolve(target.host, target.port)
+    except (OSError, UnicodeError):
+        raise NodeError(f"cannot resolve database host '{target.host}'", permanent=False) from None
+    addresses = [a.partition("%")[0] for a in addresses]  # no IPv6 zone ids
+    permitted = allow_private()
+    for address in addresses:
+        if reason := netguard.refusal(address, permitted):
+            raise NodeError(
+                f"database host '{target.host}' resolves to {address}, {reason}", permanent=True
+            )
+    return MySQLTarget(**{**target.__dict__, "addresses": tuple(dict.fromkeys(addresses))})
+
+
+def check_mysql_url(url: str) -> None:
+    """Save-time check of a MariaDB/MySQL URL: parameters, and the host's addresses when it
+    resolves now."""
+    target = mysql_parts(url)
+    _check_addresses(target.host, target.port)
+
+
+def _check_addresses(host: str, port: int) -> None:
+    try:
+        addresses = netguard.resolve(host, port)
+    except (OSError, UnicodeError):
+        return
+    permitted = allow_private()
+    for address in addresses:
+        if reason := netguard.refusal(address.partition("%")[0], permitted):
+            hint = (
+                ""
+                if permitted or reason.startswith("a link-local")
+                else " (set FLOWPLATFORM_DB_ALLOW_PRIVATE=true to allow private database hosts)"
+            )
+            raise DatabaseURLError(f"database host '{host}' resolves to {address}, {reason}{hint}")
+
+
 def check_url(url: str) -> None:
     """Save-time check of a database URL (HTTP URLs pass: ``http_post`` guards them)."""
     scheme = url.partition(":")[0].lower()
     if scheme in POSTGRES_SCHEMES:
         check_postgres_url(url)
+    elif scheme in MYSQL_SCHEMES:
+        check_mysql_url(url)
     elif scheme == "sqlite":
         sqlite_path(url)

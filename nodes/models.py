@@ -36,12 +36,20 @@ class Connection(models.Model):
         editable=False,
         help_text="What the last role check found (manage.py checkconnections, Test connection).",
     )
+    allowed_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="usable_connections",
+        verbose_name="allowed groups",
+        help_text="Only members of these groups may use the connection in flows (empty: everyone).",
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
     class Meta:
         ordering = ["name"]
         verbose_name = "connection"
+        permissions = [("use_connection", "Can use every connection in flows")]
 
     def __str__(self) -> str:
         return self.name

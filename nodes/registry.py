@@ -24,6 +24,7 @@ BUILTIN_NODES: dict[str, str] = {
     "filter": "nodes.builtin.filter.FilterNode",
     "map_fields": "nodes.builtin.map_fields.MapFieldsNode",
     "http_post": "nodes.builtin.http_post.HttpPostNode",
+    "sql_write": "nodes.builtin.sql_write.node.SqlWriteNode",
     "file_read": "nodes.builtin.file_read.FileReadNode",
     "file_write": "nodes.builtin.file_write.FileWriteNode",
 }

@@ -1,5 +1,5 @@
-"""What a database connection's role may do beyond reading: the checks of
-``manage.py checkconnections`` and of the connection's admin page.
+"""What a database connection's role (PostgreSQL) or account (MariaDB/MySQL) may do beyond
+reading: the checks of ``manage.py checkconnections`` and of the connection's admin page.
 
 ``sql_query`` runs each query in a read-only transaction that is rolled back, with a time limit
 a query cannot lift. That stops writes to tables and anything transactional (large objects,
@@ -7,6 +7,11 @@ sequences, settings). It cannot stop what takes effect outside the transaction, 
 database role can: reading or writing files on the database server, running programs there,
 opening connections from it (``dblink``). A platform admin acts on these warnings by giving
 the connection a role without those rights.
+
+On MariaDB/MySQL the account's privileges are read from ``information_schema`` (its own and
+those of its current role): ``SUPER`` and ``FILE`` (server files: ``LOAD_FILE``, ``INTO
+OUTFILE``), write privileges on any database or table (``EXECUTE`` included: a procedure may
+write), and administrative ones.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import psycopg
 from django.utils import timezone
 
 from nodes import dbguard
-from nodes.builtin import pg_pool
+from nodes.builtin import mysql_backend, pg_pool
 from nodes.builtin.sql_backends import _Redactor
 from nodes.models import Connection
 from nodes.sdk.errors import NodeError
@@ -148,6 +153,114 @@ def postgres_warnings(conn: psycopg.Connection) -> tuple[str, list[str]]:
     return name, warnings
 
 
+#: MariaDB/MySQL privileges that change data or schema (at any level).
+MYSQL_WRITE_PRIVILEGES = (
+    "INSERT", "UPDATE", "DELETE", "DELETE HISTORY", "CREATE", "DROP", "ALTER", "INDEX",
+    "CREATE VIEW", "TRIGGER", "CREATE ROUTINE", "ALTER ROUTINE", "EXECUTE", "EVENT",
+    "LOCK TABLES",
+)  # fmt: skip
+#: Global MariaDB/MySQL privileges a reader needs none of (SUPER and FILE are told apart).
+MYSQL_ADMIN_PRIVILEGES = (
+    "PROCESS", "SHUTDOWN", "RELOAD", "CREATE USER", "GRANT OPTION", "CONNECTION ADMIN",
+    "SET USER", "READ_ONLY ADMIN", "FEDERATED ADMIN", "BINLOG ADMIN", "BINLOG REPLAY",
+    "REPLICATION SLAVE", "REPLICATION SLAVE ADMIN", "REPLICATION MASTER ADMIN",
+    "SYSTEM_VARIABLES_ADMIN", "CREATE TABLESPACE",
+)  # fmt: skip
+
+MYSQL_GLOBAL_SQL = (
+    "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.USER_PRIVILEGES"
+    " WHERE GRANTEE IN (%s, %s)"
+)
+MYSQL_SCHEMA_SQL = (
+    "SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES"
+    " WHERE GRANTEE IN (%s, %s) ORDER BY 1"
+)
+MYSQL_TABLE_SQL = (
+    "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), PRIVILEGE_TYPE"
+    " FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE IN (%s, %s) ORDER BY 1"
+)
+
+
+def _mysql_grantee(account: str) -> str:
+    """``user@host`` as information_schema spells a grantee: ``'user'@'host'``."""
+    user, _, host = account.rpartition("@")
+    return f"'{user}'@'{host}'" if host else f"'{account}'"
+
+
+def mysql_warnings(conn: Any) -> tuple[str, list[str]]:
+    """The account of a MariaDB/MySQL connection (and its current role) and what it may do
+    beyond reading."""
+    cursor = conn.cursor()
+    cursor.execute("SELECT CURRENT_USER(), CURRENT_ROLE()")
+    account, role = cursor.fetchone()
+    grantees = [_mysql_grantee(account), f"'{role}'" if role else _mysql_grantee(account)]
+    cursor.execute(MYSQL_GLOBAL_SQL, grantees)
+    rows = cursor.fetchall()
+    granted = {privilege for privilege, _grantable in rows}
+    if any(grantable == "YES" for _privilege, grantable in rows):
+        granted.add("GRANT OPTION")
+    name = account
+    if "SUPER" in granted:
+        return name, [
+            f"account '{name}' has SUPER: it can change server settings, end other sessions "
+            "and bypass read-only servers; give this connection a read-only account"
+        ]
+    warnings = []
+    if "FILE" in granted:
+        warnings.append(
+            f"account '{name}' has FILE: it can read and write server files (LOAD_FILE, "
+            "SELECT ... INTO OUTFILE); revoke FILE"
+        )
+    writes = [p for p in MYSQL_WRITE_PRIVILEGES if p in granted]
+    if writes:
+        warnings.append(
+            f"account '{name}' may {_names(writes)} on every database; grant it SELECT only"
+        )
+    where: dict[str, set[str]] = {}
+    for sql in (MYSQL_SCHEMA_SQL, MYSQL_TABLE_SQL):
+        cursor.execute(sql, grantees)
+        for target, privilege in cursor.fetchall():
+            if privilege in MYSQL_WRITE_PRIVILEGES:
+                where.setdefault(target if "." in target else f"{target}.*", set()).add(privilege)
+    if where:
+        targets = sorted(where)
+        warnings.append(
+            f"account '{name}' can write (INSERT, UPDATE, DELETE, CREATE, ALTER...) in "
+            f"{len(targets)} database(s) or table(s): {_names(targets)}; grant it SELECT only"
+        )
+    admin = [p for p in MYSQL_ADMIN_PRIVILEGES if p in granted]
+    if admin:
+        warnings.append(f"account '{name}' has {_names(admin)}; a reader needs none of them")
+    cursor.close()
+    return name, warnings
+
+
+def _check_mysql(info_url: str, result: RoleCheck) -> RoleCheck:
+    redact = _Redactor(info_url)
+    try:
+        conn = mysql_backend.connect(info_url, connect_timeout=5)
+    except NodeError as exc:
+        result.warnings.append(f"refused by the database guard: {exc}")
+        return result
+    except mysql_backend.MySQLdb.Error as exc:
+        result.warnings.append(f"could not be checked: {redact(exc)}")
+        return result
+    try:
+        name, result.warnings = mysql_warnings(conn)
+    except mysql_backend.MySQLdb.Error as exc:
+        result.warnings.append(f"could not be checked: {redact(exc)}")
+        return result
+    finally:
+        conn.close()
+    result.checked = True
+    result.summary = f"account '{name}'" + (
+        ": read-only (no SUPER, no FILE, no write or admin privileges)"
+        if not result.warnings
+        else ""
+    )
+    return result
+
+
 def check(connection: Connection) -> RoleCheck:
     """Check one connection (PostgreSQL: its role; SQLite: its file's place)."""
     info = connection.info()
@@ -161,6 +274,8 @@ def check(connection: Connection) -> RoleCheck:
         result.checked = True
         result.summary = f"SQLite file {path.name}, opened read-only"
         return result
+    if connection.scheme in dbguard.MYSQL_SCHEMES:
+        return _check_mysql(info.url, result)
     if connection.scheme not in dbguard.POSTGRES_SCHEMES:
         result.summary = "not a database connection"
         return result

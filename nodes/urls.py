@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-SUPPORTED_SCHEMES = ("postgresql", "postgres", "sqlite", "http", "https", "file", "s3")
+SUPPORTED_SCHEMES = (
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "sqlite",
+    "http",
+    "https",
+    "file",
+    "s3",
+)
 
 
 class ConnectionURLError(ValueError):

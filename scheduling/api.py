@@ -9,13 +9,15 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
+from flows import access
+from flows.api.access import FlowRights, denied
 from flows.models import Flow
+from scheduling import access as schedule_access
 from scheduling.durations import format_every, parse_every
 from scheduling.models import FlowSchedule, ScheduleKind
 from scheduling.validation import check_schedule, iana_timezones
@@ -94,8 +96,11 @@ class FlowScheduleSerializer(serializers.ModelSerializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["timezone"].choices = sorted(iana_timezones())
+        request = self.context.get("request")
+        if request is not None:  # a flow the user may not see does not exist for them
+            self.fields["flow"].queryset = access.flows_for(request.user)
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_fire_at(self, schedule: FlowSchedule) -> str | None:
         moment = schedule.next_fire_at()
         return serializers.DateTimeField().to_representation(moment) if moment else None
@@ -163,10 +168,19 @@ class ScheduleFilter(filters.FilterSet):
     create=extend_schema(
         summary="Create a schedule",
         description="Give a cron expression (and timezone), an interval (`every`) or a "
-        "one-off time (`at`). Its beat entry is created with it.",
+        "one-off time (`at`). Its beat entry is created with it. Needs the run permission on "
+        "the flow (its runs start as you).",
     ),
-    update=extend_schema(summary="Replace a schedule"),
-    partial_update=extend_schema(summary="Change part of a schedule"),
+    update=extend_schema(
+        summary="Replace a schedule",
+        description="Changing what a schedule runs, or enabling it, needs the run permission "
+        "on the flow; disabling it and its description need only the right to edit it.",
+    ),
+    partial_update=extend_schema(
+        summary="Change part of a schedule",
+        description="Changing what a schedule runs, or enabling it, needs the run permission "
+        "on the flow; disabling it and its description need only the right to edit it.",
+    ),
     destroy=extend_schema(summary="Delete a schedule", description="Runs it made are kept."),
 )
 class FlowScheduleViewSet(viewsets.ModelViewSet):
@@ -174,10 +188,57 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
 
     serializer_class = FlowScheduleSerializer
     lookup_value_regex = r"\d+"
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [FilterBackend, StrictOrderingFilter]
     filterset_class = ScheduleFilter
     ordering_fields = ["id", "created_at", "updated_at", "last_fired_at"]
     ordering = ["id"]
 
+    permission_classes = [FlowRights]
+    action_rights = {
+        "list": lambda user: _sees_schedules(user),
+        "retrieve": lambda user: _sees_schedules(user),
+        "create": lambda user: _edits_schedules(user, "add"),
+        "update": lambda user: _edits_schedules(user, "change"),
+        "partial_update": lambda user: _edits_schedules(user, "change"),
+        "destroy": lambda user: _edits_schedules(user, "delete"),
+    }
+
     def get_queryset(self) -> QuerySet[FlowSchedule]:
-        return FlowSchedule.objects.select_related("flow")
+        user = self.request.user
+        return schedule_access.schedules_for(user, FlowSchedule.objects.select_related("flow"))
+
+    def perform_create(self, serializer: FlowScheduleSerializer) -> None:
+        flow = serializer.validated_data["flow"]
+        self._check(flow, "add", run=True)
+        serializer.save(owner=self.request.user)
+
+    def perform_update(self, serializer: FlowScheduleSerializer) -> None:
+        schedule: FlowSchedule = serializer.instance
+        data = serializer.validated_data
+        before = {name: getattr(schedule, name) for name in data if name != "flow"}
+        before["flow"] = schedule.flow
+        run = schedule_access.needs_run(before, dict(data))
+        self._check(schedule.flow, "change", run)
+        if data.get("flow", schedule.flow) != schedule.flow:
+            self._check(data["flow"], "add", run=True)
+        serializer.save(**({"owner": self.request.user} if run else {}))
+
+    def perform_destroy(self, instance: FlowSchedule) -> None:
+        self._check(instance.flow, "delete", run=False)
+        instance.delete()
+
+    def _check(self, flow: Flow, action: str, run: bool) -> None:
+        try:
+            schedule_access.check_write(self.request.user, flow, action, run)
+        except access.AccessDenied as exc:
+            raise denied(exc) from None
+
+
+def _sees_schedules(user: Any) -> bool:
+    return bool(user.has_perm("scheduling.view_flowschedule") or access.has_any(user, "view"))
+
+
+def _edits_schedules(user: Any, action: str) -> bool:
+    return bool(
+        user.has_perm(f"scheduling.{action}_flowschedule") or access.has_any(user, "change")
+    )

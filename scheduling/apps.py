@@ -11,13 +11,20 @@ class SchedulingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete
 
+        from flows.access import SectionAccess, register_section_access
         from flows.sections import FlowFileSection, register_section
+        from scheduling import access as schedule_access
         from scheduling import flowfile
         from scheduling.models import FlowSchedule
         from scheduling.signals import delete_periodic_task
 
         post_delete.connect(
             delete_periodic_task, sender=FlowSchedule, dispatch_uid="scheduling.delete_entry"
+        )
+        register_section_access(
+            SectionAccess(
+                key="schedules", rights=schedule_access.section_rights, claim=schedule_access.claim
+            )
         )
         register_section(
             FlowFileSection(

@@ -23,6 +23,7 @@ from django.db.models import Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from flows.access import AccessDenied
 from flows.models import ACTIVE_RUN_STATUSES, Flow, Trigger
 from flows.services import DispatchError, start_run
 from flows.validation import FlowValidationError
@@ -240,7 +241,14 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
                     trigger=record.trigger,
                     interval_start=record.interval_start,
                     interval_end=record.interval_end,
+                    user=schedule.owner,  # None: set up by an operator
                 )
+        except AccessDenied as exc:
+            record.state, record.error = ScheduledRunState.FAILED, str(exc)[:10000]
+            record.save(update_fields=["state", "error"])
+            logger.warning("schedule %s: interval not run: %s", schedule.pk, exc)
+            outcome.failed.append(record)
+            continue
         except FlowValidationError as exc:
             record.state, record.error = ScheduledRunState.FAILED, str(exc)[:10000]
             record.save(update_fields=["state", "error"])

@@ -97,6 +97,17 @@ class FlowSchedule(models.Model):
     )
     end_at = models.DateTimeField("end", null=True, blank=True, help_text="No firing after it.")
     description = models.TextField("description", blank=True, default="")
+    owner = models.ForeignKey(
+        "auth.User",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name="owner",
+        help_text="Who last created, changed or enabled the schedule: its runs need this user's "
+        "rights (empty: set by an operator on the command line).",
+    )
     position = models.PositiveIntegerField(
         "position", default=0, help_text="Order in the flow file."
     )

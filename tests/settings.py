@@ -24,6 +24,11 @@ os.environ.setdefault(
     "FLOW_DATA_STORAGE", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "flowdata")
 )
 os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+# The platform refuses to start without a secret key outside the embedded demo. This one is
+# published in the repository: for the test suite only, never for a deployment.
+os.environ.setdefault(
+    "FLOWPLATFORM_SECRET_KEY", "test-suite-only-key-published-in-the-repository-never-deploy-it"
+)
 
 from flowplatform.settings import *  # noqa: F403
 

@@ -218,6 +218,77 @@ def test_chart_settings_are_ones_the_platform_reads(values: dict[str, Any]) -> N
     assert "FLOWPLATFORM_ALLOWED_HOSTS" in known  # rendered from allowedHosts
 
 
+def helper_definition(name: str) -> str:
+    """The body of ``{{- define "name" -}}`` in _helpers.tpl."""
+    match = re.search(
+        rf'{{{{- define "{re.escape(name)}" -}}}}\n(.*?)\n{{{{- end }}}}\n(?={{{{/\*|\Z)',
+        template_text("_helpers.tpl"),
+        flags=re.DOTALL,
+    )
+    assert match, name
+    return match.group(1)
+
+
+def test_chart_refuses_a_missing_or_empty_secret_key(values: dict[str, Any]) -> None:
+    check = helper_definition("flowplatform.checkSecretKey")
+    # Rendered by every install and upgrade: the ConfigMap is always part of the release.
+    assert '{{- include "flowplatform.checkSecretKey" . }}' in template_text("configmap.yaml")
+    # No reference to the key at all.
+    assert re.search(r'if not \(hasKey \.Values\.secretEnv "FLOWPLATFORM_SECRET_KEY"\) }}\n'
+                     r'{{- fail ', check)  # fmt: skip
+    # The chart's own Secret: the value, trimmed, must not be empty.
+    assert re.search(
+        r"if not \(index \.Values\.secret\.values \$key \| default \"\" \| toString \| trim\) }}"
+        r"\n{{- fail ",
+        check,
+    )
+    # A Secret made outside the chart: read back when Helm can see it, its value decoded.
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in check
+    assert re.search(r"\| b64dec \| trim\) }}\n{{- fail ", check)
+    # The defaults ship no key: an install without one fails instead of starting on a blank.
+    assert "FLOWPLATFORM_SECRET_KEY" not in values["secret"]["values"]
+    assert values["secretEnv"]["FLOWPLATFORM_SECRET_KEY"] == {"name": "", "key": ""}
+
+
+def test_every_template_block_is_closed() -> None:
+    # No helm binary here: at least each if/range/with/define has its end, in order.
+    token = re.compile(r"{{-?\s*(if|range|with|define|block|else|end)\b")
+    for path in sorted(TEMPLATES.iterdir()):
+        depth = 0
+        for match in token.finditer(path.read_text()):
+            if match.group(1) == "end":
+                depth -= 1
+            elif match.group(1) != "else":
+                depth += 1
+            assert depth >= 0, f"{path.name}: an end without its block at {match.start()}"
+        assert depth == 0, f"{path.name}: {depth} block(s) left open"
+
+
+def test_compose_refuses_an_empty_secret_key(compose: dict[str, Any]) -> None:
+    # ":?" fails `docker compose up` when the variable is unset or empty.
+    environment = compose["x-app"]["environment"]
+    assert re.fullmatch(
+        r"\$\{FLOWPLATFORM_SECRET_KEY:\?[^}]+\}", environment["FLOWPLATFORM_SECRET_KEY"]
+    )
+    example = (DOCKER / ".env.example").read_text()
+    assert re.search(r"^FLOWPLATFORM_SECRET_KEY=$", example, flags=re.MULTILINE)
+
+
+def test_example_settings_ship_no_secret_key() -> None:
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^FLOWPLATFORM_SECRET_KEY=$", example, flags=re.MULTILINE)
+
+
+def test_health_checks_say_they_came_over_https() -> None:
+    # With FLOWPLATFORM_HTTPS a plain-HTTP request is redirected; the probes pass as the proxy does.
+    web = template_text("deployment-web.yaml")
+    assert re.search(r"- name: X-Forwarded-Proto\n\s+value: https", web)
+    compose = load_yaml(COMPOSE_FILE)
+    assert "'X-Forwarded-Proto': 'https'" in " ".join(
+        compose["services"]["web"]["healthcheck"]["test"]
+    )
+
+
 def test_chart_runs_exactly_one_beat_with_recreate() -> None:
     beat = template_text("deployment-beat.yaml")
     assert re.search(r"^  replicas: 1$", beat, flags=re.MULTILINE)
@@ -257,12 +328,13 @@ def test_whitenoise_sits_right_after_the_security_middleware() -> None:
 
 
 def test_swagger_ui_and_its_static_files_are_served_without_debug(
-    settings: Any, tmp_path: Path
+    settings: Any, tmp_path: Path, admin_user: Any
 ) -> None:
     settings.DEBUG = False
     settings.STATIC_ROOT = tmp_path / "static"
     call_command("collectstatic", interactive=False, verbosity=0)
     client = Client()  # created after STATIC_ROOT changed: WhiteNoise indexes it on first use
+    client.force_login(admin_user)  # the API docs are for logged-in users
 
     page = client.get("/api/docs/")
     assert page.status_code == 200

@@ -13,13 +13,12 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.fields import get_error_detail
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.views import exception_handler as drf_exception_handler
 
 ErrorItem = dict[str, str | None]
 
@@ -96,8 +95,13 @@ def flatten(detail: Any, path: str = "") -> list[ErrorItem]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with Django's own exceptions mapped and every body in the error shape."""
+    # Imported here: rest_framework.views loads the parsers, which import this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge("the request body exceeds the size limit")
+    elif isinstance(exc, Http404 | exceptions.NotFound) and not isinstance(exc, ProblemError):
+        exc = missing_object(context)
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(get_error_detail(exc))
     response = drf_exception_handler(exc, context)
@@ -105,6 +109,22 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None  # an unexpected error: a 500 and a logged traceback, as it should be
     response.data = error_body(exc, response.data)
     return response
+
+
+def missing_object(context: dict[str, Any]) -> NotFound:
+    """A 404 of a view's ``get_object()``, naming the path parameter that found nothing."""
+    view, kwargs = context.get("view"), context.get("kwargs") or {}
+    name = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")
+    if name not in kwargs:
+        return NotFound([error_item("", "no such object")])
+    model = getattr(getattr(view, "queryset", None), "model", None)
+    if model is None:
+        serializer = getattr(view, "serializer_class", None)
+        model = getattr(getattr(serializer, "Meta", None), "model", None)
+    noun = str(model._meta.verbose_name) if model is not None else "object"
+    if name == "pk" and model is not None:
+        name = model._meta.pk.name  # as the OpenAPI document names the parameter
+    return NotFound([error_item(name, f"no {noun} with this {name}")])
 
 
 def error_body(exc: Exception, data: Any) -> dict[str, Any]:

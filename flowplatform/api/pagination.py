@@ -9,6 +9,9 @@ from rest_framework.request import Request
 
 from flowplatform.api.errors import ProblemError, error_item
 
+#: Largest ``limit`` or ``offset`` read (18 digits); a longer number is a 400, not an overflow.
+MAX_NUMBER = 10**18 - 1
+
 
 class Pagination(LimitOffsetPagination):
     """``?limit=`` (default 50, at most 500; larger values are reduced) and ``?offset=``."""
@@ -39,14 +42,14 @@ class Pagination(LimitOffsetPagination):
                 "in": "query",
                 "description": f"Items per page (default {self.default_limit}; "
                 f"values above {self.max_limit} are reduced to {self.max_limit}).",
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_NUMBER},
             },
             {
                 "name": self.offset_query_param,
                 "required": False,
                 "in": "query",
                 "description": "Items to skip before the first returned.",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_NUMBER},
             },
         ]
 
@@ -56,7 +59,6 @@ def _non_negative(request: Request, name: str, minimum: int) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < minimum:
-        raise ProblemError(
-            [error_item(name, f"must be an integer of at least {minimum}")], "Invalid input."
-        )
+        message = f"must be an integer from {minimum} to {MAX_NUMBER}"
+        raise ProblemError([error_item(name, message)], "Invalid input.")
     return int(raw)

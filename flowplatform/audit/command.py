@@ -1,7 +1,8 @@
 """``AuditedCommand``: a management command whose changes are recorded as the command line's.
 
 Every such command takes ``--as USER`` to name the platform user it acts for; without it the
-entries carry the operating-system user's name (and no platform user).
+entries carry the operating-system user's name (and no platform user). With it the command
+also acts with that user's rights (``acting_user``); without it, as the operator.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ def os_user() -> str:
 
 
 class AuditedCommand(BaseCommand):
+    #: The platform user named by ``--as``, or ``None`` for the operator.
+    acting_user: Any = None
+
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.add_argument(
             "--as",
             dest="as_user",
             metavar="USER",
-            help="the platform user to record in the audit trail (default: the OS user)",
+            help="act as this platform user: with their rights, recorded in the audit trail "
+            "(default: the operator, recorded by OS user name)",
         )
         return parser
 
     def execute(self, *args: Any, **options: Any) -> Any:
         name = options.get("as_user")
         user = _platform_user(name) if name else None
+        self.acting_user = user
         who = os_user()
         with audit_context(
             Source.CLI, user=user, name=who, details={"os_user": who} if who else {}

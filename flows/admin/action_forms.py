@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import io
 from typing import Any
 
 from django import forms
+from django.core.files.uploadedfile import InMemoryUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import HttpRequest
 
+from flowplatform.jsondoc import (
+    JSONDocumentError,
+    document_size_limit,
+    load_json_document,
+    read_document,
+)
 from flows.graph import Graph
 from flows.models import FlowRun, NodeStatus
 
@@ -29,29 +38,66 @@ class RunForm(forms.Form):
         return params
 
 
-#: Largest flow file the import page reads.
-MAX_FLOW_FILE_BYTES = 2 * 1024 * 1024
+class FlowFileUploadHandler(FileUploadHandler):
+    """Keeps an uploaded flow file in memory, and stops reading the request as soon as the
+    uploads pass the document size limit: an oversized upload costs one limit's worth of
+    memory and reading, not its whole size (Django's own handlers take a whole file, to memory
+    or to disk, before any size can be checked). Install it before the body is read."""
+
+    def __init__(self, request: HttpRequest | None = None) -> None:
+        super().__init__(request)
+        self.limit = document_size_limit()
+        self.received = 0
+        self.too_large = False
+        self.buffer = io.BytesIO()
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        super().new_file(*args, **kwargs)
+        self.buffer = io.BytesIO()
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        self.received += len(raw_data)  # across every file of the request
+        if self.received > self.limit:
+            self.too_large = True
+            raise StopUpload(connection_reset=True)
+        self.buffer.write(raw_data)
+
+    def file_complete(self, file_size: int) -> InMemoryUploadedFile:
+        self.buffer.seek(0)
+        return InMemoryUploadedFile(
+            file=self.buffer,
+            field_name=self.field_name,
+            name=self.file_name,
+            content_type=self.content_type,
+            size=file_size,
+            charset=self.charset,
+            content_type_extra=self.content_type_extra,
+        )
 
 
 class ImportForm(forms.Form):
-    """A flow file to create or update a flow from."""
+    """A flow file to create or update a flow from, parsed by the platform's JSON document
+    rules (flowplatform/jsondoc.py): the same as the API's and ``importflow``'s."""
 
-    file = forms.FileField(label="flow file", help_text="A JSON flow file, as exportflow writes.")
+    file = forms.FileField(
+        label="flow file", required=False, help_text="A JSON flow file, as exportflow writes."
+    )
+
+    def __init__(self, *args: Any, upload_too_large: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload_too_large = upload_too_large
 
     def clean_file(self) -> Any:
-        upload = self.cleaned_data["file"]
-        if upload.size > MAX_FLOW_FILE_BYTES:
-            raise forms.ValidationError(
-                f"the file is larger than {MAX_FLOW_FILE_BYTES // (1024 * 1024)} MiB"
-            )
+        upload = self.cleaned_data.get("file")
+        limit = document_size_limit()
+        if self.upload_too_large or (upload is not None and upload.size > limit):
+            raise forms.ValidationError(f"the file is larger than the limit of {limit} bytes")
+        if upload is None:
+            raise forms.ValidationError(self.fields["file"].error_messages["required"])
         try:
-            return json.loads(upload.read().decode("utf-8"))
-        except UnicodeDecodeError:
-            raise forms.ValidationError("not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from None
+            return load_json_document(read_document(upload, limit))
+        except JSONDocumentError as exc:
+            raise forms.ValidationError([str(p) for p in exc.problems]) from None
 
 
 class DuplicateForm(forms.Form):

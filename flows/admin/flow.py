@@ -16,8 +16,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from flows.admin.action_forms import DuplicateForm, ImportForm, RunForm
+from flows import access
+from flows.admin.access import FlowAccessInline
+from flows.admin.action_forms import DuplicateForm, FlowFileUploadHandler, ImportForm, RunForm
 from flows.admin.display import definition_picture, flow_picture, status_badge
 from flows.admin.inlines import FlowEdgeInline, FlowNodeInline
 from flows.flowfile import apply_flow_file, export_flow
@@ -37,7 +40,7 @@ FLOW_FILE_FIELDS = ("slug", "name", "description", "run_timeout_s")
 MAX_LISTED = 5
 
 
-def problem_lines(exc: FlowValidationError) -> str:
+def problem_lines(exc: FlowValidationError | access.AccessDenied) -> str:
     lines = [str(p) for p in exc.problems[:MAX_LISTED]]
     if len(exc.problems) > MAX_LISTED:
         lines.append(f"… and {len(exc.problems) - MAX_LISTED} more")
@@ -64,7 +67,7 @@ class FlowAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name", "description")
     form = FlowForm
     fields = FLOW_FILE_FIELDS
-    inlines = [FlowNodeInline, FlowEdgeInline, *_schedule_inlines()]
+    inlines = [FlowNodeInline, FlowEdgeInline, *_schedule_inlines(), FlowAccessInline]
     actions = ["run_selected", "validate_selected"]
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"})}
@@ -77,13 +80,9 @@ class FlowAdmin(admin.ModelAdmin):
     # -- list ----------------------------------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[Flow]:
         last = FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-created_at")
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                _nodes=Count("nodes", distinct=True),
-                _last_status=Subquery(last.values("status")[:1]),
-            )
+        return access.flows_for(request.user, "view", super().get_queryset(request)).annotate(
+            _nodes=Count("nodes", distinct=True),
+            _last_status=Subquery(last.values("status")[:1]),
         )
 
     @admin.display(description="nodes", ordering="_nodes")
@@ -104,8 +103,34 @@ class FlowAdmin(admin.ModelAdmin):
         url = reverse("admin:flows_flowrun_changelist") + f"?flow__id__exact={flow.pk}"
         return format_html('<a href="{}">runs</a>', url)
 
-    def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("flows.run_flow")
+    # -- per-flow access: global permissions or grants on the flow ----------------------
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.has_any(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is None:
+            return access.has_any(request.user, "view")
+        return access.can(request.user, obj, "view")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is None:
+            return access.has_any(request.user, "change")
+        return access.can(request.user, obj, "change")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("flows.delete_flow") and (
+            obj is None or access.can(request.user, obj, "view")
+        )
+
+    def has_run_permission(self, request: HttpRequest, obj: Flow | None = None) -> bool:
+        if obj is None:
+            return access.has_any(request.user, "run")
+        return access.can(request.user, obj, "run")
+
+    def save_model(self, request: HttpRequest, obj: Flow, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            access.created_by(request.user, obj)
 
     @admin.action(description="Run selected flows now", permissions=["run"])
     def run_selected(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
@@ -136,7 +161,9 @@ class FlowAdmin(admin.ModelAdmin):
         """One graph per request: both inlines validate into it."""
         graph = getattr(request, "_flow_graph", None)
         if graph is None or graph.flow is not obj:
-            graph = GraphSubmission(obj, validate_only="_validate" in request.POST)
+            graph = GraphSubmission(
+                obj, validate_only="_validate" in request.POST, user=request.user
+            )
             request._flow_graph = graph  # type: ignore[attr-defined]
         return graph
 
@@ -197,7 +224,7 @@ class FlowAdmin(admin.ModelAdmin):
             )
             context["stored_problems"] = [str(p) for p in validate_flow(export_flow(obj))]
         context["node_catalog"] = catalog_ports()
-        context["can_run"] = obj is not None and self.has_run_permission(request)
+        context["can_run"] = obj is not None and self.has_run_permission(request, obj)
         context["can_duplicate"] = obj is not None and self.has_add_permission(request)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -205,7 +232,8 @@ class FlowAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
-            path("import/", wrap(self.import_view), name="flows_flow_import"),
+            # CSRF is checked inside, once the upload handler is in place.
+            path("import/", wrap(csrf_exempt(self.import_view)), name="flows_flow_import"),
             path("<int:object_id>/run/", wrap(self.run_view), name="flows_flow_run"),
             path("<int:object_id>/export/", wrap(self.export_view), name="flows_flow_export"),
             path(
@@ -224,7 +252,7 @@ class FlowAdmin(admin.ModelAdmin):
         )
 
     def _flow(self, request: HttpRequest, object_id: int) -> Flow:
-        flow = get_object_or_404(Flow, pk=object_id)
+        flow = get_object_or_404(access.flows_for(request.user), pk=object_id)
         if not self.has_view_or_change_permission(request, flow):
             raise PermissionDenied
         return flow
@@ -234,8 +262,11 @@ class FlowAdmin(admin.ModelAdmin):
 
     def _start(self, request: HttpRequest, flow: Flow, params: dict[str, Any]) -> FlowRun | None:
         try:
-            run = start_run(flow, params, trigger=Trigger.MANUAL)
+            run = start_run(flow, params, trigger=Trigger.MANUAL, user=request.user)
         except FlowValidationError as exc:
+            messages.error(request, f"{flow.slug} cannot run: {problem_lines(exc)}")
+            return None
+        except access.AccessDenied as exc:
             messages.error(request, f"{flow.slug} cannot run: {problem_lines(exc)}")
             return None
         except DispatchError as exc:
@@ -249,7 +280,7 @@ class FlowAdmin(admin.ModelAdmin):
 
     def run_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         flow = self._flow(request, object_id)
-        if not self.has_run_permission(request):
+        if not self.has_run_permission(request, flow):
             raise PermissionDenied
         form = RunForm(request.POST or None, initial={"params": {}})
         if request.method == "POST" and form.is_valid():
@@ -296,8 +327,10 @@ class FlowAdmin(admin.ModelAdmin):
                 data.update(slug=slug, name=form.cleaned_data["name"])
                 try:
                     with transaction.atomic():
+                        access.check_flow_write(request.user, None, data)
                         copy, _ = apply_flow_file(data)
-                except FlowValidationError as exc:
+                        access.created_by(request.user, copy)
+                except (FlowValidationError, access.AccessDenied) as exc:
                     messages.error(request, f"cannot duplicate: {problem_lines(exc)}")
                 else:
                     messages.success(request, f"{flow.slug} duplicated as {copy.slug}.")
@@ -307,14 +340,28 @@ class FlowAdmin(admin.ModelAdmin):
         )
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+        # The handler must be in place before anything reads the body, the CSRF check
+        # included: Django's documented pattern for per-view upload handlers.
+        uploads = FlowFileUploadHandler(request)
+        request.upload_handlers = [uploads]
+        return csrf_protect(self._import_page)(request, uploads)
+
+    def _import_page(self, request: HttpRequest, uploads: FlowFileUploadHandler) -> HttpResponse:
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
             raise PermissionDenied
-        form = ImportForm(request.POST or None, request.FILES or None)
+        posted = request.method == "POST"
+        form = ImportForm(
+            request.POST if posted else None,
+            request.FILES if posted else None,
+            upload_too_large=uploads.too_large,
+        )
         problems: list[str] = []
-        if request.method == "POST" and form.is_valid():
+        if posted and form.is_valid():
+            data = form.cleaned_data["file"]
             try:
-                flow, created = apply_flow_file(form.cleaned_data["file"])
-            except FlowValidationError as exc:
+                with transaction.atomic():
+                    flow, created = access.apply_as(request.user, data)
+            except (FlowValidationError, access.AccessDenied) as exc:
                 problems = [str(p) for p in exc.problems]
             else:
                 version = flow.latest_version

@@ -12,9 +12,11 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from flows import access
 from flows.forms import (
     EdgeForm,
     EdgeFormSet,
@@ -34,12 +36,14 @@ class _FlowPartInline(admin.options.InlineModelAdmin):
 
     extra = 1
 
-    def _has(self, request: HttpRequest, action: str) -> bool:
+    def _has(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        if isinstance(obj, Flow) and action in ("view", "change"):
+            return access.can(request.user, obj, action)
         opts = Flow._meta
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
     def _can_edit(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._has(request, "add" if obj is None else "change")
+        return self._has(request, "add" if obj is None else "change", obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._can_edit(request, obj)
@@ -51,7 +55,12 @@ class _FlowPartInline(admin.options.InlineModelAdmin):
         return self._can_edit(request, obj)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._has(request, "view") or self._can_edit(request, obj)
+        return self._has(request, "view", obj) or self._can_edit(request, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # Not narrowed by global permissions: the formset takes the parts of the flow on the
+        # page, which the flow admin shows only to whoever may view it (grants included).
+        return admin.options.BaseModelAdmin.get_queryset(self, request)
 
 
 #: Policy fields shown on one line together: the retry settings, then the time limit.

@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_http_methods, require_POST
 
+from flows import access
 from flows.admin.action_forms import RerunForm
 from flows.admin.display import duration, run_picture, status_badge
 from flows.admin.flow import problem_lines
@@ -40,7 +41,12 @@ class FlowRunAdmin(admin.ModelAdmin):
         "started_at",
         "run_duration",
     )
-    list_filter = ("flow", "status", "trigger", ("created_at", admin.DateFieldListFilter))
+    list_filter = (
+        ("flow", admin.RelatedOnlyFieldListFilter),
+        "status",
+        "trigger",
+        ("created_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("flow", "version")
     date_hierarchy = "created_at"
     search_fields = ("flow__slug", "error")
@@ -96,26 +102,51 @@ class FlowRunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("flows.run_flow")
+    # -- runs follow their flow's access ------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FlowRun]:
+        queryset = super().get_queryset(request)
+        if request.user.has_perm("flows.view_flowrun"):
+            return queryset
+        return access.related_for(request.user, queryset)  # type: ignore[no-any-return]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.has_any(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if request.user.has_perm("flows.view_flowrun"):
+            return True
+        if obj is None:
+            return access.has_any(request.user, "view")
+        return access.can(request.user, obj.flow, "view")
+
+    def has_run_permission(self, request: HttpRequest, obj: FlowRun | None = None) -> bool:
+        if obj is None:
+            return access.has_any(request.user, "run")
+        return access.can(request.user, obj.flow, "run")
 
     @admin.action(description="Cancel selected runs", permissions=["run"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[FlowRun]) -> None:
-        cancelled = sum(cancel_run(run) for run in queryset)
+        runs = queryset.filter(flow__in=access.flows_for(request.user, "run"))
+        cancelled = sum(cancel_run(run) for run in runs)
         messages.success(request, f"{cancelled} run(s) cancelled.")
 
     @admin.action(description="Re-run selected runs", permissions=["run"])
     def rerun_selected(self, request: HttpRequest, queryset: QuerySet[FlowRun]) -> None:
-        for run in queryset.select_related("flow", "version"):
+        runs = queryset.filter(flow__in=access.flows_for(request.user, "run"))
+        for run in runs.select_related("flow", "version"):
             self._rerun(request, run)
 
     def _rerun(
         self, request: HttpRequest, run: FlowRun, from_node: str | None = None, latest: bool = False
     ) -> FlowRun | None:
         try:
-            new = rerun(run, from_node=from_node, latest=latest)
-        except (FlowValidationError, DispatchError, RerunError) as exc:
-            text = problem_lines(exc) if isinstance(exc, FlowValidationError) else str(exc)
+            new = rerun(run, from_node=from_node, latest=latest, user=request.user)
+        except (FlowValidationError, DispatchError, RerunError, access.AccessDenied) as exc:
+            text = (
+                problem_lines(exc)
+                if isinstance(exc, FlowValidationError | access.AccessDenied)
+                else str(exc)
+            )
             messages.error(request, f"cannot re-run {run.pk}: {text}")
             return None
         url = reverse("admin:flows_flowrun_change", args=[new.pk])
@@ -132,8 +163,9 @@ class FlowRunAdmin(admin.ModelAdmin):
         ]
 
     def _run_for_action(self, request: HttpRequest, object_id: Any) -> FlowRun:
-        run = get_object_or_404(FlowRun.objects.select_related("flow", "version"), pk=object_id)
-        if not (self.has_view_permission(request, run) and self.has_run_permission(request)):
+        runs = self.get_queryset(request).select_related("flow", "version")
+        run = get_object_or_404(runs, pk=object_id)
+        if not (self.has_view_permission(request, run) and self.has_run_permission(request, run)):
             raise PermissionDenied
         return run
 
@@ -193,7 +225,7 @@ class FlowRunAdmin(admin.ModelAdmin):
                 run_graph=run_picture(obj),
                 node_runs=[_node_row(n) for n in node_runs],
                 is_active=obj.status in ACTIVE_RUN_STATUSES,
-                can_run=self.has_run_permission(request),
+                can_run=self.has_run_permission(request, obj),
                 refresh_s=REFRESH_S,
                 flow_url=reverse("admin:flows_flow_change", args=[obj.flow_id]),
             )

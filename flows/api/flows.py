@@ -7,7 +7,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -22,10 +21,11 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from flowplatform.api.errors import Conflict, NotFound, error_item
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
-from flows import services
+from flows import access, services
 from flows.api import examples
+from flows.api.access import FlowAccessActions, FlowRights, denied, grants_gate, require
 from flows.api.documents import (
     check_preconditions,
     etag,
@@ -104,8 +104,8 @@ SLUG = re.compile(SLUG_PATTERN)
         },
     ),
 )
-class FlowViewSet(viewsets.GenericViewSet):
-    """Flows, addressed by slug."""
+class FlowViewSet(FlowAccessActions, viewsets.GenericViewSet):
+    """Flows, addressed by slug; each user sees and acts on the flows their rights reach."""
 
     serializer_class = FlowSerializer
     lookup_field = "slug"
@@ -115,19 +115,27 @@ class FlowViewSet(viewsets.GenericViewSet):
     filterset_class = None  # the runs action sets RunFilter
     ordering_fields = ["slug", "name", "created_at", "updated_at"]
     ordering = ["slug"]
-    action_permissions = {
-        "validate": ["flows.view_flow"],
-        "versions": ["flows.view_flow"],
-        "version_detail": ["flows.view_flow"],
-        "runs": ["flows.view_flowrun"],
-        "start_run": ["flows.run_flow"],
+    permission_classes = [FlowRights]
+    #: The right on the flow each action needs (create and destroy: model permissions).
+    action_rights = {
+        "list": "view",
+        "retrieve": "view",
+        "update": "change",
+        "partial_update": "change",
+        "validate": "view",
+        "versions": "view",
+        "version_detail": "view",
+        "runs": "view",
+        "start_run": "run",
+        "access": grants_gate,
+        "replace_access": grants_gate,
     }
 
     def get_queryset(self) -> QuerySet[Any]:
         if self.action == "runs":  # filtered with RunFilter, which needs runs
             return run_queryset()
         latest = FlowVersion.objects.filter(flow=OuterRef("pk")).order_by("-number")
-        return Flow.objects.annotate(
+        return access.flows_for(self.request.user).annotate(
             current_version=Subquery(latest.values("number")[:1], output_field=IntegerField()),
             node_count=Count("nodes", distinct=True),
         )
@@ -138,7 +146,8 @@ class FlowViewSet(viewsets.GenericViewSet):
         flow = queryset.filter(slug=slug).first() if SLUG.match(slug) else None
         if flow is None:
             raise NotFound([error_item("slug", f"no flow with slug '{slug[:100]}'")])
-        return flow
+        right = self.action_rights.get(self.action or "")
+        return require(self.request.user, flow, right if isinstance(right, str) else "view")
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -148,14 +157,19 @@ class FlowViewSet(viewsets.GenericViewSet):
         data = flow_file(require_object(request.data))
         try:
             with transaction.atomic():
+                changed = access.check_flow_write(request.user, None, data)
                 flow, created = apply_flow_file(data)
                 if not created:  # rolls the update back
                     raise Conflict(
                         [error_item("slug", f"flow '{flow.slug}' already exists")],
                         "A flow with this slug exists; update it with PUT or PATCH.",
                     )
+                access.created_by(request.user, flow)
+                access.written_by(request.user, flow, data, changed)
         except FlowValidationError as exc:
             raise invalid_flow(exc) from None
+        except access.AccessDenied as exc:
+            raise denied(exc) from None
         location = reverse("flow-detail", kwargs={"slug": flow.slug}, request=request)
         return self._document(flow, status.HTTP_201_CREATED, Location=location)
 
@@ -189,10 +203,14 @@ class FlowViewSet(viewsets.GenericViewSet):
                 flow = self.get_object(lock=True)
                 current = flow_document(flow)
                 check_preconditions(request, body, current)
-                data = {**current, **body} if partial else body
-                flow, _ = apply_flow_file(flow_file(data, flow.slug))
+                data = flow_file({**current, **body} if partial else body, flow.slug)
+                changed = access.check_flow_write(request.user, flow, data)
+                flow, _ = apply_flow_file(data)
+                access.written_by(request.user, flow, data, changed)
         except FlowValidationError as exc:
             raise invalid_flow(exc) from None
+        except access.AccessDenied as exc:
+            raise denied(exc) from None
         return self._document(flow)
 
     def _document(self, flow: Flow, code: int = status.HTTP_200_OK, **headers: str) -> Response:
@@ -280,7 +298,7 @@ class FlowViewSet(viewsets.GenericViewSet):
     @action(
         detail=True,
         methods=["get"],
-        filter_backends=[DjangoFilterBackend, StrictOrderingFilter],
+        filter_backends=[FilterBackend, StrictOrderingFilter],
         filterset_class=RunFilter,
         ordering_fields=RUN_ORDERING_FIELDS,
         ordering=["-created_at"],
@@ -306,4 +324,7 @@ class FlowViewSet(viewsets.GenericViewSet):
         serializer = StartRunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         options: dict[str, Any] = serializer.validated_data
-        return launched(request, lambda: services.start_run(flow, trigger=Trigger.API, **options))
+        return launched(
+            request,
+            lambda: services.start_run(flow, trigger=Trigger.API, user=request.user, **options),
+        )

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -16,10 +15,11 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from flowplatform.api.errors import Conflict, NotFound, ServiceUnavailable, error_item
-from flowplatform.api.filters import StrictOrderingFilter
+from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
-from flows import services
+from flows import access, services
 from flows.api import examples
+from flows.api.access import FlowRights, denied, require
 from flows.api.documents import problems_as_errors
 from flows.api.filters import RUN_ORDERING_FIELDS, RunFilter
 from flows.api.openapi import START_RESPONSES
@@ -31,6 +31,19 @@ from flows.validation import FlowValidationError
 def run_queryset() -> QuerySet[FlowRun]:
     """Runs with their flow and version in the same query (the version's graph left out)."""
     return FlowRun.objects.select_related("flow", "version").defer("version__definition")
+
+
+def runs_gate(user: Any) -> bool:
+    """May list runs: views some flow, or holds the global ``view_flowrun``."""
+    return bool(user.has_perm("flows.view_flowrun") or access.has_any(user, "view"))
+
+
+def runs_for(user: Any, queryset: QuerySet[FlowRun] | None = None) -> QuerySet[FlowRun]:
+    """The runs ``user`` may see: all with ``view_flowrun``, else those of viewable flows."""
+    queryset = FlowRun.objects.all() if queryset is None else queryset
+    if user.has_perm("flows.view_flowrun"):
+        return queryset
+    return access.related_for(user, queryset)  # type: ignore[no-any-return]
 
 
 def with_node_runs(queryset: QuerySet[FlowRun]) -> QuerySet[FlowRun]:
@@ -51,6 +64,8 @@ def launched(request: Request, start: Callable[[], FlowRun]) -> Response:
         raise Conflict(
             [error_item("from_node", str(exc))], "The run cannot be re-run from there."
         ) from None
+    except access.AccessDenied as exc:
+        raise denied(exc) from None
     except services.DispatchError as exc:
         raise ServiceUnavailable(
             str(exc), "The run could not be queued: broker unavailable."
@@ -73,20 +88,25 @@ def launched(request: Request, start: Callable[[], FlowRun]) -> Response:
     ),
 )
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Runs of every flow."""
+    """Runs of the flows the user may view."""
 
     serializer_class = RunSerializer
     path_examples = {"id": examples.RUN_ID}
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [FilterBackend, StrictOrderingFilter]
     filterset_class = RunFilter
     ordering_fields = RUN_ORDERING_FIELDS
     ordering = ["-created_at"]
-    action_permissions = {"cancel": ["flows.run_flow"], "rerun": ["flows.run_flow"]}
+    permission_classes = [FlowRights]
+    action_rights = {
+        "list": runs_gate,
+        "retrieve": runs_gate,
+        "cancel": "run",
+        "rerun": "run",
+    }
 
     def get_queryset(self) -> QuerySet[FlowRun]:
-        if self.action == "list":
-            return run_queryset()
-        return with_node_runs(run_queryset())
+        queryset = runs_for(self.request.user, run_queryset())
+        return queryset if self.action == "list" else with_node_runs(queryset)
 
     def get_serializer_class(self) -> type[RunSerializer]:
         return RunSerializer if self.action == "list" else RunDetailSerializer
@@ -94,11 +114,13 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self) -> FlowRun:
         key = self.kwargs["pk"]
         try:
-            run = self.get_queryset().filter(pk=uuid.UUID(key)).first()
+            run = with_node_runs(run_queryset()).filter(pk=uuid.UUID(key)).first()
         except ValueError:
             run = None
-        if run is None:
+        if run is None or not (runs_for(self.request.user).filter(pk=run.pk).exists()):
             raise NotFound([error_item("id", "no run with this id")])
+        if self.action in ("cancel", "rerun"):
+            require(self.request.user, run.flow, "run")
         return run
 
     @extend_schema(
@@ -142,4 +164,4 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         serializer = RerunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         options: dict[str, Any] = serializer.validated_data
-        return launched(request, lambda: services.rerun(run, **options))
+        return launched(request, lambda: services.rerun(run, user=request.user, **options))

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from flows import transitions
 from flows.engine import fastpath
 from flows.engine.handoff import (
@@ -30,6 +32,7 @@ from flows.models import (
     NodeStatus,
     RunStatus,
 )
+from flows.validation import pydantic_problems
 from nodes.models import lookup_connection
 from nodes.redaction import Redactor
 from nodes.registry import registry
@@ -164,7 +167,12 @@ def build_node(spec: dict[str, Any]) -> Node:
         raise NodeError(
             f"node type '{spec['type']}' is not installed on this worker", permanent=True
         )
-    return cls(spec["config"])
+    try:
+        return cls(spec["config"])
+    except ValidationError as exc:
+        # A config saved under earlier rules (a pattern refused since): a retry cannot help.
+        problems = "; ".join(str(problem) for problem in pydantic_problems(exc, "config"))
+        raise NodeError(f"invalid config: {problems}", permanent=True) from None
 
 
 def partition_rows(spec: dict[str, Any]) -> int | None:

@@ -3,6 +3,11 @@
 One daemon thread per process touches ``NodeRun.heartbeat_at`` of every node executing in the
 process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement; starting and ending a node's
 heartbeat costs no thread and no query.
+
+The same thread stops a node that ignores Cancel (busy in CPU, between two batches for too
+long): every second it looks for runs of its nodes cancelled more than
+``FLOWPLATFORM_CANCEL_GRACE_S`` ago, marks those nodes cancelled and has its worker terminate
+the task (decision 0011). Only in a worker's pool process: nothing is terminated elsewhere.
 """
 
 from __future__ import annotations
@@ -10,15 +15,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
+from datetime import timedelta
 
+from celery import current_app, current_task
+from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models.functions import Now
 
 from flows import transitions
+from flows.models import NodeRun, NodeStatus, RunStatus
 
 logger = logging.getLogger("flowplatform.engine")
+
+#: How often the thread looks for cancelled runs (the heartbeat itself may be slower).
+CANCEL_CHECK_S = 1.0
+
+_in_pool_process = False  # a worker's pool process: one of its tasks may be terminated
+
+
+@worker_process_init.connect
+def _mark_pool_process(**_kwargs: object) -> None:
+    global _in_pool_process
+    _in_pool_process = True
 
 
 class _Beater:
@@ -27,12 +49,16 @@ class _Beater:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.beating: dict[int, int] = {}  # node run id -> nesting count
+        self.tasks: dict[int, str] = {}  # node run id -> id of the task executing it
+        self.terminated: set[str] = set()
         self.thread: threading.Thread | None = None
         self.pid = 0
 
-    def add(self, node_run_id: int) -> None:
+    def add(self, node_run_id: int, task_id: str | None = None) -> None:
         with self.lock:
             self.beating[node_run_id] = self.beating.get(node_run_id, 0) + 1
+            if task_id is not None:
+                self.tasks.setdefault(node_run_id, task_id)
             if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
                 # (After a fork the parent's thread does not exist in the child.)
                 self.pid = os.getpid()
@@ -46,23 +72,67 @@ class _Beater:
                 self.beating[node_run_id] = count
             else:
                 self.beating.pop(node_run_id, None)
+                self.tasks.pop(node_run_id, None)
 
     def _beat(self) -> None:
         interval = settings.FLOWPLATFORM_HEARTBEAT_S
+        tick = min(interval, CANCEL_CHECK_S)
+        last_beat = time.monotonic()
         while True:
-            time.sleep(interval)
+            time.sleep(tick)
             with self.lock:
                 ids = list(self.beating)
+                tasks = dict(self.tasks)
             if not ids:
                 with contextlib.suppress(DatabaseError):
                     connection.close()  # idle: hold no database connection (none: no-op)
                 continue
             try:
-                transitions.heartbeat_many(ids)
+                if time.monotonic() - last_beat >= interval:
+                    last_beat = time.monotonic()
+                    transitions.heartbeat_many(ids)
+                if tasks:
+                    self._stop_cancelled(tasks)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.warning("heartbeat not recorded (%s); retrying next beat", exc)
                 with contextlib.suppress(DatabaseError):
                     connection.close()  # this thread's own connection; reopened next time
+
+    def _stop_cancelled(self, tasks: dict[int, str]) -> None:
+        """Terminate the tasks whose run was cancelled ``FLOWPLATFORM_CANCEL_GRACE_S`` ago and
+        whose node is still executing here; their node runs end ``cancelled`` first."""
+        grace = timedelta(seconds=settings.FLOWPLATFORM_CANCEL_GRACE_S)
+        overdue = NodeRun.objects.filter(
+            pk__in=list(tasks),
+            status__in=(NodeStatus.RUNNING, NodeStatus.CANCELLED),
+            run__status=RunStatus.CANCELLED,
+            run__finished_at__lte=Now() - grace,
+        )
+        for node_run in overdue:
+            task_id = tasks[node_run.pk]
+            if task_id in self.terminated:
+                continue
+            with self.lock:
+                if node_run.pk not in self.beating:
+                    continue  # it has just returned by itself
+            self.terminated.add(task_id)
+            stopped = f"cancelled: stopped after {grace.total_seconds():g}s of grace"
+            transitions.finish_node(node_run, NodeStatus.CANCELLED, error=stopped)
+            logger.warning(
+                "run %s node %s ignored the cancel for %gs; terminating task %s",
+                node_run.run_id, node_run.node_key, grace.total_seconds(), task_id,
+            )  # fmt: skip
+            _terminate(task_id)
+
+
+def _terminate(task_id: str) -> None:
+    """Have this worker kill the pool process running ``task_id`` (acknowledging the task), or,
+    when the broker cannot be reached, end this process (the task is revoked already)."""
+    try:
+        current_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    except Exception as exc:  # noqa: BLE001 - any broker failure: stop the process itself
+        logger.warning("task %s not terminated by its worker (%s); exiting", task_id, exc)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 _beater = _Beater()
@@ -77,9 +147,17 @@ class Heartbeat:
     def __enter__(self) -> Heartbeat:
         # SQLite (embedded mode) runs one process and would lock under a second writer.
         if connection.vendor == "postgresql":
-            _beater.add(self.node_run_id)
+            _beater.add(self.node_run_id, _running_task_id())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if connection.vendor == "postgresql":
             _beater.remove(self.node_run_id)
+
+
+def _running_task_id() -> str | None:
+    """The id of the task this pool process is executing, if the node may be terminated."""
+    if not _in_pool_process or not current_task:
+        return None
+    request = current_task.request
+    return None if request.is_eager else request.id

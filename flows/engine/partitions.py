@@ -96,6 +96,7 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
     if key not in alone:
         return []
     types = {node["key"]: node["type"] for node in definition["nodes"]}
+    configs = {node["key"]: node.get("config") or {} for node in definition["nodes"]}
     stretch: list[str] = []
     current = key
     while len(graph.children[current]) == 1:
@@ -103,7 +104,7 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
         cls = registry.get(types[child])
         if child not in alone or len(graph.parents[child]) != 1:
             break
-        if cls is None or not cls.partitionable:
+        if cls is None or not cls.partitionable_with(configs[child]):
             break
         stretch.append(child)
         current = child

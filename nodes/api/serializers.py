@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.contrib.auth.models import Group
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
@@ -115,6 +116,14 @@ class ConnectionSerializer(StrictModelSerializer):
         child=serializers.CharField(), read_only=True, help_text="Names of the stored headers."
     )
     description = StrictCharField(required=False, allow_blank=True, max_length=10000)
+    allowed_groups = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=Group.objects.all(),
+        many=True,
+        required=False,
+        help_text="Names of the groups whose members may use the connection in flows "
+        "(empty: everyone).",
+    )
 
     class Meta:
         model = Connection
@@ -126,6 +135,7 @@ class ConnectionSerializer(StrictModelSerializer):
             "display_url",
             "header_names",
             "description",
+            "allowed_groups",
             "created_at",
             "updated_at",
         ]
@@ -176,4 +186,6 @@ def _save(connection: Connection, data: dict[str, Any]) -> Connection:
     if "description" in data:
         connection.description = data["description"]
     connection.save()
+    if "allowed_groups" in data:
+        connection.allowed_groups.set(data["allowed_groups"])
     return connection

@@ -89,7 +89,7 @@ class ConnectionViewSet(
 ):
     """Named connections, addressed by name."""
 
-    queryset = Connection.objects.all()
+    queryset = Connection.objects.prefetch_related("allowed_groups")
     serializer_class = ConnectionSerializer
     lookup_field = "name"
     lookup_value_regex = "[^/]+"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import compress, repeat
 from operator import itemgetter
@@ -16,6 +15,7 @@ from nodes.builtin.paths import MISSING, get_path, upstream_problem
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input
 from nodes.sdk.ports import Port
+from nodes.sdk.regex import RegexError, compile_regex
 from nodes.sdk.schema import Problem, RecordSchema
 
 OperatorName = Literal[
@@ -33,7 +33,8 @@ class Condition(NodeConfig):
         None,
         validate_default=True,
         description="What to compare with: a list for in/not_in, a regular expression for "
-        "regex, nothing for is_null/not_null.",
+        "regex (Python syntax, matched in linear time: no backreferences or lookaround), "
+        "nothing for is_null/not_null.",
     )
 
     @field_validator("value")
@@ -50,13 +51,13 @@ class Condition(NodeConfig):
             if not isinstance(value, str):
                 raise ValueError("'regex' needs a regular expression string")
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+                compile_regex(value)
+            except RegexError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     def _operand(self) -> Any:
-        return re.compile(self.value) if self.op == "regex" else self.value
+        return compile_regex(self.value) if self.op == "regex" else self.value
 
     def column_matches(self, values: list[Any]) -> list[bool]:
         """The test of each value of a column (this condition's top-level field) in one pass;

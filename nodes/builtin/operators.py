@@ -8,13 +8,13 @@ simply not a match, so ``eq``/``gt``/``in``/... are False against null, while th
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from nodes.builtin.casts import to_bool, to_date, to_datetime, to_decimal
+from nodes.sdk.regex import BoundedRegex, compile_regex
 
 Operator = Callable[[Any, Any], bool]
 
@@ -98,8 +98,12 @@ def contains(left: Any, right: Any) -> bool:
     return False
 
 
-def regex(left: Any, right: str | re.Pattern[str]) -> bool:
-    return isinstance(left, str) and re.search(right, left) is not None
+def regex(left: Any, right: str | BoundedRegex) -> bool:
+    """``re.search`` on a string value, in time linear in its length (nodes.sdk.regex)."""
+    if not isinstance(left, str):
+        return False
+    pattern = right if isinstance(right, BoundedRegex) else compile_regex(right)
+    return pattern.search(left)
 
 
 #: The comparisons a column of one plain type can run in C, value for value.

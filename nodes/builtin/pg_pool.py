@@ -95,7 +95,7 @@ def give(url: str, conn: psycopg.Connection) -> None:
 
 @contextlib.contextmanager
 def connection(
-    url: str, begin: Callable[[psycopg.Connection], object]
+    url: str, begin: Callable[[psycopg.Connection], object], connect_timeout: int = 10
 ) -> Iterator[psycopg.Connection]:
     """A connection to ``url`` on which ``begin(conn)`` has run (a kept one whose ``begin``
     finds it broken is replaced by a fresh one). Given back to the pool when the block ends
@@ -111,7 +111,7 @@ def connection(
             _close(conn)
             raise
     if conn is None:
-        conn = connect(url)
+        conn = connect(url, connect_timeout)
         try:
             begin(conn)
         except BaseException:

@@ -219,8 +219,12 @@ class StatementWatchdog:
                     return
                 self._deadline = None
                 self.fired = True
-            with contextlib.suppress(psycopg.Error):
-                self._conn.cancel_safe(timeout=5.0)
+            self._cancel()
+
+    def _cancel(self) -> None:
+        """Cancel the statement running now (from the watchdog's thread)."""
+        with contextlib.suppress(psycopg.Error):
+            self._conn.cancel_safe(timeout=5.0)
 
 
 def postgres_rows(

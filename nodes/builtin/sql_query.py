@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from nodes.builtin.mysql_backend import mysql_rows
 from nodes.builtin.sql_backends import (
     placeholders,
     postgres_rows,
@@ -23,7 +24,13 @@ from nodes.sdk.schema import FieldType, RecordSchema
 #: The longest statement timeout a node may ask for (the node's hard time limit ends it sooner).
 MAX_STATEMENT_TIMEOUT_S = 86_400
 
-BACKENDS = {"postgresql": postgres_rows, "postgres": postgres_rows, "sqlite": sqlite_rows}
+BACKENDS = {
+    "postgresql": postgres_rows,
+    "postgres": postgres_rows,
+    "mysql": mysql_rows,
+    "mariadb": mysql_rows,
+    "sqlite": sqlite_rows,
+}
 
 
 class SqlQueryConfig(NodeConfig):
@@ -63,7 +70,8 @@ class SqlQueryConfig(NodeConfig):
         300,
         gt=0,
         le=MAX_STATEMENT_TIMEOUT_S,
-        description="Longest a statement (each fetch) may run, in seconds (at most a day). "
+        description="Longest a statement (each fetch; on MariaDB/MySQL the whole read) may "
+        "run, in seconds (at most a day). "
         "Enforced by the server and by a client-side watchdog a query cannot lift.",
     )
     columns: dict[str, FieldType] | None = Field(
@@ -83,7 +91,9 @@ class SqlQueryNode(Node):
     type = "sql_query"
     version = 1
     label = "SQL query"
-    description = "Run a read-only SQL query on PostgreSQL (or SQLite) and stream its rows."
+    description = (
+        "Run a read-only SQL query on PostgreSQL, MariaDB/MySQL (or SQLite) and stream its rows."
+    )
     category = "source"
     inputs = ()
     outputs = (Port("out", description="One record per row, keyed by column name."),)
@@ -105,7 +115,15 @@ class SqlQueryNode(Node):
             batch_size=self.config.batch_size,
             timeout_s=self.config.statement_timeout_s,
             is_cancelled=context.is_cancelled,
+            **self._backend_options(backend),
         )
+
+    def _backend_options(self, backend: Any) -> dict[str, Any]:
+        """MariaDB's JSON columns arrive as text: those declared ``json`` are parsed."""
+        if backend is not mysql_rows or not self.config.columns:
+            return {}
+        json_columns = [n for n, t in self.config.columns.items() if t == FieldType.JSON]
+        return {"json_columns": json_columns} if json_columns else {}
 
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """With ``partition_column`` on PostgreSQL: ranges of that column of about
@@ -162,7 +180,7 @@ class SqlQueryNode(Node):
         backend = BACKENDS.get(connection.scheme)
         if backend is None:
             raise NodeError(
-                f"connection '{connection.name}' is not PostgreSQL or SQLite "
+                f"connection '{connection.name}' is not PostgreSQL, MariaDB/MySQL or SQLite "
                 f"(scheme '{connection.scheme}')",
                 permanent=True,
             )

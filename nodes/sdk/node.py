@@ -67,6 +67,12 @@ class Node:
             config = self.Config.model_validate(dict(config))
         self.config = config
 
+    @classmethod
+    def partitionable_with(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a node of this type with this (raw) config may run once per partition
+        (:attr:`partitionable` unless a mode of the node cannot, e.g. ``sql_write``'s replace)."""
+        return cls.partitionable
+
     @property
     def is_source(self) -> bool:
         return not self.inputs

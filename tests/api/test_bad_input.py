@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -171,3 +172,71 @@ def test_huge_pagination_values_are_bounded(api: APIClient, flow: Flow) -> None:
     assert api.get(FLOWS, {"limit": "100000"}).status_code == 200
     assert api.get(FLOWS, {"offset": "9" * 30}).status_code == 400
     assert api.get(FLOWS, {"limit": "1.5"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+23:59"]
+)
+def test_year_1_and_9999_with_offsets_are_400_naming_the_filter(api: APIClient, value: str) -> None:
+    response = api.get("/api/v1/runs/", {"created_before": value})
+    assert response.status_code == 400, response.content
+    assert first_error(response) == {
+        "path": "created_before",
+        "message": "date/time out of range (years 1 to 9999 in UTC)",
+        "node": None,
+    }
+
+
+def test_offsets_postgresql_refuses_are_converted_to_utc(api: APIClient, flow: Flow) -> None:
+    for value in ("0425-12-31T08:40:09+18:56", "2026-01-05T00:00:00-23:30"):
+        response = api.get("/api/v1/runs/", {"created_before": value})
+        assert response.status_code == 200, response.content
+        response = api.get(f"{FLOW}runs/", {"created_after": value})
+        assert response.status_code == 200, response.content
+
+
+def test_every_filtering_view_refuses_values_the_database_cannot_take() -> None:
+    """Views filter through the shared backend, never django-filter's own (which lets them by)."""
+    from django.urls import get_resolver
+    from django_filters.rest_framework import DjangoFilterBackend
+
+    from flowplatform.api.filters import FilterBackend
+
+    def views(patterns: list[Any]) -> Iterator[Any]:
+        for pattern in patterns:
+            if hasattr(pattern, "url_patterns"):
+                yield from views(pattern.url_patterns)
+            elif hasattr(pattern.callback, "cls"):
+                yield pattern.callback
+
+    checked = 0
+    for callback in views(get_resolver().url_patterns):
+        actions = getattr(callback, "actions", None) or {}
+        for action in {*actions.values(), None}:
+            handler = getattr(callback.cls, action, None) if action else None
+            backends = getattr(handler, "kwargs", {}).get(
+                "filter_backends", getattr(callback.cls, "filter_backends", [])
+            )
+            for backend in backends:
+                if issubclass(backend, DjangoFilterBackend):
+                    assert issubclass(backend, FilterBackend), f"{callback.cls.__name__}: {backend}"
+                    checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("key", ["99999999999999999999999", "9223372036854775808", "2147483648"])
+def test_ids_beyond_the_database_are_404_naming_the_path_parameter(
+    api: APIClient, key: str
+) -> None:
+    for method in ("get", "put", "patch", "delete"):
+        response = getattr(api, method)(f"/api/v1/schedules/{key}/", {}, format="json")
+        assert response.status_code == 404, (method, response.content)
+        assert first_error(response)["path"] == "id"
+        assert first_error(response)["message"] == "no flow schedule with this id"
+
+
+def test_long_unknown_ordering_terms_are_cut_in_the_message(api: APIClient) -> None:
+    response = api.get("/api/v1/runs/", {"ordering": "x" * 10_000})
+    assert response.status_code == 400
+    assert first_error(response)["path"] == "ordering"
+    assert len(first_error(response)["message"]) < 300

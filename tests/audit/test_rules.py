@@ -260,6 +260,7 @@ def test_reading_needs_the_view_auditentry_permission(entry: AuditEntry) -> None
 
 def test_filters(api: APIClient, paid_orders: Flow, tmp_path: Path) -> None:
     other = User.objects.create_user("alice")
+    other.user_permissions.add(Permission.objects.get(codename="run_flow"))
     call_command("runflow", paid_orders.slug, "--as", "alice", stdout=StringIO())
     api.patch(f"/api/v1/flows/{paid_orders.slug}/", {"name": "Renamed"}, format="json")
 

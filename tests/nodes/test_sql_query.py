@@ -217,8 +217,8 @@ def test_stops_between_batches_when_the_run_is_cancelled(orders: str) -> None:
 
 
 def test_other_schemes_are_refused() -> None:
-    with pytest.raises(NodeError, match="not PostgreSQL or SQLite") as caught:
-        run({"query": "select 1"}, url="mysql://root:pw@db/x")
+    with pytest.raises(NodeError, match="not PostgreSQL, MariaDB/MySQL or SQLite") as caught:
+        run({"query": "select 1"}, url="mssql://root:pw@db/x")
     assert caught.value.permanent
     assert "pw@db" not in str(caught.value)
 

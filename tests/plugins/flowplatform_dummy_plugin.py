@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator, Mapping
 
 from pydantic import Field
@@ -90,3 +91,25 @@ class CrashNode(Node):
     ) -> Iterator[Batch]:
         os.kill(os.getpid(), signal.SIGKILL)
         yield []
+
+
+class SpinConfig(NodeConfig):
+    seconds: float = Field(60, description="How long to compute before yielding one record.")
+
+
+class SpinNode(Node):
+    """A source busy in pure Python for ``seconds``, never looking at cancellation."""
+
+    type = "dummy_spin"
+    inputs = ()
+    Config = SpinConfig
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        config: SpinConfig = self.config  # type: ignore[assignment]
+        deadline = time.monotonic() + config.seconds
+        turns = 0
+        while time.monotonic() < deadline:
+            turns += 1
+        yield [{"turns": turns}]

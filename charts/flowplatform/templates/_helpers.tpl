@@ -123,3 +123,28 @@ volumeMounts:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/* Refuse to render without a usable secret key: the platform would refuse to start (outside
+its embedded demo it needs FLOWPLATFORM_SECRET_KEY), and an empty value is no better than a
+missing one. The chart's own Secret is checked from its values; a Secret made outside the chart
+is checked when Helm can read it (install/upgrade against a cluster, not `helm template`). */}}
+{{- define "flowplatform.checkSecretKey" -}}
+{{- if not (hasKey .Values.secretEnv "FLOWPLATFORM_SECRET_KEY") }}
+{{- fail "secretEnv.FLOWPLATFORM_SECRET_KEY is required: the platform does not start without a secret key" }}
+{{- end }}
+{{- $ref := .Values.secretEnv.FLOWPLATFORM_SECRET_KEY | default dict }}
+{{- $key := $ref.key | default "FLOWPLATFORM_SECRET_KEY" }}
+{{- if and .Values.secret.create (not $ref.name) }}
+{{- if not (index .Values.secret.values $key | default "" | toString | trim) }}
+{{- fail (printf "secret.values.%s is empty: set a secret key (python -c \"import secrets; print(secrets.token_urlsafe(50))\")" $key) }}
+{{- end }}
+{{- else }}
+{{- $name := $ref.name | default (include "flowplatform.fullname" .) }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- if $existing }}
+{{- if not (index ($existing.data | default dict) $key | default "" | b64dec | trim) }}
+{{- fail (printf "the Secret %s has no value under %s: set a secret key" $name $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

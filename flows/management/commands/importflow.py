@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.db import transaction
 
 from flowplatform.audit.command import AuditedCommand
+from flowplatform.jsondoc import (
+    JSONDocumentError,
+    load_json_document,
+    read_document,
+)
+from flows.access import AccessDenied, apply_as
 from flows.flowfile import apply_flow_file
 from flows.validation import FlowValidationError
 
@@ -22,7 +29,16 @@ class Command(AuditedCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         data = read_json(options["file"])
         try:
-            flow, created = apply_flow_file(data)
+            if self.acting_user is None:
+                flow, created = apply_flow_file(data)
+            else:
+                with transaction.atomic():
+                    flow, created = apply_as(self.acting_user, data)
+        except AccessDenied as exc:
+            where = "; ".join(str(problem) for problem in exc.problems if problem.path)
+            raise CommandError(
+                f"{options['file']}: {exc}{f' ({where})' if where else ''}"
+            ) from None
         except FlowValidationError as exc:
             for problem in exc.problems[1:]:
                 self.stderr.write(str(problem))
@@ -35,16 +51,20 @@ class Command(AuditedCommand):
 
 
 def read_json(path: str) -> Any:
-    """Parse a JSON file, raising CommandError with one readable line on any failure."""
+    """Parse a flow file by the platform's JSON document rules (flowplatform/jsondoc.py),
+    raising CommandError with one readable line on any failure."""
     try:
-        text = Path("/dev/stdin").read_text() if path == "-" else Path(path).read_text()
+        if path == "-":
+            raw = read_document(sys.stdin.buffer)
+        else:
+            with Path(path).open("rb") as stream:
+                raw = read_document(stream)
+        return load_json_document(raw)
     except OSError as exc:
         raise CommandError(f"{path}: cannot read file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise CommandError(f"{path}: not UTF-8 text") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    except JSONDocumentError as exc:
+        first, count = exc.problems[0], len(exc.problems)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise CommandError(f"{path}: {first}{more}") from None
+    except ValueError as exc:  # a path the system cannot take, e.g. with a NUL character
+        raise CommandError(f"{path!r}: cannot read file ({exc})") from None

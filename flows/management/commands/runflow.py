@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from flowplatform.audit.command import AuditedCommand
+from flows.access import AccessDenied
 from flows.models import Flow, FlowRun, RunStatus, Trigger
 from flows.services import DispatchError, RerunError, rerun, start_run
 from flows.validation import FlowValidationError
@@ -57,12 +58,14 @@ class Command(AuditedCommand):
             if options["rerun"]:
                 run = self._rerun(options)
             else:
-                run = start_run(options["slug"], params=params, trigger=Trigger.MANUAL)
+                run = start_run(
+                    options["slug"], params=params, trigger=Trigger.MANUAL, user=self.acting_user
+                )
         except Flow.DoesNotExist:
             raise CommandError(f"flow '{options['slug']}' does not exist") from None
         except FlowValidationError as exc:
             raise CommandError(f"flow '{options['slug']}' is invalid: {exc.problems[0]}") from None
-        except (DispatchError, RerunError) as exc:
+        except (DispatchError, RerunError, AccessDenied) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"run {run.id} of flow '{run.flow.slug}' v{run.version.number} {run.status}"
@@ -90,4 +93,9 @@ class Command(AuditedCommand):
             raise CommandError(
                 f"run '{options['rerun']}' of flow '{options['slug']}' does not exist"
             ) from None
-        return rerun(previous, from_node=options["from_node"], latest=options["latest"])
+        return rerun(
+            previous,
+            from_node=options["from_node"],
+            latest=options["latest"],
+            user=self.acting_user,
+        )

@@ -20,8 +20,8 @@ class Command(AuditedCommand):
         parser.add_argument("name", help="connection name, e.g. warehouse")
         parser.add_argument(
             "url",
-            help="postgresql://..., sqlite:///path, an http(s) base URL, file:///dir or "
-            "s3://key:secret@bucket/prefix",
+            help="postgresql://..., mysql://..., sqlite:///path, an http(s) base URL, "
+            "file:///dir or s3://key:secret@bucket/prefix",
         )
         parser.add_argument(
             "--header",

@@ -1,0 +1,463 @@
+"""The PostgreSQL dialect of ``sql_write``: ``COPY`` for every batch, write marks, rename swap.
+
+- ``insert``: ``COPY target (columns) FROM STDIN`` (text format: the server casts each value to
+  its column's type).
+- ``upsert``: ``COPY`` into a temporary table dropped at commit, then ``INSERT … SELECT DISTINCT
+  ON (key) … ON CONFLICT (key) DO UPDATE`` (the last record of a key in a batch wins; ``xmax``
+  tells inserted rows from updated ones).
+- ``replace``: the batches go into a staging table made ``LIKE target INCLUDING ALL``; the swap
+  renames the old table away, renames the staging table into its place and drops the old one,
+  in one transaction (readers wait on the lock, then read the new table).
+
+Connections come from :mod:`nodes.builtin.pg_pool` (guarded by :mod:`nodes.dbguard`, kept for
+the next node when a write ends cleanly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from nodes.builtin import pg_pool
+from nodes.builtin.sql_write.dialect import (
+    MARKS_TABLE,
+    SWAP_BATCH,
+    BatchSummary,
+    BatchWrite,
+    Dialect,
+    TableName,
+    WriteSession,
+    digest,
+)
+from nodes.redaction import Redactor
+from nodes.sdk.errors import NodeError
+from nodes.sdk.schema import FieldType
+
+COLUMN_TYPES = {
+    FieldType.STRING: "text",
+    FieldType.INTEGER: "bigint",
+    FieldType.FLOAT: "double precision",
+    FieldType.DECIMAL: "numeric",
+    FieldType.BOOLEAN: "boolean",
+    FieldType.DATE: "date",
+    FieldType.DATETIME: "timestamp with time zone",
+    FieldType.JSON: "jsonb",
+    FieldType.ANY: "jsonb",
+}
+
+_TEXT = {FieldType.STRING, FieldType.INTEGER, FieldType.FLOAT, FieldType.DECIMAL}
+_TEXT |= {FieldType.BOOLEAN, FieldType.DATE, FieldType.DATETIME}
+_NUMBERS = {FieldType.INTEGER, FieldType.FLOAT, FieldType.DECIMAL}
+#: Database type (as ``format_type`` names it, without modifiers) -> field types that fit.
+FITS: dict[str, set[FieldType]] = {
+    "smallint": {FieldType.INTEGER},
+    "integer": {FieldType.INTEGER},
+    "bigint": {FieldType.INTEGER},
+    "numeric": _NUMBERS,
+    "real": _NUMBERS,
+    "double precision": _NUMBERS,
+    "text": _TEXT,
+    "character varying": _TEXT,
+    "character": _TEXT,
+    "boolean": {FieldType.BOOLEAN},
+    "date": {FieldType.DATE, FieldType.DATETIME},
+    "timestamp without time zone": {FieldType.DATETIME, FieldType.DATE},
+    "timestamp with time zone": {FieldType.DATETIME, FieldType.DATE},
+    "json": set(FieldType),
+    "jsonb": set(FieldType),
+    "uuid": {FieldType.STRING},
+}
+
+_JSON_TYPES = ("json", "jsonb")
+
+
+class PostgresDialect(Dialect):
+    name = "PostgreSQL"
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        url: str,
+        redactor: Redactor,
+        *,
+        statement_timeout_s: float,
+        connect_timeout_s: int = 10,
+    ) -> Iterator[WriteSession]:
+        timeout_ms = str(max(1, round(statement_timeout_s * 1000)))
+        errors = _Errors(url, redactor, statement_timeout_s)
+
+        def begin(conn: psycopg.Connection) -> None:
+            conn.autocommit = True  # each write is an explicit transaction
+            conn.read_only = None  # a connection kept by sql_query was read-only
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", [timeout_ms])
+
+        with errors, pg_pool.connection(url, begin, connect_timeout_s) as conn:
+            yield PostgresSession(conn, errors)
+
+    def column_type(self, field_type: FieldType) -> str:
+        return COLUMN_TYPES[field_type]
+
+    def fits(self, field_type: FieldType, column_type: str) -> bool:
+        if field_type is FieldType.ANY or column_type.endswith("[]"):
+            return True
+        accepted = FITS.get(column_type.partition("(")[0].strip())
+        return accepted is None or field_type in accepted  # other types: not checked
+
+
+class _Errors:
+    """Turns driver errors into NodeError: transient for connection trouble and timeouts,
+    permanent otherwise; the message holds the driver's first line and detail (which name the
+    failing value or row), never the URL or a secret."""
+
+    def __init__(self, url: str, redactor: Redactor, timeout_s: float) -> None:
+        self.url = url
+        self.redactor = redactor
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> _Errors:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            raise NodeError(
+                f"a statement ran longer than the statement timeout ({self.timeout_s:g} s)",
+                permanent=False,
+            ) from None
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            raise NodeError(f"database unavailable: {self.message(exc)}", permanent=False) from None
+        if isinstance(exc, psycopg.Error):
+            raise NodeError(f"write failed: {self.message(exc)}", permanent=True) from None
+
+    def message(self, exc: psycopg.Error) -> str:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if exc.diag.message_detail:
+            text = f"{text} ({exc.diag.message_detail})"
+        return self.redactor.cut(text.replace(self.url, "***"), 500)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _translated(method: _F) -> _F:
+    """Run a session method with the session's driver errors turned into NodeError."""
+
+    @functools.wraps(method)
+    def translated(self: PostgresSession, *args: Any, **kwargs: Any) -> Any:
+        with self.errors:
+            return method(self, *args, **kwargs)
+
+    return translated  # type: ignore[return-value]
+
+
+class PostgresSession(WriteSession):
+    def __init__(self, conn: psycopg.Connection, errors: _Errors) -> None:
+        self.conn = conn
+        self.errors = errors
+        self._marks_ready: set[TableName] = set()
+        self._json_positions: dict[tuple[TableName, tuple[str, ...]], list[int]] = {}
+
+    # -- reading the target ------------------------------------------------------------------
+
+    @_translated
+    def table_columns(self, table: TableName) -> dict[str, str] | None:
+        oid = self._oid(table)
+        if oid is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            [oid],
+        ).fetchall()
+        return dict(rows)
+
+    @_translated
+    def unique_keys(self, table: TableName) -> list[frozenset[str]] | None:
+        oid = self._oid(table)
+        if oid is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT array_agg(a.attname) FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL"
+            " GROUP BY i.indexrelid",
+            [oid],
+        ).fetchall()
+        return [frozenset(row[0]) for row in rows]
+
+    def _oid(self, table: TableName) -> int | None:
+        # The name as a quoted identifier, bound as a value: to_regclass parses it.
+        qualified = _ident(table).as_string(self.conn)
+        row = self.conn.execute("SELECT to_regclass(%s)::oid", [qualified]).fetchone()
+        return None if row is None else row[0]
+
+    # -- creating ----------------------------------------------------------------------------
+
+    @_translated
+    def create_table(
+        self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
+    ) -> None:
+        columns = [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(COLUMN_TYPES[kind]))
+            for name, kind in fields.items()
+        ]
+        if key:
+            columns.append(sql.SQL("PRIMARY KEY ({})").format(_idents(key)))
+        statement = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            _ident(table), sql.SQL(", ").join(columns)
+        )
+        _create_once(self.conn, statement)
+
+    # -- write marks -------------------------------------------------------------------------
+
+    @_translated
+    def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
+        marks = self._marks(table)
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT batch, rows, inserted, updated FROM {} WHERE run_id = %s AND node_key = %s"
+            ).format(marks),
+            [run_id, node_key],
+        ).fetchall()
+        return {row[0]: BatchSummary(*row) for row in rows}
+
+    def _marks(self, table: TableName) -> sql.Composable:
+        marks = table.sibling(MARKS_TABLE)
+        if marks not in self._marks_ready:
+            _create_once(
+                self.conn,
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " run_id text NOT NULL, node_key text NOT NULL, batch integer NOT NULL,"
+                    " target text NOT NULL, rows integer NOT NULL DEFAULT 0,"
+                    " inserted integer NOT NULL DEFAULT 0, updated integer NOT NULL DEFAULT 0,"
+                    " written_at timestamp with time zone NOT NULL DEFAULT now(),"
+                    " PRIMARY KEY (run_id, node_key, batch))"
+                ).format(_ident(marks)),
+            )
+            self._marks_ready.add(marks)
+        return _ident(marks)
+
+    def _claim(
+        self, marks: sql.Composable, run_id: str, node_key: str, batch: int, target: TableName
+    ) -> bool:
+        """Take the batch's mark in the open transaction (waiting for a concurrent delivery
+        that holds it); ``False`` when it is committed already."""
+        claimed = self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (run_id, node_key, batch, target) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING 1"
+            ).format(marks),
+            [run_id, node_key, batch, str(target)],
+        ).fetchone()
+        return claimed is not None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @_translated
+    def write(self, job: BatchWrite) -> BatchSummary | None:
+        marks = self._marks(job.table)
+        json_columns = self._json_columns(job.table, job.columns)
+        with self.conn.transaction():
+            if not self._claim(marks, job.run_id, job.node_key, job.batch, job.table):
+                return None
+            if not job.durable:
+                # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
+                self.conn.execute("SET LOCAL synchronous_commit = off")
+            if job.mode == "upsert":
+                inserted, updated = self._upsert(job, json_columns)
+            else:
+                self._copy(_ident(job.table), job.columns, job.rows, json_columns)
+                inserted, updated = len(job.rows), 0
+            self.conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET rows = %s, inserted = %s, updated = %s"
+                    " WHERE run_id = %s AND node_key = %s AND batch = %s"
+                ).format(marks),
+                [len(job.rows), inserted, updated, job.run_id, job.node_key, job.batch],
+            )
+        return BatchSummary(job.batch, len(job.rows), inserted, updated)
+
+    def _json_columns(self, table: TableName, columns: Sequence[str]) -> list[int]:
+        """Positions of the written columns that hold JSON (their values are sent as JSON)."""
+        found = self._json_positions.get((table, tuple(columns)))
+        if found is None:
+            types = self.table_columns(table) or {}
+            found = [i for i, name in enumerate(columns) if types.get(name) in _JSON_TYPES]
+            self._json_positions[table, tuple(columns)] = found
+        return found
+
+    def _copy(
+        self,
+        target: sql.Composable,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        json_columns: list[int],
+    ) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
+        with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
+            if json_columns:
+                rows = map(_jsonify(json_columns), rows)  # type: ignore[assignment]
+            for row in rows:
+                copy.write_row(row)
+
+    def _upsert(self, job: BatchWrite, json_columns: list[int]) -> tuple[int, int]:
+        batch = sql.Identifier("flowplatform_batch")
+        order = sql.Identifier("flowplatform_row")
+        columns = _idents(job.columns)
+        self.conn.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+            ).format(batch, columns, _ident(job.table))
+        )
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+                batch, order
+            )
+        )
+        self._copy(batch, job.columns, job.rows, json_columns)
+        others = [name for name in job.columns if name not in job.key] or list(job.key[:1])
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
+        )
+        key = _idents(job.key)
+        row = self.conn.execute(
+            sql.SQL(
+                "WITH written AS (INSERT INTO {target} ({columns})"
+                " SELECT DISTINCT ON ({key}) {columns} FROM {batch} ORDER BY {key}, {order} DESC"
+                " ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                " RETURNING xmax = 0 AS fresh)"
+                " SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh)"
+                " FROM written"
+            ).format(
+                target=_ident(job.table),
+                columns=columns,
+                key=key,
+                batch=batch,
+                order=order,
+                updates=updates,
+            )
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # -- replace -----------------------------------------------------------------------------
+
+    @_translated
+    def stage(self, target: TableName, staging: TableName) -> None:
+        _create_once(
+            self.conn,
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+                _ident(staging), _ident(target)
+            ),
+        )
+
+    @_translated
+    def swap(self, target: TableName, staging: TableName, run_id: str, node_key: str) -> bool:
+        marks = self._marks(target)
+        old = target.sibling(f"flowplatform_old_{digest(run_id, node_key, str(target))}")
+        with self.conn.transaction():
+            if not self._claim(marks, run_id, node_key, SWAP_BATCH, target):
+                return False
+            oid = self._oid(target)
+            exists = oid is not None
+            if oid is not None:
+                self._refuse_dependents(target, oid)
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        _ident(target), sql.Identifier(old.name)
+                    )
+                )
+                self._adopt_sequences(old, staging)
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    _ident(staging), sql.Identifier(target.name)
+                )
+            )
+            if exists:
+                self.conn.execute(sql.SQL("DROP TABLE {}").format(_ident(old)))
+        return True
+
+    def _refuse_dependents(self, target: TableName, oid: int) -> None:
+        """Views and foreign keys that use the table would keep the old one (or stop the drop):
+        refuse the swap, naming them."""
+        dependents = self.conn.execute(
+            "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d"
+            " JOIN pg_rewrite r ON r.oid = d.objid"
+            " WHERE d.refobjid = %(oid)s AND d.classid = 'pg_rewrite'::regclass"
+            " AND r.ev_class <> %(oid)s"
+            " UNION SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint"
+            " WHERE confrelid = %(oid)s AND contype = 'f' AND conrelid <> %(oid)s",
+            {"oid": oid},
+        ).fetchall()
+        if dependents:
+            names = ", ".join(sorted(row[0] for row in dependents))
+            raise NodeError(
+                f"table '{target}' cannot be replaced: other objects depend on it ({names});"
+                " use upsert, or drop them first",
+                permanent=True,
+            )
+
+    def _adopt_sequences(self, old: TableName, new: TableName) -> None:
+        """Sequences owned by the old table's columns (``serial``), which the new table's
+        defaults use too, change hands before the old table is dropped."""
+        owned = self.conn.execute(
+            "SELECT d.objid::regclass::text, a.attname FROM pg_depend d"
+            " JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+            " JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+            " WHERE d.refobjid = to_regclass(%s) AND d.deptype = 'a'",
+            [_ident(old).as_string(self.conn)],
+        ).fetchall()
+        for sequence, column in owned:
+            # ``sequence`` is regclass text: an already quoted, qualified name.
+            self.conn.execute(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                    sql.SQL(sequence), _ident(new, column)
+                )
+            )
+
+    @_translated
+    def discard(self, staging: TableName, run_id: str, node_key: str) -> None:
+        marks = self._marks(staging)
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(staging)))
+            self.conn.execute(
+                sql.SQL("DELETE FROM {} WHERE run_id = %s AND node_key = %s").format(marks),
+                [run_id, node_key],
+            )
+
+
+def _ident(table: TableName, *more: str) -> sql.Identifier:
+    names = (table.schema, table.name) if table.schema else (table.name,)
+    return sql.Identifier(*names, *more)
+
+
+def _idents(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _jsonify(positions: list[int]) -> Any:
+    def row_with_json(row: Sequence[Any]) -> list[Any]:
+        values = list(row)
+        for i in positions:
+            if values[i] is not None:
+                values[i] = Jsonb(values[i])
+        return values
+
+    return row_with_json
+
+
+def _create_once(conn: psycopg.Connection, statement: sql.Composed) -> None:
+    """``CREATE … IF NOT EXISTS`` that also survives a concurrent creation of the same name
+    (PostgreSQL then reports a duplicate catalog row instead of skipping)."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        with conn.transaction():
+            conn.execute(statement)

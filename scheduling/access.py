@@ -1,0 +1,84 @@
+"""Who may create, change, enable, disable and delete schedules.
+
+A schedule starts runs of its flow with its params for whoever set it up, so anything that
+makes or changes what a schedule runs needs the ``run`` right on the flow (``flows.run_flow``
+or a run grant), wherever it happens: the API, the admin, a flow file's ``schedules``.
+Disabling, editing the description and deleting need only the right to edit: the global
+model permission on schedules or ``change`` on the flow. Whoever makes a change that needs
+``run`` becomes the schedule's ``owner``; its runs are started as that user (``start_run``
+checks the owner's rights again each time), so revoking a right stops the schedule's runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from flows import access
+from flows.models import Flow
+from flows.validation import FlowProblem
+from scheduling.models import FlowSchedule
+
+#: Fields whose change alters nothing a schedule runs (``enabled`` only when turned off).
+HARMLESS_FIELDS = {"description", "position"}
+
+
+def schedules_for(user: Any, queryset: QuerySet[FlowSchedule]) -> QuerySet[FlowSchedule]:
+    """The schedules ``user`` may see: all with ``view_flowschedule``, else their flow's."""
+    if user.has_perm("scheduling.view_flowschedule"):
+        return queryset
+    return access.related_for(user, queryset)  # type: ignore[no-any-return]
+
+
+def may_edit(user: Any, flow: Flow, action: str) -> bool:
+    """``action``: add, change or delete; the schedule model permission or ``change`` on the flow."""
+    return bool(
+        user.has_perm(f"scheduling.{action}_flowschedule") or access.can(user, flow, "change")
+    )
+
+
+def needs_run(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether going from ``before`` (None: a new schedule) to ``after`` needs ``run``."""
+    if before is None:
+        return True
+    changed = {name for name, value in after.items() if before.get(name) != value}
+    if after.get("enabled") is False:
+        changed.discard("enabled")
+    return bool(changed - HARMLESS_FIELDS)
+
+
+def check_write(user: Any, flow: Flow, action: str, run: bool) -> None:
+    """Refuse a schedule write to ``flow``: ``action`` as in ``may_edit``; ``run`` if needed."""
+    if not may_edit(user, flow, action):
+        raise access.AccessDenied(
+            f"You may not {action} schedules of flow '{flow.slug}'.",
+            [FlowProblem("", f"needs change on flow '{flow.slug}' (change_flow)")],
+        )
+    if run and not access.can(user, flow, "run"):
+        raise access.AccessDenied(
+            "Creating, changing or enabling a schedule needs the run permission on its flow.",
+            [FlowProblem("", f"needs the run permission on flow '{flow.slug}' (run_flow)")],
+        )
+
+
+def section_rights(flow: Flow | None, value: Any) -> set[str]:
+    """What a flow file's ``schedules`` writes to ``flow`` need: ``run`` when any schedule is
+    created or changed beyond disabling (validation reports invalid items)."""
+    from scheduling.flowfile import parse_item, timing_key
+
+    existing = {} if flow is None else {timing_key(s): s for s in flow.schedules.all()}
+    for item in value if isinstance(value, list) else []:
+        fields, _ = parse_item(item, "")
+        if fields is None:
+            continue
+        schedule = existing.get(timing_key(fields))
+        before = None if schedule is None else {n: getattr(schedule, n) for n in fields}
+        if needs_run(before, fields):
+            return {"run"}
+    return set()
+
+
+def claim(flow: Flow, value: Any, user: Any) -> None:
+    """After a flow file that needed ``run`` set the flow's schedules: ``user`` owns them."""
+    flow.schedules.update(owner=user)

@@ -1,0 +1,44 @@
+"""A pattern with no linear-time match is a 400 naming its path, and nothing is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from flows.models import Flow
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"^(a+)\1$", "a backreference"),
+        (r"^(?!test)\w+@example\.com$", "a negative lookahead"),
+        (r"x{5000}", "a repetition count above 1000"),
+    ],
+)
+def test_a_pattern_without_a_linear_time_match_is_refused_on_save(
+    api: APIClient, minimal_flow: dict[str, Any], pattern: str, construct: str
+) -> None:
+    minimal_flow["nodes"][1]["config"]["conditions"][0] = {
+        "field": "email", "op": "regex", "value": pattern,
+    }  # fmt: skip
+    response = api.post("/api/v1/flows/", minimal_flow, format="json")
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["path"] == "nodes[1].config.conditions[0].value"
+    assert error["node"] == "paid"
+    assert construct in error["message"]
+    assert not Flow.objects.exists()
+
+
+def test_a_catastrophic_but_linear_time_pattern_is_accepted(
+    api: APIClient, minimal_flow: dict[str, Any]
+) -> None:
+    minimal_flow["nodes"][1]["config"]["conditions"][0] = {
+        "field": "email", "op": "regex", "value": r"^(a+)+$",
+    }  # fmt: skip
+    assert api.post("/api/v1/flows/", minimal_flow, format="json").status_code == 201
