@@ -102,7 +102,7 @@ class ConnectionSerializer(StrictModelSerializer):
         write_only=True,
         max_length=2000,
         trim_whitespace=True,
-        help_text="postgresql://..., sqlite:///path, an http(s) base URL, file:///dir or "
+        help_text="postgresql://..., mysql://..., sqlite:///path, an http(s) base URL, file:///dir or "
         "s3://key:secret@bucket/prefix. Stored encrypted.",
     )
     headers = serializers.DictField(
