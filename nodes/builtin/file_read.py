@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -171,8 +173,10 @@ class FileReadNode(Node):
                 where = f" {exc.where}" if exc.where else ""
                 column = f", column {exc.column}" if exc.column else ""
                 raise NodeError(f"{key}{where}{column}: {exc}", permanent=True) from None
-            except (OSError, EOFError) as exc:  # a truncated or corrupt gzip stream
-                raise NodeError(f"{key}: cannot read ({exc})", permanent=True) from None
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # truncated or corrupt
+                raise NodeError(f"{key}: not a valid gzip file ({exc})", permanent=True) from None
+            except OSError as exc:  # the disk or the network: reading again may work
+                raise NodeError(f"{key}: reading failed ({exc.strerror or exc})") from None
 
     def _batches(self, stream: Any) -> Iterator[AnyBatch]:
         config = self.config

@@ -549,3 +549,13 @@ def test_a_cancelled_write_commits_no_partial_file(root: Path) -> None:
     ctx = context(root, is_cancelled=lambda: cancelled[0])
     assert list(node.execute(ctx, {"in": batches()})) == []
     assert list((root / "c").iterdir()) == []
+
+
+def test_a_truncated_gzip_file_is_named_and_permanent(root: Path) -> None:
+    whole = gzip.compress(b"id\n" + b"".join(b"%d\n" % i for i in range(20_000)))
+    (root / "t.csv.gz").write_bytes(whole[: len(whole) // 2])
+    message = error_of(lambda: read(root, path="t.csv.gz"))
+    assert message.startswith("t.csv.gz: not a valid gzip file")
+    (root / "n.csv.gz").write_bytes(b"id\n1\n")  # named .gz, not gzip
+    assert error_of(lambda: read(root, path="n.csv.gz")).startswith("n.csv.gz: not a valid gzip")
+    assert read(root, path="n.csv.gz", compression="none") == [{"id": "1"}]
