@@ -1,4 +1,4 @@
-"""Per-flow access: who may view, change or run a flow (decision 0011).
+"""Per-flow access: who may view, change or run a flow (decision 0014).
 
 A user holds a right on a flow when any of these holds:
 

@@ -2,5 +2,5 @@
 
 Every layer records through ``flowplatform.audit.record.record``; who acts and through which
 door (admin, API, CLI, schedule) comes from the audit context that the door sets
-(``flowplatform.audit.context``). Decision 0011 explains the shape.
+(``flowplatform.audit.context``). Decision 0012 explains the shape.
 """

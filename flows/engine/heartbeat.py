@@ -7,7 +7,7 @@ heartbeat costs no thread and no query.
 The same thread stops a node that ignores Cancel (busy in CPU, between two batches for too
 long): every second it looks for runs of its nodes cancelled more than
 ``FLOWPLATFORM_CANCEL_GRACE_S`` ago, marks those nodes cancelled and has its worker terminate
-the task (decision 0011). Only in a worker's pool process: nothing is terminated elsewhere.
+the task (decision 0016). Only in a worker's pool process: nothing is terminated elsewhere.
 """
 
 from __future__ import annotations

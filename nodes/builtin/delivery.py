@@ -1,10 +1,12 @@
-"""Delivering a JSON body over HTTP for ``http_post``: redirects, retries, backoff.
+"""HTTP requests for the HTTP nodes (``http_post``, ``http_request``): endpoint, redirects,
+retries, backoff, rate limit.
 
 Retries cover 429, 5xx and network errors, with exponential backoff and full jitter (or the
 server's ``Retry-After``), both capped. Other 4xx answers fail at once: retrying cannot help.
-Redirects (301/302/307/308) are followed by hand, re-sending the POST, for at most five hops;
-every hop goes through the :class:`~nodes.netguard.GuardedSession` checks, and credentials
-are dropped when a hop leaves the original origin. A 303 means the server took the POST.
+Redirects (301/302/307/308) are followed by hand, re-sending the same request, for at most five
+hops; every hop goes through the :class:`~nodes.netguard.GuardedSession` checks, and
+credentials are dropped when a hop leaves the original origin. A 303 means the server took a
+POST (``http_post``), or, for a read, that the answer is a GET away.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
+from django.conf import settings
+from requests import Response
 
+from nodes.netguard import GuardedSession
 from nodes.redaction import Redactor, basic_auth_secrets, header_secrets
+from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 
 MAX_REDIRECTS = 5
@@ -65,7 +71,7 @@ class RetryPolicy:
 
 @dataclass
 class Delivery:
-    """POSTs bodies to one URL through one session.
+    """Sends requests to one endpoint (``url``) through one session.
 
     ``credentials`` (connection headers) and ``auth`` are sent to the URL's origin only.
     A peer may echo what it was sent: the answers quoted in errors go through ``redactor``,
@@ -85,8 +91,11 @@ class Delivery:
     stop: threading.Event | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
     redactor: Redactor = field(default_factory=Redactor)
+    #: Least time between the starts of two requests (retries and redirect hops included).
+    min_interval_s: float = 0.0
+    _last_sent: float = field(default=-math.inf, init=False, repr=False)
 
-    def _quote(self, response: requests.Response) -> str:
+    def quote(self, response: requests.Response) -> str:
         """The start of the peer's answer, for an error: redacted first, then cut."""
         credentials = [v for k, v in self.headers.items() if k.lower() in CREDENTIAL_HEADERS]
         self.redactor.add(header_secrets([*self.credentials.values(), *credentials]))
@@ -95,6 +104,17 @@ class Delivery:
 
     def post(self, body: bytes, extra_headers: dict[str, str]) -> tuple[int, int]:
         """Deliver ``body``; returns (final status, attempts). Raises :class:`NodeError`."""
+        request = Request("POST", self.url, body=body, headers=extra_headers)
+        response, attempts = self.send(request, see_other_is_done=True)
+        response.close()
+        return response.status_code, attempts
+
+    def send(self, request: Request, see_other_is_done: bool = False) -> tuple[Response, int]:
+        """Send ``request`` until it succeeds; returns (the 2xx answer, attempts).
+
+        ``see_other_is_done``: a 303 is the answer (the server took a POST); otherwise it is
+        followed with a GET. Raises :class:`NodeError`.
+        """
         problem, retry_after = "", None
         for attempt in range(self.policy.max_retries + 1):
             if attempt:
@@ -107,52 +127,125 @@ class Delivery:
                     raise NodeError("cancelled", permanent=True)
             retry_after = None
             try:
-                response = self._post_following_redirects(body, extra_headers)
+                response = self._following_redirects(request, see_other_is_done)
             except NETWORK_ERRORS as exc:
                 problem = _network_problem(exc)
                 continue
             except requests.RequestException as exc:
                 raise NodeError(f"request failed: {type(exc).__name__}", permanent=True) from None
             status = response.status_code
-            if 200 <= status < 300 or status == 303:
-                return status, attempt + 1
+            if 200 <= status < 300 or (status == 303 and see_other_is_done):
+                return response, attempt + 1
             if status == 429 or status >= 500:
                 problem, retry_after = (
-                    _answer(status, self._quote(response)),
+                    _answer(status, self.quote(response)),
                     _retry_after(response),
                 )
                 continue
-            raise NodeError(_answer(status, self._quote(response)), permanent=True)
+            raise NodeError(_answer(status, self.quote(response)), permanent=True)
         raise NodeError(
             f"gave up after {self.policy.max_retries + 1} attempts, last: {problem}",
             permanent=False,
         )
 
-    def _post_following_redirects(
-        self, body: bytes, extra_headers: dict[str, str]
-    ) -> requests.Response:
-        url, origin = self.url, _origin(self.url)
+    def _following_redirects(self, request: Request, see_other_is_done: bool) -> Response:
+        origin = _origin(self.url)
+        method, url, body, params = request.method, request.url, request.body, request.params
         for _ in range(MAX_REDIRECTS + 1):
             trusted = _origin(url) == origin
-            response = self.session.post(
+            self._throttle()
+            response = self.session.request(
+                method,
                 url,
+                params=params,
                 data=body,
-                headers=self._headers(trusted) | extra_headers,
+                headers=self._headers(trusted) | request.headers,
                 auth=self.auth if trusted else None,
                 timeout=self.timeout_s,
                 allow_redirects=False,
             )
             location = response.headers.get("Location")
-            if response.status_code not in REDIRECTS or not location:
+            see_other = response.status_code == 303 and not see_other_is_done
+            if (response.status_code not in REDIRECTS and not see_other) or not location:
                 return response
             response.close()
-            url = urljoin(url, location)
+            url, params = urljoin(response.url, location), None  # the location has its query
+            if see_other:
+                method, body = "GET", None
         raise NodeError(f"more than {MAX_REDIRECTS} redirects", permanent=True)
+
+    def _throttle(self) -> None:
+        if self.min_interval_s > 0:
+            wait = self._last_sent + self.min_interval_s - time.monotonic()
+            if wait > 0:
+                _sleep(wait, self.stop)
+            self._last_sent = time.monotonic()
 
     def _headers(self, trusted: bool) -> dict[str, str]:
         if trusted:
             return self.credentials | self.headers
         return {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request to send: ``params`` are added to the URL's query, ``headers`` to the
+    delivery's own."""
+
+    method: str
+    url: str
+    body: bytes | None = None
+    params: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def endpoint(
+    delivery: Delivery, context: ExecutionContext, connection: str | None, url: str
+) -> None:
+    """Point ``delivery`` at ``url``: absolute, or, with a ``connection``, a path below the
+    connection's base URL, whose headers and user info become the credentials."""
+    delivery.url = url
+    if not connection:
+        return
+    info = context.connection(connection)
+    parts = urlsplit(info.url)
+    base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    delivery.url = f"{base.rstrip('/')}/{url.lstrip('/')}" if url else base
+    delivery.credentials = dict(info.headers)
+    if parts.username or parts.password:
+        delivery.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def guarded_session() -> GuardedSession:
+    """A session under the address policy (private addresses per
+    ``FLOWPLATFORM_HTTP_ALLOW_PRIVATE``)."""
+    allow_private = settings.configured and getattr(
+        settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False
+    )
+    return GuardedSession(allow_private=bool(allow_private))
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Config headers: single-line, and no credentials (flow configs are exported and
+    versioned in clear: secrets live in connections). Raises ``ValueError``."""
+    for name, value in headers.items():
+        if not name or any(c in f"{name}{value}" for c in "\r\n\0"):
+            raise ValueError(f"header '{name.strip()}' is empty or contains a line break")
+        if name.lower() in CREDENTIAL_HEADERS:
+            raise ValueError(f"header '{name}' carries credentials: put it in a connection")
+    return headers
+
+
+def check_url_fits(url: str, connection: str | None) -> None:
+    """A config's ``url``: absolute http(s) without a connection, a path with one, never with
+    credentials in it. Raises ``ValueError``."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError("url: credentials belong in a connection, not in the url")
+    if connection is None and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise ValueError("url must be an absolute http(s) URL when no connection is set")
+    if connection is not None and (parts.scheme or parts.netloc):
+        raise ValueError("url must be a path below the connection's base URL")
 
 
 def _answer(status: int, quoted: str) -> str:

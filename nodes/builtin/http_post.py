@@ -8,12 +8,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
-from nodes.builtin.delivery import CREDENTIAL_HEADERS, Delivery, RetryPolicy
+from nodes.builtin.delivery import (
+    Delivery,
+    RetryPolicy,
+    check_headers,
+    check_url_fits,
+    endpoint,
+    guarded_session,
+)
 from nodes.jsonbody import dumps_batch, dumps_bytes
 from nodes.netguard import GuardedSession
 from nodes.sdk.context import ExecutionContext
@@ -69,23 +74,11 @@ class HttpPostConfig(NodeConfig):
     @field_validator("headers")
     @classmethod
     def _single_line_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if not name or any(c in f"{name}{value}" for c in "\r\n\0"):
-                raise ValueError(f"header '{name.strip()}' is empty or contains a line break")
-            if name.lower() in CREDENTIAL_HEADERS:
-                # Flow configs are exported and versioned in clear: secrets live in connections.
-                raise ValueError(f"header '{name}' carries credentials: put it in a connection")
-        return headers
+        return check_headers(headers)
 
     @model_validator(mode="after")
     def _url_fits_connection(self) -> HttpPostConfig:
-        parts = urlsplit(self.url)
-        if parts.username or parts.password:
-            raise ValueError("url: credentials belong in a connection, not in the url")
-        if self.connection is None and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ValueError("url must be an absolute http(s) URL when no connection is set")
-        if self.connection is not None and (parts.scheme or parts.netloc):
-            raise ValueError("url must be a path below the connection's base URL")
+        check_url_fits(self.url, self.connection)
         return self
 
 
@@ -116,10 +109,7 @@ class HttpPostNode(Node):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
     ) -> Iterator[Batch]:
-        allow_private = settings.configured and getattr(
-            settings, "FLOWPLATFORM_HTTP_ALLOW_PRIVATE", False
-        )
-        with GuardedSession(allow_private=bool(allow_private)) as session:
+        with guarded_session() as session:
             delivery = self._delivery(session, context)
             summaries = self._summaries(delivery, context, first_input(inputs))
             yield from rebatch(([summary] for summary in summaries), DEFAULT_BATCH_SIZE)
@@ -136,14 +126,7 @@ class HttpPostNode(Node):
             logger=context.logger,
             redactor=context.redactor,
         )
-        if cfg.connection:
-            connection = context.connection(cfg.connection)
-            parts = urlsplit(connection.url)
-            base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-            delivery.url = f"{base.rstrip('/')}/{cfg.url.lstrip('/')}" if cfg.url else base
-            delivery.credentials = dict(connection.headers)
-            if parts.username or parts.password:
-                delivery.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        endpoint(delivery, context, cfg.connection, cfg.url)
         return delivery
 
     def _summaries(

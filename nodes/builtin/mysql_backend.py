@@ -1,4 +1,4 @@
-"""MariaDB and MySQL behind ``sql_query`` (mysqlclient: decision 0012).
+"""MariaDB and MySQL behind ``sql_query`` (mysqlclient: decision 0019).
 
 Rows stream through an unbuffered result (``SSCursor``: the server sends them as the client
 reads, nothing is held whole), in :class:`RowBatch` batches, on a connection of its own that is

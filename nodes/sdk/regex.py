@@ -1,4 +1,4 @@
-"""Regular expressions from users, matched in time linear in the text (decision 0011).
+"""Regular expressions from users, matched in time linear in the text (decision 0016).
 
 A pattern is written in Python's syntax and means what :func:`re.search` makes of it, but it
 runs on RE2, which never backtracks: ``(a+)+$`` over a long line costs what ``a+$`` costs.

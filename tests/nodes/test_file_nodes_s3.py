@@ -347,3 +347,28 @@ def test_the_s3_client_checks_the_address_it_actually_connected_to(
     with pytest.raises(NodeError, match=r"connected to 127\.0\.0\.1") as caught:
         list(node.execute(context({"lake": s3_url(s3_endpoint, bucket)}), {}))
     assert caught.value.permanent
+
+
+def test_a_connection_without_keys_never_signs_with_the_workers_credentials(
+    s3: Any, s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nodes.filestore import open_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWORKERSOWNKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-workers-own-secret")
+    s3.put_object(Bucket=bucket, Key="pub/a.csv", Body=b"id\n1\n")
+    url = f"s3://{bucket}/pub?endpoint={quote(s3_endpoint, safe='')}"
+    store: Any = open_store(url)
+    sent: list[dict[str, str]] = []
+    store.client.meta.events.register(
+        "before-send.s3", lambda request, **_: sent.append(dict(request.headers))
+    )
+    assert store.list("*.csv") == ["a.csv"]
+    assert sent
+    assert all("Authorization" not in headers for headers in sent)
+    signed: Any = open_store(s3_url(s3_endpoint, bucket, "pub"))
+    signed.client.meta.events.register(
+        "before-send.s3", lambda request, **_: sent.append(dict(request.headers))
+    )
+    signed.list("*.csv")
+    assert "AKIATESTING" in str(sent[-1].get("Authorization"))
