@@ -281,6 +281,16 @@ FLOWPLATFORM_DB_ALLOW_PRIVATE = env_bool(
 # SQLite connections read files only inside these directories (the demo's warehouse by default).
 FLOWPLATFORM_SQLITE_DIRS = env_list("FLOWPLATFORM_SQLITE_DIRS", str(VAR_DIR / "demo"))
 
+# --- File connections (nodes/filestore.py) ---------------------------------------------------
+# file:/// connections may only name directories inside these (comma-separated; empty: none).
+FLOWPLATFORM_FILE_ROOTS = env_list("FLOWPLATFORM_FILE_ROOTS", "")
+for _root in FLOWPLATFORM_FILE_ROOTS:
+    if not Path(_root).is_absolute() or Path(_root).resolve() == Path("/"):
+        raise SettingsError(
+            f"FLOWPLATFORM_FILE_ROOTS: '{_root}' is not an absolute directory below / "
+            "(each root is a directory file:// connections may use, e.g. /srv/landing)"
+        )
+
 # --- Celery ----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
 # No broker configured: execute the canvas in-process (the embedded demo mode).

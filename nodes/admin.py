@@ -58,8 +58,8 @@ class ConnectionForm(forms.ModelForm):
         strip=True,
         widget=SecretInput(attrs={"class": "vTextField"}),
         help_text="postgresql://user:password@host:5432/db, mysql://user:password@host:3306/db, "
-        "sqlite:///path/to/file.db or "
-        "https://api.example.com. Stored encrypted and never shown again; "
+        "sqlite:///path/to/file.db, https://api.example.com, file:///dir or "
+        "s3://key:secret@bucket/prefix. Stored encrypted and never shown again; "
         "leave blank to keep the current one.",
     )
     headers = forms.CharField(

@@ -119,7 +119,8 @@ def check_url(url: str, allow_private: bool) -> None:
             raise NodeError(f"host '{host}' resolves to {address}, {reason}", permanent=True)
 
 
-def _check_peer(sock: socket.socket, host: str, allow_private: bool) -> None:
+def check_peer(sock: socket.socket, host: str, allow_private: bool) -> None:
+    """Close ``sock`` and raise a permanent NodeError when the address it reached is refused."""
     address = sock.getpeername()[0]
     if reason := refusal(address, allow_private):
         sock.close()
@@ -131,7 +132,7 @@ class _GuardedHTTPConnection(HTTPConnection):
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _check_peer(sock, self.host, self.allow_private)
+        check_peer(sock, self.host, self.allow_private)
         return sock
 
 
@@ -140,7 +141,7 @@ class _GuardedHTTPSConnection(HTTPSConnection):
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _check_peer(sock, self.host, self.allow_private)
+        check_peer(sock, self.host, self.allow_private)
         return sock
 
 

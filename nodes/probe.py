@@ -1,7 +1,8 @@
 """Test a connection: can the platform reach it with the credentials it holds?
 
 Databases run ``select 1`` through the same driver code as ``sql_query``; HTTP endpoints get a
-HEAD (or GET when HEAD is refused) on the base URL through the outbound-HTTP guard. The
+HEAD (or GET when HEAD is refused) on the base URL through the outbound-HTTP guard; file
+connections list their directory or one key of their bucket prefix. The
 outcome never contains the URL's secret parts or header values.
 """
 
@@ -15,6 +16,7 @@ import requests
 from django.conf import settings
 
 from nodes.builtin.sql_query import BACKENDS
+from nodes.filestore import FILE_SCHEMES, open_store
 from nodes.models import Connection
 from nodes.netguard import GuardedSession
 from nodes.redaction import Redactor
@@ -38,6 +40,8 @@ def probe(connection: Connection) -> ProbeResult:
     try:
         if info.scheme in BACKENDS:
             detail = _probe_database(info.scheme, info.url)
+        elif info.scheme in FILE_SCHEMES:
+            detail = True, open_store(info.url).probe()
         else:
             detail = _probe_http(info.url, info.headers)
     except NodeError as exc:

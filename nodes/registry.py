@@ -26,6 +26,8 @@ BUILTIN_NODES: dict[str, str] = {
     "http_post": "nodes.builtin.http_post.HttpPostNode",
     "sql_write": "nodes.builtin.sql_write.node.SqlWriteNode",
     "http_request": "nodes.builtin.http_request.HttpRequestNode",
+    "file_read": "nodes.builtin.file_read.FileReadNode",
+    "file_write": "nodes.builtin.file_write.FileWriteNode",
 }
 
 

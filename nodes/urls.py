@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-SUPPORTED_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "http", "https")
+SUPPORTED_SCHEMES = (
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "sqlite",
+    "http",
+    "https",
+    "file",
+    "s3",
+)
 
 
 class ConnectionURLError(ValueError):
@@ -36,6 +46,11 @@ def validate_url(url: str) -> str:
     if parts.scheme == "sqlite":
         if not parts.path or parts.path == "/":
             raise ConnectionURLError("sqlite URLs need a file path, e.g. sqlite:///var/data.db")
+    elif parts.scheme in ("file", "s3"):
+        from nodes import filestore  # it imports this module
+
+        filestore.check_url(url)
+        return url
     elif not parts.hostname:
         raise ConnectionURLError(f"{parts.scheme} URLs need a host")
     from nodes import dbguard  # it imports this module

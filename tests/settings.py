@@ -16,6 +16,10 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"flowplatform-test-{os.getpid()}")
 os.environ.setdefault("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", "true")
 os.environ.setdefault("FLOWPLATFORM_VAR_DIR", tempfile.mkdtemp(prefix="flowplatform-test-"))
+# File connections may use the test run's own directory (workers inherit it too).
+os.environ.setdefault(
+    "FLOWPLATFORM_FILE_ROOTS", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "files")
+)
 os.environ.setdefault(
     "FLOW_DATA_STORAGE", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "flowdata")
 )

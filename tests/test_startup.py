@@ -183,3 +183,13 @@ def test_a_malformed_proxy_header_is_refused_in_one_line(tmp_path: Path) -> None
         run(manage("check"), env),
         "flowplatform: configuration error: FLOWPLATFORM_PROXY_SSL_HEADER",
     )
+
+
+@pytest.mark.parametrize("roots", ["landing", "/srv/landing,/", "/srv/../"])
+def test_a_file_root_that_is_relative_or_the_whole_disk_is_refused(
+    tmp_path: Path, roots: str
+) -> None:
+    env = production(tmp_path, FLOWPLATFORM_SECRET_KEY=A_REAL_KEY, FLOWPLATFORM_FILE_ROOTS=roots)
+    assert_refused_in_one_line(
+        run(manage("check"), env), "flowplatform: configuration error: FLOWPLATFORM_FILE_ROOTS"
+    )

@@ -148,7 +148,7 @@ def version_of(version_id: int) -> FlowVersion:
         if version is not None:
             _versions.move_to_end(version_id)
             return version
-    version = FlowVersion.objects.get(pk=version_id)
+    version = FlowVersion.objects.select_related("flow").get(pk=version_id)
     with _versions_lock:
         _versions[version_id] = version
         if len(_versions) > _VERSIONS_KEPT:
@@ -204,6 +204,7 @@ def make_context(
     return ExecutionContext(
         run_id=str(run.id),
         node_key=spec["key"],
+        flow=run.version.flow.slug,
         params=dict(run.params),
         interval_start=run.interval_start,
         interval_end=run.interval_end,

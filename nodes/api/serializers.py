@@ -102,7 +102,8 @@ class ConnectionSerializer(StrictModelSerializer):
         write_only=True,
         max_length=2000,
         trim_whitespace=True,
-        help_text="postgresql://..., sqlite:///path or an http(s) base URL. Stored encrypted.",
+        help_text="postgresql://..., mysql://..., sqlite:///path, an http(s) base URL, "
+        "file:///dir or s3://key:secret@bucket/prefix. Stored encrypted.",
     )
     headers = serializers.DictField(
         child=StrictCharField(max_length=4000, allow_blank=True),

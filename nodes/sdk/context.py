@@ -51,6 +51,8 @@ class ExecutionContext:
 
     run_id: str = "local"
     node_key: str = "node"
+    #: The slug of the flow the run belongs to ("" outside a flow).
+    flow: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     interval_start: datetime | None = None
     interval_end: datetime | None = None

@@ -19,7 +19,9 @@ class Command(AuditedCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="connection name, e.g. warehouse")
         parser.add_argument(
-            "url", help="postgresql://..., mysql://..., sqlite:///path, or an http(s) base URL"
+            "url",
+            help="postgresql://..., mysql://..., sqlite:///path, an http(s) base URL, "
+            "file:///dir or s3://key:secret@bucket/prefix",
         )
         parser.add_argument(
             "--header",

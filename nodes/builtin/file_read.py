@@ -1,0 +1,211 @@
+"""``file_read``: stream the records of the files matching a glob, in a directory or a bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from nodes.builtin.file_formats import (
+    FileFormatError,
+    decompressed,
+    read_csv,
+    read_json_array,
+    read_jsonl,
+    read_parquet,
+)
+from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape, run_path_values
+from nodes.filestore import FileStore, check_relative, open_store
+from nodes.sdk.context import ExecutionContext
+from nodes.sdk.errors import NodeError
+from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, RecordStream, RowBatch
+from nodes.sdk.ports import Port
+from nodes.sdk.schema import FieldType, RecordSchema
+
+FILE_FIELD = "_file"
+
+
+class FileReadConfig(NodeConfig):
+    """Which files to read and how to parse them."""
+
+    connection: str = Field(min_length=1, description="Name of the file connection (file or s3).")
+    path: str = Field(
+        min_length=1,
+        description="Glob relative to the connection (inbox/2025-*/orders-*.csv.gz; ** spans "
+        "directories). Run values may appear as {interval_start:%Y-%m-%d} (names: "
+        "interval_start, interval_end, logical_date, run_id).",
+    )
+    format: Literal["csv", "jsonl", "json", "parquet"] = Field(
+        "csv", description="csv, jsonl (one object per line), json (one array) or parquet."
+    )
+    compression: Literal["auto", "gzip", "none"] = Field(
+        "auto", description="auto: gzip for names ending in .gz; gzip; none."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
+    quotechar: str = Field('"', min_length=1, max_length=1, description="CSV quote character.")
+    header: bool = Field(True, description="CSV: the first line names the columns.")
+    encoding: str = Field("utf-8", min_length=1, description="Text encoding (csv, jsonl, json).")
+    columns: dict[str, FieldType] | None = Field(
+        None,
+        description="Declared columns and types: only these are read, CSV values are cast "
+        "(an empty cell is null), and the schema is known to the nodes after. Without: every "
+        "column, CSV values as text, schema unknown.",
+    )
+    with_file_name: bool = Field(
+        False, description="Add a _file field: the file's path relative to the connection."
+    )
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Records per batch.")
+    allow_empty: bool = Field(
+        False, description="Succeed with no records when no file matches (default: fail)."
+    )
+    partition_rows: int | None = Field(
+        None,
+        ge=1,
+        le=100_000_000,
+        description="Cut the output into partitions of this many rows: the partitionable nodes "
+        "that follow run once per partition, in parallel across workers.",
+    )
+    partition_per_file: bool = Field(
+        False,
+        description="With partition_rows: one partition per file instead, each file read by "
+        "its own task in parallel (partition_rows then only turns partitioning on).",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        check_relative(value, "path")
+        PathTemplate.parse(value, RUN_NAMES)
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding '{value[:40]}'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FileReadConfig:
+        if self.format == "csv" and not self.header and not self.columns:
+            raise ValueError("a CSV without a header needs columns (their names, in file order)")
+        if self.partition_per_file and not self.partition_rows:
+            raise ValueError("partition_per_file needs partition_rows (it turns partitioning on)")
+        if self.columns and FILE_FIELD in self.columns and self.with_file_name:
+            raise ValueError(f"columns may not name '{FILE_FIELD}' with with_file_name")
+        return self
+
+
+class FileReadNode(Node):
+    """A source: the records of every matching file, file after file in name order."""
+
+    type = "file_read"
+    version = 1
+    label = "Read files"
+    description = "Read CSV, JSON Lines, JSON or Parquet files from a directory or an S3 bucket."
+    category = "source"
+    inputs = ()
+    outputs = (Port("out", description="One record per row or object of the files."),)
+    Config = FileReadConfig
+    config: FileReadConfig
+
+    def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
+        if self.config.columns is None:
+            return RecordSchema.unknown()
+        fields = dict(self.config.columns)
+        if self.config.with_file_name:
+            fields[FILE_FIELD] = FieldType.STRING
+        return RecordSchema(fields)
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[AnyBatch]:
+        store, keys = self._files(context)
+        for key in keys:
+            if context.is_cancelled():
+                return
+            yield from self._read(store, key)
+
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
+        """With ``partition_per_file``: one slice per file, ``{"file": key}``."""
+        if not self.config.partition_per_file:
+            return None
+        keys = self._files(context)[1]  # listed now: a failure fails the source at once
+        return ({"file": key} for key in keys)
+
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
+        yield from self._read(self._store(context), slice_["file"])
+
+    def _store(self, context: ExecutionContext) -> FileStore:
+        return open_store(context.connection(self.config.connection).url)
+
+    def _files(self, context: ExecutionContext) -> tuple[FileStore, list[str]]:
+        try:
+            pattern = PathTemplate.parse(self.config.path, RUN_NAMES).render(
+                run_path_values(context.run_values), escape=glob_escape
+            )
+        except ValueError as exc:
+            raise NodeError(f"path: {exc}", permanent=True) from None
+        store = self._store(context)
+        keys = store.list(pattern)
+        if not keys and not self.config.allow_empty:
+            raise NodeError(f"no file matches '{pattern}'", permanent=True)
+        return store, keys
+
+    def _read(self, store: FileStore, key: str) -> Iterator[AnyBatch]:
+        config = self.config
+        with (
+            store.open_read(key) as raw,
+            contextlib.closing(decompressed(raw, key, config.compression)) as stream,
+        ):
+            try:
+                for batch in self._batches(stream):
+                    yield _with_file(batch, key) if config.with_file_name else batch
+            except FileFormatError as exc:
+                where = f" {exc.where}" if exc.where else ""
+                column = f", column {exc.column}" if exc.column else ""
+                raise NodeError(f"{key}{where}{column}: {exc}", permanent=True) from None
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # truncated or corrupt
+                raise NodeError(f"{key}: not a valid gzip file ({exc})", permanent=True) from None
+            except OSError as exc:  # the disk or the network: reading again may work
+                raise NodeError(f"{key}: reading failed ({exc.strerror or exc})") from None
+
+    def _batches(self, stream: Any) -> Iterator[AnyBatch]:
+        config = self.config
+        size = config.batch_size
+        if config.format == "csv":
+            return read_csv(
+                stream,
+                columns=config.columns,
+                header=config.header,
+                delimiter=config.delimiter,
+                quotechar=config.quotechar,
+                encoding=config.encoding,
+                batch_size=size,
+            )
+        if config.format == "jsonl":
+            return read_jsonl(
+                stream, columns=config.columns, encoding=config.encoding, batch_size=size
+            )
+        if config.format == "json":
+            return read_json_array(
+                stream, columns=config.columns, encoding=config.encoding, batch_size=size
+            )
+        return read_parquet(stream, columns=config.columns, batch_size=size)
+
+
+def _with_file(batch: AnyBatch, key: str) -> AnyBatch:
+    if type(batch) is RowBatch:
+        return RowBatch([*batch.names, FILE_FIELD], [(*row, key) for row in batch.rows])
+    return [{**record, FILE_FIELD: key} for record in batch]
+
+
+__all__ = ["FileReadNode"]
