@@ -722,3 +722,88 @@ def test_compose_observability_profile_scrapes_web_workers_and_beat(
     assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
     env = services["worker"]["environment"]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("otel-collector:4318}")
+
+
+TERRAFORM = ROOT / "deploy" / "terraform"
+
+
+def hcl(name: str) -> dict[str, Any]:
+    import hcl2
+
+    with (TERRAFORM / name).open() as handle:
+        return dict(hcl2.load(handle))
+
+
+def unquoted(key: str) -> str:
+    return key.strip('"')
+
+
+def blocks(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``[{'"name"': body}, ...]`` (python-hcl2's shape) as ``{name: body}``."""
+    return {unquoted(k): v for item in items for k, v in item.items()}
+
+
+def test_terraform_module_has_the_variables_resources_and_outputs_its_docs_name() -> None:
+    readme = (TERRAFORM / "README.md").read_text()
+    variables = blocks(hcl("variables.tf")["variable"])
+    table = readme.split("| variable | meaning |")[1].split("\n\n")[0]
+    documented = set(re.findall(r"`([a-z0-9_]+)`", table))
+    documented -= {"DATABASE_URL", "CELERY_BROKER_URL", "FLOW_DATA_STORAGE"}
+    documented = {d for d in documented if d.islower()}
+    assert documented == set(variables)
+    assert all(body.get("description") for body in variables.values())
+    for name in ("database_url", "broker_url", "storage_url", "secret_key"):
+        assert "default" not in variables[name], f"{name} must be required"
+    for name in ("database_url", "broker_url", "secret_key", "encryption_keys", "metrics_token"):
+        assert variables[name].get("sensitive") is True, name
+    resources = {
+        f"{unquoted(kind)}.{unquoted(name)}": body
+        for item in hcl("main.tf")["resource"]
+        for kind, named in item.items()
+        for name, body in named.items()
+    }
+    named = set(re.findall(r"`((?:helm|kubernetes)_[a-z0-9_]+\.[a-z_]+)`", readme))
+    assert (
+        named
+        == set(resources)
+        == {
+            "kubernetes_namespace_v1.flowplatform",
+            "kubernetes_secret_v1.flowplatform",
+            "helm_release.flowplatform",
+        }
+    )
+    outputs = blocks(hcl("outputs.tf")["output"])
+    assert set(outputs) == set(
+        re.findall(r"Outputs: (.*)\.", readme)[0].replace("`", "").split(", ")
+    )
+    assert "No Terraform binary is available" in readme
+
+
+def test_terraform_installs_the_chart_after_the_secret_it_reads() -> None:
+    main = hcl("main.tf")
+    release = blocks(main["resource"])["helm_release"]['"flowplatform"']
+    assert release["depends_on"] == ["${kubernetes_secret_v1.flowplatform}"]
+    default_chart = unquoted(blocks(hcl("variables.tf")["variable"])["chart_path"]["default"])
+    assert (TERRAFORM / default_chart / "Chart.yaml").is_file()
+    providers = hcl("versions.tf")["terraform"][0]["required_providers"][0]
+    assert {unquoted(k) for k in providers if not k.startswith("__")} == {"helm", "kubernetes"}
+    text = (TERRAFORM / "main.tf").read_text()
+    # The Secret's name is the chart's default (<release>-flowplatform), its keys settings.
+    assert 'fullname = "${var.release_name}-flowplatform"' in text
+    keys = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+)\s+=", text, flags=re.MULTILINE))
+    assert (
+        keys - {"FLOW_DATA_STORAGE", "AWS_S3_ENDPOINT_URL"} <= settings_env_names() | NOT_SETTINGS
+    )
+
+
+def test_ci_workflow_runs_the_ci_script_with_the_services() -> None:
+    workflow = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    [job] = workflow["jobs"].values()
+    assert set(job["services"]) == {"postgres", "redis", "mariadb"}
+    assert {s["ports"][0] for s in job["services"].values()} == {
+        "5432:5432",
+        "6379:6379",
+        "3306:3306",
+    }
+    assert any(step.get("run") == ".ci/run" for step in job["steps"])
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
