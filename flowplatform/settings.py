@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "flows",
     "scheduling",
     "flowplatform.audit",
+    "flowplatform.alerts",
 ]
 
 MIDDLEWARE = [
@@ -384,6 +385,36 @@ if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
 FLOWPLATFORM_AUDIT_RETENTION_DAYS = env_int("FLOWPLATFORM_AUDIT_RETENTION_DAYS", 365)
 if FLOWPLATFORM_AUDIT_RETENTION_DAYS < 0:
     raise SettingsError("FLOWPLATFORM_AUDIT_RETENTION_DAYS must be 0 (keep for ever) or more")
+
+# --- Alerts (docs/operations.md#alerts) --------------------------------------------------------
+# Where the platform is reached: the link to the run in an alert (empty: no link).
+FLOWPLATFORM_BASE_URL = env_str("FLOWPLATFORM_BASE_URL", "").rstrip("/")
+# A delivery is tried this many times, waiting BACKOFF s, then twice that, and so on (at most an hour).
+FLOWPLATFORM_ALERT_MAX_ATTEMPTS = env_int("FLOWPLATFORM_ALERT_MAX_ATTEMPTS", 6)
+FLOWPLATFORM_ALERT_RETRY_BACKOFF_S = env_int("FLOWPLATFORM_ALERT_RETRY_BACKOFF_S", 30)
+FLOWPLATFORM_ALERT_TIMEOUT_S = env_int("FLOWPLATFORM_ALERT_TIMEOUT_S", 10)
+# How often beat looks for late intervals, and how far back (a newly set SLA is not applied to
+# the whole history).
+FLOWPLATFORM_ALERT_LATE_CHECK_S = env_int("FLOWPLATFORM_ALERT_LATE_CHECK_S", 60)
+FLOWPLATFORM_ALERT_LATE_LOOKBACK_S = env_int("FLOWPLATFORM_ALERT_LATE_LOOKBACK_S", 86400)
+if FLOWPLATFORM_ALERT_MAX_ATTEMPTS < 1 or FLOWPLATFORM_ALERT_LATE_CHECK_S < 1:
+    raise SettingsError(
+        "FLOWPLATFORM_ALERT_MAX_ATTEMPTS and FLOWPLATFORM_ALERT_LATE_CHECK_S must be at least 1"
+    )
+CELERY_BEAT_SCHEDULE["flowplatform-alerts-late"] = {
+    "task": "alerts.check_late",
+    "schedule": float(FLOWPLATFORM_ALERT_LATE_CHECK_S),
+}
+# E-mail alerts go through Django's SMTP backend.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "flowplatform@localhost")
 
 # --- Logging ---------------------------------------------------------------------------------
 LOGGING = {

@@ -50,12 +50,15 @@ class SectionAccess:
 
     - ``rights(flow, value) -> rights`` the write of ``value`` to ``flow`` (None: a new flow)
       needs; empty when it changes nothing that needs more than ``change``;
-    - ``claim(flow, value, user)`` runs after such a write (e.g. records who owns schedules).
+    - ``claim(flow, value, user)`` runs after such a write (e.g. records who owns schedules);
+    - ``check(user, value) -> problems`` (optional) refuses what ``user`` may not name in the
+      section (e.g. a connection limited to other groups).
     """
 
     key: str
     rights: Callable[[Flow | None, Any], set[str]]
     claim: Callable[[Flow, Any, Any], None]
+    check: Callable[[Any, Any], list[FlowProblem]] | None = None
 
 
 _sections: dict[str, SectionAccess] = {}
@@ -162,6 +165,8 @@ def check_flow_write(user: Any, flow: Flow | None, data: Any) -> list[str]:
             needed = section.rights(flow, data[key])
         except (TypeError, ValueError, KeyError):
             continue  # an invalid section: validation reports it
+        if section.check is not None:
+            problems.extend(section.check(user, data[key]))
         if needed:
             changed.append(key)
         for right in sorted(needed):

@@ -58,3 +58,4 @@ class FlowSpec(_Strict):
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     schedules: list[dict[str, Any]] | None = None
+    alerts: list[dict[str, Any]] | None = None

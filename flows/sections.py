@@ -40,3 +40,17 @@ def register_section(section: FlowFileSection) -> None:
 
 def sections() -> list[FlowFileSection]:
     return list(_sections.values())
+
+
+#: Extra details of a run owned by other apps (``alerts``: the run's alert deliveries), shown
+#: on the run page and in the API's run detail under their key.
+_run_details: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_run_detail(key: str, details: Callable[[Any], Any]) -> None:
+    """``details(run) -> JSON value`` appears as ``key`` in the run's detail."""
+    _run_details[key] = details
+
+
+def run_details(run: Any) -> dict[str, Any]:
+    return {key: details(run) for key, details in _run_details.items()}

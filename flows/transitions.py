@@ -6,6 +6,7 @@ second worker can never move a finished run or node backwards.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.signals import run_finished
+
+logger = logging.getLogger("flowplatform.engine")
 
 
 def mark_run_running(run_id: str) -> bool:
@@ -39,6 +43,8 @@ def finish_run(run_id: str, status: str, error: str = "") -> bool:
             NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
                 status=NodeStatus.SKIPPED, finished_at=now
             )
+    if changed:
+        announce_finished(run_id, status)
     return bool(changed)
 
 
@@ -56,8 +62,17 @@ def close_run(run_id: str) -> bool:
         .filter(~Exists(not_succeeded))
         .update(status=RunStatus.SUCCEEDED, finished_at=now, started_at=Coalesce("started_at", now))
     ):
+        announce_finished(run_id, RunStatus.SUCCEEDED)
         return True
     return finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
+
+
+def announce_finished(run_id: str, status: str) -> None:
+    """Tell the listeners of ``run_finished`` (alerts) that a run has just ended; their
+    errors are logged, never raised into the run's own bookkeeping."""
+    for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
+        if isinstance(result, Exception):
+            logger.error("run %s: %s failed on run_finished: %s", run_id, receiver, result)
 
 
 @dataclass

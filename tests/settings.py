@@ -24,6 +24,13 @@ os.environ.setdefault(
     "FLOW_DATA_STORAGE", os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "flowdata")
 )
 os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
+# Alerts: e-mail to the suite's local SMTP server (a port of this session's own, inherited by
+# its worker processes), a link base, and quick retries.
+os.environ.setdefault("EMAIL_HOST", "127.0.0.1")
+os.environ.setdefault("EMAIL_PORT", str(20000 + os.getpid() % 20000))
+os.environ.setdefault("FLOWPLATFORM_BASE_URL", "http://flows.example.test")
+os.environ.setdefault("FLOWPLATFORM_ALERT_RETRY_BACKOFF_S", "1")
+os.environ.setdefault("FLOWPLATFORM_ALERT_MAX_ATTEMPTS", "3")
 # The platform refuses to start without a secret key outside the embedded demo. This one is
 # published in the repository: for the test suite only, never for a deployment.
 os.environ.setdefault(

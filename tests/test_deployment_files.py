@@ -8,6 +8,7 @@ that WhiteNoise serves the collected static files (Swagger UI) without DEBUG.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,8 +29,15 @@ TEMPLATES = CHART / "templates"
 
 SIX_SERVICES = {"web", "worker", "beat", "postgres", "redis", "minio"}
 APP_SERVICES = {"migrate", "web", "worker", "beat"}
-# Read by a program other than the settings module.
-NOT_SETTINGS = {"WEB_CONCURRENCY"}  # gunicorn's worker count
+# Read by a program other than the settings module: gunicorn's worker count, the OpenTelemetry
+# SDK's own variables, and the metrics port the Celery process hooks read.
+NOT_SETTINGS = {
+    "WEB_CONCURRENCY",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "FLOWPLATFORM_WORKER_METRICS_PORT",
+    "FLOWPLATFORM_METRICS_TOKEN",
+}
 
 
 def settings_env_names() -> set[str]:
@@ -135,7 +143,9 @@ def test_compose_worker_consumes_the_schedule_queue_when_one_is_set(
     command = " ".join(compose["services"]["worker"]["command"])
     assert "celery -A flowplatform worker" in command
     assert "FLOWPLATFORM_SCHEDULE_QUEUE:+," in command
-    assert "inspect ping" in " ".join(compose["services"]["worker"]["healthcheck"]["test"])
+    assert compose["services"]["worker"]["healthcheck"]["test"] == [
+        "CMD", "python", "manage.py", "workerping", "--timeout", "10",
+    ]  # fmt: skip
 
 
 def test_dockerfile_installs_runtime_requirements_and_runs_as_non_root() -> None:
@@ -309,13 +319,15 @@ def test_chart_migrates_in_a_pre_install_and_pre_upgrade_hook() -> None:
         assert 'helm.sh/hook-weight: "-10"' in text, name
 
 
-def test_chart_probes_web_over_http_and_workers_with_celery_ping() -> None:
+def test_chart_probes_web_on_healthz_and_readyz_and_workers_with_workerping() -> None:
     web = template_text("deployment-web.yaml")
-    assert "path: /admin/login/" in web
-    assert "value: localhost" in web  # the Host header; the ConfigMap allows it
+    readiness = web[web.index("readinessProbe:") : web.index("livenessProbe:")]
+    liveness = web[web.index("livenessProbe:") : web.index("resources:")]
+    assert "path: /readyz" in readiness and "path: /healthz" in liveness
+    assert "value: localhost" in readiness and "value: localhost" in liveness
     assert '(list "localhost")' in template_text("configmap.yaml")
     worker = template_text("deployment-worker.yaml")
-    assert 'inspect ping --destination "celery@$HOSTNAME"' in worker
+    assert "command: [python, manage.py, workerping, --timeout" in worker
 
 
 # --- static files without DEBUG ---------------------------------------------------------------
@@ -348,3 +360,450 @@ def test_swagger_ui_and_its_static_files_are_served_without_debug(
         assert served == on_disk, asset
     assert client.get("/static/admin/css/base.css").status_code == 200
     assert client.get("/static/no/such/file.css").status_code == 404
+
+
+# --- chart: optional parts, values schema, security ---------------------------------------------
+# No helm binary here (Debian ships none): the chart cannot be rendered. Each template's
+# structure is checked as text, and values files against values.schema.json with jsonschema,
+# which is what `helm install/lint/template` applies before rendering.
+
+SCHEMA = CHART / "values.schema.json"
+
+#: Every optional part switched on, as an operator would in a values file.
+ALL_ON: dict[str, Any] = {
+    "scheduleWorker": {"enabled": True},
+    "config": {"FLOWPLATFORM_SCHEDULE_QUEUE": "schedules"},
+    "metrics": {
+        "enabled": True,
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "bearerTokenSecret": {"name": "metrics", "key": "token"},
+        },
+    },
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+        "tls": [{"secretName": "flowplatform-tls", "hosts": ["flowplatform.example.com"]}],
+    },
+    "podDisruptionBudget": {"web": {"enabled": True, "minAvailable": "50%"}},
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 20,
+        "keda": {"enabled": True, "passwordSecret": {"name": "redis", "key": "password"}},
+    },
+}
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``helm --values``: maps merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {k: merged(base.get(k), v) if k in base else v for k, v in override.items()} | {
+            k: v for k, v in base.items() if k not in override
+        }
+    return override
+
+
+def schema_errors(data: Any) -> list[tuple[str, str]]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    return [(e.json_path, e.message) for e in validator.iter_errors(data)]
+
+
+def test_values_schema_is_a_valid_schema_and_accepts_the_defaults(values: dict[str, Any]) -> None:
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(json.loads(SCHEMA.read_text()))
+    assert schema_errors(values) == []
+
+
+def test_values_schema_accepts_every_optional_part_on(values: dict[str, Any]) -> None:
+    assert schema_errors(merged(values, ALL_ON)) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ({"web": {"replicas": "two"}}, "$.web.replicas"),
+        ({"worker": {"concurrency": 0}}, "$.worker.concurrency"),
+        ({"metrics": {"port": 70000}}, "$.metrics.port"),
+        ({"securityContext": {"readOnlyRootFilesystem": False}}, "$.securityContext.readOnlyRootFilesystem"),
+        ({"securityContext": {"allowPrivilegeEscalation": True}}, "$.securityContext.allowPrivilegeEscalation"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "$.podSecurityContext.runAsNonRoot"),
+        (
+            {"ingress": {"hosts": [{"host": "a.example", "paths": [{"path": "/", "pathType": "Any"}]}]}},
+            "$.ingress.hosts[0].paths[0].pathType",
+        ),
+        ({"ingress": {"tls": [{"hosts": ["a.example"]}]}}, "$.ingress.tls[0]"),
+        ({"autoscaling": {"keda": {"redisAddress": "redis://redis:6379"}}}, "$.autoscaling.keda.redisAddress"),
+        ({"podDisruptionBudget": {"web": {"minAvailable": 1, "maxUnavailable": 1}}}, "$.podDisruptionBudget.web"),
+        ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "$.metrics.serviceMonitor.interval"),
+        ({"wokrer": {"replicas": 3}}, "$"),
+    ],
+)  # fmt: skip
+def test_values_schema_refuses_a_bad_value_naming_its_path(
+    values: dict[str, Any], override: dict[str, Any], path: str
+) -> None:
+    errors = schema_errors(merged(values, override))
+    assert errors, override
+    assert path in [where for where, _ in errors], errors
+
+
+def test_a_bad_values_file_fails_with_its_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("web:\n  replicas: -1\nautoscaling:\n  maxReplicas: none\n")
+    paths = {
+        where
+        for where, _ in schema_errors(merged(load_yaml(CHART / "values.yaml"), load_yaml(bad)))
+    }
+    assert paths == {"$.web.replicas", "$.autoscaling.maxReplicas"}
+
+
+#: Each optional template: the switch it sits behind, and the kinds it makes.
+OPTIONAL = {
+    "ingress.yaml": ("{{- if .Values.ingress.enabled }}", {"networking.k8s.io/v1": ["Ingress"]}),
+    "servicemonitor.yaml": (
+        "{{- if and .Values.metrics.enabled .Values.metrics.serviceMonitor.enabled }}",
+        {"monitoring.coreos.com/v1": ["ServiceMonitor"]},
+    ),
+    "worker-autoscaling.yaml": (
+        "{{- if .Values.autoscaling.enabled }}",
+        {
+            "keda.sh/v1alpha1": ["TriggerAuthentication", "ScaledObject"],
+            "autoscaling/v2": ["HorizontalPodAutoscaler"],
+        },
+    ),
+    "service-metrics.yaml": ("{{- if .Values.metrics.enabled }}", {"v1": ["Service"]}),
+    "pdb.yaml": ("{{- if $budget.enabled }}", {"policy/v1": ["PodDisruptionBudget"]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL))
+def test_each_optional_template_sits_behind_its_switch_and_makes_its_kinds(name: str) -> None:
+    switch, kinds = OPTIONAL[name]
+    text = template_text(name)
+    assert switch in text
+    found = re.findall(r"^apiVersion: (\S+)\nkind: (\S+)$", text, flags=re.MULTILINE)
+    assert sorted(found) == sorted((api, kind) for api, ks in kinds.items() for kind in ks)
+
+
+def test_workers_scale_on_the_queue_with_keda_else_on_cpu() -> None:
+    text = template_text("worker-autoscaling.yaml")
+    keda, hpa = text.split("{{- else }}\napiVersion: autoscaling/v2")
+    assert "{{- if $keda.enabled }}" in keda
+    assert "- type: redis" in keda
+    assert 'listName: {{ .Values.config.CELERY_TASK_DEFAULT_QUEUE | default "flowplatform"' in keda
+    assert "listLength: {{ $keda.listLength | quote }}" in keda
+    assert "name: cpu" in hpa and "averageUtilization:" in hpa
+    # The autoscaler owns the general workers' replica count.
+    worker = template_text("deployment-worker.yaml")
+    assert '{{- if not (and $.Values.autoscaling.enabled (eq .component "worker")) }}' in worker
+
+
+def test_ingress_routes_to_the_web_service_with_tls() -> None:
+    text = template_text("ingress.yaml")
+    assert "tls:" in text and "secretName: {{ .secretName }}" in text
+    assert "ingressClassName:" in text
+    assert (
+        'name: {{ include "flowplatform.componentName" (dict "root" $ "component" "web") }}' in text
+    )
+
+
+def test_service_monitor_scrapes_web_workers_and_beat_with_the_token() -> None:
+    monitor = template_text("servicemonitor.yaml")
+    assert 'range list "http" "metrics"' in monitor and "path: /metrics" in monitor
+    assert "authorization:" in monitor and "type: Bearer" in monitor
+    services = template_text("service-metrics.yaml")
+    assert '$components := list "worker" "beat"' in services and "clusterIP: None" in services
+    for name in ("deployment-worker.yaml", "deployment-beat.yaml"):
+        assert '{{- include "flowplatform.metricsPort"' in template_text(name), name
+    # Prometheus sends the pod's address as Host: the pod allows it.
+    assert "$(POD_IP)" in helper_definition("flowplatform.container")
+
+
+def test_every_container_runs_locked_down_with_writable_tmp_and_metrics_dirs(
+    values: dict[str, Any],
+) -> None:
+    container = helper_definition("flowplatform.container")
+    assert "securityContext:\n  {{- toYaml .Values.securityContext | nindent 2 }}" in container
+    workloads = [
+        "deployment-web.yaml",
+        "deployment-worker.yaml",
+        "deployment-beat.yaml",
+        "job-migrate.yaml",
+    ]
+    for name in workloads:
+        text = template_text(name)
+        assert text.count("- name: ") >= 1
+        assert text.count('{{- include "flowplatform.container"') == len(
+            re.findall(r"^\s+containers:$", text, flags=re.MULTILINE)
+        ), name
+        assert "initContainers" not in text, name
+        assert '{{- include "flowplatform.podSpec"' in text, name
+    assert values["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+    pod = helper_definition("flowplatform.podSpec")
+    assert "- name: tmp\n    emptyDir: {}" in pod and "- name: metrics\n    emptyDir: {}" in pod
+    assert "mountPath: /tmp" in container
+    assert "mountPath: /var/run/flowplatform/metrics" in container
+    assert "- name: PROMETHEUS_MULTIPROC_DIR\n    value: /var/run/flowplatform/metrics" in container
+
+
+def test_pod_disruption_budgets_cover_web_and_workers(values: dict[str, Any]) -> None:
+    assert set(values["podDisruptionBudget"]) == {"web", "worker"}
+    assert all(budget["enabled"] for budget in values["podDisruptionBudget"].values())
+    text = template_text("pdb.yaml")
+    assert "range $component, $budget := .Values.podDisruptionBudget" in text
+    assert "app.kubernetes.io/component: {{ $component }}" in text
+
+
+def test_notes_tell_what_to_do_next() -> None:
+    notes = template_text("NOTES.txt")
+    for expected in (
+        "/readyz",
+        "createsuperuser",
+        "deploy/grafana/flowplatform.json",
+        "FLOWPLATFORM_BASE_URL",
+    ):
+        assert expected in notes
+
+
+#: Fields the optional templates write, per kind (``[]``: each item of a list).
+K8S_FIELDS = {
+    ("networking.k8s.io/v1", "Ingress"): [
+        "spec.ingressClassName", "spec.tls[].secretName", "spec.tls[].hosts",
+        "spec.rules[].host", "spec.rules[].http.paths[].path",
+        "spec.rules[].http.paths[].pathType",
+        "spec.rules[].http.paths[].backend.service.name",
+        "spec.rules[].http.paths[].backend.service.port.name",
+    ],
+    ("policy/v1", "PodDisruptionBudget"): [
+        "spec.minAvailable", "spec.maxUnavailable", "spec.selector.matchLabels",
+    ],
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): [
+        "spec.scaleTargetRef.apiVersion", "spec.scaleTargetRef.kind", "spec.scaleTargetRef.name",
+        "spec.minReplicas", "spec.maxReplicas", "spec.metrics[].type",
+        "spec.metrics[].resource.name", "spec.metrics[].resource.target.type",
+        "spec.metrics[].resource.target.averageUtilization",
+    ],
+    ("v1", "Service"): ["spec.clusterIP", "spec.ports[].name", "spec.ports[].targetPort"],
+    ("apps/v1", "Deployment"): [
+        "spec.template.spec.containers[].livenessProbe.exec.command",
+        "spec.template.spec.containers[].readinessProbe.httpGet.httpHeaders[].value",
+        "spec.template.spec.containers[].env[].valueFrom.fieldRef.fieldPath",
+        "spec.template.spec.containers[].securityContext.readOnlyRootFilesystem",
+        "spec.template.spec.volumes[].emptyDir",
+    ],
+}  # fmt: skip
+
+
+def k8s_schema_has(definitions: dict[str, Any], schema: dict[str, Any], path: str) -> bool:
+    """Whether the dotted ``path`` (``[]``: list items) exists in a strict Kubernetes schema
+    (its references point into ``_definitions.json``'s ``$defs``)."""
+
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        for option in node.get("allOf", []) + node.get("oneOf", []):
+            if "properties" in resolved(option) or "items" in resolved(option):
+                return resolved(option)
+        return node
+
+    node = resolved(schema)
+    for part in path.split("."):
+        name = part.removesuffix("[]")
+        properties = node.get("properties", {})
+        if name not in properties:
+            return False
+        node = resolved(properties[name])
+        if part.endswith("[]"):
+            node = resolved(node.get("items", {}))
+    return True
+
+
+def test_chart_fields_exist_in_the_kubernetes_schemas_shipped_offline() -> None:
+    # kubernetes-validate ships the API's JSON schemas. Without a renderer the templates cannot
+    # be validated whole; instead every field the templates write must exist in the schema of
+    # its kind (a misspelt or misplaced field fails here), and each kind must be known.
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    schema_dir = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    schema_dir = schema_dir / f"v{version}-local-strict"
+    text = "\n".join(p.read_text() for p in [*TEMPLATES.iterdir(), CHART / "values.yaml"])
+    definitions = json.loads((schema_dir / "_definitions.json").read_text())["$defs"]
+    missing = []
+    for (api, kind), fields in K8S_FIELDS.items():
+        group, _, api_version = api.rpartition("/")
+        group_part = f"-{group.split('.')[0]}" if group else ""
+        schema_file = schema_dir / f"{kind.lower()}{group_part}-{api_version}.json"
+        schema = json.loads(schema_file.read_text())
+        for field in fields:
+            assert f"{field.rsplit('.', 1)[-1].removesuffix('[]')}:" in text, field
+            if not k8s_schema_has(definitions, schema, field):
+                missing.append(f"{kind}: {field}")
+    assert not missing, missing
+    ingress = json.loads((schema_dir / "ingress-networking-v1.json").read_text())
+    assert not k8s_schema_has(definitions, ingress, "spec.rules[].http.paths[].backend.serviceName")
+    made = set(re.findall(r"^apiVersion: (\S+)\nkind: (\S+)$", text, flags=re.MULTILINE))
+    custom = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+              ("monitoring.coreos.com/v1", "ServiceMonitor")}  # fmt: skip
+    assert made - custom <= {
+        *K8S_FIELDS,
+        ("batch/v1", "Job"),
+        ("v1", "ConfigMap"),
+        ("v1", "Secret"),
+    }
+
+
+# --- Grafana, Compose observability, Terraform, CI -------------------------------------------------
+
+METRICS = {
+    "flowplatform_runs_total", "flowplatform_run_duration_seconds", "flowplatform_node_runs_total",
+    "flowplatform_node_duration_seconds", "flowplatform_rows_total",
+    "flowplatform_node_retries_total", "flowplatform_active_runs", "flowplatform_queue_depth",
+    "flowplatform_schedule_fire_lag_seconds", "flowplatform_reaper_actions_total",
+}  # fmt: skip
+
+
+def test_grafana_dashboard_charts_every_metric() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "flowplatform.json").read_text())
+    assert dashboard["uid"] == "flowplatform"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert all(p["targets"] and p["title"] for p in dashboard["panels"])
+    used = {m for m in METRICS if any(re.search(rf"\b{m}(_bucket)?\b", e) for e in exprs)}
+    assert used == METRICS
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("failed runs by flow", "node duration", "rows per second", "queue depth",
+                  "schedule fire lag", "reaper"):  # fmt: skip
+        assert topic in titles
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_compose_health_checks_use_the_probe_endpoints(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert "workerping" in services["worker"]["healthcheck"]["test"]
+    assert "/healthz" in " ".join(services["beat"]["healthcheck"]["test"])
+
+
+def test_compose_observability_profile_scrapes_web_workers_and_beat(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    optional = {n for n, s in services.items() if "observability" in s.get("profiles", [])}
+    assert optional == {"prometheus", "grafana", "otel-collector"}
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    config = load_yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["flowplatform-web"]["static_configs"][0]["targets"] == ["web:8000"]
+    assert jobs["flowplatform-worker"]["dns_sd_configs"][0] == {
+        "names": ["worker"],
+        "type": "A",
+        "port": 9808,
+    }
+    assert jobs["flowplatform-beat"]["static_configs"][0]["targets"] == ["beat:9808"]
+    assert "web" in services["web"]["environment"]["FLOWPLATFORM_ALLOWED_HOSTS"].split(",")
+    grafana = " ".join(services["grafana"]["volumes"])
+    assert "../deploy/grafana/flowplatform.json:/var/lib/grafana/dashboards/" in grafana
+    provider = load_yaml(
+        ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "flowplatform.yml"
+    )
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    collector = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
+    assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    env = services["worker"]["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("otel-collector:4318}")
+
+
+TERRAFORM = ROOT / "deploy" / "terraform"
+
+
+def hcl(name: str) -> dict[str, Any]:
+    import hcl2
+
+    with (TERRAFORM / name).open() as handle:
+        return dict(hcl2.load(handle))
+
+
+def unquoted(key: str) -> str:
+    return key.strip('"')
+
+
+def blocks(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``[{'"name"': body}, ...]`` (python-hcl2's shape) as ``{name: body}``."""
+    return {unquoted(k): v for item in items for k, v in item.items()}
+
+
+def test_terraform_module_has_the_variables_resources_and_outputs_its_docs_name() -> None:
+    readme = (TERRAFORM / "README.md").read_text()
+    variables = blocks(hcl("variables.tf")["variable"])
+    table = readme.split("| variable | meaning |")[1].split("\n\n")[0]
+    documented = set(re.findall(r"`([a-z0-9_]+)`", table))
+    documented -= {"DATABASE_URL", "CELERY_BROKER_URL", "FLOW_DATA_STORAGE"}
+    documented = {d for d in documented if d.islower()}
+    assert documented == set(variables)
+    assert all(body.get("description") for body in variables.values())
+    for name in ("database_url", "broker_url", "storage_url", "secret_key"):
+        assert "default" not in variables[name], f"{name} must be required"
+    for name in ("database_url", "broker_url", "secret_key", "encryption_keys", "metrics_token"):
+        assert variables[name].get("sensitive") is True, name
+    resources = {
+        f"{unquoted(kind)}.{unquoted(name)}": body
+        for item in hcl("main.tf")["resource"]
+        for kind, named in item.items()
+        for name, body in named.items()
+    }
+    named = set(re.findall(r"`((?:helm|kubernetes)_[a-z0-9_]+\.[a-z_]+)`", readme))
+    assert (
+        named
+        == set(resources)
+        == {
+            "kubernetes_namespace_v1.flowplatform",
+            "kubernetes_secret_v1.flowplatform",
+            "helm_release.flowplatform",
+        }
+    )
+    outputs = blocks(hcl("outputs.tf")["output"])
+    assert set(outputs) == set(
+        re.findall(r"Outputs: (.*)\.", readme)[0].replace("`", "").split(", ")
+    )
+    assert "No Terraform binary is available" in readme
+
+
+def test_terraform_installs_the_chart_after_the_secret_it_reads() -> None:
+    main = hcl("main.tf")
+    release = blocks(main["resource"])["helm_release"]['"flowplatform"']
+    assert release["depends_on"] == ["${kubernetes_secret_v1.flowplatform}"]
+    default_chart = unquoted(blocks(hcl("variables.tf")["variable"])["chart_path"]["default"])
+    assert (TERRAFORM / default_chart / "Chart.yaml").is_file()
+    providers = hcl("versions.tf")["terraform"][0]["required_providers"][0]
+    assert {unquoted(k) for k in providers if not k.startswith("__")} == {"helm", "kubernetes"}
+    text = (TERRAFORM / "main.tf").read_text()
+    # The Secret's name is the chart's default (<release>-flowplatform), its keys settings.
+    assert 'fullname = "${var.release_name}-flowplatform"' in text
+    keys = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+)\s+=", text, flags=re.MULTILINE))
+    assert (
+        keys - {"FLOW_DATA_STORAGE", "AWS_S3_ENDPOINT_URL"} <= settings_env_names() | NOT_SETTINGS
+    )
+
+
+def test_ci_workflow_runs_the_ci_script_with_the_services() -> None:
+    workflow = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    [job] = workflow["jobs"].values()
+    assert set(job["services"]) == {"postgres", "redis", "mariadb"}
+    assert {s["ports"][0] for s in job["services"].values()} == {
+        "5432:5432",
+        "6379:6379",
+        "3306:3306",
+    }
+    assert any(step.get("run") == ".ci/run" for step in job["steps"])
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

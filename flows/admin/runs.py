@@ -22,6 +22,7 @@ from flows.admin.action_forms import RerunForm
 from flows.admin.display import duration, run_picture, status_badge
 from flows.admin.flow import problem_lines
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun
+from flows.sections import run_details
 from flows.services import DispatchError, RerunError, cancel_run, rerun
 from flows.validation import FlowValidationError
 
@@ -228,6 +229,7 @@ class FlowRunAdmin(admin.ModelAdmin):
                 can_run=self.has_run_permission(request, obj),
                 refresh_s=REFRESH_S,
                 flow_url=reverse("admin:flows_flow_change", args=[obj.flow_id]),
+                alerts=run_details(obj).get("alerts", []),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 

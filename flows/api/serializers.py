@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
 from flows.api import examples
 from flows.models import FlowRun, FlowVersion, NodeRun
+from flows.sections import run_details
 
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 
@@ -104,6 +105,12 @@ class FlowSerializer(serializers.Serializer):
         child=serializers.DictField(),
         required=False,
         help_text="Schedules kept in sync with the flow, when the scheduling app is installed.",
+    )
+    alerts = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text='Alerts: [{"on": ["failed", "late", "recovered"], "connection": "ops-webhook", '
+        '"email": ["ops@example.com"], "late_after": "30m"}] (docs/operations.md#alerts).',
     )
     version = serializers.IntegerField(
         required=False,
@@ -230,10 +237,33 @@ class RunSerializer(serializers.ModelSerializer):
 )
 class RunDetailSerializer(RunSerializer):
     node_runs = NodeRunSerializer(many=True, read_only=True)
+    alerts = serializers.SerializerMethodField(
+        help_text="Alerts sent about this run: event, target, status, attempts, last error."
+    )
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "node_runs"]
+        fields = [*RunSerializer.Meta.fields, "node_runs", "alerts"]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string"},
+                    "target": {"type": "string"},
+                    "status": {"type": "string"},
+                    "attempts": {"type": "integer"},
+                    "error": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "sent_at": {"type": "string", "format": "date-time", "nullable": True},
+                },
+            },
+        }
+    )
+    def get_alerts(self, run: FlowRun) -> list[dict[str, Any]]:
+        return list(run_details(run).get("alerts", []))
 
 
 @extend_schema_serializer(

@@ -90,7 +90,9 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
             logger.warning("run %s node %s finished, but the run had ended", run_id, node_key)
             raise Ignore()
         logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
-        if close and not closed:
+        if closed:
+            transitions.announce_finished(run_id, RunStatus.SUCCEEDED)  # closed by the fast path
+        elif close:
             transitions.close_run(run_id)  # not every node succeeded: it fails the run
         return node_key
     finally:

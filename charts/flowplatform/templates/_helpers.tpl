@@ -91,6 +91,9 @@ volumes:
   # The root filesystem is read-only: temporary files (flow-data spools) go here.
   - name: tmp
     emptyDir: {}
+  # prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR): empty at each start.
+  - name: metrics
+    emptyDir: {}
   {{- with .Values.extraVolumes }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -111,6 +114,20 @@ env:
         name: {{ $ref.name | default (include "flowplatform.fullname" $) }}
         key: {{ $ref.key | default $name }}
   {{- end }}
+  # The pod's own address is an allowed host too: Prometheus scrapes /metrics with it as Host.
+  - name: POD_IP
+    valueFrom:
+      fieldRef:
+        fieldPath: status.podIP
+  - name: FLOWPLATFORM_ALLOWED_HOSTS
+    value: {{ printf "%s,$(POD_IP)" (concat (.Values.allowedHosts | default (list)) (list "localhost") | uniq | join ",") | quote }}
+  - name: PROMETHEUS_MULTIPROC_DIR
+    value: /var/run/flowplatform/metrics
+  {{- if .Values.metrics.enabled }}
+  # Workers and beat serve /metrics on this port (the web server on its own http port).
+  - name: FLOWPLATFORM_WORKER_METRICS_PORT
+    value: {{ .Values.metrics.port | quote }}
+  {{- end }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -119,6 +136,8 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  - name: metrics
+    mountPath: /var/run/flowplatform/metrics
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -146,5 +165,16 @@ is checked when Helm can read it (install/upgrade against a cluster, not `helm t
 {{- fail (printf "the Secret %s has no value under %s: set a secret key" $name $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+
+{{/* The metrics port of a worker or beat container (FLOWPLATFORM_WORKER_METRICS_PORT). */}}
+{{- define "flowplatform.metricsPort" -}}
+{{- if .Values.metrics.enabled }}
+ports:
+  - name: metrics
+    containerPort: {{ .Values.metrics.port }}
+    protocol: TCP
 {{- end }}
 {{- end }}

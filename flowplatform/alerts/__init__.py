@@ -1,0 +1,1 @@
+"""Alerts: tell people when a flow's run fails, succeeds, recovers or is late (docs/operations.md)."""
