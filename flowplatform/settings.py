@@ -112,7 +112,8 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "")
 if not DATABASE_URL:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The platform's own files (the SQLite database, flow data): its user's only.
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     DATABASE_URL = f"sqlite:///{VAR_DIR / 'flowplatform.sqlite3'}"
 try:
     DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,17 @@ def production(tmp_path: Path, **values: str) -> dict[str, str]:
 
 
 def run(
-    args: list[str], env: dict[str, str], timeout: float = 60
+    args: list[str], env: dict[str, str], timeout: float = 60, umask: int = -1
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        args,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        umask=umask,
     )
 
 
@@ -137,9 +145,14 @@ def test_a_secret_key_lets_every_process_load_its_settings(tmp_path: Path) -> No
 
 
 def test_the_embedded_demo_runs_without_any_setting(tmp_path: Path) -> None:
-    result = run(manage("rundemo", "--orders", "20"), base_env(tmp_path), timeout=120)
+    result = run(manage("rundemo", "--orders", "20"), base_env(tmp_path), timeout=120, umask=0o022)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("succeeded"), result.stdout
+    # The platform's files are its user's only, whatever the umask.
+    var = tmp_path / "var"
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    assert stat.S_IMODE((var / "flowplatform.sqlite3").stat().st_mode) == 0o600
+    assert stat.S_IMODE((var / "demo").stat().st_mode) == 0o700
 
 
 # --- check --deploy with the documented production settings ------------------------------------
