@@ -131,6 +131,30 @@ def test_published_example_keys_are_refused(tmp_path: Path, key: str) -> None:
     assert_refused_in_one_line(result, f"{KEY_MESSAGE} is a published example value")
 
 
+def repository_keys() -> list[str]:
+    """The secret keys the test settings and the benchmarks publish."""
+    sources = [ROOT / "tests" / "settings.py", ROOT / "bench" / "common.py"]
+    return [
+        k for path in sources for k in re.findall(r'"([\w-]+never-deploy-it)"', path.read_text())
+    ]
+
+
+def test_the_repository_publishes_two_marked_keys() -> None:
+    assert len(repository_keys()) == 2
+
+
+@pytest.mark.parametrize("key", repository_keys())
+@pytest.mark.parametrize("demo", [False, True], ids=["production", "demo"])
+def test_keys_published_for_tests_and_benchmarks_are_refused_elsewhere(
+    tmp_path: Path, key: str, demo: bool
+) -> None:
+    env = (base_env if demo else production)(tmp_path, FLOWPLATFORM_SECRET_KEY=key)
+    result = run(manage("check"), env)
+    assert_refused_in_one_line(result, f"{KEY_MESSAGE} is a key published in the repository")
+    env["FLOWPLATFORM_PUBLISHED_KEY_ALLOWED"] = "true"  # as the test and benchmark settings do
+    assert run(manage("check"), env).returncode == 0
+
+
 def test_encryption_keys_alone_do_not_replace_the_secret_key(tmp_path: Path) -> None:
     fernet = "0lUtlW5HvP7zmuQZ6cT3A4xPJ-8nqOo6cPH0b1b0Bzo="
     result = run(manage("check"), production(tmp_path, FLOWPLATFORM_ENCRYPTION_KEYS=fernet))
