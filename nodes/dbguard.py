@@ -170,9 +170,16 @@ def postgres_endpoint(url: str) -> PostgresEndpoint:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise DatabaseURLError("the URL has an invalid port")
     # libpq's default database is the user name (itself the OS user's name by default).
-    user = str(params.get("user") or os.environ.get("PGUSER") or getpass.getuser())
+    user = str(params.get("user") or os.environ.get("PGUSER") or _os_user())
     dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or user)
     return PostgresEndpoint(host, int(port), dbname)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        return ""
 
 
 def postgres_target(url: str) -> dict[str, str]:
