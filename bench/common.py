@@ -33,6 +33,7 @@ def configure() -> None:
     os.environ.setdefault("FLOWPLATFORM_HTTP_ALLOW_PRIVATE", "true")
     os.environ.setdefault("FLOWPLATFORM_LOG_LEVEL", "WARNING")
     os.environ.setdefault("FLOWPLATFORM_SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ["FLOWPLATFORM_PUBLISHED_KEY_ALLOWED"] = "true"  # (refused anywhere else)
     os.environ.setdefault("FLOW_DATA_STORAGE", tempfile.mkdtemp(prefix="flowplatform-bench-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
     sys.path.insert(0, str(ROOT))

@@ -113,7 +113,8 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "")
 if not DATABASE_URL:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The platform's own files (the SQLite database, flow data): its user's only.
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     DATABASE_URL = f"sqlite:///{VAR_DIR / 'flowplatform.sqlite3'}"
 try:
     DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
@@ -252,9 +253,20 @@ EMBEDDED_DEMO = not env_str("CELERY_BROKER_URL", "") and (
     DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 )
 DEMO_SECRET_KEY = "insecure-embedded-default-set-FLOWPLATFORM_SECRET_KEY"  # noqa: S105
+#: Every key published in the repository (the test suite's, the benchmarks') carries this mark;
+#: only a process that sets FLOWPLATFORM_PUBLISHED_KEY_ALLOWED (the test and benchmark settings
+#: do) accepts such a key.
+PUBLISHED_KEY_MARK = "published-in-the-repository-never-deploy-it"
 if SECRET_KEY in ("change-me", DEMO_SECRET_KEY) and not EMBEDDED_DEMO:
     raise SettingsError(
         "FLOWPLATFORM_SECRET_KEY is a published example value: set a secret key of your own"
+    )
+if PUBLISHED_KEY_MARK in SECRET_KEY.lower() and not env_bool(
+    "FLOWPLATFORM_PUBLISHED_KEY_ALLOWED", False
+):
+    raise SettingsError(
+        "FLOWPLATFORM_SECRET_KEY is a key published in the repository for tests and "
+        "benchmarks: set a secret key of your own"
     )
 if not SECRET_KEY:
     if not EMBEDDED_DEMO:

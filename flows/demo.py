@@ -16,7 +16,7 @@ STATUSES = ("paid", "pending", "refunded")
 
 def create_orders_db(path: Path, count: int = 1000, seed: int = 7) -> int:
     """(Re)create an SQLite file with ``count`` orders; returns how many are paid with amount > 0."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,6 +7,8 @@ hosts, checked when a connection is saved and again when it is used:
   the connection elsewhere or make libpq read files on the worker (``host``, ``hostaddr``,
   ``service``, ``passfile``, ``sslkey``, ``sslcert``, ``sslrootcert``, ``sslcrl``...) are
   refused, as are Unix-socket hosts; only the parameters in :data:`POSTGRES_PARAMETERS` pass.
+  The keys libpq itself parses from the URL are what is checked, and ``#`` is refused (libpq
+  has no fragments; URL parsers drop them). The platform's own database is refused.
 - At connect time the host is resolved, every address is checked, and libpq is handed the
   checked addresses as ``hostaddr`` (the name stays ``host``, for TLS): a name that resolves
   differently a second time (DNS rebinding) cannot swap the peer.
@@ -25,7 +27,11 @@ Link-local and metadata addresses are always refused; loopback and private ones 
 
 from __future__ import annotations
 
+import getpass
+import ipaddress
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -106,21 +112,54 @@ def _query_names(query: str) -> list[str]:
     return [unquote(pair.partition("=")[0]) for pair in query.split("&") if pair]
 
 
-def postgres_host_port(url: str) -> tuple[str, int]:
-    """The one TCP host and port of a PostgreSQL URL; raise :class:`DatabaseURLError` for a URL
-    whose parameters would redirect the connection."""
+#: What libpq takes from a URL's authority and path (the query may not set these again).
+_POSTGRES_URL_PARTS = frozenset({"host", "port", "user", "password", "dbname"})
+
+
+def _refuse_parameter(name: str, reasons: dict[str, str]) -> DatabaseURLError:
+    if name in reasons:
+        return DatabaseURLError(
+            f"connection URL parameter '{name}' is not allowed: {reasons[name]}"
+        )
+    return DatabaseURLError(f"connection URL parameter '{name[:50]}' is not supported")
+
+
+def _no_fragment(url: str) -> None:
+    # libpq has no fragments: what follows a '#' is part of the query (or the database name)
+    # for libpq, while URL parsers drop it. One reading of the URL for all: refuse '#'.
+    if "#" in url:
+        raise DatabaseURLError(
+            "a '#' is not allowed in a database URL (URL-encode it as %23 in a password)"
+        )
+
+
+@dataclass(frozen=True)
+class PostgresEndpoint:
+    """The one TCP host, port and database a PostgreSQL URL names."""
+
+    host: str
+    port: int
+    dbname: str
+
+
+def postgres_endpoint(url: str) -> PostgresEndpoint:
+    """The one TCP host, port and database of a PostgreSQL URL; raise
+    :class:`DatabaseURLError` for a URL whose parameters would redirect the connection."""
+    _no_fragment(url)
     for name in _query_names(urlsplit(url).query):
-        if name in REDIRECTING:
-            raise DatabaseURLError(
-                f"connection URL parameter '{name}' is not allowed: {REDIRECTING[name]}"
-            )
-        if name not in POSTGRES_PARAMETERS:
-            raise DatabaseURLError(f"connection URL parameter '{name[:50]}' is not supported")
+        if name not in POSTGRES_PARAMETERS or name in REDIRECTING:
+            raise _refuse_parameter(name, REDIRECTING)
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         # libpq's message may quote the URL: do not repeat it.
         raise DatabaseURLError("not a valid PostgreSQL URL") from None
+    # What libpq itself parsed is what it would use: every key must be allowed.
+    for name in params:
+        if name == "host":  # the authority's (a ?host= was refused above); checked below
+            continue
+        if name not in POSTGRES_PARAMETERS | _POSTGRES_URL_PARTS or name in REDIRECTING:
+            raise _refuse_parameter(name, REDIRECTING)
     host, port = str(params.get("host") or ""), str(params.get("port") or "5432")
     if not host:
         raise DatabaseURLError("PostgreSQL URLs need a host (Unix sockets are not allowed)")
@@ -130,7 +169,17 @@ def postgres_host_port(url: str) -> tuple[str, int]:
         raise DatabaseURLError("a connection URL names one host (several hosts are not supported)")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise DatabaseURLError("the URL has an invalid port")
-    return host, int(port)
+    # libpq's default database is the user name (itself the OS user's name by default).
+    user = str(params.get("user") or os.environ.get("PGUSER") or _os_user())
+    dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or user)
+    return PostgresEndpoint(host, int(port), dbname)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        return ""
 
 
 def postgres_target(url: str) -> dict[str, str]:
@@ -140,45 +189,93 @@ def postgres_target(url: str) -> dict[str, str]:
     when the host does not resolve (DNS may recover).
     """
     try:
-        host, port = postgres_host_port(url)
+        endpoint = postgres_endpoint(url)
     except DatabaseURLError as exc:
         raise NodeError(str(exc), permanent=True) from None
-    try:
-        addresses = netguard.resolve(host, port)
-    except (OSError, UnicodeError):
-        raise NodeError(f"cannot resolve database host '{host}'", permanent=False) from None
-    addresses = [a.partition("%")[0] for a in addresses]  # no IPv6 zone ids
-    permitted = allow_private()
-    for address in addresses:
-        if reason := netguard.refusal(address, permitted):
-            raise NodeError(
-                f"database host '{host}' resolves to {address}, {reason}", permanent=True
-            )
+    addresses = _checked_on_use(endpoint.host, endpoint.port, endpoint.dbname)
     # One host entry per address: libpq tries them in order, as it would have the name's.
     return {
-        "host": ",".join([host] * len(addresses)),
+        "host": ",".join([endpoint.host] * len(addresses)),
         "hostaddr": ",".join(addresses),
-        "port": str(port),
+        "port": str(endpoint.port),
     }
 
 
 def check_postgres_url(url: str) -> None:
     """Save-time check: parameters, and the host's addresses when it resolves now (a host
     only the workers can resolve is checked when it is used)."""
-    host, port = postgres_host_port(url)
+    endpoint = postgres_endpoint(url)
+    _checked_on_save(endpoint.host, endpoint.port, endpoint.dbname)
+
+
+# --- addresses: one check for every engine, on save and on use -------------------------------
+def _resolved(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, without IPv6 zone ids (``OSError`` when it does not resolve)."""
     try:
         addresses = netguard.resolve(host, port)
-    except (OSError, UnicodeError):
-        return
+    except UnicodeError as exc:
+        raise OSError(str(exc)) from None
+    return list(dict.fromkeys(a.partition("%")[0] for a in addresses))
+
+
+def _check_addresses(host: str, port: int, dbname: str | None = None) -> list[str]:
+    """The checked addresses of ``host``; :class:`DatabaseURLError` when one is refused or
+    when they are the platform's own PostgreSQL database (``dbname`` given: PostgreSQL).
+    ``OSError`` when the host does not resolve."""
+    addresses = _resolved(host, port)
     permitted = allow_private()
     for address in addresses:
-        if reason := netguard.refusal(address.partition("%")[0], permitted):
+        if reason := netguard.refusal(address, permitted):
             hint = (
                 ""
                 if permitted or reason.startswith("a link-local")
                 else " (set FLOWPLATFORM_DB_ALLOW_PRIVATE=true to allow private database hosts)"
             )
             raise DatabaseURLError(f"database host '{host}' resolves to {address}, {reason}{hint}")
+    if dbname is not None and _is_platform_database(addresses, port, dbname):
+        raise DatabaseURLError("the platform's own database is not a connection")
+    return addresses
+
+
+def _checked_on_use(host: str, port: int, dbname: str | None = None) -> list[str]:
+    """:func:`_check_addresses` for a connection about to be made: a permanent
+    :class:`NodeError` for a refusal, a non-permanent one when the host does not resolve."""
+    try:
+        return _check_addresses(host, port, dbname)
+    except DatabaseURLError as exc:
+        raise NodeError(str(exc), permanent=True) from None
+    except OSError:
+        raise NodeError(f"cannot resolve database host '{host}'", permanent=False) from None
+
+
+def _checked_on_save(host: str, port: int, dbname: str | None = None) -> None:
+    try:
+        _check_addresses(host, port, dbname)
+    except OSError:
+        return  # a host only the workers can resolve is checked when it is used
+
+
+def _is_platform_database(addresses: list[str], port: int, dbname: str) -> bool:
+    """Whether ``dbname`` at ``addresses:port`` is a PostgreSQL database of the platform."""
+    for database in settings.DATABASES.values():
+        if "postgresql" not in str(database.get("ENGINE", "")) or database.get("NAME") != dbname:
+            continue
+        if int(database.get("PORT") or 5432) != port:
+            continue
+        own = str(database.get("HOST") or "")
+        if not own or own.startswith("/"):  # a Unix socket: the server on this machine
+            own = "localhost"
+        try:
+            own_addresses = set(_resolved(own, port))
+        except OSError:
+            continue
+        if own_addresses & set(addresses) or (_loopback(own_addresses) and _loopback(addresses)):
+            return True
+    return False
+
+
+def _loopback(addresses: Iterable[str]) -> bool:
+    return any(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 def sqlite_dirs() -> list[Path]:
@@ -261,6 +358,7 @@ class MySQLTarget:
 def mysql_parts(url: str) -> MySQLTarget:
     """The host, port, credentials, database and parameters of a ``mysql://`` or
     ``mariadb://`` URL; :class:`DatabaseURLError` for one that would redirect the connection."""
+    _no_fragment(url)
     try:
         parts = urlsplit(url)
         port = 3306 if parts.port is None else parts.port
@@ -270,12 +368,8 @@ def mysql_parts(url: str) -> MySQLTarget:
         raise DatabaseURLError("the URL has an invalid port")
     charset, connect_timeout = "utf8mb4", 10
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in MYSQL_REDIRECTING:
-            raise DatabaseURLError(
-                f"connection URL parameter '{name}' is not allowed: {MYSQL_REDIRECTING[name]}"
-            )
-        if name not in MYSQL_PARAMETERS:
-            raise DatabaseURLError(f"connection URL parameter '{name[:50]}' is not supported")
+        if name not in MYSQL_PARAMETERS or name in MYSQL_REDIRECTING:
+            raise _refuse_parameter(name, MYSQL_REDIRECTING)
         if name == "charset":
             if not _CHARSET.match(value):
                 raise DatabaseURLError("connection URL parameter 'charset' is not a charset name")
@@ -313,41 +407,15 @@ def mysql_target(url: str) -> MySQLTarget:
         target = mysql_parts(url)
     except DatabaseURLError as exc:
         raise NodeError(str(exc), permanent=True) from None
-    try:
-        addresses = netguard.resolve(target.host, target.port)
-    except (OSError, UnicodeError):
-        raise NodeError(f"cannot resolve database host '{target.host}'", permanent=False) from None
-    addresses = [a.partition("%")[0] for a in addresses]  # no IPv6 zone ids
-    permitted = allow_private()
-    for address in addresses:
-        if reason := netguard.refusal(address, permitted):
-            raise NodeError(
-                f"database host '{target.host}' resolves to {address}, {reason}", permanent=True
-            )
-    return MySQLTarget(**{**target.__dict__, "addresses": tuple(dict.fromkeys(addresses))})
+    addresses = _checked_on_use(target.host, target.port)
+    return MySQLTarget(**{**target.__dict__, "addresses": tuple(addresses)})
 
 
 def check_mysql_url(url: str) -> None:
     """Save-time check of a MariaDB/MySQL URL: parameters, and the host's addresses when it
     resolves now."""
     target = mysql_parts(url)
-    _check_addresses(target.host, target.port)
-
-
-def _check_addresses(host: str, port: int) -> None:
-    try:
-        addresses = netguard.resolve(host, port)
-    except (OSError, UnicodeError):
-        return
-    permitted = allow_private()
-    for address in addresses:
-        if reason := netguard.refusal(address.partition("%")[0], permitted):
-            hint = (
-                ""
-                if permitted or reason.startswith("a link-local")
-                else " (set FLOWPLATFORM_DB_ALLOW_PRIVATE=true to allow private database hosts)"
-            )
-            raise DatabaseURLError(f"database host '{host}' resolves to {address}, {reason}{hint}")
+    _checked_on_save(target.host, target.port)
 
 
 def check_url(url: str) -> None:

@@ -11,7 +11,8 @@ Two layers, both needed:
 Link-local and cloud metadata addresses are always refused. Private, loopback, reserved,
 multicast and other non-global addresses are refused unless ``allow_private`` is set (the
 ``FLOWPLATFORM_HTTP_ALLOW_PRIVATE`` setting; dev and tests allow them). An IPv6 address that
-carries an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, NAT64
+carries an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``,
+IPv4-translated ``::ffff:0:a.b.c.d``, NAT64
 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo) is judged by that IPv4
 address as well: a NAT64 gateway or 6to4 relay would deliver it there. The same policy guards
 database hosts (:mod:`nodes.dbguard`).
@@ -46,6 +47,8 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 #: IPv4-compatible addresses (deprecated, RFC 4291): ``::a.b.c.d``.
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+#: IPv4-translated addresses (SIIT, RFC 2765): ``::ffff:0:a.b.c.d``.
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -53,7 +56,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     value = int(ip)
     if ip.ipv4_mapped:
         return [ip.ipv4_mapped]
-    if ip in NAT64 or (ip in IPV4_COMPATIBLE and value > 1):  # not :: or ::1
+    if ip in NAT64 or ip in IPV4_TRANSLATED or (ip in IPV4_COMPATIBLE and value > 1):
         return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
     if ip in NAT64_LOCAL:
         # RFC 6052 /48 layout (bits 48-63 and 72-87, around the reserved octet) or the last 32.
@@ -77,10 +80,16 @@ def refusal(address: str, allow_private: bool) -> str | None:
     if any(c.is_link_local or c in METADATA_ADDRESSES for c in candidates):
         return "a link-local or metadata address"
     if not allow_private and (
-        any(not c.is_global or c.is_multicast for c in candidates) or ip in NAT64_LOCAL
+        any(not c.is_global or c.is_multicast or _site_local(c) for c in candidates)
+        or ip in NAT64_LOCAL
     ):
         return "a private, loopback or reserved address"
     return None
+
+
+def _site_local(ip: IPAddress) -> bool:
+    # fec0::/10, deprecated (RFC 3879) but still routed inside some networks: private.
+    return isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
 
 
 def resolve(host: str, port: int) -> list[str]:

@@ -2,8 +2,9 @@
 
 Databases run ``select 1`` through the same driver code as ``sql_query``; HTTP endpoints get a
 HEAD (or GET when HEAD is refused) on the base URL through the outbound-HTTP guard; file
-connections list their directory or one key of their bucket prefix. The
-outcome never contains the URL's secret parts or header values.
+connections list their directory or one key of their bucket prefix. The outcome never
+contains the URL's secret parts or header values: every message, the peer's reason phrase
+included, passes through the connection's redactor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from nodes.redaction import Redactor
 from nodes.sdk.errors import NodeError
 
 TIMEOUT_S = 5.0
+#: The longest message shown (characters, after redaction).
+MESSAGE_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,17 @@ def probe(connection: Connection) -> ProbeResult:
         else:
             detail = _probe_http(info.url, info.headers)
     except NodeError as exc:
-        return ProbeResult(False, redactor.redact(str(exc).replace(info.url, "***")))
+        return _result(False, str(exc).replace(info.url, "***"), redactor)
     except requests.RequestException as exc:
         text = f"{type(exc).__name__}: {_first_line(exc)}".replace(info.url, "***")
-        return ProbeResult(False, redactor.redact(text))
+        return _result(False, text, redactor)
     took_ms = (time.monotonic() - started) * 1000
-    return ProbeResult(detail[0], f"{detail[1]} in {took_ms:.0f} ms")
+    return _result(detail[0], f"{detail[1]} in {took_ms:.0f} ms", redactor)
+
+
+def _result(ok: bool, text: str, redactor: Redactor) -> ProbeResult:
+    # Every message is redacted, then cut: a peer's reason phrase may echo what it was sent.
+    return ProbeResult(ok, redactor.cut(text, MESSAGE_LIMIT))
 
 
 def _probe_database(scheme: str, url: str) -> tuple[bool, str]:

@@ -11,7 +11,12 @@ text a peer or a driver sends back:
   alignment, so a secret inside a larger base64 text is found too;
 - URL-encoded forms (``quote``, ``quote_plus``, upper- and lower-case escapes);
 - any slice of :data:`WINDOW` or more characters of any of those forms: a secret cut short
-  by a truncation, or split by an escape, does not survive.
+  by a truncation, or split by an escape, does not survive. Slices are compared ignoring
+  case (an upper- or lower-cased secret is found); forms shorter than :data:`WINDOW` are
+  matched whole, with their case;
+- the same, in the text as it reads with JSON escapes (``\\/``, ``\\u00e4``, ...) and HTML
+  character references (``&#x2F;``, ``&amp;``, ...) undone: what is found there is masked
+  in the text as written, escapes included.
 
 Text is redacted first, then cut (:meth:`Redactor.cut`), never the other way round.
 
@@ -24,7 +29,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
+import functools
+import html.entities
+import itertools
 import logging
 import re
 import threading
@@ -80,7 +89,8 @@ class Redactor:
                 if len(form) < WINDOW:
                     short.add(form)
                 else:
-                    windows.update(form[i : i + WINDOW] for i in range(len(form) - WINDOW + 1))
+                    folded = _folded(form)  # (slices are compared ignoring case)
+                    windows.update(folded[i : i + WINDOW] for i in range(len(form) - WINDOW + 1))
             self._longest = max(self._longest, *(len(form) for form in forms))
             if short != self._short_forms:
                 ordered = sorted(short, key=len, reverse=True)
@@ -92,18 +102,28 @@ class Redactor:
         self.add(connection_secrets(connection))
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """Where secrets are in ``text``: sorted, merged ``(start, end)`` ranges."""
+        """Where secrets are in ``text``: sorted, merged ``(start, end)`` ranges. The text is
+        also read with its JSON and HTML escapes undone (spans found there cover the escapes)."""
+        found = self._found(text, range(len(text) - WINDOW + 1))
+        unescaped = _unescaped(text)
+        if unescaped is not None:
+            # Only what touches an undone escape is new: the rest was read above.
+            found += [
+                (unescaped.start(a), unescaped.end(b - 1))
+                for a, b in self._found(unescaped.text, unescaped.near_escapes())
+            ]
+        return _merged(found)
+
+    def _found(self, text: str, starts: Iterable[int]) -> list[tuple[int, int]]:
+        """Spans of secrets in ``text``, windows tried at ``starts``, short forms anywhere."""
         windows, short = self._windows, self._short
         found: list[tuple[int, int]] = []
         if windows:
-            found += [
-                (i, i + WINDOW)
-                for i in range(len(text) - WINDOW + 1)
-                if text[i : i + WINDOW] in windows
-            ]
+            folded = _folded(text)
+            found += [(i, i + WINDOW) for i in starts if folded[i : i + WINDOW] in windows]
         if short is not None:
             found += [match.span() for match in short.finditer(text)]
-        return _merged(found)
+        return found
 
     def redact(self, text: str) -> str:
         """``text`` with every secret form replaced by ``***``."""
@@ -119,9 +139,119 @@ class Redactor:
         """
         if len(text) <= limit:
             return self.redact(text)
-        spans = self.spans(text[: limit + self._longest]) if self else []
+        # (an escaped character takes up to 10 characters: &#x10FFFF;)
+        spans = self.spans(text[: limit + self._longest * 10]) if self else []
         kept = [(start, min(end, limit)) for start, end in spans if start < limit]
         return _masked(text[:limit], kept)
+
+
+def _folded(text: str) -> str:
+    """``text`` lower-cased, character for character (same length, same positions)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)  # e.g. 'İ'
+
+
+#: JSON escapes (a surrogate pair first) and HTML character references.
+_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|\\u([0-9a-fA-F]{4})"
+    r'|\\(["\\/bfnrt])'
+    r"|&#[xX]([0-9a-fA-F]{1,6});?"
+    r"|&#([0-9]{1,7});?"
+    r"|&([A-Za-z][A-Za-z0-9]{1,31};)"
+)
+_JSON_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _escaped_text(escape: str) -> str | None:
+    """The text an escape or character reference stands for (``None``: not one)."""
+    match = _ESCAPE.fullmatch(escape)
+    if match is None:  # pragma: no cover - only matches of _ESCAPE are passed
+        return None
+    high, low, code, simple, hex_ref, decimal_ref, name = match.groups()
+    if high is not None:
+        value = 0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+        return chr(value)
+    if simple is not None:
+        return _JSON_ESCAPES[simple]
+    if name is not None:
+        return html.entities.html5.get(name)
+    number = int(code or hex_ref, 16) if decimal_ref is None else int(decimal_ref)
+    return chr(number) if number <= 0x10FFFF else None
+
+
+class _Unescaped:
+    """A text with its JSON escapes and HTML character references undone, and where each of
+    its characters lies in the text as written."""
+
+    def __init__(self, text: str, escapes: list[tuple[int, int, int, int]]) -> None:
+        self.text = text
+        # (position here, length here, start and end as written) of each undone escape
+        self.escapes = escapes
+        self._positions = [escape[0] for escape in escapes]
+
+    def start(self, index: int) -> int:
+        """Where the character at ``index`` starts in the text as written."""
+        i = bisect.bisect_right(self._positions, index) - 1
+        if i < 0:
+            return index
+        position, length, start, end = self.escapes[i]
+        return start if index < position + length else end + index - position - length
+
+    def end(self, index: int) -> int:
+        """Where the character at ``index`` ends in the text as written."""
+        i = bisect.bisect_right(self._positions, index) - 1
+        if i >= 0 and index < self.escapes[i][0] + self.escapes[i][1]:
+            return self.escapes[i][3]
+        return self.start(index) + 1
+
+    def near_escapes(self) -> Iterable[int]:
+        """Where a :data:`WINDOW` touching an undone escape may start (each once, in order)."""
+        last = len(self.text) - WINDOW
+        ranges: list[range] = []
+        done = -1
+        for position, length, _start, _end in self.escapes:
+            low, high = max(done + 1, position - WINDOW + 1), min(last, position + length - 1)
+            if low <= high:
+                ranges.append(range(low, high + 1))
+                done = high
+        return itertools.chain.from_iterable(ranges)
+
+
+def _unescaped(text: str) -> _Unescaped | None:
+    """``text`` with JSON escapes and HTML character references undone; ``None`` when there
+    is nothing to undo."""
+    if "\\" not in text and "&" not in text:
+        return None
+    pieces: list[str] = []
+    escapes: list[tuple[int, int, int, int]] = []
+    position = decoded = 0
+    for match in _ESCAPE.finditer(text):
+        char = _escaped_text(match.group())
+        if char is None:
+            continue
+        start, end = match.span()
+        decoded += start - position
+        pieces += [text[position:start], char]
+        escapes.append((decoded, len(char), start, end))
+        decoded += len(char)
+        position = end
+    if not escapes:
+        return None
+    pieces.append(text[position:])
+    return _Unescaped("".join(pieces), escapes)
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

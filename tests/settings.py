@@ -36,6 +36,8 @@ os.environ.setdefault("FLOWPLATFORM_ALERT_MAX_ATTEMPTS", "3")
 os.environ.setdefault(
     "FLOWPLATFORM_SECRET_KEY", "test-suite-only-key-published-in-the-repository-never-deploy-it"
 )
+# Keys carrying that mark are refused outside the test suite and the benchmarks.
+os.environ["FLOWPLATFORM_PUBLISHED_KEY_ALLOWED"] = "true"
 
 from flowplatform.settings import *  # noqa: F403
 

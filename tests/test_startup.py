@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,17 @@ def production(tmp_path: Path, **values: str) -> dict[str, str]:
 
 
 def run(
-    args: list[str], env: dict[str, str], timeout: float = 60
+    args: list[str], env: dict[str, str], timeout: float = 60, umask: int = -1
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        args,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        umask=umask,
     )
 
 
@@ -123,6 +131,30 @@ def test_published_example_keys_are_refused(tmp_path: Path, key: str) -> None:
     assert_refused_in_one_line(result, f"{KEY_MESSAGE} is a published example value")
 
 
+def repository_keys() -> list[str]:
+    """The secret keys the test settings and the benchmarks publish."""
+    sources = [ROOT / "tests" / "settings.py", ROOT / "bench" / "common.py"]
+    return [
+        k for path in sources for k in re.findall(r'"([\w-]+never-deploy-it)"', path.read_text())
+    ]
+
+
+def test_the_repository_publishes_two_marked_keys() -> None:
+    assert len(repository_keys()) == 2
+
+
+@pytest.mark.parametrize("key", repository_keys())
+@pytest.mark.parametrize("demo", [False, True], ids=["production", "demo"])
+def test_keys_published_for_tests_and_benchmarks_are_refused_elsewhere(
+    tmp_path: Path, key: str, demo: bool
+) -> None:
+    env = (base_env if demo else production)(tmp_path, FLOWPLATFORM_SECRET_KEY=key)
+    result = run(manage("check"), env)
+    assert_refused_in_one_line(result, f"{KEY_MESSAGE} is a key published in the repository")
+    env["FLOWPLATFORM_PUBLISHED_KEY_ALLOWED"] = "true"  # as the test and benchmark settings do
+    assert run(manage("check"), env).returncode == 0
+
+
 def test_encryption_keys_alone_do_not_replace_the_secret_key(tmp_path: Path) -> None:
     fernet = "0lUtlW5HvP7zmuQZ6cT3A4xPJ-8nqOo6cPH0b1b0Bzo="
     result = run(manage("check"), production(tmp_path, FLOWPLATFORM_ENCRYPTION_KEYS=fernet))
@@ -137,9 +169,14 @@ def test_a_secret_key_lets_every_process_load_its_settings(tmp_path: Path) -> No
 
 
 def test_the_embedded_demo_runs_without_any_setting(tmp_path: Path) -> None:
-    result = run(manage("rundemo", "--orders", "20"), base_env(tmp_path), timeout=120)
+    result = run(manage("rundemo", "--orders", "20"), base_env(tmp_path), timeout=120, umask=0o022)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("succeeded"), result.stdout
+    # The platform's files are its user's only, whatever the umask.
+    var = tmp_path / "var"
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    assert stat.S_IMODE((var / "flowplatform.sqlite3").stat().st_mode) == 0o600
+    assert stat.S_IMODE((var / "demo").stat().st_mode) == 0o700
 
 
 # --- check --deploy with the documented production settings ------------------------------------

@@ -30,6 +30,11 @@ __all__ = ["BoundedRegex", "RegexError", "compile_regex"]
 
 #: RE2's limit on a counted repetition such as ``a{1000}``.
 MAX_REPEAT_COUNT = 1000
+#: The longest pattern accepted (characters): reading one costs time and memory up front.
+MAX_PATTERN_LENGTH = 1000
+#: The largest translation written for RE2 (characters). Python's Unicode ``\w`` alone is
+#: about 11.5 kB of explicit ranges: this leaves room for ~85 of them (0.2 s to compile).
+MAX_TRANSLATED_LENGTH = 1 << 20
 
 _UNSUPPORTED = {
     sre.GROUPREF: "a backreference (\\1 or (?P=name))",
@@ -74,6 +79,11 @@ class BoundedRegex:
 @functools.lru_cache(maxsize=64)
 def compile_regex(pattern: str) -> BoundedRegex:
     """The pattern compiled for linear-time matching; :class:`RegexError` when it cannot be."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise RegexError(
+            f"regular expression too long ({len(pattern)} characters; "
+            f"at most {MAX_PATTERN_LENGTH} are allowed)"
+        )
     try:
         tree = sre_parse.parse(pattern)
         translated = _Writer().sequence(tree, tree.state.flags)
@@ -107,11 +117,25 @@ class _Writer:
 
     def __init__(self, empty: bool = False) -> None:
         self.empty = empty
+        self.size = 0  # characters written so far
 
     def sequence(self, items: Iterable[tuple[Any, Any]], flags: int) -> str:
         return "".join(self.item(op, arg, flags) for op, arg in items)
 
     def item(self, op: Any, arg: Any, flags: int) -> str:
+        text = self._item(op, arg, flags)
+        # Leaves count their text, groups and repeats their own few characters: the sum is
+        # the translation's length, checked as it grows (a long one is never built whole).
+        self.size += len(text) if op in _LEAVES else 16
+        if self.size > MAX_TRANSLATED_LENGTH:
+            raise RegexError(
+                "regular expression too large: its translation for the linear-time engine "
+                f"passes {MAX_TRANSLATED_LENGTH // 1024} KiB (Unicode classes such as \\w "
+                "are large: use fewer, or ASCII ones: (?a) or [A-Za-z0-9_])"
+            )
+        return text
+
+    def _item(self, op: Any, arg: Any, flags: int) -> str:
         if op in _UNSUPPORTED:
             raise _unsupported(_UNSUPPORTED[op])
         if op in (sre.ASSERT, sre.ASSERT_NOT):
@@ -139,6 +163,9 @@ class _Writer:
         if op is sre.AT:
             return _NEVER if self.empty and arg is sre.AT_NON_BOUNDARY else _anchor(arg, flags)
         raise RegexError(f"unsupported regular expression construct {op}")  # pragma: no cover
+
+
+_LEAVES = frozenset({sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN, sre.AT})
 
 
 def _unsupported(construct: str) -> RegexError:
@@ -194,6 +221,11 @@ _NEVER = "[^\\x00-\\x{10ffff}]"  # matches nothing
 
 
 def _char_class(items: list[tuple[Any, Any]], flags: int) -> str:
+    return _class_text(tuple(items), bool(flags & re.ASCII))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_text(items: tuple[tuple[Any, Any], ...], ascii_only: bool) -> str:
     negate = bool(items) and items[0][0] is sre.NEGATE
     ranges: Ranges = []
     for op, arg in items[1:] if negate else items:
@@ -202,7 +234,7 @@ def _char_class(items: list[tuple[Any, Any]], flags: int) -> str:
         elif op is sre.RANGE:
             ranges.append(arg)
         elif op is sre.CATEGORY:
-            ranges.extend(_category(arg, ascii_only=bool(flags & re.ASCII)))
+            ranges.extend(_category(arg, ascii_only=ascii_only))
         else:  # pragma: no cover - the parser puts nothing else in a set
             raise RegexError(f"unsupported character set item {op}")
     merged = _merge(ranges)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -42,3 +43,20 @@ def test_a_catastrophic_but_linear_time_pattern_is_accepted(
         "field": "email", "op": "regex", "value": r"^(a+)+$",
     }  # fmt: skip
     assert api.post("/api/v1/flows/", minimal_flow, format="json").status_code == 201
+
+
+def test_validating_a_huge_pattern_answers_quickly_naming_the_limit(
+    api: APIClient, viewer: APIClient, minimal_flow: dict[str, Any]
+) -> None:
+    assert api.post("/api/v1/flows/", minimal_flow, format="json").status_code == 201
+    slug = minimal_flow.get("slug") or Flow.objects.get().slug
+    minimal_flow["nodes"][1]["config"]["conditions"][0] = {
+        "field": "email", "op": "regex", "value": "\\w" * 6000,
+    }  # fmt: skip
+    started = time.perf_counter()
+    response = viewer.post(f"/api/v1/flows/{slug}/validate/", minimal_flow, format="json")
+    assert time.perf_counter() - started < 2.0
+    assert response.status_code == 200
+    [error] = response.json()["errors"]
+    assert error["path"] == "nodes[1].config.conditions[0].value"
+    assert "at most 1000 are allowed" in error["message"]

@@ -222,3 +222,63 @@ def test_the_platform_database_is_never_a_connection(sqlite_dir: Path, monkeypat
     monkeypatch.setattr(dbguard, "_platform_databases", lambda: {platform_db})
     message = refused_on_save(f"sqlite:///{sqlite_dir}/./flowplatform.sqlite3")
     assert re.search("the platform's own database", message)
+
+
+# --- one reading of the URL: what libpq parses is what is checked ---------------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@8.8.8.8/db#?passfile=/etc/shadow&sslrootcert=/etc/passwd"
+        "&service=x&sslmode=verify-full",
+        "postgresql://u:p@8.8.8.8/db?sslmode=require#&hostaddr=169.254.169.254",
+        "postgresql://u:p@8.8.8.8/db#",
+    ],
+)
+def test_a_fragment_cannot_hide_parameters_from_the_guard(url: str) -> None:
+    assert "'#' is not allowed" in refused_on_save(url)
+    error = refused_on_use(url)
+    assert "'#' is not allowed" in str(error) and error.permanent
+
+
+def test_every_parameter_libpq_parses_is_checked(
+    private_allowed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should a URL reader ever disagree with libpq on the query, libpq's own reading is checked.
+    monkeypatch.setattr(dbguard, "_query_names", lambda query: [])
+    assert "parameter 'passfile' is not allowed" in refused_on_save(f"{PG_URL}?passfile=/x")
+    assert "parameter 'service' is not allowed" in refused_on_save(f"{PG_URL}?service=x")
+
+
+def test_an_encoded_hash_in_a_password_is_accepted(private_allowed: None) -> None:
+    url = "postgresql://u:pa%23ss@127.0.0.1:5432/db?sslmode=prefer"
+    assert validate_url(url) == url
+
+
+# --- the platform's own PostgreSQL database --------------------------------------------------
+def platform_url(settings: Any, host: str | None = None) -> str:
+    own = settings.DATABASES["default"]
+    return (
+        f"postgresql://{own['USER']}@{host or own['HOST']}:{own.get('PORT') or 5432}/{own['NAME']}"
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("host", [None, "localhost", "127.0.0.1"])
+def test_the_platform_postgresql_database_is_never_a_connection(
+    private_allowed: None, settings: Any, host: str | None
+) -> None:
+    url = platform_url(settings, host)
+    assert "the platform's own database" in refused_on_save(url)
+    error = refused_on_use(url)
+    assert "the platform's own database" in str(error) and error.permanent
+
+
+@pytest.mark.django_db
+def test_other_databases_on_the_platform_server_still_work(
+    private_allowed: None, settings: Any
+) -> None:
+    own = settings.DATABASES["default"]
+    url = f"postgresql://{own['USER']}@{own['HOST']}:{own.get('PORT') or 5432}/postgres"
+    assert validate_url(url) == url
+    assert query(url) == [{"ok": 1}]
+    assert query(PG_URL) == [{"ok": 1}]

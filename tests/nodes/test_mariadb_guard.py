@@ -88,6 +88,9 @@ def test_parameters_that_redirect_the_connection_are_refused_naming_them(
         ("mysql://root@127.0.0.1:3306/shop?connect_timeout=0", "1 to 3600 seconds"),
         ("mysql://root@127.0.0.1:3306/a/b", "one database"),
         ("mysql://root@127.0.0.1:0/shop", "invalid port"),
+        # A URL parser drops a fragment; one reading for all: '#' is refused.
+        ("mysql://root@127.0.0.1:3306/shop#?unix_socket=/run/mysqld.sock", "'#' is not allowed"),
+        ("mariadb://root:pw@127.0.0.1:3306/shop#", "'#' is not allowed"),
     ],
 )
 def test_malformed_urls_are_refused_on_save(url: str, message: str) -> None:

@@ -21,6 +21,8 @@ ALWAYS_REFUSED = [
     "100.100.100.200",
     # IPv6 forms that carry an IPv4 address are judged by it too.
     "::169.254.169.254",  # IPv4-compatible
+    "::ffff:0:169.254.169.254",  # IPv4-translated (SIIT)
+    "::ffff:0:a9fe:a9fe",
     "64:ff9b::169.254.169.254",  # NAT64, well-known prefix
     "64:ff9b::a9fe:a9fe",
     "64:ff9b:1:a9fe:a9:fe00::",  # NAT64, local-use prefix (RFC 6052 /48 layout)
@@ -49,6 +51,10 @@ PRIVATE = [
     "64:ff9b:1::8.8.8.8",  # local-use NAT64: a network's own translator
     "2002:0a00:0001::1",  # 6to4 of 10.0.0.1
     "2002:7f00:0001::1",  # 6to4 of 127.0.0.1
+    "::ffff:0:10.0.0.1",  # IPv4-translated
+    "::ffff:0:127.0.0.1",
+    "fec0::1",  # site-local (deprecated, still routed inside some networks)
+    "feff:ffff::1",
 ]
 
 

@@ -8,7 +8,9 @@ survive redaction is known exactly.
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 import logging
 import random
 import string
@@ -251,3 +253,63 @@ def test_the_redactor_is_built_once_and_learns_a_connection_once(redactor: Redac
     windows = redactor._windows
     redactor.add_connection(CONNECTION)
     assert redactor._windows is windows
+
+
+# --- escaped and re-cased secrets --------------------------------------------------------------
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string's inside, ASCII only, with ``/`` escaped too (as PHP does)."""
+    return json.dumps(text, ensure_ascii=True)[1:-1].replace("/", "\\/")
+
+
+def html_referenced(text: str, rng: random.Random) -> str:
+    """``text`` with some characters written as HTML character references."""
+    forms = [lambda c: f"&#x{ord(c):X};", lambda c: f"&#{ord(c)};", html.escape]
+    return "".join(
+        rng.choice(forms)(c) if not c.isalnum() or rng.random() < 0.3 else c for c in text
+    )
+
+
+def test_a_secret_with_json_escaped_slashes_is_hidden_whole() -> None:
+    secret = "ab/cd/efg/hijk/lm/nopq/rs"  # pieces of 2 to 4 characters between the escapes
+    redacted = Redactor([secret]).redact(f'{{"error": "denied: {json_escaped(secret)}"}}')
+    assert redacted == '{"error": "denied: ***"}'
+
+
+def test_unicode_escaped_text_and_html_references_are_undone_before_looking() -> None:
+    redactor = Redactor([PASSWORD])  # 'p@ss w0rd/ü:long'
+    assert redactor.redact(f"x {json_escaped(PASSWORD)} y") == "x *** y"
+    assert redactor.redact("x p&#x40;ss&#32;w0rd&#x2F;&uuml;&colon;long y") == "x *** y"
+    assert redactor.redact("<p>p&#64;ss w0rd&sol;&#xFC;:lo</p>") == "<p>***</p>"
+
+
+def test_a_secret_in_another_case_is_hidden() -> None:
+    redactor = Redactor([TOKEN])
+    assert redactor.redact(f"[{TOKEN.upper()}] [{TOKEN.lower()}] [{TOKEN.swapcase()}]") == (
+        "[***] [***] [***]"
+    )
+    # Short secrets (4 to 7 characters) keep their case: ordinary words stay readable.
+    assert Redactor(["Paris"]).redact("PARIS, paris, Paris") == "PARIS, paris, ***"
+
+
+def test_text_with_escapes_but_no_secret_is_unchanged(redactor: Redactor) -> None:
+    text = '{"path": "\\/api\\/v1", "name": "M\\u00fcller & S\\u00f6hne &amp; Co &#x2F;"}'
+    assert redactor.redact(text) == text
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_no_slice_of_an_escaped_or_re_cased_secret_survives(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(CASES):
+        secret = secret_of(rng) + rng.choice(["", "ä", "/ü", "€&<"])
+        redactor = Redactor([secret])
+        before, after = filler(rng), filler(rng)
+        # Each way of writing the secret, and how to read the redacted text back.
+        for written, read in [
+            (json_escaped(f"{before}{secret}{after}"), lambda t: json.loads(f'"{t}"')),
+            (html_referenced(f"{before}{secret}{after}", rng), html.unescape),
+            (f"{before}{secret.upper()}{after}", str.lower),
+            (f"{before}{secret.lower()}{after}", str.lower),
+        ]:
+            redacted = read(redactor.redact(written))
+            assert_no_slice(secret.lower(), redacted.lower())
+            assert redacted.replace(MASK, "").lower() == f"{before}{after}".lower(), written

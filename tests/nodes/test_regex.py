@@ -59,7 +59,8 @@ def test_a_catastrophic_pattern_over_a_row_batch_takes_linear_time() -> None:
         (r"a{1001}", "repetition count above 1000"),
         (r"a{99999999999}", "repetition number is too large"),
         (r"((a{100}){100}){100}", "too large"),
-        ("(" * 3000 + ")" * 3000, "nested too deeply"),
+        ("(" * 500 + ")" * 500, "nested too deeply"),
+        ("(" * 3000 + ")" * 3000, "too long (6000 characters; at most 1000 are allowed)"),
     ],
 )
 def test_constructs_without_a_linear_time_match_are_refused_by_name(
@@ -194,3 +195,28 @@ def test_non_strings_never_match_and_lone_surrogates_do_not_break_matching() -> 
     assert OPERATORS["regex"](1, pattern) is False
     assert OPERATORS["regex"](None, pattern) is False
     assert OPERATORS["regex"]("\ud800", compile_regex("x")) is False
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("\\w" * 6000, "too long (12000 characters; at most 1000 are allowed)"),
+        ("\\w" * 40000, "too long (80000 characters; at most 1000 are allowed)"),
+        ("\\w" * 500, "its translation for the linear-time engine passes 1024 KiB"),
+        ("(?i)" + "\\W\\w" * 248, "passes 1024 KiB"),
+    ],
+)
+def test_compiling_a_pattern_is_bounded_in_time(pattern: str, message: str) -> None:
+    compile_regex.cache_clear()
+    started = time.perf_counter()
+    with pytest.raises(RegexError, match=re.escape(message)):
+        compile_regex(pattern)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_longest_patterns_allowed_still_compile_quickly() -> None:
+    compile_regex.cache_clear()
+    started = time.perf_counter()
+    assert compile_regex("a" * 1000).search("a" * 1000)
+    assert compile_regex("\\w+\\s" * 80).search("ab " * 80)
+    assert time.perf_counter() - started < 1.0
