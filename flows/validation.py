@@ -182,6 +182,12 @@ def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProb
     return edges
 
 
+def resolved_edges(spec: FlowSpec, nodes: dict[str, Node]) -> list[Edge]:
+    """The edges of a valid flow with their ports named (an empty port name is the node's
+    only port)."""
+    return _check_edges(spec, nodes, [])
+
+
 def _port(ports: Any, name: str, path: str, node: str, problems: list[FlowProblem]) -> Any:
     if not name:
         if len(ports) == 1:
@@ -233,7 +239,7 @@ def _check_schemas(
         if instance is None:
             schemas[key] = RecordSchema.unknown()
             continue
-        inputs = _input_schemas(graph, key, schemas)
+        inputs = input_schemas(graph, key, schemas)
         for problem in instance.check(inputs):
             path = (
                 f"nodes[{index_of[key]}].{problem.path}"
@@ -244,7 +250,7 @@ def _check_schemas(
         schemas[key] = instance.output_schema(inputs)
 
 
-def _input_schemas(
+def input_schemas(
     graph: Graph, key: str, schemas: dict[str, RecordSchema]
 ) -> dict[str, RecordSchema]:
     """The schema on each input port; several edges into one port merge (unknown wins)."""

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from nodes.builtin.delivery import CREDENTIAL_HEADERS, Delivery, RetryPolicy
 from nodes.jsonbody import dumps_batch, dumps_bytes
 from nodes.netguard import GuardedSession
+from nodes.redaction import MASK, basic_auth_secrets, header_secrets
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import (
@@ -25,6 +26,7 @@ from nodes.sdk.node import (
     Node,
     NodeConfig,
     Record,
+    as_records,
     first_input,
     rebatch,
 )
@@ -124,27 +126,68 @@ class HttpPostNode(Node):
             summaries = self._summaries(delivery, context, first_input(inputs))
             yield from rebatch(([summary] for summary in summaries), DEFAULT_BATCH_SIZE)
 
+    def preview(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+    ) -> Iterator[Batch]:
+        """What the node would send, without sending anything: one record per request, with
+        its method, URL, headers (credentials redacted) and JSON body."""
+        url, credentials, auth = self._target(context)
+        context.redactor.add(header_secrets(credentials.values()))
+        context.redactor.add(basic_auth_secrets(*auth) if auth else ())
+        headers = {
+            **credentials,
+            "Content-Type": "application/json",
+            **self.config.headers,
+            **({"Authorization": "Basic ***"} if auth else {}),
+        }
+        shown = {
+            name: MASK if name.lower() in CREDENTIAL_HEADERS else context.redactor.redact(value)
+            for name, value in headers.items()
+        }
+        requests = (
+            {
+                "batch": index,
+                "records": len(batch),
+                "method": "POST",
+                "url": context.redactor.redact(url),
+                "headers": {**shown, "Idempotency-Key": idempotency_key(context, index)},
+                "body": as_records(batch)[0] if self.config.batch_size == 1 else as_records(batch),
+            }
+            for index, batch in enumerate(rebatch(first_input(inputs), self.config.batch_size))
+        )
+        yield from rebatch(([request] for request in requests), DEFAULT_BATCH_SIZE)
+
+    def _target(
+        self, context: ExecutionContext
+    ) -> tuple[str, dict[str, str], tuple[str, str] | None]:
+        """The URL to post to, the connection's headers and its basic auth (if any)."""
+        cfg = self.config
+        if not cfg.connection:
+            return cfg.url, {}, None
+        connection = context.connection(cfg.connection)
+        parts = urlsplit(connection.url)
+        base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        url = f"{base.rstrip('/')}/{cfg.url.lstrip('/')}" if cfg.url else base
+        auth = None
+        if parts.username or parts.password:
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        return url, dict(connection.headers), auth
+
     def _delivery(self, session: GuardedSession, context: ExecutionContext) -> Delivery:
         cfg = self.config
-        delivery = Delivery(
+        url, credentials, auth = self._target(context)
+        return Delivery(
             session,
-            cfg.url,
+            url,
             RetryPolicy(cfg.max_retries, cfg.retry_backoff_s, cfg.retry_backoff_max_s),
             cfg.timeout_s,
             headers={"Content-Type": "application/json", **cfg.headers},
+            credentials=credentials,
+            auth=auth,
             is_cancelled=context.is_cancelled,
             logger=context.logger,
             redactor=context.redactor,
         )
-        if cfg.connection:
-            connection = context.connection(cfg.connection)
-            parts = urlsplit(connection.url)
-            base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-            delivery.url = f"{base.rstrip('/')}/{cfg.url.lstrip('/')}" if cfg.url else base
-            delivery.credentials = dict(connection.headers)
-            if parts.username or parts.password:
-                delivery.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-        return delivery
 
     def _summaries(
         self, delivery: Delivery, context: ExecutionContext, stream: Iterable[AnyBatch]

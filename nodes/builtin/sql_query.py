@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from nodes.builtin.sql_backends import (
+    limited_query,
     placeholders,
     postgres_rows,
     postgres_slice_bounds,
@@ -104,6 +105,27 @@ class SqlQueryNode(Node):
             self._bound_values(context),
             batch_size=self.config.batch_size,
             timeout_s=self.config.statement_timeout_s,
+            is_cancelled=context.is_cancelled,
+        )
+
+    def preview(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[AnyBatch]:
+        """The query's first ``context.sample_limit`` rows: ``LIMIT`` pushed down (the query
+        wrapped as a subquery, the limit a bound value), the statement timeout cut to the
+        preview's time left."""
+        limit = context.sample_limit
+        if limit is None:
+            yield from self.execute(context, inputs)
+            return
+        url, backend = self._backend(context)
+        query, values = limited_query(self.config.query, self._bound_values(context), limit)
+        yield from backend(
+            url,
+            query,
+            values,
+            batch_size=self.config.batch_size,
+            timeout_s=context.time_left(self.config.statement_timeout_s),
             is_cancelled=context.is_cancelled,
         )
 
