@@ -27,7 +27,13 @@ from typing import Any
 from django.conf import settings
 
 from flows.graph import Graph
-from flows.validation import FlowProblem, input_schemas, parse_flow, resolved_edges, validate_flow
+from flows.validation import (
+    FlowProblem,
+    input_schemas,
+    parse_flow,
+    resolved_edges,
+    validate_for_save,
+)
 from nodes.jsonbody import dumps_bytes
 from nodes.models import lookup_connection
 from nodes.redaction import Redactor
@@ -112,7 +118,7 @@ def plan(document: Any, node: str) -> Plan:
 
         return FlowProblem(_INDEXED.sub(original, problem.path), problem.message, problem.node)
 
-    problems = validate_flow(part)
+    problems = validate_for_save(part)[1]
     if problems:
         raise PreviewInvalid([located(p) for p in problems])
     part_spec, _ = parse_flow(part)

@@ -35,9 +35,8 @@ INVALID = OpenApiResponse(
                     {
                         "path": "nodes[1].config.conditions[0].op",
                         "node": "paid",
-                        "message": "Input should be 'eq', 'ne', 'gt', 'gte', 'lt', 'lte', 'in', "
-                        "'not_in', 'contains', 'startswith', 'endswith', 'is_null', 'not_null' "
-                        "or 'regex'",
+                        "message": "'eqq' is not one of eq, ne, gt, gte, lt, lte, in, not_in, "
+                        "contains, startswith, endswith, is_null, not_null, regex",
                     },
                     {"path": "edges[2].to", "node": None, "message": "unknown node 'pusj'"},
                 ],
