@@ -20,7 +20,7 @@ class Command(BaseCommand):
             node_count=Count("nodes", distinct=True),
             last_status=Subquery(last.values("status")[:1]),
             last_at=Subquery(last.values("created_at")[:1]),
-            runs=Subquery(
+            run_count=Subquery(
                 FlowRun.objects.filter(flow=OuterRef("pk"))
                 .values("flow")
                 .annotate(n=Count("id"))
@@ -33,7 +33,7 @@ class Command(BaseCommand):
                 flow.slug,
                 f"v{flow.version}" if flow.version else "-",
                 str(flow.node_count),
-                str(flow.runs or 0),
+                str(flow.run_count or 0),
                 f"{flow.last_status} {flow.last_at:%Y-%m-%d %H:%M}" if flow.last_at else "-",
                 flow.name,
             )
