@@ -22,6 +22,7 @@ from flows import access
 from flows.admin.action_forms import RerunForm
 from flows.admin.display import duration, run_picture, status_badge
 from flows.admin.flow import problem_lines
+from flows.counts import DEFAULT_LABELS, count_labels, counted
 from flows.engine.handoff import first_records
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun
 from flows.services import DispatchError, RerunError, cancel_run, rerun
@@ -302,4 +303,13 @@ def _node_row(node: NodeRun) -> dict[str, Any]:
         "reused_url": reverse("admin:flows_flowrun_change", args=[reused]) if reused else "",
         "reused_label": str(reused)[:8] if reused else "",
         "has_output": bool(node.output_ref),
+        "rows_in": _count(node.node_type, node.rows_in, 0),
+        "rows_out": _count(node.node_type, node.rows_out, 1),
     }
+
+
+def _count(node_type: str, value: int, which: int) -> str:
+    """A count for the run page: the number alone, or with what it counts when the node type
+    names it (``12 records sent``, ``1 request``)."""
+    labels = count_labels(node_type)
+    return f"{value:,}" if labels == DEFAULT_LABELS else counted(value, labels[which])

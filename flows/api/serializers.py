@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
 from flows.api import examples
+from flows.counts import count_labels
 from flows.models import FlowRun, FlowVersion, NodeRun
 
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
@@ -165,6 +166,23 @@ class FlowVersionSerializer(serializers.ModelSerializer):
 
 
 class NodeRunSerializer(serializers.ModelSerializer):
+    counts = serializers.SerializerMethodField(
+        help_text="What `rows_in` and `rows_out` count for this node type: "
+        '`{"rows_in": "rows in", "rows_out": "rows out"}`, or for `http_post` '
+        '`{"rows_in": "records sent", "rows_out": "requests"}`.'
+    )
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {"rows_in": {"type": "string"}, "rows_out": {"type": "string"}},
+            "required": ["rows_in", "rows_out"],
+        }
+    )
+    def get_counts(self, node: NodeRun) -> dict[str, str]:
+        rows_in, rows_out = count_labels(node.node_type)
+        return {"rows_in": rows_in, "rows_out": rows_out}
+
     class Meta:
         model = NodeRun
         fields = [
@@ -175,6 +193,7 @@ class NodeRunSerializer(serializers.ModelSerializer):
             "deliveries",
             "rows_in",
             "rows_out",
+            "counts",
             "started_at",
             "finished_at",
             "heartbeat_at",

@@ -110,6 +110,7 @@ class HttpPostNode(Node):
     Config = HttpPostConfig
     partitionable = True
     accepts_rows = True
+    counts = ("records sent", "requests")
     config: HttpPostConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:

@@ -68,6 +68,10 @@ class Node:
     #: ``execute``: only a ``preview`` of its own, if it has one. ``None``: a node of category
     #: ``destination`` has side effects, any other has none.
     side_effects: ClassVar[bool | None] = None
+    #: What the run's two counts mean for this node, as users read them: the records it
+    #: took in and the records it put out (``None``: "rows in", "rows out"). A sink whose
+    #: output is one summary per request says so: ``("records sent", "requests")``.
+    counts: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, config: NodeConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, NodeConfig):
