@@ -157,6 +157,10 @@ class _Budget:
     def expired(self) -> bool:
         return time.monotonic() > self.deadline
 
+    def spent(self) -> bool:
+        """Expired, or so nearly that a statement timeout cut to the time left fired."""
+        return time.monotonic() > self.deadline - 0.1
+
 
 def run(
     the_plan: Plan,
@@ -221,7 +225,8 @@ def _run_node(
         return {
             **entry,
             "status": NOT_RUN,
-            "message": f"upstream node '{missing[0]}' gave no records",
+            "message": f"upstream node '{missing[0]}' gave no records to read (it failed, did "
+            "not run, or only showed what it would do)",
         }
     if budget.expired():
         return {**entry, "status": NOT_RUN, "message": "the preview ran out of time before it"}
@@ -258,7 +263,7 @@ def _run_node(
             if budget.expired():
                 raise NodeError("cancelled", permanent=True)
     except NodeError as exc:
-        status = TIMED_OUT if budget.expired() else FAILED
+        status = TIMED_OUT if budget.spent() else FAILED
         message = (
             f"the preview's time limit ({budget.timeout_s:g} s) was reached"
             if status == TIMED_OUT
@@ -272,7 +277,8 @@ def _run_node(
         close = getattr(stream, "close", None)
         if close is not None:
             close()  # ends a source's cursor or request early
-    outputs[key] = records
+    if not node.has_side_effects():  # what a sink would do is no output to read further down
+        outputs[key] = records
     shown, cut = _within(records, budget)
     return {
         **entry,

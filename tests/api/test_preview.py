@@ -237,3 +237,16 @@ def test_preview_needs_the_use_of_the_connections(orders: Any) -> None:
     assert response.json()["errors"][0]["path"] == "nodes[0].config.connection"
     runner.groups.add(warehouse.allowed_groups.get())
     assert token_client(runner).post(PREVIEW, {"node": "paid"}, format="json").status_code == 200
+
+
+def test_what_a_sink_would_send_is_not_fed_further_down(orders: Any, crm: HTTPServer) -> None:
+    _, flow = orders
+    flow["nodes"].append({"key": "audit", "type": "dummy_audit", "config": {}})
+    flow["edges"].append({"from": "push", "to": "audit"})
+    response = root().post(UNSAVED, {"node": "audit", "flow": flow}, format="json")
+    assert response.status_code == 200, response.json()
+    nodes = by_key(response.json())
+    assert nodes["push"]["status"] == "dry_run"
+    assert nodes["audit"]["status"] == "not_run"
+    assert "upstream node 'push'" in nodes["audit"]["message"]
+    assert crm.log == []
