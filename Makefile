@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Where `make web` listens.
+WEB_ADDR ?= 127.0.0.1:8000
 
 .PHONY: setup demo test lint format migrate worker beat web
 
@@ -37,5 +39,7 @@ worker: setup
 beat: setup
 	$(BIN)/celery -A flowplatform beat --loglevel INFO
 
+# The development server; --insecure serves the static files (admin styles, Swagger UI)
+# straight from the apps while DEBUG is off. Production serves collected files (WhiteNoise).
 web: setup
-	$(BIN)/python manage.py runserver
+	$(BIN)/python manage.py runserver --insecure $(WEB_ADDR)

@@ -75,11 +75,18 @@ def configure() -> dict[str, str]:
 
 
 def populate(count: int) -> None:
+    from bench.common import source_url
     from flows.flowfile import apply_flow_file
+    from nodes.models import Connection
     from scheduling.models import FlowSchedule
     from scheduling.sync import bulk_create_entries
 
     flow_file = json.loads((ROOT / "examples" / "paid-orders.json").read_text())
+    # A flow naming a missing connection cannot be saved; these are never reached.
+    for name, url in (("warehouse", source_url()), ("crm", "http://127.0.0.1:9/")):
+        connection = Connection.objects.filter(name=name).first() or Connection(name=name)
+        connection.set_url(url)
+        connection.save()
     flows = [apply_flow_file({**flow_file, "slug": f"bench-{i}"})[0] for i in range(FLOWS)]
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=EVERY_S)
     step = timedelta(seconds=EVERY_S) / count

@@ -327,6 +327,10 @@ CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 86400)
 # Connections are instead kept as Django keeps them between requests (CONN_MAX_AGE, health
 # checks, closed after an error: flowplatform/celery.py) and recycled every this many tasks.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+# Data previews (POST /api/v1/flows/.../preview/) run in the web process: their time bound,
+# seconds, and the most bytes of records one answer carries.
+FLOWPLATFORM_PREVIEW_TIMEOUT_S = env_int("FLOWPLATFORM_PREVIEW_TIMEOUT_S", 30)
+FLOWPLATFORM_PREVIEW_MAX_BYTES = env_int("FLOWPLATFORM_PREVIEW_MAX_BYTES", 2 * 1024 * 1024)
 # Longest node hard time limit; the visibility timeout must stay above it (docs/operations.md).
 FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S = env_int("FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S", 3600)
 CELERY_VISIBILITY_TIMEOUT_S = env_int(

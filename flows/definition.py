@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Slugs that name API actions on all flows (``/api/v1/flows/validate/``), not a flow.
+RESERVED_SLUGS = frozenset({"validate", "preview"})
 
 
 class _Strict(BaseModel):
@@ -59,3 +62,10 @@ class FlowSpec(_Strict):
     edges: list[EdgeSpec] = Field(default_factory=list)
     schedules: list[dict[str, Any]] | None = None
     alerts: list[dict[str, Any]] | None = None
+
+    @field_validator("slug")
+    @classmethod
+    def _not_reserved(cls, slug: str) -> str:
+        if slug.lower() in RESERVED_SLUGS:
+            raise ValueError(f"'{slug}' is reserved (an API address): choose another slug")
+        return slug

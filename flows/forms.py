@@ -30,7 +30,7 @@ from flows.config_forms import (
 )
 from flows.definition import FlowSpec, NodePolicy
 from flows.models import Flow, FlowEdge, FlowNode
-from flows.validation import FlowProblem, validate_flow
+from flows.validation import FlowProblem, validate_for_save
 from nodes.registry import registry
 
 CONFIG_FIELD = "cfg__{type}__{name}"
@@ -360,7 +360,7 @@ class GraphSubmission:
             self.edges.full_clean_once()
             self.node_forms = self._live(self.nodes)
             self.edge_forms = self._live(self.edges)
-            self.problems = validate_flow(self.flow_file())
+            self.problems = validate_for_save(self.flow_file())[1]
             if self.user is not None:
                 self.problems += connection_problems(self.user, self.flow_file()["nodes"])
             for problem in self.problems:

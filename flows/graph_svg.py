@@ -40,6 +40,8 @@ class NodeBox:
     status: str | None = None
     rows_in: int | None = None
     rows_out: int | None = None
+    #: The counts as the node type names them (flows.counts); default: in and out.
+    counts: str = ""
 
 
 def columns(keys: list[str], edges: list[Edge]) -> list[list[str]]:
@@ -110,7 +112,7 @@ def _node(node: NodeBox, x: int, y: int) -> str:
         f"{escape(_clip(node.type, 26))}</text>",
     ]
     if node.status is not None:
-        rows = f"in {node.rows_in or 0:,} · out {node.rows_out or 0:,}"
+        rows = node.counts or f"in {node.rows_in or 0:,} · out {node.rows_out or 0:,}"
         lines.append(
             f'<text x="{x + 10}" y="{y + 51}" font-size="11" fill="#0f172a">'
             f'<tspan font-weight="bold" fill="{stroke}">{status}</tspan> {escape(rows)}</text>'

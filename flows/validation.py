@@ -7,6 +7,7 @@ reach the CLI, the API and the admin.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 
 from flows.definition import FlowSpec
 from flows.graph import CycleError, Edge, Graph
+from nodes.access import connection_names
+from nodes.models import Connection
 from nodes.registry import registry
 from nodes.sdk import Node, RecordSchema, can_connect
 
@@ -57,9 +60,29 @@ def pydantic_problems(
     exc: ValidationError, prefix: str = "", node: str | None = None
 ) -> list[FlowProblem]:
     return [
-        FlowProblem(loc_to_path(err["loc"], prefix), err["msg"], node)
+        FlowProblem(loc_to_path(err["loc"], prefix), _message(err), node)
         for err in exc.errors(include_url=False)
     ]
+
+
+#: Pydantic error types that list the allowed values: their messages quote the bad one.
+_CHOICE_ERRORS = frozenset({"enum", "literal_error"})
+
+
+def _message(err: Any) -> str:
+    """Pydantic's message, except that a value outside a set of choices is quoted:
+    ``'eqq' is not one of eq, ne, gt, ...``."""
+    expected = (err.get("ctx") or {}).get("expected")
+    if err.get("type") not in _CHOICE_ERRORS or not isinstance(expected, str):
+        return str(err["msg"])
+    choices = ", ".join(
+        part.strip().strip("'") for part in expected.replace(" or ", ", ").split(",")
+    )
+    value = err.get("input")
+    shown = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    if len(shown) > 100:
+        shown = shown[:97] + "..."
+    return f"{shown} is not one of {choices}"
 
 
 def parse_flow(data: Any) -> tuple[FlowSpec | None, list[FlowProblem]]:
@@ -107,23 +130,50 @@ def port_schemas(data: Any) -> PortSchemas:
     return schemas
 
 
+def validate_for_save(data: Any) -> tuple[FlowSpec | None, list[FlowProblem]]:
+    """What saving a flow file checks (the CLI, the API, the admin): every static problem,
+    plus the connections it names that do not exist. Reads the connections table."""
+    spec, problems = parse_flow(data)
+    if spec is None:
+        return None, problems
+    problems = validate_spec(spec)
+    _check_connections(spec, problems)
+    return spec, problems
+
+
 def validate_spec(spec: FlowSpec, schemas: PortSchemas | None = None) -> list[FlowProblem]:
-    """All problems of a parsed flow; ``schemas`` (if given) receives each node's port schemas."""
+    """The static problems of a parsed flow (no database access), all in one pass: config
+    problems do not hide the graph's (edges, sources used as targets, ports, cycles).
+    ``schemas`` (if given) receives each node's port schemas."""
     problems: list[FlowProblem] = []
     nodes = _check_nodes(spec, problems)
     edges = _check_edges(spec, nodes, problems)
-    if any(p.path.startswith("edges") for p in problems):
-        return problems
+    edge_problems = any(p.path.startswith("edges") for p in problems)
+    order = _check_cycles(spec, problems)
+    if edge_problems or order is None:
+        return problems  # inputs and schemas are judged along valid edges only
+    _check_inputs(spec, nodes, problems)
     graph = Graph([n.key for n in spec.nodes], edges)
+    _check_schemas(spec, nodes, graph, graph.topological_order(), problems, schemas)
+    return problems
+
+
+def _check_cycles(spec: FlowSpec, problems: list[FlowProblem]) -> list[str] | None:
+    """The nodes in topological order, or None after reporting the cycle: every edge between
+    known nodes counts, whatever else is wrong with it."""
+    keys = list(dict.fromkeys(n.key for n in spec.nodes))
+    takes_input = {n.key for n in spec.nodes if (cls := registry.get(n.type)) and cls.inputs}
+    joins = [  # an edge into a source is reported as such, not as part of a cycle
+        Edge(e.source, "", e.target, "")
+        for e in spec.edges
+        if e.source in keys and e.target in takes_input and e.source != e.target
+    ]
     try:
-        order = graph.topological_order()
+        return Graph(keys, joins).topological_order()
     except CycleError as exc:
         cycle = " -> ".join(exc.nodes)
         problems.append(FlowProblem("edges", f"the graph has a cycle: {cycle}"))
-        return problems
-    _check_inputs(spec, nodes, problems)
-    _check_schemas(spec, nodes, graph, order, problems, schemas)
-    return problems
+        return None
 
 
 def _check_nodes(spec: FlowSpec, problems: list[FlowProblem]) -> dict[str, Node]:
@@ -158,8 +208,37 @@ def _check_nodes(spec: FlowSpec, problems: list[FlowProblem]) -> dict[str, Node]
     return instances
 
 
+def _check_connections(spec: FlowSpec, problems: list[FlowProblem]) -> None:
+    """Every connection a node names must exist (a missing one would fail only at run time)."""
+    named = [
+        (index, node.key, name)
+        for index, node in enumerate(spec.nodes)
+        for name in connection_names(node.config)
+    ]
+    if not named:
+        return
+    existing = set(
+        Connection.objects.filter(name__in={name for _, _, name in named}).values_list(
+            "name", flat=True
+        )
+    )
+    for index, key, name in named:
+        if name not in existing:
+            problems.append(
+                FlowProblem(
+                    f"nodes[{index}].config.connection",
+                    f"connection '{name[:100]}' does not exist (add it in the admin, with "
+                    f"POST /api/v1/connections/ or manage.py addconnection)",
+                    key,
+                )
+            )
+
+
 def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProblem]) -> list[Edge]:
+    """Check every edge between nodes of known types (a node whose config is invalid still has
+    its ports); returns the valid edges with their ports named."""
     keys = {n.key: n.type for n in spec.nodes}
+    types = {key: registry.get(type_name) for key, type_name in keys.items()}
     edges: list[Edge] = []
     seen: dict[Edge, int] = {}
     for index, edge in enumerate(spec.edges):
@@ -171,13 +250,13 @@ def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProb
         ]
         for end, key in missing:
             problems.append(FlowProblem(f"{path}.{end}", f"unknown node '{key}'"))
-        if missing or edge.source not in nodes or edge.target not in nodes:
-            continue  # unknown nodes, or nodes already reported as invalid
-        source, target = nodes[edge.source], nodes[edge.target]
+        source, target = types.get(edge.source), types.get(edge.target)
+        if missing or source is None or target is None:
+            continue  # unknown nodes, or of unknown types (reported with the node)
         if edge.source == edge.target:
             problems.append(FlowProblem(path, "an edge cannot join a node to itself", edge.target))
             continue
-        if target.is_source:
+        if not target.inputs:
             problems.append(
                 FlowProblem(
                     f"{path}.to",
@@ -207,8 +286,15 @@ def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProb
             problems.append(FlowProblem(path, f"duplicate of edges[{seen[resolved]}]", edge.target))
             continue
         seen[resolved] = index
-        edges.append(resolved)
+        if edge.source in nodes and edge.target in nodes:
+            edges.append(resolved)  # schemas flow between valid nodes only
     return edges
+
+
+def resolved_edges(spec: FlowSpec, nodes: dict[str, Node]) -> list[Edge]:
+    """The edges of a valid flow with their ports named (an empty port name is the node's
+    only port)."""
+    return _check_edges(spec, nodes, [])
 
 
 def _port(ports: Any, name: str, path: str, node: str, problems: list[FlowProblem]) -> Any:
@@ -263,7 +349,7 @@ def _check_schemas(
         if instance is None:
             schemas[key] = RecordSchema.unknown()
             continue
-        inputs = _input_schemas(graph, key, schemas)
+        inputs = input_schemas(graph, key, schemas)
         for problem in instance.check(inputs):
             path = (
                 f"nodes[{index_of[key]}].{problem.path}"
@@ -279,7 +365,7 @@ def _check_schemas(
             }
 
 
-def _input_schemas(
+def input_schemas(
     graph: Graph, key: str, schemas: dict[str, RecordSchema]
 ) -> dict[str, RecordSchema]:
     """The schema on each input port; several edges into one port merge (unknown wins)."""

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from flows.counts import DEFAULT_LABELS, count_labels, counted
 from flows.models import FlowRun, NodeRun
 
 
 def node_line(node: NodeRun) -> str:
-    line = (
-        f"{node.node_key:<20} {node.status:<10} rows in {node.rows_in:>9,}  out {node.rows_out:>9,}"
-    )
+    labels = count_labels(node.node_type)
+    if labels == DEFAULT_LABELS:
+        counts = f"rows in {node.rows_in:>9,}  out {node.rows_out:>9,}"
+    else:
+        counts = f"{counted(node.rows_in, labels[0])}, {counted(node.rows_out, labels[1])}"
+    line = f"{node.node_key:<20} {node.status:<10} {counts}"
     if node.duration_ms is not None:
         line += f"  {node.duration_ms / 1000:7.2f}s"
     return line
@@ -34,11 +38,15 @@ def watch_run(run: FlowRun, timeout: float, poll_s: float = 0.25) -> Iterator[st
 
 
 def summary_table(run: FlowRun) -> list[str]:
+    """One line per node; a node whose counts mean something else says what after its time
+    (``http_post``: ``in = records sent, out = requests``)."""
     header = f"{'NODE':<20} {'STATUS':<10} {'ROWS IN':>9} {'ROWS OUT':>9} {'TIME':>8}"
     lines = [header]
     for node in run.node_runs.order_by("position"):
         duration = f"{node.duration_ms / 1000:.2f}s" if node.duration_ms is not None else "-"
-        lines.append(
-            f"{node.node_key:<20} {node.status:<10} {node.rows_in:>9,} {node.rows_out:>9,} {duration:>8}"
-        )
+        line = f"{node.node_key:<20} {node.status:<10} {node.rows_in:>9,} {node.rows_out:>9,} {duration:>8}"
+        labels = count_labels(node.node_type)
+        if labels != DEFAULT_LABELS:
+            line += f"  (in = {labels[0]}, out = {labels[1]})"
+        lines.append(line)
     return lines

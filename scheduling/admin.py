@@ -315,3 +315,23 @@ class ScheduledRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _hide_beat_admin() -> None:
+    """django-celery-beat's own models (clocked, crontabs, intervals, periodic tasks, solar
+    events) are the schedules' machinery: kept out of the admin's index and sidebar, where
+    "Flow schedules" is what users edit; their pages stay reachable (a schedule's "beat entry")."""
+    for model, model_admin in list(admin.site._registry.items()):
+        if model._meta.app_label != "django_celery_beat":
+            continue
+        base = type(model_admin)
+        hidden = type(
+            f"Hidden{base.__name__}",
+            (base,),
+            {"has_module_permission": lambda self, request: False},
+        )
+        admin.site.unregister(model)
+        admin.site.register(model, hidden)
+
+
+_hide_beat_admin()

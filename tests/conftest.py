@@ -138,6 +138,25 @@ def eager() -> Iterator[None]:
         celery_app.conf.task_always_eager = False
 
 
+#: The connections the example flow files name; a flow naming a missing one cannot be saved.
+EXAMPLE_CONNECTIONS = {
+    "warehouse": "postgresql://postgres@127.0.0.1:5432/test",
+    "crm": "http://127.0.0.1:9/",  # discard: nothing listens
+}
+
+
+@pytest.fixture
+def example_connections(db: None) -> None:
+    """``warehouse`` and ``crm``, unless the test made them already."""
+    from nodes.models import Connection
+
+    for name, url in EXAMPLE_CONNECTIONS.items():
+        if not Connection.objects.filter(name=name).exists():
+            connection = Connection(name=name)
+            connection.set_url(url)
+            connection.save()
+
+
 @pytest.fixture
 def minimal_flow() -> dict[str, Any]:
     """The minimal flow as a flow file (a fresh copy per test)."""

@@ -7,6 +7,7 @@ from typing import Any
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from flows.counts import counts_text
 from flows.graph import Edge
 from flows.graph_svg import NodeBox, render_graph
 from flows.models import Flow, FlowRun
@@ -65,6 +66,11 @@ def run_picture(run: FlowRun) -> SafeString:
                 node_run.status if node_run else "pending",
                 node_run.rows_in if node_run else 0,
                 node_run.rows_out if node_run else 0,
+                counts_text(
+                    node["type"],
+                    node_run.rows_in if node_run else 0,
+                    node_run.rows_out if node_run else 0,
+                ),
             )
         )
     return render_graph(nodes, _edges(run.version.definition))

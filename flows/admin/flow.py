@@ -28,7 +28,7 @@ from flows.flowfile import apply_flow_file, export_flow
 from flows.forms import FlowForm, GraphSubmission, catalog_ports
 from flows.models import Flow, FlowRun, Trigger
 from flows.services import DispatchError, start_run
-from flows.validation import FlowValidationError, validate_flow
+from flows.validation import FlowValidationError, validate_for_save
 from nodes.builtin.sql_backends import placeholders
 
 #: Formset prefixes of the inlines that make up the graph (saved through the flow file).
@@ -141,7 +141,7 @@ class FlowAdmin(admin.ModelAdmin):
     @admin.action(description="Validate selected flows")
     def validate_selected(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
         for flow in queryset:
-            problems = validate_flow(export_flow(flow))
+            problems = validate_for_save(export_flow(flow))[1]
             if problems:
                 messages.error(
                     request, f"{flow.slug}: {problem_lines(FlowValidationError(problems))}"
@@ -223,7 +223,7 @@ class FlowAdmin(admin.ModelAdmin):
             context["graph_caption"] = (
                 f"saved, version {latest.number}{_by(latest.author_name)}" if latest else "saved"
             )
-            context["stored_problems"] = [str(p) for p in validate_flow(export_flow(obj))]
+            context["stored_problems"] = [str(p) for p in validate_for_save(export_flow(obj))[1]]
         context["node_catalog"] = catalog_ports()
         # The canvas is the page's view unless the form is asked for or comes back with errors.
         context["show_form"] = "form" in request.GET or request.method == "POST"

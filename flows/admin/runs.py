@@ -4,6 +4,7 @@ and re-run (from a chosen node, on the run's version or the latest)."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.contrib import admin, messages
@@ -21,10 +22,20 @@ from flows import access
 from flows.admin.action_forms import RerunForm
 from flows.admin.display import duration, run_picture, status_badge
 from flows.admin.flow import problem_lines
+from flows.counts import DEFAULT_LABELS, count_labels, counted
+from flows.engine.handoff import first_records
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun
 from flows.sections import run_details
 from flows.services import DispatchError, RerunError, cancel_run, rerun
 from flows.validation import FlowValidationError
+from nodes.jsonbody import dumps
+from nodes.registry import registry
+from nodes.sdk import NodeError
+
+logger = logging.getLogger(__name__)
+
+#: Records the "Output" page of a node shows.
+OUTPUT_RECORDS = 100
 
 #: Seconds between reloads of the page of a run that is still going.
 REFRESH_S = 2
@@ -160,6 +171,11 @@ class FlowRunAdmin(admin.ModelAdmin):
         return [
             path("<uuid:object_id>/cancel/", wrap(self.cancel_view), name="flows_flowrun_cancel"),
             path("<uuid:object_id>/rerun/", wrap(self.rerun_view), name="flows_flowrun_rerun"),
+            path(
+                "<uuid:object_id>/output/<str:node_key>/",
+                wrap(self.output_view),
+                name="flows_flowrun_output",
+            ),
             *super().get_urls(),
         ]
 
@@ -211,6 +227,42 @@ class FlowRunAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/flows/flowrun/rerun.html", context)
 
+    def output_view(self, request: HttpRequest, object_id: Any, node_key: str) -> HttpResponse:
+        """The first records a node of the run produced, read from flow-data storage (reading a
+        flow's data needs the run right, as producing it does)."""
+        run = self._run_for_action(request, object_id)
+        node_run = get_object_or_404(run.node_runs, node_key=node_key)
+        records: list[dict[str, Any]] = []
+        problem = ""
+        if not node_run.output_ref:
+            problem = f"Node '{node_key}' stored no output in this run ({node_run.status})."
+        else:
+            try:
+                records = first_records(node_run.output_ref, OUTPUT_RECORDS)
+            except (OSError, ValueError, NodeError) as exc:
+                logger.info("output %s of run %s unreadable: %s", node_key, run.pk, exc)
+                problem = (
+                    "The run's data is no longer retained (purged after the run, or removed "
+                    "with manage.py purgerundata)."
+                )
+        columns = list(dict.fromkeys(name for record in records for name in record))
+        cls = registry.get(node_run.node_type)
+        ports = ", ".join(p.name for p in cls.outputs) if cls is not None else "out"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Output of {node_key} — run {str(run.pk)[:8]} of {run.flow.slug}",
+            "run": run,
+            "run_url": self._page_of(run),
+            "node_run": node_run,
+            "ports": ports,
+            "problem": problem,
+            "limit": OUTPUT_RECORDS,
+            "columns": columns,
+            "rows": [[_cell(record.get(c)) for c in columns] for record in records],
+        }
+        return TemplateResponse(request, "admin/flows/flowrun/output.html", context)
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -234,6 +286,14 @@ class FlowRunAdmin(admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return dumps(value)
+
+
 def _node_row(node: NodeRun) -> dict[str, Any]:
     seconds = node.duration_ms / 1000 if node.duration_ms is not None else None
     reused = node.reused_from_id
@@ -244,4 +304,14 @@ def _node_row(node: NodeRun) -> dict[str, Any]:
         "error_line": (node.error.splitlines() or [""])[0],
         "reused_url": reverse("admin:flows_flowrun_change", args=[reused]) if reused else "",
         "reused_label": str(reused)[:8] if reused else "",
+        "has_output": bool(node.output_ref),
+        "rows_in": _count(node.node_type, node.rows_in, 0),
+        "rows_out": _count(node.node_type, node.rows_out, 1),
     }
+
+
+def _count(node_type: str, value: int, which: int) -> str:
+    """A count for the run page: the number alone, or with what it counts when the node type
+    names it (``12 records sent``, ``1 request``)."""
+    labels = count_labels(node_type)
+    return f"{value:,}" if labels == DEFAULT_LABELS else counted(value, labels[which])

@@ -12,7 +12,7 @@ from flowplatform.api.errors import Conflict, PreconditionFailed, ProblemError, 
 from flows.flowfile import export_flow
 from flows.models import Flow
 from flows.sections import sections
-from flows.validation import FlowProblem, FlowValidationError, parse_flow, validate_spec
+from flows.validation import FlowProblem, FlowValidationError, validate_for_save
 
 #: Fields of a flow document that a client may send back but never changes.
 READ_ONLY_FIELDS = ("created_at", "updated_at")
@@ -82,10 +82,9 @@ def check_preconditions(request: Request, body: dict[str, Any], current: dict[st
 
 def flow_file_problems(data: Any) -> list[FlowProblem]:
     """Every problem of a flow file, extra sections (``schedules``) included."""
-    spec, problems = parse_flow(data)
+    spec, problems = validate_for_save(data)
     if spec is None:
         return problems
-    problems = validate_spec(spec)
     for section in sections():
         if data.get(section.key) is not None:
             problems.extend(section.validate(data[section.key]))

@@ -76,6 +76,7 @@ NODE_RUN: dict[str, Any] = {
     "deliveries": 1,
     "rows_in": 0,
     "rows_out": 3000,
+    "counts": {"rows_in": "rows in", "rows_out": "rows out"},
     "started_at": "2026-01-05T09:31:01Z",
     "finished_at": "2026-01-05T09:31:02Z",
     "heartbeat_at": "2026-01-05T09:31:02Z",
@@ -97,4 +98,67 @@ VERSION: dict[str, Any] = {
             for e in MINIMAL_FLOW["edges"]
         ],
     },
+}
+
+PREVIEW_REQUEST: dict[str, Any] = {"node": "shape", "limit": 2, "params": {"min_id": 0}}
+
+PREVIEW_RESPONSE: dict[str, Any] = {
+    "node": "shape",
+    "limit": 2,
+    "timed_out": False,
+    "elapsed_ms": 41,
+    "nodes": [
+        {
+            "key": "orders",
+            "type": "sql_query",
+            "status": "ok",
+            "message": "",
+            "inputs": {},
+            "records": [
+                {"id": 1, "email": "ada@example.com", "status": "paid", "amount": "42.50"},
+                {"id": 2, "email": "bob@example.com", "status": "open", "amount": "7.00"},
+            ],
+            "count": 2,
+            "limit_reached": True,
+            "cut_for_size": False,
+            "schema": None,
+            "sample_schema": {
+                "id": "integer",
+                "email": "string",
+                "status": "string",
+                "amount": "decimal",
+            },
+        },
+        {
+            "key": "paid",
+            "type": "filter",
+            "status": "ok",
+            "message": "",
+            "inputs": {"in": ["orders"]},
+            "records": [{"id": 1, "email": "ada@example.com", "status": "paid", "amount": "42.50"}],
+            "count": 1,
+            "limit_reached": False,
+            "cut_for_size": False,
+            "schema": None,
+            "sample_schema": {
+                "id": "integer",
+                "email": "string",
+                "status": "string",
+                "amount": "decimal",
+            },
+        },
+        {
+            "key": "shape",
+            "type": "map_fields",
+            "status": "ok",
+            "message": "",
+            "inputs": {"in": ["paid"]},
+            "records": [{"order_id": 1, "total": 42.5}],
+            "count": 1,
+            "limit_reached": False,
+            "cut_for_size": False,
+            "schema": {"order_id": "any", "total": "float"},
+            "sample_schema": {"order_id": "integer", "total": "float"},
+        },
+    ],
 }

@@ -20,12 +20,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from flowplatform.api.errors import Conflict, NotFound, error_item
+from flowplatform.api.errors import Conflict, NotFound, ProblemError, error_item
 from flowplatform.api.filters import FilterBackend, StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
-from flows import access, services
+from flows import access, preview, services
 from flows.api import examples
-from flows.api.access import FlowAccessActions, FlowRights, denied, grants_gate, require
+from flows.api.access import (
+    FlowAccessActions,
+    FlowRights,
+    Forbidden,
+    denied,
+    grants_gate,
+    require,
+)
 from flows.api.documents import (
     check_preconditions,
     etag,
@@ -40,6 +47,8 @@ from flows.api.filters import RUN_ORDERING_FIELDS, RunFilter
 from flows.api.openapi import (
     IF_MATCH,
     INVALID,
+    PREVIEW_DESCRIPTION,
+    PREVIEW_RESPONSES,
     SLUG_PARAMETER,
     SLUG_PATTERN,
     STALE,
@@ -50,11 +59,14 @@ from flows.api.serializers import (
     FlowSerializer,
     FlowSummarySerializer,
     FlowVersionSerializer,
+    PreviewResultSerializer,
+    PreviewSerializer,
     RunSerializer,
     StartRunSerializer,
+    UnsavedPreviewSerializer,
     ValidationResultSerializer,
 )
-from flows.flowfile import apply_flow_file
+from flows.flowfile import apply_flow_file, export_flow
 from flows.models import ACTIVE_RUN_STATUSES, Flow, FlowVersion, Trigger
 from flows.validation import FlowValidationError
 
@@ -127,6 +139,11 @@ class FlowViewSet(FlowAccessActions, viewsets.GenericViewSet):
         "version_detail": "view",
         "runs": "view",
         "start_run": "run",
+        "preview": "run",
+        "preview_unsaved": lambda user: access.has_any(user, "run"),
+        "validate_unsaved": lambda user: (
+            access.has_any(user, "view") or user.has_perm("flows.add_flow")
+        ),
         "access": grants_gate,
         "replace_access": grants_gate,
     }
@@ -328,3 +345,96 @@ class FlowViewSet(FlowAccessActions, viewsets.GenericViewSet):
             request,
             lambda: services.start_run(flow, trigger=Trigger.API, user=request.user, **options),
         )
+
+    @extend_schema(
+        summary="Validate an unsaved flow",
+        operation_id="flows_validate_unsaved",
+        description="Checks the flow file in the body without saving anything: the problems "
+        "`importflow` and `POST /flows/` report. Needs the view right on some flow or "
+        "`add_flow`.",
+        request=FlowSerializer,
+        responses={200: ValidationResultSerializer},
+        examples=[
+            OpenApiExample("A flow file", value=examples.MINIMAL_FLOW, request_only=True),
+            OpenApiExample("Valid", value={"valid": True, "errors": []}, response_only=True),
+        ],
+    )
+    @action(detail=False, methods=["post"], url_path="validate")
+    def validate_unsaved(self, request: Request) -> Response:
+        body = request.data
+        problems = flow_file_problems(flow_file(body) if isinstance(body, dict) else body)
+        result = {"valid": not problems, "errors": problems_as_errors(problems)}
+        return Response(ValidationResultSerializer(result).data)
+
+    @extend_schema(
+        summary="Preview a node's data",
+        description=PREVIEW_DESCRIPTION + " Needs the run right on the flow and the use of "
+        "the connections the previewed nodes name.",
+        request=PreviewSerializer,
+        parameters=[SLUG_PARAMETER],
+        responses=PREVIEW_RESPONSES,
+        examples=[
+            OpenApiExample("A node", value=examples.PREVIEW_REQUEST, request_only=True),
+            OpenApiExample("Records", value=examples.PREVIEW_RESPONSE, response_only=True),
+        ],
+    )
+    @action(detail=True, methods=["post"], url_path="preview")
+    def preview(self, request: Request, slug: str) -> Response:
+        flow = self.get_object()
+        options = PreviewSerializer(data=require_object(request.data))
+        options.is_valid(raise_exception=True)
+        return self._preview(request, export_flow(flow), options.validated_data)
+
+    @extend_schema(
+        summary="Preview a node's data in an unsaved flow",
+        operation_id="flows_preview_unsaved",
+        description=PREVIEW_DESCRIPTION + " The flow file is in `flow`. When its slug names a "
+        "stored flow, the preview needs the change and run rights on that flow; otherwise the "
+        "global `add_flow` and `run_flow` permissions (a preview never does more than saving "
+        "and running could). And the use of the connections the previewed nodes name.",
+        request=UnsavedPreviewSerializer,
+        responses=PREVIEW_RESPONSES,
+        examples=[
+            OpenApiExample(
+                "A node of a flow file",
+                value={**examples.PREVIEW_REQUEST, "flow": examples.MINIMAL_FLOW},
+                request_only=True,
+            ),
+            OpenApiExample("Records", value=examples.PREVIEW_RESPONSE, response_only=True),
+        ],
+    )
+    @action(detail=False, methods=["post"], url_path="preview")
+    def preview_unsaved(self, request: Request) -> Response:
+        options = UnsavedPreviewSerializer(data=require_object(request.data))
+        options.is_valid(raise_exception=True)
+        document = flow_file(options.validated_data["flow"])
+        slug = document.get("slug")
+        stored = Flow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+        if stored is not None:
+            require(request.user, stored, "change")
+            require(request.user, stored, "run")
+        elif not (
+            access.has_global(request.user, "run") and request.user.has_perm("flows.add_flow")
+        ):
+            raise Forbidden(
+                [
+                    error_item(
+                        "", "previewing a new flow needs the add_flow and run_flow permissions"
+                    )
+                ],
+                "You may not preview this flow.",
+            )
+        return self._preview(request, document, options.validated_data)
+
+    def _preview(self, request: Request, document: Any, options: dict[str, Any]) -> Response:
+        try:
+            plan = preview.plan(document, options["node"])
+        except preview.PreviewInvalid as exc:
+            raise ProblemError(
+                problems_as_errors(exc.problems), "The flow is invalid where it leads to this node."
+            ) from None
+        refused = access.connection_problems(request.user, plan.specs.values())
+        if refused:
+            raise denied(access.AccessDenied("You may not use these connections.", refused))
+        result = preview.run(plan, limit=options["limit"], params=options["params"])
+        return Response(PreviewResultSerializer(result).data)

@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
 from flows.api import examples
+from flows.counts import count_labels
 from flows.models import FlowRun, FlowVersion, NodeRun
 from flows.sections import run_details
 
@@ -180,6 +181,23 @@ class FlowVersionSerializer(serializers.ModelSerializer):
 
 
 class NodeRunSerializer(serializers.ModelSerializer):
+    counts = serializers.SerializerMethodField(
+        help_text="What `rows_in` and `rows_out` count for this node type: "
+        '`{"rows_in": "rows in", "rows_out": "rows out"}`, or for `http_post` '
+        '`{"rows_in": "records sent", "rows_out": "requests"}`.'
+    )
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {"rows_in": {"type": "string"}, "rows_out": {"type": "string"}},
+            "required": ["rows_in", "rows_out"],
+        }
+    )
+    def get_counts(self, node: NodeRun) -> dict[str, str]:
+        rows_in, rows_out = count_labels(node.node_type)
+        return {"rows_in": rows_in, "rows_out": rows_out}
+
     class Meta:
         model = NodeRun
         fields = [
@@ -190,6 +208,7 @@ class NodeRunSerializer(serializers.ModelSerializer):
             "deliveries",
             "rows_in",
             "rows_out",
+            "counts",
             "started_at",
             "finished_at",
             "heartbeat_at",
@@ -320,4 +339,72 @@ class RerunSerializer(StrictSerializer):
         allow_null=True,
         help_text="Run this node and its descendants again, reusing the other nodes' outputs "
         "(default: the first failed node, or the whole flow when none failed).",
+    )
+
+
+class PreviewSerializer(StrictSerializer):
+    """What to preview: a node of the flow, how many records, with which run values."""
+
+    node = serializers.RegexField(KEY_PATTERN, help_text="Key of the node to preview.")
+    limit = serializers.IntegerField(
+        required=False,
+        default=50,
+        min_value=1,
+        max_value=1000,
+        help_text="Most records each source reads and each node shows.",
+    )
+    params = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Run values, bound to `%(name)s` in queries, as a run's params are.",
+    )
+
+
+class UnsavedPreviewSerializer(PreviewSerializer):
+    """A preview of a flow document that need not be saved (the designer's current graph)."""
+
+    flow = serializers.DictField(help_text="The flow file, as `POST /flows/` takes it.")
+
+
+class PreviewNodeSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    type = serializers.CharField()
+    status = serializers.ChoiceField(
+        ["ok", "dry_run", "skipped", "failed", "timed_out", "not_run"],
+        help_text="`ok`: executed on the sample; `dry_run`: a node with side effects showed what "
+        "it would send or write, doing nothing; `skipped`: a node with side effects and no "
+        "preview, not executed; `failed`; `timed_out`; `not_run`: an upstream node gave nothing.",
+    )
+    message = serializers.CharField(help_text="Why it failed or was skipped; empty when `ok`.")
+    inputs = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Input port -> the upstream node keys feeding it (their entries come first).",
+    )
+    records = serializers.ListField(
+        child=serializers.DictField(), help_text="The first records the node produced."
+    )
+    count = serializers.IntegerField(help_text="Records produced on the sample (at most `limit`).")
+    limit_reached = serializers.BooleanField(help_text="The node produced `limit` records.")
+    cut_for_size = serializers.BooleanField(
+        help_text="Records were left out of `records` to keep the answer within its size bound."
+    )
+    schema = serializers.DictField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="The declared output schema (field -> type); null when unknown statically.",
+    )
+    sample_schema = serializers.DictField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="The fields seen in the records and their types.",
+    )
+
+
+class PreviewResultSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    limit = serializers.IntegerField()
+    timed_out = serializers.BooleanField(help_text="The preview's time bound was reached.")
+    elapsed_ms = serializers.IntegerField()
+    nodes = PreviewNodeSerializer(
+        many=True, help_text="The node and every node upstream of it, in the order they ran."
     )

@@ -212,6 +212,23 @@ def read_output(ref: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
         yield from read_batches(name, storage)
 
 
+def first_records(ref: str, limit: int, storage: Storage | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` records of an output reference, reading no further than needed.
+    Raises ``FileNotFoundError`` (or the storage's own error) once the run's data is purged."""
+    from nodes.sdk.node import as_records
+
+    records: list[dict[str, Any]] = []
+    batches = read_output(ref, storage)
+    try:
+        for batch in batches:
+            records.extend(as_records(batch)[: limit - len(records)])
+            if len(records) >= limit:
+                break
+    finally:
+        batches.close()
+    return records
+
+
 def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[AnyBatch]:
     from nodes.registry import registry
     from nodes.sdk import ExecutionContext

@@ -204,16 +204,24 @@ def endpoint(
 ) -> None:
     """Point ``delivery`` at ``url``: absolute, or, with a ``connection``, a path below the
     connection's base URL, whose headers and user info become the credentials."""
-    delivery.url = url
+    delivery.url, delivery.credentials, delivery.auth = target(context, connection, url)
+
+
+def target(
+    context: ExecutionContext, connection: str | None, url: str
+) -> tuple[str, dict[str, str], tuple[str, str] | None]:
+    """The URL a node reaches (``url``, or a path below ``connection``'s base URL), the
+    connection's headers and its basic auth (from the URL's user info), if any."""
     if not connection:
-        return
+        return url, {}, None
     info = context.connection(connection)
     parts = urlsplit(info.url)
     base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-    delivery.url = f"{base.rstrip('/')}/{url.lstrip('/')}" if url else base
-    delivery.credentials = dict(info.headers)
+    full = f"{base.rstrip('/')}/{url.lstrip('/')}" if url else base
+    auth = None
     if parts.username or parts.password:
-        delivery.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return full, dict(info.headers), auth
 
 
 def guarded_session() -> GuardedSession:

@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator, model_validator
 
 from nodes.builtin.delivery import (
+    CREDENTIAL_HEADERS,
     Delivery,
     RetryPolicy,
     check_headers,
     check_url_fits,
     endpoint,
     guarded_session,
+    target,
 )
 from nodes.jsonbody import dumps_batch, dumps_bytes
 from nodes.netguard import GuardedSession
+from nodes.redaction import MASK, basic_auth_secrets, header_secrets
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import (
@@ -30,6 +33,7 @@ from nodes.sdk.node import (
     Node,
     NodeConfig,
     Record,
+    as_records,
     first_input,
     rebatch,
 )
@@ -101,6 +105,7 @@ class HttpPostNode(Node):
     Config = HttpPostConfig
     partitionable = True
     accepts_rows = True
+    counts = ("records sent", "requests")
     config: HttpPostConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
@@ -113,6 +118,37 @@ class HttpPostNode(Node):
             delivery = self._delivery(session, context)
             summaries = self._summaries(delivery, context, first_input(inputs))
             yield from rebatch(([summary] for summary in summaries), DEFAULT_BATCH_SIZE)
+
+    def preview(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+    ) -> Iterator[Batch]:
+        """What the node would send, without sending anything: one record per request, with
+        its method, URL, headers (credentials redacted) and JSON body."""
+        url, credentials, auth = target(context, self.config.connection, self.config.url)
+        context.redactor.add(header_secrets(credentials.values()))
+        context.redactor.add(basic_auth_secrets(*auth) if auth else ())
+        headers = {
+            **credentials,
+            "Content-Type": "application/json",
+            **self.config.headers,
+            **({"Authorization": "Basic ***"} if auth else {}),
+        }
+        shown = {
+            name: MASK if name.lower() in CREDENTIAL_HEADERS else context.redactor.redact(value)
+            for name, value in headers.items()
+        }
+        requests = (
+            {
+                "batch": index,
+                "records": len(batch),
+                "method": "POST",
+                "url": context.redactor.redact(url),
+                "headers": {**shown, "Idempotency-Key": idempotency_key(context, index)},
+                "body": as_records(batch)[0] if self.config.batch_size == 1 else as_records(batch),
+            }
+            for index, batch in enumerate(rebatch(first_input(inputs), self.config.batch_size))
+        )
+        yield from rebatch(([request] for request in requests), DEFAULT_BATCH_SIZE)
 
     def _delivery(self, session: GuardedSession, context: ExecutionContext) -> Delivery:
         cfg = self.config

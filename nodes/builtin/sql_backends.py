@@ -148,6 +148,16 @@ def slice_query(
     return sliced, {**(params or {}), "flowplatform_low": low, "flowplatform_high": high}
 
 
+def limited_query(
+    query: str, params: dict[str, Any] | None, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """The query's first ``limit`` rows: the query as a subquery under a ``LIMIT`` whose value
+    is a bound parameter (PostgreSQL and SQLite stop reading there)."""
+    sub = _subquery(_as_parameterised(query, params))
+    limited = f"SELECT * FROM {sub} AS flowplatform_q LIMIT %(flowplatform_limit)s"  # noqa: S608
+    return limited, {**(params or {}), "flowplatform_limit": int(limit)}
+
+
 def _identifier(name: str) -> str:
     """A column name as a quoted SQL identifier (names are checked to be plain by the config)."""
     return '"' + name.replace('"', '""') + '"'

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from nodes.builtin.mysql_backend import mysql_rows
 from nodes.builtin.sql_backends import (
+    limited_query,
     placeholders,
     postgres_rows,
     postgres_slice_bounds,
@@ -124,6 +125,28 @@ class SqlQueryNode(Node):
             return {}
         json_columns = [n for n, t in self.config.columns.items() if t == FieldType.JSON]
         return {"json_columns": json_columns} if json_columns else {}
+
+    def preview(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[AnyBatch]:
+        """The query's first ``context.sample_limit`` rows: ``LIMIT`` pushed down (the query
+        wrapped as a subquery, the limit a bound value), the statement timeout cut to the
+        preview's time left."""
+        limit = context.sample_limit
+        if limit is None:
+            yield from self.execute(context, inputs)
+            return
+        url, backend = self._backend(context)
+        query, values = limited_query(self.config.query, self._bound_values(context), limit)
+        yield from backend(
+            url,
+            query,
+            values,
+            batch_size=self.config.batch_size,
+            timeout_s=context.time_left(self.config.statement_timeout_s),
+            is_cancelled=context.is_cancelled,
+            **self._backend_options(backend),
+        )
 
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """With ``partition_column`` on PostgreSQL: ranges of that column of about

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,24 @@ class ExecutionContext:
     #: driver sends back through ``redactor.cut(text, limit)`` (the engine redacts what the
     #: node raises with it too).
     redactor: Redactor = field(default_factory=Redactor)
+    #: Set in a data preview: read at most this many records (a source pushes the limit down:
+    #: ``LIMIT`` for SQL, the first page of an API, the first rows of the first file). ``None``:
+    #: a real run.
+    sample_limit: int | None = None
+    #: ``time.monotonic()`` by which the node must be done (a preview's time bound), or None.
+    deadline: float | None = None
+
+    @property
+    def previewing(self) -> bool:
+        """Whether this is a data preview (no side effect may happen)."""
+        return self.sample_limit is not None
+
+    def time_left(self, default: float) -> float:
+        """Seconds a blocking wait may take: ``default``, or less when a deadline is nearer
+        (never below a hundredth of a second). Bound statement and request timeouts with it."""
+        if self.deadline is None:
+            return default
+        return max(0.01, min(default, self.deadline - time.monotonic()))
 
     def connection(self, name: str) -> ConnectionInfo:
         """The named connection (its secrets now known to ``redactor``); raises a permanent

@@ -42,6 +42,9 @@ class Node:
 
     ``execute`` raises :class:`~nodes.sdk.errors.NodeError` for failures users can act on;
     any other exception is treated as a bug in the node and may be retried.
+
+    A data preview calls ``preview(context, inputs)`` instead of ``execute``, with
+    ``context.sample_limit`` set (see :meth:`preview`).
     """
 
     type: ClassVar[str]
@@ -61,6 +64,14 @@ class Node:
     #: The node takes :class:`RowBatch` batches as they come (and plain lists too); any other
     #: node receives every batch as a list of dicts.
     accepts_rows: ClassVar[bool] = False
+    #: The node acts outside the run (sends, writes, deletes). A data preview never calls its
+    #: ``execute``: only a ``preview`` of its own, if it has one. ``None``: a node of category
+    #: ``destination`` has side effects, any other has none.
+    side_effects: ClassVar[bool | None] = None
+    #: What the run's two counts mean for this node, as users read them: the records it
+    #: took in and the records it put out (``None``: "rows in", "rows out"). A sink whose
+    #: output is one summary per request says so: ``("records sent", "requests")``.
+    counts: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, config: NodeConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, NodeConfig):
@@ -119,6 +130,44 @@ class Node:
         if not self.accepts_rows:
             inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
         return self.execute(context, inputs)  # type: ignore[arg-type]
+
+    @classmethod
+    def has_side_effects(cls) -> bool:
+        if cls.side_effects is None:
+            return cls.category == "destination"
+        return cls.side_effects
+
+    @classmethod
+    def can_preview(cls) -> bool:
+        """Whether a data preview can run this node: it has no side effects, or it overrides
+        :meth:`preview` to show what it would do without doing it."""
+        return not cls.has_side_effects() or cls.preview is not Node.preview
+
+    def preview(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[AnyBatch]:
+        """The batches a data preview shows for this node, on a sample.
+
+        ``context.sample_limit`` is set: read at most that many records (a source pushes it
+        down to where it reads: ``LIMIT`` in SQL, the first page of an API, the first file's
+        first rows); the preview stops reading after that many anyway. Bound blocking waits by
+        ``context.time_left(...)``. Nothing may change outside the run: a node with side
+        effects overrides this to return what it *would* send or write (its secrets redacted
+        with ``context.redactor``), and is not executed at all when it does not.
+
+        The default runs :meth:`execute` (nodes without side effects only).
+        """
+        if self.has_side_effects():
+            raise NotImplementedError(f"node type '{self.type}' has no preview")
+        return self.execute(context, inputs)
+
+    def run_preview(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+    ) -> Iterator[AnyBatch]:
+        """What a data preview calls: :meth:`preview`, with inputs converted as in :meth:`run`."""
+        if not self.accepts_rows:
+            inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
+        return self.preview(context, inputs)  # type: ignore[arg-type]
 
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """For a source whose output can be read in independent slices: one JSON-able

@@ -56,12 +56,12 @@ def admin_client(user: User) -> Client:
 
 
 @pytest.fixture
-def alpha(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def alpha(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     return apply_flow_file({**copy.deepcopy(minimal_flow), "slug": "alpha", "name": "Alpha"})[0]
 
 
 @pytest.fixture
-def beta(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def beta(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     return apply_flow_file({**copy.deepcopy(minimal_flow), "slug": "beta", "name": "Beta"})[0]
 
 

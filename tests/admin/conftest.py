@@ -43,6 +43,6 @@ def viewer_client(db: None) -> Client:
 
 
 @pytest.fixture
-def paid_orders(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def paid_orders(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     flow, _ = apply_flow_file(minimal_flow)
     return flow

@@ -14,7 +14,7 @@ from django.urls import reverse
 from flows.flowfile import export_flow
 from flows.models import Flow, FlowRun
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 
 def change_url(flow: Flow) -> str:
@@ -65,7 +65,7 @@ def test_import_of_a_bad_file_lists_its_problems_and_changes_nothing(
     response = admin_client.post(reverse("admin:flows_flow_import"), {"file": upload(bad)})
     assert response.status_code == 200
     assert response.context["problems"][0].startswith(
-        "nodes[1].config.conditions[0].op (node 'paid'): Input should be 'eq'"
+        "nodes[1].config.conditions[0].op (node 'paid'): 'eqq' is not one of eq, ne"
     )
     paid_orders.refresh_from_db()
     assert paid_orders.name == "Paid orders to CRM"

@@ -15,7 +15,7 @@ from flows.models import Flow, FlowVersion
 from flows.validation import validate_flow
 from tests.admin.forms import flow_post_data, page_post_data
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 ADD_URL = reverse("admin:flows_flow_add")
 
@@ -164,7 +164,7 @@ def test_an_invalid_edit_changes_nothing(admin_client: Client, paid_orders: Flow
     response = admin_client.post(change_url(paid_orders), data)
     assert response.status_code == 200
     assert field_errors(response, "nodes", 1, "cfg__filter__match") == [
-        "Input should be 'all' or 'any'"
+        "'some' is not one of all, any"
     ]
     paid_orders.refresh_from_db()
     assert export_flow(paid_orders) == before
@@ -244,3 +244,18 @@ def test_schedules_are_edited_on_the_flow_page(admin_client: Client, paid_orders
     assert paid_orders.versions.count() == 1
     html = admin_client.get(change_url(paid_orders)).content.decode()
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:00:00 UTC \(06:00 CES?T Europe/Madrid\)", html)
+
+
+def test_a_node_naming_a_missing_connection_is_refused_at_its_field(
+    admin_client: Client, paid_orders: Flow
+) -> None:
+    before = export_flow(paid_orders)
+    data = page_post_data(admin_client.get(change_url(paid_orders)))
+    [name] = [k for k in data if k.startswith("nodes-0-") and k.endswith("__connection")]
+    data[name] = "warehous"
+    response = admin_client.post(change_url(paid_orders), data)
+    assert response.status_code == 200
+    errors = field_errors(response, "nodes", 0, name.removeprefix("nodes-0-"))
+    assert errors and errors[0].startswith("connection 'warehous' does not exist")
+    paid_orders.refresh_from_db()
+    assert export_flow(paid_orders) == before

@@ -14,7 +14,7 @@ from flows.models import Flow
 from flows.validation import validate_flow
 from tests.admin.forms import flow_post_data, page_post_data
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 ADD_URL = reverse("admin:flows_flow_add")
 PUSH_POLICY = {"max_retries": 3, "retry_backoff_s": 0.5, "timeout_s": 120.0}

@@ -58,6 +58,6 @@ def nobody(db: None) -> APIClient:
 
 
 @pytest.fixture
-def flow(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def flow(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     """The minimal flow, stored (version 1)."""
     return apply_flow_file(minimal_flow)[0]

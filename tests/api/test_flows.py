@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from flows.models import Flow, FlowRun, FlowVersion
 from flows.services import start_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 FLOWS = "/api/v1/flows/"
 FLOW = "/api/v1/flows/paid-orders-to-crm/"
@@ -145,7 +145,8 @@ def test_a_graph_with_a_cycle_and_a_bad_edge_lists_each_problem(
     minimal_flow["edges"].append({"from": "push", "to": "nothere"})
     response = api.post(FLOWS, minimal_flow, format="json")
     assert response.status_code == 400
-    assert paths(response) == ["edges[4].to"]
+    assert paths(response) == ["edges[4].to", "edges"]  # both, in one pass
+    assert "cycle: paid -> shape -> paid" in response.json()["errors"][1]["message"]
     minimal_flow["edges"].pop()
     response = api.post(FLOWS, minimal_flow, format="json")
     assert response.status_code == 400

@@ -106,7 +106,9 @@ def in_process_requests() -> Iterator[None]:
 
 
 @pytest.fixture
-def token(db: None, in_process_requests: None, minimal_flow: dict[str, Any]) -> str:
+def token(
+    example_connections: None, in_process_requests: None, minimal_flow: dict[str, Any]
+) -> str:
     """A superuser's token, the objects the schema's path examples name, a disabled schedule."""
     flow, _ = apply_flow_file(minimal_flow)
     run = FlowRun.objects.create(

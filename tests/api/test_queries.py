@@ -13,7 +13,7 @@ from flows.models import Flow, FlowRun
 from flows.services import start_run
 from tests.flows.helpers import add_connection
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 ROWS = 30
 

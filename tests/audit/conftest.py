@@ -41,7 +41,7 @@ def api(root: User) -> APIClient:
 
 
 @pytest.fixture
-def paid_orders(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def paid_orders(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     return apply_flow_file(minimal_flow)[0]
 
 

@@ -86,6 +86,7 @@ def test_an_api_token_is_named_by_its_user_never_by_its_key(root: User, tmp_path
 
 
 # -- what an entry says --------------------------------------------------------------------------
+@pytest.mark.usefixtures("example_connections")
 def test_a_flow_change_records_the_version_it_made(api: APIClient, minimal_flow: dict) -> None:
     api.post("/api/v1/flows/", minimal_flow, format="json")
     minimal_flow["nodes"][3]["config"]["batch_size"] = 25
@@ -296,6 +297,7 @@ def test_filters(api: APIClient, paid_orders: Flow, tmp_path: Path) -> None:
 
 
 # -- flow versions: their author ----------------------------------------------------------------
+@pytest.mark.usefixtures("example_connections")
 def test_each_version_records_its_author(
     api: APIClient, admin_web: Client, root: User, minimal_flow: dict, tmp_path: Path
 ) -> None:

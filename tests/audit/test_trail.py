@@ -78,7 +78,7 @@ def a_schedule(flow: Flow) -> FlowSchedule:
 
 
 def a_connection() -> Connection:
-    connection = Connection(name="crm")
+    connection = Connection(name="ledger")
     connection.set_url(SECRET_URL)
     connection.save()
     return connection
@@ -128,14 +128,14 @@ def admin_rerun(d: Doors) -> str:
 
 
 def admin_connection_create(d: Doors) -> str:
-    body = {"name": "crm", "description": "", "url": SECRET_URL, "headers": ""}
+    body = {"name": "ledger", "description": "", "url": SECRET_URL, "headers": ""}
     ok(d.admin.post(reverse("admin:nodes_connection_add"), body), 302)
-    return str(Connection.objects.get(name="crm").pk)
+    return str(Connection.objects.get(name="ledger").pk)
 
 
 def admin_connection_change(d: Doors) -> str:
     connection = a_connection()
-    body = {"name": "crm", "description": "", "url": SECRET_URL_2, "headers": ""}
+    body = {"name": "ledger", "description": "", "url": SECRET_URL_2, "headers": ""}
     ok(d.admin.post(reverse("admin:nodes_connection_change", args=[connection.pk]), body), 302)
     return str(connection.pk)
 
@@ -213,20 +213,20 @@ def api_rerun(d: Doors) -> str:
 
 
 def api_connection_create(d: Doors) -> str:
-    body = {"name": "crm", "url": SECRET_URL, "headers": {"Authorization": SECRET_HEADER}}
+    body = {"name": "ledger", "url": SECRET_URL, "headers": {"Authorization": SECRET_HEADER}}
     ok(d.api.post("/api/v1/connections/", body, format="json"), 201)
-    return str(Connection.objects.get(name="crm").pk)
+    return str(Connection.objects.get(name="ledger").pk)
 
 
 def api_connection_change(d: Doors) -> str:
     connection = a_connection()
-    ok(d.api.patch("/api/v1/connections/crm/", {"url": SECRET_URL_2}, format="json"), 200)
+    ok(d.api.patch("/api/v1/connections/ledger/", {"url": SECRET_URL_2}, format="json"), 200)
     return str(connection.pk)
 
 
 def api_connection_delete(d: Doors) -> str:
     connection = a_connection()
-    ok(d.api.delete("/api/v1/connections/crm/"), 204)
+    ok(d.api.delete("/api/v1/connections/ledger/"), 204)
     return str(connection.pk)
 
 
@@ -271,13 +271,13 @@ def cli_rerun(d: Doors) -> str:
 
 
 def cli_connection_create(d: Doors) -> str:
-    d.cli("addconnection", "crm", SECRET_URL, "--header", f"Authorization={SECRET_HEADER}")
-    return str(Connection.objects.get(name="crm").pk)
+    d.cli("addconnection", "ledger", SECRET_URL, "--header", f"Authorization={SECRET_HEADER}")
+    return str(Connection.objects.get(name="ledger").pk)
 
 
 def cli_connection_change(d: Doors) -> str:
     connection = a_connection()
-    d.cli("addconnection", "crm", SECRET_URL_2)
+    d.cli("addconnection", "ledger", SECRET_URL_2)
     return str(connection.pk)
 
 

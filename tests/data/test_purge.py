@@ -16,7 +16,7 @@ from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, NodeRun
 from flows.versions import ensure_current_version
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 
 @pytest.fixture(autouse=True)

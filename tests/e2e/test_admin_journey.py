@@ -118,7 +118,7 @@ def test_build_validate_and_run_the_minimal_flow(
     # Validate: the error is at the conditions field of the 'paid' node, nothing is saved.
     page.click("input[name=_validate]")
     error = page.locator("#nodes-1 .field-cfg__filter__conditions .errorlist")
-    assert error.inner_text().startswith("conditions[0].op: Input should be 'eq', 'ne', 'gt'")
+    assert error.inner_text().startswith("conditions[0].op: 'eqq' is not one of eq, ne, gt")
     assert not Flow.objects.exists()
 
     page.fill("#id_nodes-1-cfg__filter__conditions", json.dumps(CONDITIONS))

@@ -70,7 +70,8 @@ def orders_table(count: int) -> Iterator[OrdersTable]:
 
 
 def add_connection(name: str, url: str, headers: dict[str, str] | None = None) -> Connection:
-    connection = Connection(name=name)
+    """Create the connection, or re-point it when it exists (``example_connections``)."""
+    connection = Connection.objects.filter(name=name).first() or Connection(name=name)
     connection.set_url(url)
     connection.set_headers(headers or {})
     connection.save()

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from flows.models import Flow, FlowNode, FlowVersion
 from nodes.models import Connection
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -28,15 +29,91 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.usefixtures("example_connections")
 def test_import_creates_then_updates(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     path = write(tmp_path, minimal_flow)
     assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' created (version 1)"
+    assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' unchanged (version 1)"
     minimal_flow["nodes"][3]["config"]["batch_size"] = 10
     write(tmp_path, minimal_flow)
     assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' updated (version 2)"
+    assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' unchanged (version 2)"
+    minimal_flow["name"] = "Renamed"  # not the graph: the same version, but updated
+    write(tmp_path, minimal_flow)
     assert run("importflow", str(path)).strip() == "flow 'paid-orders-to-crm' updated (version 2)"
 
 
+@pytest.mark.usefixtures("example_connections")
+def test_an_imported_file_exports_with_the_same_text(tmp_path: Path) -> None:
+    """Keys come back in the documented order; only the keys inside a mapping (data, not
+    fields) come back in the database's order."""
+    text = (ROOT / "examples" / "paid-orders.json").read_text()
+    run("importflow", str(write(tmp_path, text)))
+    exported = run("exportflow", "paid-orders-to-crm")
+
+    def canonical(document: str) -> str:
+        data = json.loads(document)
+        mapping = data["nodes"][2]["config"]["mapping"]
+        data["nodes"][2]["config"]["mapping"] = dict(sorted(mapping.items()))
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+    assert canonical(exported) == canonical(text)
+    policy_and_ports = json.loads(text)
+    policy_and_ports["nodes"][0]["policy"] = {"timeout_s": 60, "max_retries": 2}
+    policy_and_ports["edges"][0] = {
+        "from": "orders",
+        "from_port": "out",
+        "to": "paid",
+        "to_port": "in",
+    }
+    run("importflow", str(write(tmp_path, policy_and_ports)))
+    again = json.loads(run("exportflow", "paid-orders-to-crm"))
+    assert list(again["nodes"][0]["policy"]) == ["max_retries", "timeout_s"]
+    assert list(again["edges"][0]) == ["from", "from_port", "to", "to_port"]
+    assert list(again) == ["slug", "name", "description", "nodes", "edges"]
+    assert list(again["nodes"][0]) == ["key", "type", "config", "policy"]
+
+
+@pytest.mark.usefixtures("example_connections")
+def test_several_problems_are_printed_in_order_the_first_first(
+    tmp_path: Path, minimal_flow: dict[str, Any]
+) -> None:
+    minimal_flow["nodes"][1]["config"]["conditions"][0]["op"] = "eqq"
+    minimal_flow["nodes"][3]["config"]["batch_size"] = 0
+    minimal_flow["edges"].append({"from": "push", "to": "orders"})
+    err = StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command(
+            "importflow", str(write(tmp_path, minimal_flow)), stdout=StringIO(), stderr=err
+        )
+    lines = err.getvalue().splitlines()
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == [
+        "nodes[1].config.conditions[0].op",
+        "nodes[3].config.batch_size",
+        "edges[3].to",
+    ]
+    assert "'eqq' is not one of eq, ne, gt, gte, lt, lte, in, not_in, contains" in lines[0]
+    assert str(caught.value).endswith(
+        "3 problems (above), nothing changed; the first: nodes[1].config.conditions[0].op "
+        "(node 'paid'): 'eqq' is not one of eq, ne, gt, gte, lt, lte, in, not_in, contains, "
+        "startswith, endswith, is_null, not_null, regex"
+    )
+
+
+def test_a_missing_connection_is_refused_when_the_file_is_imported(
+    tmp_path: Path, minimal_flow: dict[str, Any]
+) -> None:
+    Connection.objects.create(name="crm")
+    with pytest.raises(CommandError) as caught:
+        run("importflow", str(write(tmp_path, minimal_flow)))
+    assert (
+        "nodes[0].config.connection (node 'orders'): connection 'warehouse' does not exist"
+        in str(caught.value)
+    )
+    assert Flow.objects.count() == 0
+
+
+@pytest.mark.usefixtures("example_connections")
 def test_export_round_trips(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     run("importflow", str(write(tmp_path, minimal_flow)))
     exported = json.loads(run("exportflow", "paid-orders-to-crm"))
@@ -46,6 +123,7 @@ def test_export_round_trips(tmp_path: Path, minimal_flow: dict[str, Any]) -> Non
     assert FlowVersion.objects.count() == 1
 
 
+@pytest.mark.usefixtures("example_connections")
 def test_export_to_a_file(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     run("importflow", str(write(tmp_path, minimal_flow)))
     target = tmp_path / "out.json"
@@ -53,6 +131,7 @@ def test_export_to_a_file(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     assert json.loads(target.read_text())["slug"] == "paid-orders-to-crm"
 
 
+@pytest.mark.usefixtures("example_connections")
 def test_a_refused_file_changes_nothing(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     run("importflow", str(write(tmp_path, minimal_flow)))
     minimal_flow["nodes"][1]["config"]["conditions"][0]["op"] = "eqq"
@@ -133,6 +212,7 @@ def test_addconnection_refuses_bad_names() -> None:
         run("addconnection", "has space", "http://x/")
 
 
+@pytest.mark.usefixtures("example_connections")
 def test_secrets_never_reach_an_export(tmp_path: Path, minimal_flow: dict[str, Any]) -> None:
     run(
         "addconnection",

@@ -15,7 +15,7 @@ from flows.models import FlowRun, NodeRun
 from flows.services import cancel_run
 from flows.versions import ensure_current_version, resolved_definition
 
-pytestmark = pytest.mark.usefixtures("transactional_db")
+pytestmark = pytest.mark.usefixtures("transactional_db", "example_connections")
 
 
 def queued_run(minimal_flow: dict[str, Any]) -> FlowRun:

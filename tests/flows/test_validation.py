@@ -147,3 +147,37 @@ def test_field_checks_follow_mapped_names(minimal_flow: dict[str, Any]) -> None:
 def test_node_keys_are_slugs(minimal_flow: dict[str, Any], bad_key: str) -> None:
     minimal_flow["nodes"][0]["key"] = bad_key
     assert any(p.startswith("nodes[0].key") for p in problems(minimal_flow))
+
+
+def test_config_problems_do_not_hide_the_graphs(minimal_flow: dict[str, Any]) -> None:
+    """One pass: a node with a bad config still has its edges checked and its cycles found."""
+    minimal_flow["nodes"][1]["config"]["match"] = "most"  # paid
+    minimal_flow["nodes"][2]["config"]["mapping"] = 5  # shape
+    minimal_flow["edges"].append({"from": "shape", "to": "paid"})  # a cycle through both
+    minimal_flow["edges"].append({"from": "paid", "to": "orders"})  # into a source
+    assert problems(minimal_flow) == [
+        "nodes[1].config.match (node 'paid'): 'most' is not one of all, any",
+        "nodes[2].config.mapping (node 'shape'): Input should be a valid dictionary",
+        "edges[4].to (node 'orders'): node 'orders' is a source (sql_query) and takes no input",
+        "edges: the graph has a cycle: paid -> shape -> paid",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("node", "field", "value", "message"),
+    [
+        (1, ["conditions", 0, "op"], "eqq", "'eqq' is not one of eq, ne, gt, gte, lt, lte, in"),
+        (1, ["match"], 3, "3 is not one of all, any"),
+        (2, ["mapping", "total", "cast"], "floaty", "'floaty' is not one of "),
+        (1, ["match"], "x" * 300, "'" + "x" * 96 + "... is not one of all, any"),
+    ],
+)
+def test_a_value_outside_the_choices_is_quoted(
+    minimal_flow: dict[str, Any], node: int, field: list[Any], value: Any, message: str
+) -> None:
+    target = minimal_flow["nodes"][node]["config"]
+    for step in field[:-1]:
+        target = target[step]
+    target[field[-1]] = value
+    found = only_problem(minimal_flow)
+    assert message in found, found

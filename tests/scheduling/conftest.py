@@ -47,7 +47,7 @@ TICK_FLOW: dict[str, Any] = {
 
 
 @pytest.fixture
-def flow(db: None, minimal_flow: dict[str, Any]) -> Flow:
+def flow(example_connections: None, minimal_flow: dict[str, Any]) -> Flow:
     """The minimal flow, stored; its runs are never executed (no worker): they stay queued."""
     return apply_flow_file(minimal_flow)[0]
 

@@ -14,7 +14,7 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from flows.models import Flow
 from scheduling.models import FlowSchedule
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 SCHEDULES = [
     {"cron": "0 6 * * 1-5", "timezone": "Europe/Madrid"},
@@ -105,7 +105,7 @@ def test_reimporting_the_same_file_does_not_wake_beat(
         ),
         (
             [{"every": "1h", "overlap": "sometimes"}],
-            "schedules[0].overlap: Input should be 'skip', 'queue' or 'allow'",
+            "schedules[0].overlap: 'sometimes' is not one of skip, queue, allow",
         ),
         ([{"every": "1h"}, {"every": "60m"}], "schedules[1]: same timing as schedules[0]"),
         ([{"every": "1h", "colour": "red"}], "schedules[0].colour: Extra inputs are not permitted"),

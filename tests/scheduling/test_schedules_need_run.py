@@ -22,7 +22,7 @@ from flows.models import Flow
 from scheduling.models import FlowSchedule
 from tests.scheduling.conftest import make_schedule
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 SCHEDULES = "/api/v1/schedules/"
 DESIGNER_PERMS = (

@@ -16,7 +16,8 @@ from flowplatform.jsondoc import (
     read_document,
 )
 from flows.access import AccessDenied, apply_as
-from flows.flowfile import apply_flow_file
+from flows.flowfile import apply_flow_file, export_flow
+from flows.models import Flow
 from flows.validation import FlowValidationError
 
 
@@ -28,6 +29,9 @@ class Command(AuditedCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         data = read_json(options["file"])
+        slug = data.get("slug") if isinstance(data, dict) else None
+        existing = Flow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+        before = export_flow(existing) if existing is not None else None
         try:
             if self.acting_user is None:
                 flow, created = apply_flow_file(data)
@@ -40,13 +44,22 @@ class Command(AuditedCommand):
                 f"{options['file']}: {exc}{f' ({where})' if where else ''}"
             ) from None
         except FlowValidationError as exc:
-            for problem in exc.problems[1:]:
-                self.stderr.write(str(problem))
             count = len(exc.problems)
-            more = f" (and {count - 1} more above)" if count > 1 else ""
-            raise CommandError(f"{options['file']}: {exc.problems[0]}{more}") from None
+            if count == 1:
+                raise CommandError(f"{options['file']}: {exc.problems[0]}") from None
+            for problem in exc.problems:  # in file order, the first first
+                self.stderr.write(f"{options['file']}: {problem}")
+            raise CommandError(
+                f"{options['file']}: {count} problems (above), nothing changed; "
+                f"the first: {exc.problems[0]}"
+            ) from None
         version = flow.latest_version
-        verb = "created" if created else "updated"
+        if created:
+            verb = "created"
+        elif before == export_flow(flow):
+            verb = "unchanged"
+        else:
+            verb = "updated"
         self.stdout.write(f"flow '{flow.slug}' {verb} (version {version.number if version else 0})")
 
 

@@ -9,6 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.core.validators import validate_slug
 
 from flowplatform.audit.command import AuditedCommand
+from nodes.management.commands.testconnection import report
 from nodes.models import Connection
 from nodes.urls import ConnectionURLError
 
@@ -31,6 +32,11 @@ class Command(AuditedCommand):
             help="an HTTP header sent with every request (repeatable), e.g. Authorization=Bearer x",
         )
         parser.add_argument("--description", default="")
+        parser.add_argument(
+            "--test",
+            action="store_true",
+            help="then try it once (as testconnection does); exit 1 when it fails",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = options["name"]
@@ -58,3 +64,5 @@ class Command(AuditedCommand):
         connection.save()
         verb = "created" if created else "updated"
         self.stdout.write(f"connection '{name}' {verb} ({connection.display_url})")
+        if options["test"]:
+            report(self, connection, saved=f" ({verb})")
