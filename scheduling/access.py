@@ -81,4 +81,28 @@ def section_rights(flow: Flow | None, value: Any) -> set[str]:
 
 def claim(flow: Flow, value: Any, user: Any) -> None:
     """After a flow file that needed ``run`` set the flow's schedules: ``user`` owns them."""
-    flow.schedules.update(owner=user)
+    take(flow.schedules.all(), user)
+
+
+def take(schedules: QuerySet[FlowSchedule], user: Any) -> int:
+    """``user`` becomes the owner of ``schedules`` (their runs need ``user``'s rights)."""
+    return schedules.update(owner=user, run_as_operator=False)
+
+
+def orphaned_reason(schedule: FlowSchedule) -> str | None:
+    """Why ``schedule`` must not start a run (None: it may): an owner that no longer exists
+    is never replaced by the operator."""
+    if schedule.owner_id is None and not schedule.run_as_operator:
+        return (
+            "the schedule's owner was deleted; a user with the run permission on the flow "
+            "must enable it again (its runs would otherwise start with nobody's rights)"
+        )
+    return None
+
+
+def disable_owned_by(user: Any) -> int:
+    """Before ``user`` is deleted: disable the enabled schedules they own, recording why."""
+    from scheduling.sync import set_enabled
+
+    owned = FlowSchedule.objects.filter(owner=user, enabled=True)
+    return set_enabled(owned, False, reason=f"owner {user.get_username()} was deleted")

@@ -177,13 +177,32 @@ class FlowScheduleAdmin(admin.ModelAdmin):
     list_select_related = ("flow",)
     search_fields = ("flow__slug", "cron", "description")
     actions = ("enable_schedules", "disable_schedules")
-    readonly_fields = ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")
+    readonly_fields = (
+        "upcoming",
+        "last_fired_at",
+        "owner",
+        "run_as_operator",
+        "beat_entry",
+        "recent_intervals",
+    )
     fieldsets = (
         (None, {"fields": ("flow", "description", "enabled")}),
         ("Timing", {"fields": ("kind", "cron", "timezone", "every_seconds", "at")}),
         ("Runs", {"fields": ("params", "overlap", "max_active_runs", "catchup")}),
         ("Window", {"fields": ("start_at", "end_at"), "classes": ("collapse",)}),
-        ("State", {"fields": ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")}),
+        (
+            "State",
+            {
+                "fields": (
+                    "upcoming",
+                    "last_fired_at",
+                    "owner",
+                    "run_as_operator",
+                    "beat_entry",
+                    "recent_intervals",
+                )
+            },
+        ),
     )
 
     @admin.display(description="summary")
