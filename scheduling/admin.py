@@ -1,6 +1,7 @@
 """Admin: schedules with their next fire times, the intervals they fired, and a Flow inline.
 
-``FlowScheduleInline`` is meant for the Flow admin (``inlines = [FlowScheduleInline]``).
+``FlowScheduleInline`` appears on the flow page: ``SchedulingConfig.ready`` registers it with
+``flows.admin_extensions``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ class SchedulingConfig(AppConfig):
         from django.db.models.signals import post_delete, pre_delete
 
         from flows.access import SectionAccess, register_section_access
+        from flows.admin_extensions import register_flow_inline
         from flows.sections import FlowFileSection, register_section
         from scheduling import access as schedule_access
         from scheduling import flowfile
@@ -27,6 +28,7 @@ class SchedulingConfig(AppConfig):
             sender=get_user_model(),
             dispatch_uid="scheduling.disable_owned_schedules",
         )
+        register_flow_inline("scheduling.admin.FlowScheduleInline")
         register_section_access(
             SectionAccess(
                 key="schedules", rights=schedule_access.section_rights, claim=schedule_access.claim
