@@ -59,7 +59,10 @@ class FlowScheduleForm(forms.ModelForm):
         flow = cleaned.get("flow") or getattr(self.instance, "flow", None)
         if self.user is None or not isinstance(flow, Flow) or not self.has_changed():
             return cleaned
-        changed = [name for name in self.changed_data if name in cleaned]
+        if cleaned.get("DELETE"):
+            return cleaned  # deleting (an inline row) needs only the delete right
+        fields = {f.name for f in FlowSchedule._meta.concrete_fields}
+        changed = [name for name in self.changed_data if name in cleaned and name in fields]
         after = {name: cleaned[name] for name in changed}
         before = None
         if self.instance.pk is not None:

@@ -87,3 +87,18 @@ def test_the_admin_form_and_the_api_give_the_same_refusal(
     assert page.status_code == 200  # refused: the form comes back with the error
     errors = " ".join(page.context["adminform"].form.non_field_errors())
     assert api_answer.json()["detail"] in errors
+
+
+def test_the_flow_page_inline_lets_an_editor_delete_a_schedule(
+    actors: dict[str, User], alpha: Flow
+) -> None:
+    from tests.admin.forms import page_post_data
+
+    schedule = FlowSchedule.objects.create(flow=alpha, kind="interval", every_seconds=60)
+    client = admin_client(actors["editor"])  # change on alpha, no run
+    url = reverse("admin:flows_flow_change", args=[alpha.pk])
+    data = page_post_data(client.get(url))
+    data["schedules-0-DELETE"] = "on"
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert not FlowSchedule.objects.filter(pk=schedule.pk).exists()
