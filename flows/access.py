@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from django.db.models import Q, QuerySet
 
-from flows.models import Flow, FlowAccess
+from flows.models import Flow, FlowAccess, FlowRun
 from flows.validation import FlowProblem
 from nodes.access import connection_names, refused_connections
 
@@ -106,6 +106,23 @@ def related_for(user: Any, queryset: QuerySet[Any], flow_field: str = "flow") ->
     if has_global(user, "view"):
         return queryset
     return queryset.filter(**{f"{flow_field}__in": flows_for(user, "view")})
+
+
+def sees_runs(user: Any, flow: Flow | None = None) -> bool:
+    """Whether ``user`` may see the runs of ``flow`` (None: of some flow): the global
+    ``flows.view_flowrun``, or view on the flow. The API and the admin ask this."""
+    if user.has_perm("flows.view_flowrun"):
+        return True
+    return has_any(user, "view") if flow is None else can(user, flow, "view")
+
+
+def runs_for(user: Any, queryset: QuerySet[FlowRun] | None = None) -> QuerySet[FlowRun]:
+    """The runs (of ``queryset``, default all) ``user`` may see: all with ``view_flowrun``,
+    else those of flows they may view. The API's lists and the admin's changelist use it."""
+    queryset = FlowRun.objects.all() if queryset is None else queryset
+    if user.has_perm("flows.view_flowrun"):
+        return queryset
+    return related_for(user, queryset)  # type: ignore[no-any-return]
 
 
 def has_any(user: Any, right: str = "view") -> bool:

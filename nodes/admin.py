@@ -60,14 +60,16 @@ class ConnectionForm(forms.ModelForm):
         help_text="postgresql://user:password@host:5432/db, mysql://user:password@host:3306/db, "
         "sqlite:///path/to/file.db, https://api.example.com, file:///dir or "
         "s3://key:secret@bucket/prefix. Stored encrypted and never shown again; "
-        "leave blank to keep the current one.",
+        "leave blank to keep the current one. A URL to another scheme, host or port removes "
+        "the stored headers: give the headers again in the same change to keep any.",
     )
     headers = forms.CharField(
         label="headers",
         required=False,
         widget=SecretTextarea(attrs={"rows": 3, "class": "vLargeTextField", "autocomplete": "off"}),
         help_text="HTTP headers sent with every request, one 'Name: value' per line "
-        "(e.g. Authorization: Bearer …). Replaces all current headers; leave blank to keep them.",
+        "(e.g. Authorization: Bearer …). Replaces all current headers; leave blank to keep them "
+        "(unless the URL moves to another scheme, host or port: then they are removed).",
     )
     clear_headers = forms.BooleanField(label="remove all headers", required=False)
 
@@ -89,10 +91,13 @@ class ConnectionForm(forms.ModelForm):
     def clean_headers(self) -> dict[str, str]:
         return parse_headers(self.cleaned_data.get("headers", ""))
 
+    #: Whether the last save removed stored headers (the URL moved to another destination).
+    headers_dropped = False
+
     def save(self, commit: bool = True) -> Connection:
         connection: Connection = super().save(commit=False)
         if self.cleaned_data.get("url"):
-            connection.set_url(self.cleaned_data["url"])
+            self.headers_dropped = connection.set_url(self.cleaned_data["url"])
         if self.cleaned_data.get("headers"):
             connection.set_headers(self.cleaned_data["headers"])
         elif self.cleaned_data.get("clear_headers"):
@@ -128,6 +133,15 @@ class ConnectionAdmin(admin.ModelAdmin):
             ("Secrets (write-only)", {"fields": secrets}),
             *([("Stored", {"fields": stored})] if stored else []),
         ]
+
+    def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if getattr(form, "headers_dropped", False):
+            messages.warning(
+                request,
+                f"{obj.name}: the URL moved to another scheme, host or port, so the stored "
+                "headers were removed; enter them again if the new destination needs them.",
+            )
 
     @admin.display(description="headers")
     def header_list(self, connection: Connection) -> str:

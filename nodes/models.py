@@ -8,7 +8,7 @@ from django.db import models
 
 from nodes import crypto
 from nodes.sdk.context import ConnectionInfo
-from nodes.urls import mask_url, validate_url
+from nodes.urls import destination, mask_url, validate_url
 
 
 class Connection(models.Model):
@@ -54,12 +54,22 @@ class Connection(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def set_url(self, url: str) -> None:
-        """Validate and store ``url`` encrypted; keep a masked copy for display."""
+    def set_url(self, url: str) -> bool:
+        """Validate and store ``url`` encrypted; keep a masked copy for display.
+
+        Stored headers are meant for the stored destination: when ``url`` goes to another
+        scheme, host or port they are removed (give new ones with ``set_headers`` after this
+        call). Returns whether headers were removed.
+        """
         url = validate_url(url)
+        moved = bool(self.encrypted_url) and destination(self.secret_url()) != destination(url)
+        dropped = moved and bool(self.encrypted_headers)
+        if moved:
+            self.set_headers({})
         self.scheme = url.split(":", 1)[0].lower()
         self.display_url = mask_url(url)
         self.encrypted_url = crypto.encrypt(url)
+        return dropped
 
     def set_headers(self, headers: dict[str, str]) -> None:
         self.encrypted_headers = crypto.encrypt(json.dumps(headers)) if headers else ""

@@ -59,6 +59,27 @@ def validate_url(url: str) -> str:
     return url
 
 
+#: Port a URL reaches when it names none.
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "postgresql": 5432,
+    "postgres": 5432,
+    "mysql": 3306,
+    "mariadb": 3306,
+}
+
+
+def destination(url: str) -> tuple[str, str, int | None]:
+    """Where ``url`` sends what a connection carries: scheme, host (lower case; a SQLite
+    file's path) and port (the scheme's default when none is named)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        return scheme, parts.path, None
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+
+
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (safe to display and export)."""
     parts = urlsplit(url)

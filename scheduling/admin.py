@@ -1,6 +1,7 @@
 """Admin: schedules with their next fire times, the intervals they fired, and a Flow inline.
 
-``FlowScheduleInline`` is meant for the Flow admin (``inlines = [FlowScheduleInline]``).
+``FlowScheduleInline`` appears on the flow page: ``SchedulingConfig.ready`` registers it with
+``flows.admin_extensions``.
 """
 
 from __future__ import annotations
@@ -53,45 +54,33 @@ class FlowScheduleForm(forms.ModelForm):
         fields = "__all__"
 
     def clean(self) -> dict[str, Any]:
+        """The rule of ``scheduling.access``: a change that needs run makes the user owner."""
         cleaned: dict[str, Any] = super().clean()
         flow = cleaned.get("flow") or getattr(self.instance, "flow", None)
         if self.user is None or not isinstance(flow, Flow) or not self.has_changed():
             return cleaned
-        changed = set(self.changed_data) - schedule_access.HARMLESS_FIELDS
-        if cleaned.get("enabled") is False:
-            changed.discard("enabled")
-        if self.instance.pk is not None and not changed:
-            return cleaned
-        may_run = (
-            access.can(self.user, flow, "run") if flow.pk else access.has_global(self.user, "run")
-        )
-        if not may_run:
-            raise forms.ValidationError(
-                f"Creating, changing or enabling a schedule needs the run permission on flow "
-                f"'{flow.slug or 'new'}' (run_flow); you may only disable or delete it."
-            )
-        self.instance.owner = self.user
+        if cleaned.get("DELETE"):
+            return cleaned  # deleting (an inline row) needs only the delete right
+        fields = {f.name for f in FlowSchedule._meta.concrete_fields}
+        changed = [name for name in self.changed_data if name in cleaned and name in fields]
+        after = {name: cleaned[name] for name in changed}
+        before = None
+        if self.instance.pk is not None:
+            before = {name: getattr(self.instance, name) for name in changed}
+        run = schedule_access.needs_run(before, after)
+        action = "add" if self.instance.pk is None else "change"
+        try:
+            schedule_access.check_write(self.user, flow, action, run)
+        except access.AccessDenied as exc:
+            raise forms.ValidationError(str(exc)) from None
+        if run:
+            self.instance.owner = self.user
         return cleaned
 
 
 def form_for(form: type[FlowScheduleForm], request: HttpRequest) -> type[FlowScheduleForm]:
     """``form`` checking the rights of the request's user."""
     return type(form.__name__, (form,), {"user": request.user})
-
-
-def flow_rights(request: HttpRequest, flow: Flow | None, action: str) -> bool:
-    """May the user ``action`` (view, add, change, delete) schedules of ``flow``
-    (None: of some flow)?"""
-    user = request.user
-    if action == "view":
-        if user.has_perm("scheduling.view_flowschedule"):
-            return True
-        return access.has_any(user) if flow is None else access.can(user, flow, "view")
-    if flow is None or flow.pk is None:
-        return bool(
-            user.has_perm(f"scheduling.{action}_flowschedule") or access.has_any(user, "change")
-        )
-    return schedule_access.may_edit(user, flow, action)
 
 
 def next_fires(schedule: FlowSchedule, count: int = 3) -> list[datetime]:
@@ -146,20 +135,21 @@ class FlowScheduleInline(admin.TabularInline):
         return super().get_formset(request, obj, **kwargs)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj, "view") or self.has_change_permission(request, obj)
+        return schedule_access.may_view(request.user, obj) or self.has_change_permission(
+            request, obj
+        )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if not flow_rights(request, obj, "add"):
-            return False
-        if obj is None or obj.pk is None:
-            return access.has_global(request.user, "run")
-        return access.can(request.user, obj, "run")
+        flow = obj if obj is not None else Flow()  # the flow page of a flow not saved yet
+        return schedule_access.may_edit(request.user, flow, "add") and schedule_access.may_run(
+            request.user, flow
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj, "change")
+        return schedule_access.may_edit(request.user, obj, "change")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj, "delete")
+        return schedule_access.may_edit(request.user, obj, "delete")
 
 
 @admin.register(FlowSchedule)
@@ -177,13 +167,32 @@ class FlowScheduleAdmin(admin.ModelAdmin):
     list_select_related = ("flow",)
     search_fields = ("flow__slug", "cron", "description")
     actions = ("enable_schedules", "disable_schedules")
-    readonly_fields = ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")
+    readonly_fields = (
+        "upcoming",
+        "last_fired_at",
+        "owner",
+        "run_as_operator",
+        "beat_entry",
+        "recent_intervals",
+    )
     fieldsets = (
         (None, {"fields": ("flow", "description", "enabled")}),
         ("Timing", {"fields": ("kind", "cron", "timezone", "every_seconds", "at")}),
         ("Runs", {"fields": ("params", "overlap", "max_active_runs", "catchup")}),
         ("Window", {"fields": ("start_at", "end_at"), "classes": ("collapse",)}),
-        ("State", {"fields": ("upcoming", "last_fired_at", "beat_entry", "recent_intervals")}),
+        (
+            "State",
+            {
+                "fields": (
+                    "upcoming",
+                    "last_fired_at",
+                    "owner",
+                    "run_as_operator",
+                    "beat_entry",
+                    "recent_intervals",
+                )
+            },
+        ),
     )
 
     @admin.display(description="summary")
@@ -206,20 +215,26 @@ class FlowScheduleAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return flow_rights(request, None, "view")
+        return schedule_access.may_view(request.user)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         flow = obj.flow if obj is not None else None
-        return flow_rights(request, flow, "view") or self.has_change_permission(request, obj)
+        return schedule_access.may_view(request.user, flow) or self.has_change_permission(
+            request, obj
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return flow_rights(request, None, "add") and access.has_any(request.user, "run")
+        return schedule_access.may_edit(request.user, None, "add") and schedule_access.may_run(
+            request.user, None
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj.flow if obj is not None else None, "change")
+        flow = obj.flow if obj is not None else None
+        return schedule_access.may_edit(request.user, flow, "change")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return flow_rights(request, obj.flow if obj is not None else None, "delete")
+        flow = obj.flow if obj is not None else None
+        return schedule_access.may_edit(request.user, flow, "delete")
 
     @admin.display(description="next fire times")
     def upcoming(self, schedule: FlowSchedule) -> str:
@@ -265,26 +280,39 @@ class FlowScheduleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
-        allowed = queryset.filter(flow__in=access.flows_for(request.user, "run"))
-        refused = queryset.exclude(pk__in=allowed.values("pk")).count()
-        if refused:
-            self.message_user(
-                request,
-                f"{refused} schedule(s) not enabled: enabling needs the run permission on "
-                "their flow (run_flow).",
-                messages.ERROR,
-            )
-        allowed.filter(enabled=False).update(owner=request.user)
-        count = set_enabled(allowed, True)
-        self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_schedules(self, request: HttpRequest, queryset: QuerySet[FlowSchedule]) -> None:
-        editable = [
-            s.pk for s in queryset if schedule_access.may_edit(request.user, s.flow, "change")
-        ]
-        count = set_enabled(FlowSchedule.objects.filter(pk__in=editable), False)
-        self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[FlowSchedule], enabled: bool
+    ) -> None:
+        """Each selected schedule passes ``scheduling.access.check_write`` as the API's change
+        would (enabling a disabled one needs run, and makes the user its owner)."""
+        allowed, taken, refused = [], [], []
+        for schedule in queryset.select_related("flow"):
+            run = schedule_access.needs_run({"enabled": schedule.enabled}, {"enabled": enabled})
+            try:
+                schedule_access.check_write(request.user, schedule.flow, "change", run)
+            except access.AccessDenied as exc:
+                refused.append(f"{schedule}: {exc}")
+                continue
+            allowed.append(schedule.pk)
+            if run:
+                taken.append(schedule.pk)
+        if refused:
+            self.message_user(
+                request,
+                f"{len(refused)} schedule(s) not {'enabled' if enabled else 'disabled'}: "
+                + "; ".join(refused[:5]),
+                messages.ERROR,
+            )
+        schedule_access.take(FlowSchedule.objects.filter(pk__in=taken), request.user)
+        count = set_enabled(FlowSchedule.objects.filter(pk__in=allowed), enabled)
+        verb = "enabled" if enabled else "disabled"
+        self.message_user(request, f"{count} schedule(s) {verb}.", messages.SUCCESS)
 
 
 @admin.register(ScheduledRun)
@@ -297,18 +325,17 @@ class ScheduledRunAdmin(admin.ModelAdmin):
     date_hierarchy = "interval_start"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduledRun]:
-        queryset = super().get_queryset(request)
-        if request.user.has_perm("scheduling.view_flowschedule"):
-            return queryset
-        return access.related_for(request.user, queryset, "schedule__flow")  # type: ignore[no-any-return]
+        return schedule_access.intervals_for(request.user, super().get_queryset(request))
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return flow_rights(request, None, "view")
+        return schedule_access.may_view(request.user)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # The queryset keeps intervals of flows the user may not see out of reach.
         flow = obj.schedule.flow if obj is not None else None
-        return super().has_view_permission(request, obj) or flow_rights(request, flow, "view")
+        return super().has_view_permission(request, obj) or schedule_access.may_view(
+            request.user, flow
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -195,12 +195,12 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
 
     permission_classes = [FlowRights]
     action_rights = {
-        "list": lambda user: _sees_schedules(user),
-        "retrieve": lambda user: _sees_schedules(user),
-        "create": lambda user: _edits_schedules(user, "add"),
-        "update": lambda user: _edits_schedules(user, "change"),
-        "partial_update": lambda user: _edits_schedules(user, "change"),
-        "destroy": lambda user: _edits_schedules(user, "delete"),
+        "list": schedule_access.may_view,
+        "retrieve": schedule_access.may_view,
+        "create": lambda user: schedule_access.may_edit(user, None, "add"),
+        "update": lambda user: schedule_access.may_edit(user, None, "change"),
+        "partial_update": lambda user: schedule_access.may_edit(user, None, "change"),
+        "destroy": lambda user: schedule_access.may_edit(user, None, "delete"),
     }
 
     def get_queryset(self) -> QuerySet[FlowSchedule]:
@@ -232,13 +232,3 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
             schedule_access.check_write(self.request.user, flow, action, run)
         except access.AccessDenied as exc:
             raise denied(exc) from None
-
-
-def _sees_schedules(user: Any) -> bool:
-    return bool(user.has_perm("scheduling.view_flowschedule") or access.has_any(user, "view"))
-
-
-def _edits_schedules(user: Any, action: str) -> bool:
-    return bool(
-        user.has_perm(f"scheduling.{action}_flowschedule") or access.has_any(user, "change")
-    )

@@ -9,18 +9,26 @@ class SchedulingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, pre_delete
 
         from flows.access import SectionAccess, register_section_access
+        from flows.admin_extensions import register_flow_inline
         from flows.sections import FlowFileSection, register_section
         from scheduling import access as schedule_access
         from scheduling import flowfile
         from scheduling.models import FlowSchedule
-        from scheduling.signals import delete_periodic_task
+        from scheduling.signals import delete_periodic_task, disable_owned_schedules
 
         post_delete.connect(
             delete_periodic_task, sender=FlowSchedule, dispatch_uid="scheduling.delete_entry"
         )
+        pre_delete.connect(
+            disable_owned_schedules,
+            sender=get_user_model(),
+            dispatch_uid="scheduling.disable_owned_schedules",
+        )
+        register_flow_inline("scheduling.admin.FlowScheduleInline")
         register_section_access(
             SectionAccess(
                 key="schedules", rights=schedule_access.section_rights, claim=schedule_access.claim

@@ -27,6 +27,7 @@ from flows.access import AccessDenied
 from flows.models import ACTIVE_RUN_STATUSES, Flow, Trigger
 from flows.services import DispatchError, start_run
 from flows.validation import FlowValidationError
+from scheduling.access import orphaned_reason
 from scheduling.models import (
     FlowSchedule,
     OverlapPolicy,
@@ -218,6 +219,7 @@ def _lock(schedule: FlowSchedule) -> bool:
         return False
     schedule.params, schedule.overlap = locked.params, locked.overlap
     schedule.max_active_runs = locked.max_active_runs
+    schedule.owner_id, schedule.run_as_operator = locked.owner_id, locked.run_as_operator
     return True
 
 
@@ -233,6 +235,13 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
             return outcome
         waiting = waiting[:slots]
     for record in waiting:
+        orphaned = orphaned_reason(schedule)
+        if orphaned is not None:
+            record.state, record.error = ScheduledRunState.FAILED, orphaned
+            record.save(update_fields=["state", "error"])
+            logger.warning("schedule %s: interval not run: %s", schedule.pk, orphaned)
+            outcome.failed.append(record)
+            continue
         try:
             with transaction.atomic():
                 run = start_run(
@@ -241,7 +250,7 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
                     trigger=record.trigger,
                     interval_start=record.interval_start,
                     interval_end=record.interval_end,
-                    user=schedule.owner,  # None: set up by an operator
+                    user=schedule.owner,  # None here: run_as_operator (set up by an operator)
                 )
         except AccessDenied as exc:
             record.state, record.error = ScheduledRunState.FAILED, str(exc)[:10000]

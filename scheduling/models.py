@@ -106,7 +106,15 @@ class FlowSchedule(models.Model):
         related_name="+",
         verbose_name="owner",
         help_text="Who last created, changed or enabled the schedule: its runs need this user's "
-        "rights (empty: set by an operator on the command line).",
+        "rights (empty: set by an operator, see 'run as operator').",
+    )
+    run_as_operator = models.BooleanField(
+        "run as operator",
+        default=False,
+        editable=False,
+        help_text="Set up on the command line without a user: runs with the platform's own "
+        "authority. Set only when a schedule is created without an owner; cleared when a user "
+        "takes it. A schedule with neither (its owner was deleted) never fires.",
     )
     position = models.PositiveIntegerField(
         "position", default=0, help_text="Order in the flow file."
@@ -206,6 +214,12 @@ class FlowSchedule(models.Model):
             )
             if timing_changed:
                 self.timing_changed_at = now
+            if self.owner_id is not None:
+                self.run_as_operator = False
+            elif self._state.adding:
+                # Created without a user: by the operator (command line, a plain flow file).
+                # A user's own write sets the owner right after (``access.claim``).
+                self.run_as_operator = True
             if before is not None and kwargs.get("update_fields") is None:
                 # last_fired_at belongs to the fire task: an edit must never write a stale copy.
                 kwargs["update_fields"] = [

@@ -135,8 +135,9 @@ def _value(value: Any) -> Any:
     return value.pk if hasattr(value, "pk") else value
 
 
-def set_enabled(schedules: QuerySet[FlowSchedule], enabled: bool) -> int:
-    """Enable or disable many schedules and their beat entries in two UPDATEs."""
+def set_enabled(schedules: QuerySet[FlowSchedule], enabled: bool, reason: str = "") -> int:
+    """Enable or disable many schedules and their beat entries in two UPDATEs (``reason``:
+    recorded in each audit entry)."""
     from scheduling.models import FlowSchedule
 
     with transaction.atomic():
@@ -149,7 +150,10 @@ def set_enabled(schedules: QuerySet[FlowSchedule], enabled: bool) -> int:
         PeriodicTask.objects.filter(flow_schedule__in=ids).update(enabled=enabled)
         PeriodicTasks.update_changed()
         for schedule in flipped:
-            record(Action.CHANGE, schedule, details={"fields": ["enabled"]})
+            details: dict[str, Any] = {"fields": ["enabled"]}
+            if reason:
+                details["reason"] = reason
+            record(Action.CHANGE, schedule, details=details)
     return count
 
 

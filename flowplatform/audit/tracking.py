@@ -1,20 +1,23 @@
 """Create, change and delete of the audited models, recorded where every door passes: the model.
 
-Flows, connections and schedules are written by admin forms and inlines, API serializers,
+Flows, connections, schedules, API tokens and flow grants are written by admin forms and inlines, API serializers,
 flow files and commands; a receiver on the model is the one place all of them reach, and the
 audit context tells it who acts. An entry names the fields that changed, never their values.
 Secret columns are compared decrypted (their ciphertext changes on every save) and reported by
-their public name (``url``, ``headers``) only.
+their public name (``url``, ``headers``) only. The groups a connection is limited to (a
+many-to-many relation, which saves do not see) are recorded by an ``m2m_changed`` receiver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
@@ -32,6 +35,27 @@ class Tracked:
     identify: Callable[[Any], tuple[Any, str]] = lambda obj: (obj.pk, str(obj))
     #: Whether a change (not only create/delete) is recorded.
     changes: bool = True
+
+
+#: Models whose per-row entries are left to the caller (it records one entry for the batch).
+_untracked: ContextVar[frozenset[type[models.Model]]] = ContextVar(
+    "audit_untracked", default=frozenset()
+)
+
+
+@contextmanager
+def untracked(model: type[models.Model]) -> Iterator[None]:
+    """Within the block, saves and deletes of ``model`` write no entry of their own: the
+    caller records one entry for the whole change (e.g. a flow's grants replaced at once)."""
+    token = _untracked.set(_untracked.get() | {model})
+    try:
+        yield
+    finally:
+        _untracked.reset(token)
+
+
+def _skipped(instance: models.Model) -> bool:
+    return type(instance) in _untracked.get()
 
 
 def _state(obj: models.Model, spec: Tracked) -> dict[str, Any]:
@@ -69,7 +93,7 @@ def _pre_save(spec: Tracked) -> Callable[..., None]:
 
 def _post_save(spec: Tracked) -> Callable[..., None]:
     def receiver(instance: models.Model, created: bool, **kwargs: Any) -> None:
-        if kwargs.get("raw"):
+        if kwargs.get("raw") or _skipped(instance):
             return
         before = getattr(instance, "_audit_before", None)
         instance.__dict__.pop("_audit_before", None)
@@ -89,6 +113,8 @@ def _post_save(spec: Tracked) -> Callable[..., None]:
 
 def _post_delete(spec: Tracked) -> Callable[..., None]:
     def receiver(instance: models.Model, **kwargs: Any) -> None:
+        if _skipped(instance):
+            return
         object_id, text = spec.identify(instance)
         record(Action.DELETE, instance, object_id=object_id, object_repr=text)
 
@@ -100,10 +126,15 @@ def _token_identity(token: Any) -> tuple[Any, str]:
     return token.user_id, f"API token of {token.user.get_username()}"
 
 
+def _grant_identity(grant: Any) -> tuple[Any, str]:
+    # Grants are audited per flow: object id = the flow's, whichever door changed them.
+    return grant.flow_id, f"{grant.flow.slug}: {grant}"
+
+
 def tracked_models() -> dict[type[models.Model], Tracked]:
     from rest_framework.authtoken.models import Token, TokenProxy
 
-    from flows.models import Flow
+    from flows.models import Flow, FlowAccess
     from nodes.models import Connection
     from scheduling.models import FlowSchedule
 
@@ -130,9 +161,46 @@ def tracked_models() -> dict[type[models.Model], Tracked]:
                 }
             )
         ),
+        FlowAccess: Tracked(identify=_grant_identity),
         Token: token,
         TokenProxy: token,
     }
+
+
+def _group_names(connection: Any) -> list[str]:
+    return sorted(connection.allowed_groups.values_list("name", flat=True))
+
+
+def _connection_groups_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any
+) -> None:
+    """``Connection.allowed_groups`` changed (from either side): one entry per connection and
+    operation, with the groups it is limited to now and those added or removed (names only)."""
+    from django.contrib.auth.models import Group
+
+    from nodes.models import Connection
+
+    if action in ("pre_clear", "pre_remove", "pre_add"):
+        if action == "pre_clear":  # post_clear does not say what was there
+            through = sender.objects.filter(**{"group" if reverse else "connection": instance})
+            instance._audit_cleared = set(
+                through.values_list("connection_id" if reverse else "group_id", flat=True)
+            )
+        return
+    if action == "post_clear":
+        pk_set = instance.__dict__.pop("_audit_cleared", set())
+    if not pk_set:
+        return
+    verb = "added" if action == "post_add" else "removed"
+    if reverse:  # group.usable_connections.add(...): instance is the group
+        changes = [(c, [instance.name]) for c in Connection.objects.filter(pk__in=pk_set)]
+    else:
+        names = sorted(Group.objects.filter(pk__in=pk_set).values_list("name", flat=True))
+        changes = [(instance, names)]
+    for connection, names in changes:
+        details = {"fields": ["allowed_groups"], "allowed_groups": _group_names(connection)}
+        details[verb] = names
+        record(Action.CHANGE, connection, details=details)
 
 
 def connect() -> None:
@@ -141,3 +209,10 @@ def connect() -> None:
         pre_save.connect(_pre_save(spec), sender=model, weak=False, dispatch_uid=uid)
         post_save.connect(_post_save(spec), sender=model, weak=False, dispatch_uid=uid)
         post_delete.connect(_post_delete(spec), sender=model, weak=False, dispatch_uid=uid)
+    from nodes.models import Connection
+
+    m2m_changed.connect(
+        _connection_groups_changed,
+        sender=Connection.allowed_groups.through,
+        dispatch_uid="audit-nodes.connection.allowed_groups",
+    )

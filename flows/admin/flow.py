@@ -24,6 +24,7 @@ from flows.admin.access import FlowAccessInline
 from flows.admin.action_forms import DuplicateForm, FlowFileUploadHandler, ImportForm, RunForm
 from flows.admin.display import definition_picture, flow_picture, status_badge
 from flows.admin.inlines import FlowEdgeInline, FlowNodeInline
+from flows.admin_extensions import flow_inlines
 from flows.flowfile import apply_flow_file, export_flow
 from flows.forms import FlowForm, GraphSubmission, catalog_ports
 from flows.models import Flow, FlowRun, Trigger
@@ -52,15 +53,6 @@ def _by(author_name: str) -> str:
     return f" by {author_name}" if author_name else ""
 
 
-def _schedule_inlines() -> list[type[admin.options.InlineModelAdmin]]:
-    """Schedules are edited on the flow page when the scheduling app provides an inline."""
-    try:
-        from scheduling.admin import FlowScheduleInline
-    except ImportError:
-        return []
-    return [FlowScheduleInline]
-
-
 @admin.register(Flow)
 class FlowAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "node_count", "version", "last_run", "runs_link", "updated_at")
@@ -68,11 +60,15 @@ class FlowAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name", "description")
     form = FlowForm
     fields = FLOW_FILE_FIELDS
-    inlines = [FlowNodeInline, FlowEdgeInline, *_schedule_inlines(), FlowAccessInline]
     actions = ["run_selected", "validate_selected"]
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"})}
     }
+
+    @property  # type: ignore[override]
+    def inlines(self) -> list[type[admin.options.InlineModelAdmin]]:
+        """Nodes and edges, the inlines other apps register (schedules), the access grants."""
+        return [FlowNodeInline, FlowEdgeInline, *flow_inlines(), FlowAccessInline]
 
     class Media:
         css = {"all": ["flows/admin.css"]}

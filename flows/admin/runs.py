@@ -116,20 +116,13 @@ class FlowRunAdmin(admin.ModelAdmin):
 
     # -- runs follow their flow's access ------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[FlowRun]:
-        queryset = super().get_queryset(request)
-        if request.user.has_perm("flows.view_flowrun"):
-            return queryset
-        return access.related_for(request.user, queryset)  # type: ignore[no-any-return]
+        return access.runs_for(request.user, super().get_queryset(request))
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return access.has_any(request.user) or super().has_module_permission(request)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if request.user.has_perm("flows.view_flowrun"):
-            return True
-        if obj is None:
-            return access.has_any(request.user, "view")
-        return access.can(request.user, obj.flow, "view")
+        return access.sees_runs(request.user, obj.flow if obj is not None else None)
 
     def has_run_permission(self, request: HttpRequest, obj: FlowRun | None = None) -> bool:
         if obj is None:

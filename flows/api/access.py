@@ -26,6 +26,9 @@ from rest_framework.response import Response
 from flowplatform.api.errors import ErrorItem, NotFound, ProblemError, error_item, flatten
 from flowplatform.api.permissions import ModelPermissions
 from flowplatform.api.serializers import ErrorSerializer, StrictSerializer
+from flowplatform.audit.models import Action
+from flowplatform.audit.record import record
+from flowplatform.audit.tracking import untracked
 from flows import access
 from flows.api.openapi import SLUG_PARAMETER
 from flows.models import Flow, FlowAccess
@@ -187,7 +190,7 @@ class FlowAccessActions:
     def replace_access(self, request: Request, slug: str) -> Response:
         flow = self._grant_flow(request, slug, "change")
         items = _grants(request.data)
-        with transaction.atomic():
+        with transaction.atomic(), untracked(FlowAccess):
             flow.access_grants.all().delete()
             FlowAccess.objects.bulk_create(
                 FlowAccess(
@@ -200,7 +203,15 @@ class FlowAccessActions:
                 )
                 for item in items
             )
-        grants = flow.access_grants.select_related("user", "group").order_by("id")
+            grants = list(flow.access_grants.select_related("user", "group").order_by("id"))
+            # One entry for the whole replacement, with the list as it is now.
+            record(
+                Action.CHANGE,
+                type_="flows.flowaccess",
+                object_id=flow.pk,
+                object_repr=f"access grants of {flow.slug}",
+                details={"grants": [grant_data(g) for g in grants]},
+            )
         return Response([grant_data(g) for g in grants])
 
     def _grant_flow(self, request: Request, slug: str, what: str) -> Flow:

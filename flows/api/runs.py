@@ -33,19 +33,6 @@ def run_queryset() -> QuerySet[FlowRun]:
     return FlowRun.objects.select_related("flow", "version").defer("version__definition")
 
 
-def runs_gate(user: Any) -> bool:
-    """May list runs: views some flow, or holds the global ``view_flowrun``."""
-    return bool(user.has_perm("flows.view_flowrun") or access.has_any(user, "view"))
-
-
-def runs_for(user: Any, queryset: QuerySet[FlowRun] | None = None) -> QuerySet[FlowRun]:
-    """The runs ``user`` may see: all with ``view_flowrun``, else those of viewable flows."""
-    queryset = FlowRun.objects.all() if queryset is None else queryset
-    if user.has_perm("flows.view_flowrun"):
-        return queryset
-    return access.related_for(user, queryset)  # type: ignore[no-any-return]
-
-
 def with_node_runs(queryset: QuerySet[FlowRun]) -> QuerySet[FlowRun]:
     return queryset.prefetch_related(
         Prefetch("node_runs", queryset=NodeRun.objects.order_by("position", "id"))
@@ -98,14 +85,14 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     ordering = ["-created_at"]
     permission_classes = [FlowRights]
     action_rights = {
-        "list": runs_gate,
-        "retrieve": runs_gate,
+        "list": access.sees_runs,
+        "retrieve": access.sees_runs,
         "cancel": "run",
         "rerun": "run",
     }
 
     def get_queryset(self) -> QuerySet[FlowRun]:
-        queryset = runs_for(self.request.user, run_queryset())
+        queryset = access.runs_for(self.request.user, run_queryset())
         return queryset if self.action == "list" else with_node_runs(queryset)
 
     def get_serializer_class(self) -> type[RunSerializer]:
@@ -117,7 +104,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             run = with_node_runs(run_queryset()).filter(pk=uuid.UUID(key)).first()
         except ValueError:
             run = None
-        if run is None or not (runs_for(self.request.user).filter(pk=run.pk).exists()):
+        if run is None or not (access.runs_for(self.request.user).filter(pk=run.pk).exists()):
             raise NotFound([error_item("id", "no run with this id")])
         if self.action in ("cancel", "rerun"):
             require(self.request.user, run.flow, "run")

@@ -103,14 +103,17 @@ class ConnectionSerializer(StrictModelSerializer):
         max_length=2000,
         trim_whitespace=True,
         help_text="postgresql://..., mysql://..., sqlite:///path, an http(s) base URL, "
-        "file:///dir or s3://key:secret@bucket/prefix. Stored encrypted.",
+        "file:///dir or s3://key:secret@bucket/prefix. Stored encrypted. "
+        "A URL to another scheme, host or port removes the stored headers: give `headers` in "
+        "the same request to keep any.",
     )
     headers = serializers.DictField(
         child=StrictCharField(max_length=4000, allow_blank=True),
         write_only=True,
         required=False,
         help_text="HTTP headers sent with every request (e.g. `Authorization`). Stored "
-        "encrypted; replaces the stored headers when given.",
+        "encrypted; replaces the stored headers when given (they are removed when `url` moves "
+        "to another scheme, host or port without new ones).",
     )
     header_names = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text="Names of the stored headers."

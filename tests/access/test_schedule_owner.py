@@ -55,3 +55,53 @@ def test_a_firing_runs_as_the_owner_and_stops_when_the_owner_loses_run(
 def test_a_schedule_without_owner_runs_as_the_operator(alpha: Flow) -> None:
     schedule = FlowSchedule.objects.create(flow=alpha, kind="interval", every_seconds=60)
     assert fire(schedule, 0) == [ScheduledRunState.STARTED]
+
+
+def test_deleting_the_owner_disables_the_schedule_and_records_why(
+    actors: dict[str, User], alpha: Flow
+) -> None:
+    from flowplatform.audit.models import AuditEntry
+
+    owner = actors["member"]
+    schedule = FlowSchedule.objects.create(
+        flow=alpha, kind="interval", every_seconds=60, owner=owner
+    )
+    owner.delete()
+    schedule = FlowSchedule.objects.select_related("flow").get(pk=schedule.pk)
+    assert schedule.owner is None and not schedule.enabled
+    assert schedule.periodic_task is not None and not schedule.periodic_task.enabled
+    entry = AuditEntry.objects.filter(object_type="scheduling.flowschedule", action="change").last()
+    assert entry is not None and entry.object_id == str(schedule.pk)
+    assert entry.details["fields"] == ["enabled"]
+    assert "owner member was deleted" in entry.details["reason"]
+
+
+def test_a_schedule_whose_owner_is_gone_never_fires_as_the_operator(
+    actors: dict[str, User], alpha: Flow
+) -> None:
+    schedule = FlowSchedule.objects.create(
+        flow=alpha, kind="interval", every_seconds=60, owner=actors["member"]
+    )
+    # The owner disappears without the model's delete (raw SQL, a restore...) and the schedule
+    # is still enabled: the firing refuses to run it as the operator.
+    FlowSchedule.objects.filter(pk=schedule.pk).update(owner=None)
+    schedule = FlowSchedule.objects.select_related("flow").get(pk=schedule.pk)
+    assert schedule.enabled
+    assert fire(schedule, 0) == [ScheduledRunState.FAILED]
+    record = schedule.scheduled_runs.get()
+    assert "owner was deleted" in record.error
+    assert alpha.runs.count() == 0
+
+
+def test_operator_schedules_stay_operator_schedules_until_a_user_takes_them(
+    apis: dict[str, APIClient], actors: dict[str, User], alpha: Flow
+) -> None:
+    schedule = FlowSchedule.objects.create(flow=alpha, kind="interval", every_seconds=60)
+    assert schedule.run_as_operator
+    schedule.description = "edited"
+    schedule.save()
+    assert FlowSchedule.objects.get(pk=schedule.pk).run_as_operator
+    url = f"/api/v1/schedules/{schedule.pk}/"
+    assert apis["member"].patch(url, {"every": "2m"}, format="json").status_code == 200
+    schedule.refresh_from_db()
+    assert schedule.owner == actors["member"] and not schedule.run_as_operator

@@ -61,10 +61,10 @@ def test_secrets_are_write_only(api: APIClient) -> None:
 
 def test_patch_changes_only_what_is_given_and_put_replaces(api: APIClient) -> None:
     create_crm(api)
-    api.patch(f"{CONNECTIONS}crm/", {"url": "https://crm2.example.test"}, format="json")
+    api.patch(f"{CONNECTIONS}crm/", {"url": "https://crm.example.test/v2"}, format="json")
     stored = Connection.objects.get(name="crm")
-    assert stored.secret_url() == "https://crm2.example.test"
-    assert stored.header_names == ["Authorization"]
+    assert stored.secret_url() == "https://crm.example.test/v2"
+    assert stored.header_names == ["Authorization"]  # same destination: headers kept
     response = api.put(f"{CONNECTIONS}crm/", {"url": "https://crm3.example.test"}, format="json")
     assert response.status_code == 200
     assert Connection.objects.get(name="crm").header_names == []

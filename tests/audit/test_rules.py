@@ -285,6 +285,9 @@ def test_filters(api: APIClient, paid_orders: Flow, tmp_path: Path) -> None:
         response = api.get(AUDIT, {"until": moment})
         assert response.status_code == 400, moment
         assert response.json()["errors"][0]["path"] == "until"
+        # The same check and words as every other list's date-time filters.
+        runs = api.get("/api/v1/runs/", {"created_before": moment}).json()["errors"][0]
+        assert response.json()["errors"][0]["message"] == runs["message"]
     assert api.get(AUDIT, {"until": "2999-01-01T00:00:00+18:56"}).status_code == 200
     assert api.get(AUDIT, {"action": "nap"}).status_code == 400
     body = api.get(AUDIT, {"limit": 1}).json()
