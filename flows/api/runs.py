@@ -104,7 +104,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             run = with_node_runs(run_queryset()).filter(pk=uuid.UUID(key)).first()
         except ValueError:
             run = None
-        if run is None or not (access.runs_for(self.request.user).filter(pk=run.pk).exists()):
+        if run is None or not access.sees_runs(self.request.user, run.flow):
             raise NotFound([error_item("id", "no run with this id")])
         if self.action in ("cancel", "rerun"):
             require(self.request.user, run.flow, "run")

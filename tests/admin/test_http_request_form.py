@@ -13,8 +13,9 @@ from django.urls import reverse
 from flows.flowfile import export_flow
 from flows.models import Flow
 from tests.admin.forms import flow_post_data
+from tests.flows.helpers import add_connection
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 ADD_URL = reverse("admin:flows_flow_add")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "api-to-crm.json"
@@ -44,6 +45,7 @@ def test_the_add_page_renders_every_http_request_field(admin_client: Client) -> 
 
 
 def test_the_example_flow_is_created_through_the_forms(admin_client: Client) -> None:
+    add_connection("shop-api", "https://shop.example.test")  # saving checks it exists
     flow = example()
     response = admin_client.post(ADD_URL, flow_post_data(flow))
     assert response.status_code == 302, response.context and response.context["errors"]

@@ -12,7 +12,7 @@ from flows.flowfile import apply_flow_file, export_flow
 from flows.validation import FlowValidationError
 from tests.flows.helpers import add_connection
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 HOOK = {"on": ["failed", "recovered"], "connection": "ops-webhook"}
 

@@ -59,7 +59,7 @@ def test_run_detail_with_node_runs(
 ) -> None:
     run = FlowRun.objects.first()
     assert run is not None
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(4):  # token, run, node runs, alert deliveries
         body = api.get(f"/api/v1/runs/{run.id}/").json()
     assert len(body["node_runs"]) == 4
 

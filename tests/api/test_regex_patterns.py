@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from flows.models import Flow
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 
 @pytest.mark.parametrize(

@@ -31,12 +31,16 @@ def centre(page: Any, selector: str) -> tuple[float, float]:
 
 
 def drag_type(page: Any, node_type: str, x: float, y: float) -> None:
-    """Drag a node type from the palette to a point of the canvas (relative to it)."""
+    """Drag a node type from the palette to a point of the canvas (relative to it), found by
+    searching the palette as a user would (a long catalog scrolls)."""
+    page.fill(".fp-palette-search", node_type)
+    page.locator(f".fp-palette-item[data-type='{node_type}']").scroll_into_view_if_needed()
     page.mouse.move(*centre(page, f".fp-palette-item[data-type='{node_type}']"))
     page.mouse.down()
     area = page.locator(".fp-viewport").bounding_box()
     page.mouse.move(area["x"] + x, area["y"] + y, steps=8)
     page.mouse.up()
+    page.fill(".fp-palette-search", "")
 
 
 def start_edge(page: Any, source: str) -> None:
@@ -86,7 +90,7 @@ def test_build_the_minimal_flow_on_the_canvas(
     page.fill(".fp-name", "Paid orders to CRM")
 
     # The palette comes from the catalog, searchable, coloured by kind.
-    page.fill(".fp-palette-search", "http")
+    page.fill(".fp-palette-search", "http post")
     assert page.locator(".fp-palette-item").count() == 1
     page.fill(".fp-palette-search", "")
     assert page.get_attribute(".fp-palette-item[data-type=sql_query]", "data-category") == "source"
@@ -158,10 +162,16 @@ def test_build_the_minimal_flow_on_the_canvas(
         page.select_option(f"{row} .fp-cond-op", op)
         page.fill(f"{row} .fp-cond-value", value)
 
-    # The preview tab shows the filter's records, or says plainly that previews are missing.
+    # The preview tab shows the filter's input and its output: only paid orders come out.
     page.click(".fp-tab[data-tab=preview]")
     page.click(".fp-preview-run")
-    page.wait_for_selector(".fp-preview-table, .fp-preview-unavailable, .fp-preview .errornote")
+    page.wait_for_selector(".fp-preview-out .fp-preview-table >> nth=1")
+    output = page.locator(".fp-preview-out .fp-preview-table").last
+    headers = [h.lower() for h in output.locator("thead th").all_inner_texts()]  # CSS upper-cases
+    statuses = output.locator(f"tbody tr td:nth-child({headers.index('status') + 1})")
+    assert statuses.count() > 0
+    assert set(statuses.all_inner_texts()) == {"paid"}
+    page.screenshot(path=str(screenshots / "canvas-preview.png"))
     page.click(".fp-tab[data-tab=config]")
 
     # the filter's output schema is known once the live check has seen its conditions
@@ -238,6 +248,13 @@ def test_build_the_minimal_flow_on_the_canvas(
     assert run.status == "succeeded", run.error
     expected = [r[0] for r in orders.rows if r[3] == "paid" and r[4] > 0]
     assert [r["order_id"] for r in posted_records(crm)] == expected
+
+    # The run's page offers each node's output: the filter's first records, all paid.
+    page.goto(f"{base}/admin/flows/flowrun/{run.pk}/change/")
+    page.click("tr:has-text('paid') .fp-output-link a")
+    page.wait_for_selector("table.fp-output")
+    shown = page.inner_text("table.fp-output")
+    assert "paid" in shown and "refunded" not in shown and "pending" not in shown
 
 
 def thirty_nodes() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from flows.flowfile import apply_flow_file, export_flow
 from flows.models import Flow
 from flows.validation import validate_flow
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_connections")]
 
 
 def positioned(flow_file: dict[str, Any]) -> dict[str, Any]:

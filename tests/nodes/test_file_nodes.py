@@ -444,9 +444,14 @@ def test_a_run_param_gives_the_interval_as_iso_text(root: Path) -> None:
 
 
 @pytest.mark.django_db
-def test_the_example_flow_is_valid() -> None:
+def test_the_example_flow_is_valid(root: Path) -> None:
     from flows.flowfile import apply_flow_file
+    from nodes.models import Connection
 
+    for name in ("inbox", "partner-bucket"):  # the example names them; saving checks they exist
+        connection = Connection(name=name)
+        connection.set_url(root.as_uri())
+        connection.save()
     example = Path(settings.BASE_DIR) / "examples" / "files-to-bucket.json"
     flow, created = apply_flow_file(json.loads(example.read_text()))
     assert created

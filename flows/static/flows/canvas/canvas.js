@@ -439,7 +439,7 @@ function drawPanel() {
   }
   panel.append(tabs, body, del);
   if (panelTab === "preview") {
-    body.append(previewPane({ graph, node, data, isNew: data.isNew, dirty: state.dirty }));
+    body.append(previewPane({ graph, node, data, isNew: data.isNew, dirty: state.dirty, documentOf: document_ }));
     return;
   }
   const own = nodeProblems(node.key);

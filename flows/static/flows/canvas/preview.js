@@ -38,7 +38,7 @@ export function recordTable(records) {
     h("tbody", {}, ...records.map((r) => h("tr", {}, ...columns.map((c) => h("td", {}, cell(r[c]))))))));
 }
 
-export function previewPane({ graph, node, data, isNew, dirty }) {
+export function previewPane({ graph, node, data, isNew, dirty, documentOf }) {
   const box = h("div", { class: "fp-preview" });
   const run = h("button", { type: "button", class: "button fp-preview-run" }, "Preview data");
   const out = h("div", { class: "fp-preview-out" });
@@ -46,13 +46,14 @@ export function previewPane({ graph, node, data, isNew, dirty }) {
   run.addEventListener("click", async () => {
     out.replaceChildren(h("p", { class: "fp-quiet" }, "Running the preview…"));
     const saved = !isNew && !dirty;
-    const url = saved ? `${data.urls.apiFlows}${encodeURIComponent(graph.doc.slug)}/preview/` : `${data.urls.apiFlows}preview/`;
+    const url = saved ? `${data.urls.apiFlows}${encodeURIComponent(data.flow.slug)}/preview/` : `${data.urls.apiFlows}preview/`;
     const body = { node: node.key, limit: LIMIT, params: {} };
     if (!saved) {
       // Positions mean nothing to a preview: the document goes without them.
-      const doc = graph.toJSON();
-      doc.nodes = doc.nodes.map(({ ui, ...rest }) => rest);
-      body.flow = { ...doc, slug: doc.slug || "preview", name: doc.name || "preview" };
+      // The document as the toolbar and canvas hold it (slug and name from the toolbar); an
+      // unnamed draft goes as "draft" ("preview" is a reserved slug).
+      const doc = documentOf ? documentOf() : graph.toJSON();
+      body.flow = { ...doc, slug: doc.slug || "draft", name: doc.name || "draft" };
     }
     let answer;
     try { answer = await postJSON(url, body); } catch (e) { answer = { status: 0, ok: false, data: null }; }
