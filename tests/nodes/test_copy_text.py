@@ -84,3 +84,9 @@ def test_copy_text_examples() -> None:
     assert copy_text([(UUID(int=1),)], 1) is None
     assert copy_text([(1,), (Decimal(1),)], 1) is None
     assert copy_text([(Decimal("NaN"),)], 1) is None
+
+
+def test_a_string_that_reads_as_null_is_escaped_beside_real_nulls() -> None:
+    rows = [("\\N", None, 1), (None, "a\tb", 2)]
+    assert copy_text(rows, 3) == "\\\\N\t\\N\t1\n\\N\ta\\tb\t2\n"
+    assert copy_text(rows, 3).encode() == write_row_text(rows)  # type: ignore[union-attr]

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -455,14 +455,8 @@ class PostgresSession(WriteSession):
 _COPY_ESCAPES = str.maketrans(
     {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
 )
-_ESCAPED = re.compile("[\b\t\n\v\f\r\\\\]")
+_OTHER_ESCAPED = ("\\", "\r", "\b", "\v", "\f")  # besides the tab and the line end
 _NULL = "\\N"
-
-
-def _text_column(values: Sequence[str]) -> Sequence[str]:
-    if _ESCAPED.search("".join(values)):
-        return [value.translate(_COPY_ESCAPES) for value in values]
-    return values
 
 
 def _finite_decimals(values: Sequence[Decimal]) -> Sequence[str] | None:
@@ -490,7 +484,6 @@ def _booleans(values: Sequence[bool]) -> Sequence[str]:
 #: Value type -> the text psycopg's text dumper gives for every value of a column of it
 #: (``None``: not for this column; the batch then goes through ``write_row``).
 _COLUMN_TEXT: dict[type, Callable[[Sequence[Any]], Sequence[str] | None]] = {
-    str: _text_column,
     int: lambda values: list(map(int.__repr__, values)),
     Decimal: _finite_decimals,
     float: lambda values: list(map(float.__repr__, values)),
@@ -504,12 +497,22 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
     """The rows as the text of ``COPY … FROM STDIN``, built a column at a time: the same
     text as ``write_row`` (psycopg's text dumpers, then COPY's escapes), null as ``\\N``.
     ``None`` when a column mixes types or holds a type without a column conversion here
-    (JSON, UUID, non-finite decimals...): the caller writes those rows one by one."""
+    (JSON, UUID, non-finite decimals...): the caller writes those rows one by one.
+
+    Strings are joined as they are and the whole text checked once (as many tabs and line
+    ends as the rows and columns give, no backslash, ``\\r``, ``\\b``, ``\\v``, ``\\f``); only
+    when a value needs COPY's escapes are the string columns escaped value by value."""
     if not rows:
         return ""
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    if len(columns) != width:
+    if set(map(len, rows)) != {width}:
         return None
+    if set(map(type, chain.from_iterable(rows))) == {str}:  # text as read: nothing to convert
+        text = "\n".join(map("\t".join, rows))
+        if _plain(text, len(rows), width):
+            return text + "\n"
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    originals = list(columns)
+    strings = []
     for index, values in enumerate(columns):
         kinds = set(map(type, values))
         nulls = type(None) in kinds
@@ -519,7 +522,13 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
             continue
         if len(kinds) != 1:
             return None
-        convert = _COLUMN_TEXT.get(kinds.pop())
+        kind = kinds.pop()
+        if kind is str:
+            strings.append(index)
+            if nulls:
+                columns[index] = [_NULL if value is None else value for value in values]
+            continue
+        convert = _COLUMN_TEXT.get(kind)
         if convert is None:
             return None
         if nulls:
@@ -534,7 +543,24 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
             if text is None:
                 return None
             columns[index] = text
-    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+    text = "\n".join(map("\t".join, zip(*columns, strict=True)))
+    if strings and not _plain(text, len(rows), width):
+        for index in strings:
+            columns[index] = [
+                _NULL if value is None else value.translate(_COPY_ESCAPES)
+                for value in originals[index]
+            ]
+        text = "\n".join(map("\t".join, zip(*columns, strict=True)))
+    return text + "\n"
+
+
+def _plain(text: str, rows: int, width: int) -> bool:
+    """Whether no value in the joined ``text`` holds a character COPY escapes."""
+    return (
+        text.count("\t") == rows * (width - 1)
+        and text.count("\n") == rows - 1
+        and not any(char in text for char in _OTHER_ESCAPED)
+    )
 
 
 def _ident(table: TableName, *more: str) -> sql.Identifier:
