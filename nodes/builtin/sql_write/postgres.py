@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -456,7 +457,14 @@ _COPY_ESCAPES = str.maketrans(
     {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
 )
 _OTHER_ESCAPED = ("\\", "\r", "\b", "\v", "\f")  # besides the tab and the line end
+_ESCAPED = re.compile("[\b\t\n\v\f\r\\\\]")
 _NULL = "\\N"
+
+
+def _text_column(values: Sequence[str]) -> Sequence[str]:
+    if _ESCAPED.search("".join(values)):
+        return [value.translate(_COPY_ESCAPES) for value in values]
+    return values
 
 
 def _finite_decimals(values: Sequence[Decimal]) -> Sequence[str] | None:
@@ -484,6 +492,7 @@ def _booleans(values: Sequence[bool]) -> Sequence[str]:
 #: Value type -> the text psycopg's text dumper gives for every value of a column of it
 #: (``None``: not for this column; the batch then goes through ``write_row``).
 _COLUMN_TEXT: dict[type, Callable[[Sequence[Any]], Sequence[str] | None]] = {
+    str: _text_column,
     int: lambda values: list(map(int.__repr__, values)),
     Decimal: _finite_decimals,
     float: lambda values: list(map(float.__repr__, values)),
@@ -499,20 +508,19 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
     ``None`` when a column mixes types or holds a type without a column conversion here
     (JSON, UUID, non-finite decimals...): the caller writes those rows one by one.
 
-    Strings are joined as they are and the whole text checked once (as many tabs and line
-    ends as the rows and columns give, no backslash, ``\\r``, ``\\b``, ``\\v``, ``\\f``); only
-    when a value needs COPY's escapes are the string columns escaped value by value."""
+    Rows of strings only (text as read) are joined as they are and the whole text checked
+    once (as many tabs and line ends as the rows and columns give, no backslash, ``\\r``,
+    ``\\b``, ``\\v``, ``\\f``); otherwise, and when a value needs COPY's escapes, by column: a
+    string column is checked in one search and escaped value by value only when it must be."""
     if not rows:
         return ""
     if set(map(len, rows)) != {width}:
         return None
-    if set(map(type, chain.from_iterable(rows))) == {str}:  # text as read: nothing to convert
-        text = "\n".join(map("\t".join, rows))
+    if set(map(type, rows[0])) == {str} and set(map(type, chain.from_iterable(rows))) == {str}:
+        text = "\n".join(map("\t".join, rows))  # text as read: nothing to convert
         if _plain(text, len(rows), width):
             return text + "\n"
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    originals = list(columns)
-    strings = []
     for index, values in enumerate(columns):
         kinds = set(map(type, values))
         nulls = type(None) in kinds
@@ -522,13 +530,7 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
             continue
         if len(kinds) != 1:
             return None
-        kind = kinds.pop()
-        if kind is str:
-            strings.append(index)
-            if nulls:
-                columns[index] = [_NULL if value is None else value for value in values]
-            continue
-        convert = _COLUMN_TEXT.get(kind)
+        convert = _COLUMN_TEXT.get(kinds.pop())
         if convert is None:
             return None
         if nulls:
@@ -539,19 +541,11 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
             texts = iter(converted)
             columns[index] = [_NULL if value is None else next(texts) for value in values]
         else:
-            text = convert(values)
-            if text is None:
+            whole = convert(values)
+            if whole is None:
                 return None
-            columns[index] = text
-    text = "\n".join(map("\t".join, zip(*columns, strict=True)))
-    if strings and not _plain(text, len(rows), width):
-        for index in strings:
-            columns[index] = [
-                _NULL if value is None else value.translate(_COPY_ESCAPES)
-                for value in originals[index]
-            ]
-        text = "\n".join(map("\t".join, zip(*columns, strict=True)))
-    return text + "\n"
+            columns[index] = whole
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
 
 
 def _plain(text: str, rows: int, width: int) -> bool:
