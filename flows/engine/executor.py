@@ -181,6 +181,23 @@ def partition_rows(spec: dict[str, Any]) -> int | None:
     return int(rows) if rows else None
 
 
+#: ``rows_per_slice`` given to a source that partitions by default (it plans its own slices).
+DEFAULT_SLICE_ROWS = 100_000
+
+
+def fan_out_rows(spec: dict[str, Any]) -> int | None:
+    """Rows per partition when the node's output runs partition by partition through the nodes
+    after it: its ``partition_rows``, or for a source that partitions by default
+    (``Node.partitions_by_default``: ``file_read``, per file) ``DEFAULT_SLICE_ROWS``."""
+    rows = partition_rows(spec)
+    if rows is not None:
+        return rows
+    cls = registry.get(spec["type"])
+    if cls is not None and cls.partitions_by_default(spec.get("config") or {}):
+        return DEFAULT_SLICE_ROWS
+    return None
+
+
 def make_context(
     run: FlowRun,
     spec: dict[str, Any],

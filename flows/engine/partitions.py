@@ -46,10 +46,10 @@ from flows.engine.executor import (
     RunCancelled,
     build_node,
     execute_node,
+    fan_out_rows,
     load_run,
     make_context,
     node_spec,
-    partition_rows,
     version_of,
 )
 from flows.engine.handoff import (
@@ -116,7 +116,7 @@ def in_partitioned_stretch(definition: dict[str, Any], key: str) -> bool:
     return any(
         key in stretch_after(definition, node["key"])
         for node in definition["nodes"]
-        if partition_rows(node) is not None
+        if fan_out_rows(node) is not None
     )
 
 
@@ -129,7 +129,7 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     """
     definition = load_run(node_run).version.definition
     spec = node_spec(definition, node_run.node_key)
-    rows = partition_rows(spec)
+    rows = fan_out_rows(spec)
     # Inside a group the canvas has no chain to hand the replacement to: run plainly there.
     if rows is None or task.request.group:
         return None
@@ -249,7 +249,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
     redactor = Redactor()
     try:
         spec = node_spec(node_run.run.version.definition, source)
-        rows = partition_rows(spec) or 1
+        rows = fan_out_rows(spec) or 1
         slices = _slices(node_run, spec, rows, [source, *stretch], redactor)
         sliced = slices is not None
         with Heartbeat(node_run.pk), redaction.scope(redactor):

@@ -27,6 +27,12 @@ from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
 FILE_FIELD = "_file"
+#: At most this many slices (partitions) per run: more files are grouped, consecutive files.
+MAX_FILE_SLICES = 1000
+
+
+def _per_file(per_file: bool | None, rows: int | None) -> bool:
+    return bool(per_file) if per_file is not None else not rows
 
 
 class FileReadConfig(NodeConfig):
@@ -69,10 +75,12 @@ class FileReadConfig(NodeConfig):
         description="Cut the output into partitions of this many rows: the partitionable nodes "
         "that follow run once per partition, in parallel across workers.",
     )
-    partition_per_file: bool = Field(
-        False,
-        description="With partition_rows: one partition per file instead, each file read by "
-        "its own task in parallel (partition_rows then only turns partitioning on).",
+    partition_per_file: bool | None = Field(
+        None,
+        description="One partition per file, each file read by its own task in parallel "
+        "(more than 1,000 files: groups of consecutive files). Default (null): per file "
+        "unless partition_rows is set; false: never (the files are read one after the other, "
+        "cut by partition_rows when set).",
     )
 
     @field_validator("path")
@@ -97,8 +105,6 @@ class FileReadConfig(NodeConfig):
     def _consistent(self) -> FileReadConfig:
         if self.format == "csv" and not self.header and not self.columns:
             raise ValueError("a CSV without a header needs columns (their names, in file order)")
-        if self.partition_per_file and not self.partition_rows:
-            raise ValueError("partition_per_file needs partition_rows (it turns partitioning on)")
         if self.columns and FILE_FIELD in self.columns and self.with_file_name:
             raise ValueError(f"columns may not name '{FILE_FIELD}' with with_file_name")
         return self
@@ -134,15 +140,28 @@ class FileReadNode(Node):
                 return
             yield from self._read(store, key)
 
+    @classmethod
+    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
+        """Per file unless ``partition_per_file`` is false or ``partition_rows`` cuts by rows."""
+        return _per_file(config.get("partition_per_file"), config.get("partition_rows"))
+
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
-        """With ``partition_per_file``: one slice per file, ``{"file": key}``."""
-        if not self.config.partition_per_file:
+        """Per file (see :meth:`partitions_by_default`): one slice per file, ``{"file": key}``;
+        more than ``MAX_FILE_SLICES`` files: ``{"files": [key, ...]}``, consecutive files."""
+        if not _per_file(self.config.partition_per_file, self.config.partition_rows):
             return None
         keys = self._files(context)[1]  # listed now: a failure fails the source at once
-        return ({"file": key} for key in keys)
+        if len(keys) <= MAX_FILE_SLICES:
+            return ({"file": key} for key in keys)
+        per_slice = -(-len(keys) // MAX_FILE_SLICES)
+        return ({"files": keys[i : i + per_slice]} for i in range(0, len(keys), per_slice))
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
-        yield from self._read(self._store(context), slice_["file"])
+        store = self._store(context)
+        for key in slice_["files"] if "files" in slice_ else [slice_["file"]]:
+            if context.is_cancelled():
+                return
+            yield from self._read(store, key)
 
     def _store(self, context: ExecutionContext) -> FileStore:
         return open_store(context.connection(self.config.connection).url)

@@ -84,6 +84,14 @@ class Node:
         (:attr:`partitionable` unless a mode of the node cannot, e.g. ``sql_write``'s replace)."""
         return cls.partitionable
 
+    @classmethod
+    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a source with this (raw) config plans slices (:meth:`plan_slices`) without
+        ``partition_rows``, so that the partitionable nodes after it run once per slice, in
+        parallel (``file_read``: one slice per file). Without a stretch after it, such a source
+        runs and stores its output whole, as any other."""
+        return False
+
     @property
     def is_source(self) -> bool:
         return not self.inputs

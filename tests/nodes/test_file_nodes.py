@@ -209,7 +209,6 @@ def test_read_schema_is_the_declared_columns() -> None:
         ({"path": "in/{run_id:{run_id}}.csv"}, "may only carry a format spec"),
         ({"path": "in/{.csv"}, "not a valid template"),
         ({"path": "a.csv", "header": False}, "needs columns"),
-        ({"path": "a.csv", "partition_per_file": True}, "needs partition_rows"),
         ({"path": "a.csv", "encoding": "klingon"}, "unknown encoding"),
         ({"path": "a.csv", "delimiter": ";;"}, "at most 1 character"),
     ],
@@ -564,3 +563,27 @@ def test_a_truncated_gzip_file_is_named_and_permanent(root: Path) -> None:
     (root / "n.csv.gz").write_bytes(b"id\n1\n")  # named .gz, not gzip
     assert error_of(lambda: read(root, path="n.csv.gz")).startswith("n.csv.gz: not a valid gzip")
     assert read(root, path="n.csv.gz", compression="none") == [{"id": "1"}]
+
+
+def test_files_are_planned_one_slice_each_by_default(root: Path, monkeypatch: Any) -> None:
+    for name in ("b.csv", "a.csv", "c.csv"):
+        put(root / name, f"id\n{ord(name[0])}\n")
+    config = {"connection": "files", "path": "*.csv", "columns": {"id": "integer"}}
+    assert FileReadNode.partitions_by_default(config)
+    node = FileReadNode(config)
+    slices = list(node.plan_slices(context(root), 1) or [])
+    assert slices == [{"file": "a.csv"}, {"file": "b.csv"}, {"file": "c.csv"}]
+    assert [r for s in slices for b in node.execute_slice(context(root), s) for r in b] == [
+        {"id": 97},
+        {"id": 98},
+        {"id": 99},
+    ]
+    # partition_rows (a cut by rows) or partition_per_file false: no slices
+    for other in ({"partition_rows": 10}, {"partition_per_file": False}):
+        assert not FileReadNode.partitions_by_default({**config, **other})
+        assert FileReadNode({**config, **other}).plan_slices(context(root), 1) is None
+    # more files than partitions allowed: consecutive files grouped, every file once, in order
+    monkeypatch.setattr("nodes.builtin.file_read.MAX_FILE_SLICES", 2)
+    grouped = list(node.plan_slices(context(root), 1) or [])
+    assert grouped == [{"files": ["a.csv", "b.csv"]}, {"files": ["c.csv"]}]
+    assert [r["id"] for b in node.execute_slice(context(root), grouped[0]) for r in b] == [97, 98]

@@ -124,7 +124,13 @@ def test_s3_files_are_listed_under_the_prefix_and_read_as_a_stream(
         {**r, "_file": f"landing/2026-03-01/{'a' if r['id'] < 4 else 'b'}.csv.gz"}
         for r in orders(1, 5)
     ]
-    assert list(node.plan_slices(ctx, 1) or []) == []  # not partitioned per file
+    # partitioned per file by default: one slice per file listed, read alone
+    slices = list(node.plan_slices(ctx, 1) or [])
+    assert slices == [
+        {"file": "landing/2026-03-01/a.csv.gz"},
+        {"file": "landing/2026-03-01/b.csv.gz"},
+    ]
+    assert [r for b in node.execute_slice(ctx, slices[1]) for r in b] == records[3:]
 
 
 def test_s3_writes_are_whole_objects_overwritten_on_rerun(

@@ -17,9 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from itertools import chain
+from operator import attrgetter
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -244,16 +250,23 @@ class PostgresSession(WriteSession):
         return _ident(marks)
 
     def _claim(
-        self, marks: sql.Composable, run_id: str, node_key: str, batch: int, target: TableName
+        self,
+        marks: sql.Composable,
+        run_id: str,
+        node_key: str,
+        batch: int,
+        target: TableName,
+        rows: int = 0,
     ) -> bool:
         """Take the batch's mark in the open transaction (waiting for a concurrent delivery
-        that holds it); ``False`` when it is committed already."""
+        that holds it); ``False`` when it is committed already. ``rows``: the figures of an
+        insert, known before it runs (rows = inserted)."""
         claimed = self.conn.execute(
             sql.SQL(
-                "INSERT INTO {} (run_id, node_key, batch, target) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING 1"
+                "INSERT INTO {} (run_id, node_key, batch, target, rows, inserted)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
             ).format(marks),
-            [run_id, node_key, batch, str(target)],
+            [run_id, node_key, batch, str(target), rows, rows],
         ).fetchone()
         return claimed is not None
 
@@ -263,17 +276,19 @@ class PostgresSession(WriteSession):
     def write(self, job: BatchWrite) -> BatchSummary | None:
         marks = self._marks(job.table)
         json_columns = self._json_columns(job.table, job.columns)
+        upsert = job.mode == "upsert"
         with self.conn.transaction():
-            if not self._claim(marks, job.run_id, job.node_key, job.batch, job.table):
+            # An insert's figures are known: its mark is taken with them (no update after).
+            rows = 0 if upsert else len(job.rows)
+            if not self._claim(marks, job.run_id, job.node_key, job.batch, job.table, rows):
                 return None
             if not job.durable:
                 # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
                 self.conn.execute("SET LOCAL synchronous_commit = off")
-            if job.mode == "upsert":
-                inserted, updated = self._upsert(job, json_columns)
-            else:
+            if not upsert:
                 self._copy(_ident(job.table), job.columns, job.rows, json_columns)
-                inserted, updated = len(job.rows), 0
+                return BatchSummary(job.batch, len(job.rows), len(job.rows), 0)
+            inserted, updated = self._upsert(job, json_columns)
             self.conn.execute(
                 sql.SQL(
                     "UPDATE {} SET rows = %s, inserted = %s, updated = %s"
@@ -300,7 +315,11 @@ class PostgresSession(WriteSession):
         json_columns: list[int],
     ) -> None:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
+        text = None if json_columns else copy_text(rows, len(columns))
         with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
+            if text is not None:
+                copy.write(text)
+                return
             if json_columns:
                 rows = map(_jsonify(json_columns), rows)  # type: ignore[assignment]
             for row in rows:
@@ -430,6 +449,112 @@ class PostgresSession(WriteSession):
                 sql.SQL("DELETE FROM {} WHERE run_id = %s AND node_key = %s").format(marks),
                 [run_id, node_key],
             )
+
+
+# -- COPY text, a column at a time -----------------------------------------------------------
+#: What COPY's text format escapes in a value, as psycopg's ``write_row`` does.
+_COPY_ESCAPES = str.maketrans(
+    {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
+)
+_OTHER_ESCAPED = ("\\", "\r", "\b", "\v", "\f")  # besides the tab and the line end
+_ESCAPED = re.compile("[\b\t\n\v\f\r\\\\]")
+_NULL = "\\N"
+
+
+def _text_column(values: Sequence[str]) -> Sequence[str]:
+    if _ESCAPED.search("".join(values)):
+        return [value.translate(_COPY_ESCAPES) for value in values]
+    return values
+
+
+def _finite_decimals(values: Sequence[Decimal]) -> Sequence[str] | None:
+    return list(map(str, values)) if all(map(Decimal.is_finite, values)) else None
+
+
+def _datetimes(values: Sequence[datetime]) -> Sequence[str]:
+    """``str()`` of each: by orjson for a column of naive or ``timezone.utc`` datetimes (the
+    same text, a few times faster), else one by one (orjson would round an offset's seconds)."""
+    if set(map(_TZINFO, values)) <= _ORJSON_ZONES:
+        # '["2025-01-01T10:00:00+00:00","..."]': no "T" but the separator, no '","' inside
+        listed = orjson.dumps(values).decode()[2:-2].replace("T", " ")
+        return listed.split('","')
+    return list(map(datetime.__str__, values))
+
+
+_TZINFO = attrgetter("tzinfo")
+_ORJSON_ZONES = {None, UTC}
+
+
+def _booleans(values: Sequence[bool]) -> Sequence[str]:
+    return ["t" if value else "f" for value in values]
+
+
+#: Value type -> the text psycopg's text dumper gives for every value of a column of it
+#: (``None``: not for this column; the batch then goes through ``write_row``).
+_COLUMN_TEXT: dict[type, Callable[[Sequence[Any]], Sequence[str] | None]] = {
+    str: _text_column,
+    int: lambda values: list(map(int.__repr__, values)),
+    Decimal: _finite_decimals,
+    float: lambda values: list(map(float.__repr__, values)),
+    bool: _booleans,
+    datetime: _datetimes,
+    date: lambda values: list(map(date.__str__, values)),
+}
+
+
+def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
+    """The rows as the text of ``COPY … FROM STDIN``, built a column at a time: the same
+    text as ``write_row`` (psycopg's text dumpers, then COPY's escapes), null as ``\\N``.
+    ``None`` when a column mixes types or holds a type without a column conversion here
+    (JSON, UUID, non-finite decimals...): the caller writes those rows one by one.
+
+    Rows of strings only (text as read) are joined as they are and the whole text checked
+    once (as many tabs and line ends as the rows and columns give, no backslash, ``\\r``,
+    ``\\b``, ``\\v``, ``\\f``); otherwise, and when a value needs COPY's escapes, by column: a
+    string column is checked in one search and escaped value by value only when it must be."""
+    if not rows:
+        return ""
+    if set(map(len, rows)) != {width}:
+        return None
+    if set(map(type, rows[0])) == {str} and set(map(type, chain.from_iterable(rows))) == {str}:
+        text = "\n".join(map("\t".join, rows))  # text as read: nothing to convert
+        if _plain(text, len(rows), width):
+            return text + "\n"
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for index, values in enumerate(columns):
+        kinds = set(map(type, values))
+        nulls = type(None) in kinds
+        kinds.discard(type(None))
+        if not kinds:
+            columns[index] = [_NULL] * len(values)
+            continue
+        if len(kinds) != 1:
+            return None
+        convert = _COLUMN_TEXT.get(kinds.pop())
+        if convert is None:
+            return None
+        if nulls:
+            present = [value for value in values if value is not None]
+            converted = convert(present)
+            if converted is None:
+                return None
+            texts = iter(converted)
+            columns[index] = [_NULL if value is None else next(texts) for value in values]
+        else:
+            whole = convert(values)
+            if whole is None:
+                return None
+            columns[index] = whole
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+def _plain(text: str, rows: int, width: int) -> bool:
+    """Whether no value in the joined ``text`` holds a character COPY escapes."""
+    return (
+        text.count("\t") == rows * (width - 1)
+        and text.count("\n") == rows - 1
+        and not any(char in text for char in _OTHER_ESCAPED)
+    )
 
 
 def _ident(table: TableName, *more: str) -> sql.Identifier:
