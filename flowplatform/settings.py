@@ -368,6 +368,16 @@ FLOWPLATFORM_BEAT_LOCK_TTL_S = env_int("FLOWPLATFORM_BEAT_LOCK_TTL_S", 15)
 if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
     raise SettingsError("FLOWPLATFORM_BEAT_LOCK_TTL_S must be at least 1")
 
+# --- Triggers (docs/triggers.md) --------------------------------------------------------------
+# Largest webhook body accepted, in bytes (413 above it).
+FLOWPLATFORM_WEBHOOK_MAX_BYTES = env_int("FLOWPLATFORM_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# Calls a minute one webhook trigger accepts (429 above it) unless it sets rate_per_minute.
+FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE = env_int("FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE", 600)
+if FLOWPLATFORM_WEBHOOK_MAX_BYTES < 1 or FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE < 1:
+    raise SettingsError(
+        "FLOWPLATFORM_WEBHOOK_MAX_BYTES and FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE must be 1 or more"
+    )
+
 # --- Audit trail (docs/admin.md) ---------------------------------------------------------------
 # Days an audit entry is kept; a daily beat task (and `manage.py purgeaudit`) deletes older ones.
 # 0 keeps entries for ever.

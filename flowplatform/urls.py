@@ -8,6 +8,7 @@ from flows.api.flows import FlowViewSet
 from flows.api.runs import RunViewSet
 from nodes.api.views import ConnectionViewSet, NodeTypeViewSet
 from scheduling.api import FlowScheduleViewSet
+from scheduling.triggers.webhooks import webhook
 
 # The REST API, /api/v1/: one line per resource.
 router = DefaultRouter()
@@ -23,7 +24,10 @@ urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/auth/", include("rest_framework.urls")),  # session log-in for the browsable API
+    path("api/auth/", include("rest_framework.urls")),
+    path(
+        "hooks/<slug:flow>/<slug:name>", webhook, name="webhook"
+    ),  # session log-in for the browsable API
 ]
 
 # JSON 404s under /api/, Django's page elsewhere.

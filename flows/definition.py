@@ -50,3 +50,4 @@ class FlowSpec(_Strict):
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     schedules: list[dict[str, Any]] | None = None
+    triggers: list[dict[str, Any]] | None = None

@@ -126,6 +126,9 @@ class Trigger(models.TextChoices):
     SCHEDULE = "schedule", "schedule"
     BACKFILL = "backfill", "backfill"
     RERUN = "rerun", "rerun"
+    WEBHOOK = "webhook", "webhook"
+    UPSTREAM = "upstream", "another flow"
+    FILE = "file", "file arrival"
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -145,6 +148,13 @@ class FlowRun(models.Model):
     params = models.JSONField("params", default=dict, blank=True)
     interval_start = models.DateTimeField("data interval start", null=True, blank=True)
     interval_end = models.DateTimeField("data interval end", null=True, blank=True)
+    payload = models.JSONField(
+        "payload",
+        null=True,
+        blank=True,
+        help_text="What started the run sent with it (a webhook's JSON body, a file's name); "
+        "the payload node and %(payload.x)s query parameters read it.",
+    )
     created_at = models.DateTimeField("created", auto_now_add=True, db_index=True)
     started_at = models.DateTimeField("started", null=True, blank=True)
     finished_at = models.DateTimeField("finished", null=True, blank=True)

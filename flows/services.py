@@ -45,6 +45,7 @@ def start_run(
     version: FlowVersion | None = None,
     reuse: dict[str, NodeRun] | None = None,
     user: Any = None,
+    payload: Any = None,
 ) -> FlowRun:
     """Validate the flow, snapshot its version, record a queued run and dispatch it on commit.
 
@@ -54,7 +55,8 @@ def start_run(
     Raises ``Flow.DoesNotExist`` for an unknown slug and ``FlowValidationError`` for an invalid
     flow (nothing is recorded then). With ``user`` (whoever starts it: a person, or a
     schedule's owner) raises ``AccessDenied`` unless that user may run the flow and use every
-    connection it names; without one the caller is the operator.
+    connection it names; without one the caller is the operator. ``payload`` (JSON) is what
+    the trigger sent: a webhook's body, an arriving file's name.
     """
     flow = flow_or_slug if isinstance(flow_or_slug, Flow) else Flow.objects.get(slug=flow_or_slug)
     reuse = reuse or {}
@@ -70,6 +72,7 @@ def start_run(
         params=params or {},
         interval_start=interval_start,
         interval_end=interval_end,
+        payload=payload,
     )
     node_runs = [
         _node_run(run, index, node, reuse.get(node["key"]))
@@ -257,3 +260,34 @@ def _reusable(
             raise RerunError(f"node '{key}' changed since run {run.id}: rerun from it instead")
         reuse[key] = old
     return reuse
+
+
+def run_result(run: FlowRun, limit: int = 100) -> dict[str, Any]:
+    """What a caller waiting on ``run`` gets: its status, error and the first ``limit``
+    records of its last node's output (the node last in the flow's order that succeeded).
+
+    Values are made JSON-safe (dates as ISO text, decimals as text)."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from flows.engine.handoff import read_output
+
+    result: dict[str, Any] = {"run": str(run.id), "status": run.status}
+    if run.error:
+        result["error"] = run.error
+    if run.status != RunStatus.SUCCEEDED:
+        return result
+    last = run.node_runs.exclude(output_ref="").order_by("-position").first()
+    records: list[Any] = []
+    if last is not None:
+        for batch in read_output(last.output_ref):
+            records.extend(list(batch)[: limit - len(records)])
+            if len(records) >= limit:
+                break
+        result["node"] = last.node_key
+    encoder = DjangoJSONEncoder()
+    result["records"] = [
+        {k: v if isinstance(v, str | int | float | bool | type(None) | list | dict)
+         else encoder.default(v) for k, v in record.items()}
+        for record in records
+    ]  # fmt: skip
+    return result

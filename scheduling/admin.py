@@ -315,3 +315,6 @@ class ScheduledRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from scheduling.triggers import admin as _trigger_admin  # noqa: E402, F401 - registers it

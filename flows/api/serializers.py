@@ -97,6 +97,12 @@ class FlowSerializer(serializers.Serializer):
         required=False,
         help_text="Schedules kept in sync with the flow, when the scheduling app is installed.",
     )
+    triggers = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Webhook, after-flow and file triggers kept in sync with the flow "
+        "(docs/triggers.md); a webhook's secret is never part of it.",
+    )
     version = serializers.IntegerField(
         required=False,
         allow_null=True,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from django.db import connection, models
 from django.utils import timezone
 
-from flows import transitions
+from flows import hooks, transitions
 from flows.engine.lease import (
     LOCK_NAMESPACE,
     NodeLease,
@@ -237,6 +237,8 @@ def finish_succeeded(
         lease.release()  # the statement may not have run: unlock (or drop the session)
         raise
     lease.released()  # by the statement
+    if closed:
+        hooks.run_finished(str(node_run.run_id))
     return bool(done), bool(closed)
 
 
