@@ -10,11 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 
 from flows import access
+from scheduling.triggers.dependencies import dependency_picture
 from scheduling.triggers.models import FlowTrigger, TriggerEvent, TriggerKind
 from scheduling.triggers.secrets import new_secret
 
@@ -42,6 +46,26 @@ class FlowTriggerAdmin(admin.ModelAdmin):
     fields = ("flow", "kind", "name", "config", "params", "enabled", "owner", "hook_url")
     readonly_fields = ("flow", "kind", "name", "config", "params", "owner", "hook_url")
     inlines = (TriggerEventInline,)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.dependencies_view)
+        extra = [path("dependencies/", view, name="scheduling_flowtrigger_dependencies")]
+        return extra + super().get_urls()
+
+    def dependencies_view(self, request: HttpRequest) -> HttpResponse:
+        """The dependency graph of the flows the user may see."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        slugs = None
+        if not access.has_global(request.user, "view"):
+            slugs = set(access.flows_for(request.user, "view").values_list("slug", flat=True))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Flow dependencies",
+            "opts": self.model._meta,
+            "picture": dependency_picture(slugs),
+        }
+        return TemplateResponse(request, "admin/scheduling/flowtrigger/dependencies.html", context)
 
     @admin.display(description="secret", boolean=True)
     def has_secret(self, trigger: FlowTrigger) -> bool | None:
