@@ -368,6 +368,29 @@ FLOWPLATFORM_BEAT_LOCK_TTL_S = env_int("FLOWPLATFORM_BEAT_LOCK_TTL_S", 15)
 if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
     raise SettingsError("FLOWPLATFORM_BEAT_LOCK_TTL_S must be at least 1")
 
+# --- Run slots (docs/triggers.md#routing-and-limits) -------------------------------------------
+# Runs executing at once in all (0: no limit) and per queue ("heavy=2,default=10"; "default"
+# names CELERY_TASK_DEFAULT_QUEUE); runs beyond wait queued and start as slots free.
+FLOWPLATFORM_MAX_ACTIVE_RUNS = env_int("FLOWPLATFORM_MAX_ACTIVE_RUNS", 0)
+
+
+def _queue_limits(value: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, count = item.partition("=")
+        if not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise SettingsError(
+                f"FLOWPLATFORM_QUEUE_LIMITS: '{item}' is not QUEUE=COUNT (a count of 1 or more)"
+            )
+        queue = name.strip()
+        limits[CELERY_TASK_DEFAULT_QUEUE if queue == "default" else queue] = int(count)
+    return limits
+
+
+FLOWPLATFORM_QUEUE_LIMITS = _queue_limits(env_str("FLOWPLATFORM_QUEUE_LIMITS", ""))
+if FLOWPLATFORM_MAX_ACTIVE_RUNS < 0:
+    raise SettingsError("FLOWPLATFORM_MAX_ACTIVE_RUNS must be 0 (no limit) or more")
+
 # --- Triggers (docs/triggers.md) --------------------------------------------------------------
 # Largest webhook body accepted, in bytes (413 above it).
 FLOWPLATFORM_WEBHOOK_MAX_BYTES = env_int("FLOWPLATFORM_WEBHOOK_MAX_BYTES", 1024 * 1024)

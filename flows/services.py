@@ -10,13 +10,14 @@ from typing import Any
 from celery import current_app
 from celery.exceptions import CeleryError
 from django.db import connection, transaction
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
-from flows import transitions
+from flows import admission, transitions
 from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
@@ -73,7 +74,12 @@ def start_run(
         interval_start=interval_start,
         interval_end=interval_end,
         payload=payload,
+        queue=flow.queue,
+        priority=flow.priority,
     )
+    waits = admission.limited(flow)
+    if not waits:
+        run.dispatched_at = timezone.now()
     node_runs = [
         _node_run(run, index, node, reuse.get(node["key"]))
         for index, node in enumerate(version.definition["nodes"])
@@ -82,8 +88,12 @@ def start_run(
     if trigger != Trigger.RERUN:  # rerun() records its own entry
         _record_run(Action.RUN, run)
     only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
-    # Inside a caller's transaction, sent once it commits; otherwise now.
-    transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
+    # Inside a caller's transaction, sent once it commits; otherwise now. A run that a slot
+    # limit applies to waits for its turn (flows.admission).
+    if waits:
+        transaction.on_commit(admission.admit_waiting)
+    else:
+        transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
     if current_app.conf.task_always_eager:
         run.refresh_from_db()  # it has run in-process already
     return run
@@ -141,7 +151,13 @@ def _node_run(run: FlowRun, index: int, node: dict[str, Any], reused: NodeRun | 
 
 def dispatch(run: FlowRun, only: set[str] | None = None, generation: int = 0) -> None:
     """Send the run's canvas to the broker (or execute it in-process in embedded mode)."""
-    canvas = build_canvas(str(run.id), run.version.definition, only=only, generation=generation)
+    canvas = build_canvas(
+        str(run.id),
+        run.version.definition,
+        only=only,
+        generation=generation,
+        queue=run.queue,
+    )
     try:
         canvas.apply_async()
     except NodeFailed:
