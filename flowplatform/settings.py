@@ -392,6 +392,22 @@ if FLOWPLATFORM_MAX_ACTIVE_RUNS < 0:
     raise SettingsError("FLOWPLATFORM_MAX_ACTIVE_RUNS must be 0 (no limit) or more")
 
 # --- Triggers (docs/triggers.md) --------------------------------------------------------------
+# file:/// connections may only name directories inside these (comma-separated; empty: none).
+FLOWPLATFORM_FILE_ROOTS = env_list("FLOWPLATFORM_FILE_ROOTS", "")
+for _root in FLOWPLATFORM_FILE_ROOTS:
+    if not Path(_root).is_absolute() or Path(_root).resolve() == Path("/"):
+        raise SettingsError(
+            f"FLOWPLATFORM_FILE_ROOTS: '{_root}' is not an absolute directory below / "
+            "(each root is a directory file:// connections may use, e.g. /srv/landing)"
+        )
+# How often beat looks for file triggers that are due (each polls at its own "every").
+FLOWPLATFORM_FILE_POLL_S = env_int("FLOWPLATFORM_FILE_POLL_S", 15)
+if FLOWPLATFORM_FILE_POLL_S < 1:
+    raise SettingsError("FLOWPLATFORM_FILE_POLL_S must be at least 1")
+CELERY_BEAT_SCHEDULE["flowplatform-poll-file-triggers"] = {
+    "task": "scheduling.poll_files",
+    "schedule": float(FLOWPLATFORM_FILE_POLL_S),
+}
 # Largest webhook body accepted, in bytes (413 above it).
 FLOWPLATFORM_WEBHOOK_MAX_BYTES = env_int("FLOWPLATFORM_WEBHOOK_MAX_BYTES", 1024 * 1024)
 # Calls a minute one webhook trigger accepts (429 above it) unless it sets rate_per_minute.

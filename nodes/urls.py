@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-SUPPORTED_SCHEMES = ("postgresql", "postgres", "sqlite", "http", "https")
+SUPPORTED_SCHEMES = ("postgresql", "postgres", "sqlite", "http", "https", "file", "s3")
 
 
 class ConnectionURLError(ValueError):
@@ -36,6 +36,10 @@ def validate_url(url: str) -> str:
     if parts.scheme == "sqlite":
         if not parts.path or parts.path == "/":
             raise ConnectionURLError("sqlite URLs need a file path, e.g. sqlite:///var/data.db")
+    elif parts.scheme in ("file", "s3"):
+        # File connections: the directory (inside FLOWPLATFORM_FILE_ROOTS) or the bucket and
+        # its endpoint's address are checked each time the connection is listed.
+        return url
     elif not parts.hostname:
         raise ConnectionURLError(f"{parts.scheme} URLs need a host")
     from nodes import dbguard  # it imports this module
