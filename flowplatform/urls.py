@@ -8,6 +8,7 @@ from flows.api.flows import FlowViewSet
 from flows.api.runs import RunViewSet
 from nodes.api.views import ConnectionViewSet, NodeTypeViewSet
 from scheduling.api import FlowScheduleViewSet
+from scheduling.triggers.api import FlowTriggerViewSet
 from scheduling.triggers.webhooks import webhook
 
 # The REST API, /api/v1/: one line per resource.
@@ -17,6 +18,7 @@ router.register("runs", RunViewSet, basename="run")
 router.register("nodes", NodeTypeViewSet, basename="node-type")
 router.register("connections", ConnectionViewSet, basename="connection")
 router.register("schedules", FlowScheduleViewSet, basename="schedule")
+router.register("triggers", FlowTriggerViewSet, basename="trigger")
 router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [

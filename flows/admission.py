@@ -54,7 +54,19 @@ def waiting() -> int:
     return FlowRun.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=True).count()
 
 
-def admit_waiting(_finished_run: str | None = None) -> int:
+def run_finished(run: FlowRun) -> int:
+    """A run ended: admit waiting runs if its slot is one they may wait for. Only a run a
+    limit applied to (``limited``, recorded at its start) frees such a slot, so the end of a
+    run no limit applies to costs no query."""
+    return admit_waiting() if run.limited or waiting_possible() else 0
+
+
+def waiting_possible() -> bool:
+    """A global or queue limit is set (then any run's end may free a slot)."""
+    return bool(settings.FLOWPLATFORM_MAX_ACTIVE_RUNS or settings.FLOWPLATFORM_QUEUE_LIMITS)
+
+
+def admit_waiting() -> int:
     """Dispatch waiting runs while slots are free; returns how many were dispatched."""
     from flows.services import DispatchError, dispatch
 

@@ -8,7 +8,7 @@ class FlowsConfig(AppConfig):
 
     def ready(self) -> None:
         from flows import hooks
-        from flows.admission import admit_waiting
+        from flows.admission import run_finished
 
         # A run that ends frees a slot: start the runs waiting for one.
-        hooks.on_run_finished("flows.admission", admit_waiting)
+        hooks.on_run_finished("flows.admission", run_finished)

@@ -187,6 +187,12 @@ class FlowRun(models.Model):
         "queue", max_length=100, blank=True, default="", help_text="The flow's queue at start."
     )
     priority = models.IntegerField("priority", default=0, help_text="The flow's at start.")
+    limited = models.BooleanField(
+        "slot limited",
+        default=False,
+        help_text="A slot limit applied to the run when it was recorded: its end may let a "
+        "waiting run start.",
+    )
     dispatched_at = models.DateTimeField(
         "dispatched",
         null=True,

@@ -77,7 +77,7 @@ def start_run(
         queue=flow.queue,
         priority=flow.priority,
     )
-    waits = admission.limited(flow)
+    waits = run.limited = admission.limited(flow)
     if not waits:
         run.dispatched_at = timezone.now()
     node_runs = [

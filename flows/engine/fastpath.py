@@ -238,7 +238,7 @@ def finish_succeeded(
         raise
     lease.released()  # by the statement
     if closed:
-        hooks.run_finished(str(node_run.run_id))
+        hooks.run_finished(str(node_run.run_id), node_run._state.fields_cache.get("run"))
     return bool(done), bool(closed)
 
 

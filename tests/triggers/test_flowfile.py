@@ -177,3 +177,25 @@ def test_webhooksecret_as_a_user_needs_run_flow(designer: User) -> None:
         call_command(
             "webhooksecret", "orders-in", "orders-created", "--as", "designer", stdout=StringIO()
         )
+
+
+def test_the_api_lists_triggers_and_generates_a_secret_for_who_may_run(
+    designer: User, admin_user: User
+) -> None:
+    flow = apply_flow_file(orders_flow())[0]
+    trigger = webhook_of(flow, "orders-created")
+    api = APIClient()
+    api.force_authenticate(designer)
+
+    listed = api.get("/api/v1/triggers/", {"flow": flow.slug})
+    refused = api.post(f"/api/v1/triggers/{trigger.pk}/secret/")
+
+    assert listed.status_code == 200
+    assert listed.json()["results"][0]["name"] == "orders-created"
+    assert listed.json()["results"][0]["has_secret"] is False
+    assert refused.status_code == 403
+    api.force_authenticate(admin_user)
+    made = api.post(f"/api/v1/triggers/{trigger.pk}/secret/")
+    assert made.status_code == 201
+    assert webhook_of(flow, "orders-created").secret() == made.json()["secret"]
+    assert made.json()["secret"] not in json.dumps(api.get("/api/v1/triggers/").json())
