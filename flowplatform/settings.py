@@ -395,6 +395,48 @@ FLOWPLATFORM_BEAT_LOCK_TTL_S = env_int("FLOWPLATFORM_BEAT_LOCK_TTL_S", 15)
 if FLOWPLATFORM_BEAT_LOCK_TTL_S < 1:
     raise SettingsError("FLOWPLATFORM_BEAT_LOCK_TTL_S must be at least 1")
 
+# --- Run slots (docs/triggers.md#routing-and-limits) -------------------------------------------
+# Runs executing at once in all (0: no limit) and per queue ("heavy=2,default=10"; "default"
+# names CELERY_TASK_DEFAULT_QUEUE); runs beyond wait queued and start as slots free.
+FLOWPLATFORM_MAX_ACTIVE_RUNS = env_int("FLOWPLATFORM_MAX_ACTIVE_RUNS", 0)
+
+
+def _queue_limits(value: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, count = item.partition("=")
+        if not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise SettingsError(
+                f"FLOWPLATFORM_QUEUE_LIMITS: '{item}' is not QUEUE=COUNT (a count of 1 or more)"
+            )
+        queue = name.strip()
+        limits[CELERY_TASK_DEFAULT_QUEUE if queue == "default" else queue] = int(count)
+    return limits
+
+
+FLOWPLATFORM_QUEUE_LIMITS = _queue_limits(env_str("FLOWPLATFORM_QUEUE_LIMITS", ""))
+if FLOWPLATFORM_MAX_ACTIVE_RUNS < 0:
+    raise SettingsError("FLOWPLATFORM_MAX_ACTIVE_RUNS must be 0 (no limit) or more")
+
+# --- Triggers (docs/triggers.md) --------------------------------------------------------------
+# File triggers watch file connections (FLOWPLATFORM_FILE_ROOTS above).
+# How often beat looks for file triggers that are due (each polls at its own "every").
+FLOWPLATFORM_FILE_POLL_S = env_int("FLOWPLATFORM_FILE_POLL_S", 15)
+if FLOWPLATFORM_FILE_POLL_S < 1:
+    raise SettingsError("FLOWPLATFORM_FILE_POLL_S must be at least 1")
+CELERY_BEAT_SCHEDULE["flowplatform-poll-file-triggers"] = {
+    "task": "scheduling.poll_files",
+    "schedule": float(FLOWPLATFORM_FILE_POLL_S),
+}
+# Largest webhook body accepted, in bytes (413 above it).
+FLOWPLATFORM_WEBHOOK_MAX_BYTES = env_int("FLOWPLATFORM_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# Calls a minute one webhook trigger accepts (429 above it) unless it sets rate_per_minute.
+FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE = env_int("FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE", 600)
+if FLOWPLATFORM_WEBHOOK_MAX_BYTES < 1 or FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE < 1:
+    raise SettingsError(
+        "FLOWPLATFORM_WEBHOOK_MAX_BYTES and FLOWPLATFORM_WEBHOOK_RATE_PER_MINUTE must be 1 or more"
+    )
+
 # --- Audit trail (docs/admin.md) ---------------------------------------------------------------
 # Days an audit entry is kept; a daily beat task (and `manage.py purgeaudit`) deletes older ones.
 # 0 keeps entries for ever.

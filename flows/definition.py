@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: Slugs that name API actions on all flows (``/api/v1/flows/validate/``), not a flow.
 RESERVED_SLUGS = frozenset({"validate", "preview"})
 
+#: A Celery queue name.
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -26,6 +29,11 @@ class NodePolicy(_Strict):
     retry_backoff_max_s: float = Field(default=300.0, gt=0, le=86400, description="Delay cap.")
     timeout_s: float | None = Field(
         default=None, gt=0, le=86400, description="Soft time limit of one attempt (hard: +30 s)."
+    )
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_PATTERN,
+        description="Celery queue of this node's task (default: the flow's queue).",
     )
 
 
@@ -58,9 +66,21 @@ class FlowSpec(_Strict):
     run_timeout_s: int | None = Field(
         default=None, gt=0, le=7 * 86400, description="Fail a run still active after this."
     )
+    queue: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_.:-]{1,100})?$",
+        description="Celery queue of the flow's tasks (empty: the default queue).",
+    )
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Waiting runs start highest priority first."
+    )
+    max_active_runs: int | None = Field(
+        default=None, ge=1, le=100_000, description="Runs of the flow executing at once."
+    )
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     schedules: list[dict[str, Any]] | None = None
+    triggers: list[dict[str, Any]] | None = None
     alerts: list[dict[str, Any]] | None = None
 
     @field_validator("slug")

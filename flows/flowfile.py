@@ -36,17 +36,29 @@ def apply_flow_file(data: Any) -> tuple[Flow, bool]:
                 "name": spec.name,
                 "description": spec.description,
                 "run_timeout_s": spec.run_timeout_s,
+                **routing(spec),
             },
         )
         if not created:
             flow.name, flow.description = spec.name, spec.description
             flow.run_timeout_s = spec.run_timeout_s
-            flow.save(update_fields=["name", "description", "run_timeout_s", "updated_at"])
+            for name, value in routing(spec).items():
+                setattr(flow, name, value)
+            fields = ["name", "description", "run_timeout_s", *ROUTING_FIELDS, "updated_at"]
+            flow.save(update_fields=fields)
         replace_graph(flow, spec)
         ensure_current_version(flow)
         for section in sections():
             section.apply(flow, data.get(section.key))
     return flow, created
+
+
+#: Where a flow's runs execute and how many at once (docs/triggers.md#routing-and-limits).
+ROUTING_FIELDS = ("queue", "priority", "max_active_runs")
+
+
+def routing(spec: FlowSpec) -> dict[str, Any]:
+    return {name: getattr(spec, name) for name in ROUTING_FIELDS}
 
 
 def replace_graph(flow: Flow, spec: FlowSpec) -> None:
@@ -143,6 +155,9 @@ def export_flow(flow: Flow) -> dict[str, Any]:
         data["description"] = flow.description
     if flow.run_timeout_s:
         data["run_timeout_s"] = flow.run_timeout_s
+    for name in ROUTING_FIELDS:
+        if getattr(flow, name):
+            data[name] = getattr(flow, name)
     data["nodes"] = [node_entry(n) for n in flow.nodes.order_by("position")]
     edges = []
     for edge in flow.edges.select_related("source", "target").order_by("position"):

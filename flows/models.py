@@ -18,6 +18,26 @@ class Flow(models.Model):
     run_timeout_s = models.PositiveIntegerField(
         "run timeout (s)", null=True, blank=True, help_text="Fail a run still active after this."
     )
+    queue = models.CharField(
+        "queue",
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Celery queue of the flow's tasks (empty: the default queue); workers started "
+        "with -Q NAME run them.",
+    )
+    priority = models.IntegerField(
+        "priority",
+        default=0,
+        help_text="Runs waiting for a slot start highest priority first, then oldest first.",
+    )
+    max_active_runs = models.PositiveIntegerField(
+        "max active runs",
+        null=True,
+        blank=True,
+        help_text="Runs of this flow executing at once, whatever started them (empty: no limit); "
+        "the others wait queued, in order.",
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
@@ -132,6 +152,9 @@ class Trigger(models.TextChoices):
     SCHEDULE = "schedule", "schedule"
     BACKFILL = "backfill", "backfill"
     RERUN = "rerun", "rerun"
+    WEBHOOK = "webhook", "webhook"
+    UPSTREAM = "upstream", "another flow"
+    FILE = "file", "file arrival"
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -151,6 +174,13 @@ class FlowRun(models.Model):
     params = models.JSONField("params", default=dict, blank=True)
     interval_start = models.DateTimeField("data interval start", null=True, blank=True)
     interval_end = models.DateTimeField("data interval end", null=True, blank=True)
+    payload = models.JSONField(
+        "payload",
+        null=True,
+        blank=True,
+        help_text="What started the run sent with it (a webhook's JSON body, a file's name); "
+        "the payload node and %(payload.x)s query parameters read it.",
+    )
     created_at = models.DateTimeField("created", auto_now_add=True, db_index=True)
     started_at = models.DateTimeField("started", null=True, blank=True)
     finished_at = models.DateTimeField("finished", null=True, blank=True)
@@ -159,10 +189,34 @@ class FlowRun(models.Model):
         "re-dispatches", default=0, help_text="Times the reaper re-sent a stalled run."
     )
     redispatched_at = models.DateTimeField("last re-dispatch", null=True, blank=True)
+    queue = models.CharField(
+        "queue", max_length=100, blank=True, default="", help_text="The flow's queue at start."
+    )
+    priority = models.IntegerField("priority", default=0, help_text="The flow's at start.")
+    limited = models.BooleanField(
+        "slot limited",
+        default=False,
+        help_text="A slot limit applied to the run when it was recorded: its end may let a "
+        "waiting run start.",
+    )
+    dispatched_at = models.DateTimeField(
+        "dispatched",
+        null=True,
+        blank=True,
+        help_text="When the run was handed to the workers; empty while it waits for a slot "
+        "(max_active_runs, FLOWPLATFORM_MAX_ACTIVE_RUNS, per-queue limits).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["flow", "status"], name="flowrun_flow_status")]
+        indexes = [
+            models.Index(fields=["flow", "status"], name="flowrun_flow_status"),
+            models.Index(
+                fields=["-priority", "created_at"],
+                name="flowrun_waiting_for_slot",
+                condition=Q(status="queued", dispatched_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.flow.slug} run {self.id}"

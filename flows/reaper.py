@@ -18,6 +18,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from flows import transitions
+from flows.admission import admit_waiting
 from flows.engine.lease import is_executing
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 
@@ -40,8 +41,8 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
                 revoke_run_tasks(run)
                 counts["timed_out"] += 1
             continue
-        if not is_stalled(run, stale):
-            continue
+        if run.dispatched_at is None or not is_stalled(run, stale):
+            continue  # (a run waiting for a slot has nothing to stall)
         count = transitions.mark_redispatched(str(run.id))
         if count > settings.FLOWPLATFORM_MAX_REDISPATCHES:
             reason = f"stalled: no progress after {count - 1} re-dispatches"
@@ -51,6 +52,7 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
             logger.warning("run %s stalled; re-dispatching (%s)", run.id, count)
             redispatch(run, generation=count)
             counts["redispatched"] += 1
+    counts["admitted"] = admit_waiting()
     return counts
 
 

@@ -10,13 +10,14 @@ from typing import Any
 from celery import current_app
 from celery.exceptions import CeleryError
 from django.db import connection, transaction
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
-from flows import transitions
+from flows import admission, transitions
 from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
@@ -45,6 +46,7 @@ def start_run(
     version: FlowVersion | None = None,
     reuse: dict[str, NodeRun] | None = None,
     user: Any = None,
+    payload: Any = None,
 ) -> FlowRun:
     """Validate the flow, snapshot its version, record a queued run and dispatch it on commit.
 
@@ -54,7 +56,8 @@ def start_run(
     Raises ``Flow.DoesNotExist`` for an unknown slug and ``FlowValidationError`` for an invalid
     flow (nothing is recorded then). With ``user`` (whoever starts it: a person, or a
     schedule's owner) raises ``AccessDenied`` unless that user may run the flow and use every
-    connection it names; without one the caller is the operator.
+    connection it names; without one the caller is the operator. ``payload`` (JSON) is what
+    the trigger sent: a webhook's body, an arriving file's name.
     """
     flow = flow_or_slug if isinstance(flow_or_slug, Flow) else Flow.objects.get(slug=flow_or_slug)
     reuse = reuse or {}
@@ -70,7 +73,13 @@ def start_run(
         params=params or {},
         interval_start=interval_start,
         interval_end=interval_end,
+        payload=payload,
+        queue=flow.queue,
+        priority=flow.priority,
     )
+    waits = run.limited = admission.limited(flow)
+    if not waits:
+        run.dispatched_at = timezone.now()
     node_runs = [
         _node_run(run, index, node, reuse.get(node["key"]))
         for index, node in enumerate(version.definition["nodes"])
@@ -79,8 +88,12 @@ def start_run(
     if trigger != Trigger.RERUN:  # rerun() records its own entry
         _record_run(Action.RUN, run)
     only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
-    # Inside a caller's transaction, sent once it commits; otherwise now.
-    transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
+    # Inside a caller's transaction, sent once it commits; otherwise now. A run that a slot
+    # limit applies to waits for its turn (flows.admission).
+    if waits:
+        transaction.on_commit(admission.admit_waiting)
+    else:
+        transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
     if current_app.conf.task_always_eager:
         run.refresh_from_db()  # it has run in-process already
     return run
@@ -138,7 +151,13 @@ def _node_run(run: FlowRun, index: int, node: dict[str, Any], reused: NodeRun | 
 
 def dispatch(run: FlowRun, only: set[str] | None = None, generation: int = 0) -> None:
     """Send the run's canvas to the broker (or execute it in-process in embedded mode)."""
-    canvas = build_canvas(str(run.id), run.version.definition, only=only, generation=generation)
+    canvas = build_canvas(
+        str(run.id),
+        run.version.definition,
+        only=only,
+        generation=generation,
+        queue=run.queue,
+    )
     try:
         canvas.apply_async()
     except NodeFailed:
@@ -257,3 +276,34 @@ def _reusable(
             raise RerunError(f"node '{key}' changed since run {run.id}: rerun from it instead")
         reuse[key] = old
     return reuse
+
+
+def run_result(run: FlowRun, limit: int = 100) -> dict[str, Any]:
+    """What a caller waiting on ``run`` gets: its status, error and the first ``limit``
+    records of its last node's output (the node last in the flow's order that succeeded).
+
+    Values are made JSON-safe (dates as ISO text, decimals as text)."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from flows.engine.handoff import read_output
+
+    result: dict[str, Any] = {"run": str(run.id), "status": run.status}
+    if run.error:
+        result["error"] = run.error
+    if run.status != RunStatus.SUCCEEDED:
+        return result
+    last = run.node_runs.exclude(output_ref="").order_by("-position").first()
+    records: list[Any] = []
+    if last is not None:
+        for batch in read_output(last.output_ref):
+            records.extend(list(batch)[: limit - len(records)])
+            if len(records) >= limit:
+                break
+        result["node"] = last.node_key
+    encoder = DjangoJSONEncoder()
+    result["records"] = [
+        {k: v if isinstance(v, str | int | float | bool | type(None) | list | dict)
+         else encoder.default(v) for k, v in record.items()}
+        for record in records
+    ]  # fmt: skip
+    return result

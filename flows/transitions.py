@@ -17,6 +17,7 @@ from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from flows import hooks
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from flows.signals import run_finished
 
@@ -67,9 +68,12 @@ def close_run(run_id: str) -> bool:
     return finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
 
 
-def announce_finished(run_id: str, status: str) -> None:
-    """Tell the listeners of ``run_finished`` (alerts) that a run has just ended; their
-    errors are logged, never raised into the run's own bookkeeping."""
+def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> None:
+    """A run has just ended (called once, by the state change that ended it): the receivers of
+    the ``run_finished`` signal (alerts) and the callbacks of ``flows.hooks`` (triggers, run
+    slots) hear of it; their errors are logged, never raised into the run's own bookkeeping.
+    ``run``: the run's instance when the caller has it (saves a query)."""
+    hooks.run_finished(run_id, run)
     for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
         if isinstance(result, Exception):
             logger.error("run %s: %s failed on run_finished: %s", run_id, receiver, result)

@@ -28,6 +28,7 @@ BUILTIN_NODES: dict[str, str] = {
     "http_request": "nodes.builtin.http_request.HttpRequestNode",
     "file_read": "nodes.builtin.file_read.FileReadNode",
     "file_write": "nodes.builtin.file_write.FileWriteNode",
+    "payload": "nodes.builtin.payload.PayloadNode",
 }
 
 

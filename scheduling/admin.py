@@ -362,3 +362,5 @@ def _hide_beat_admin() -> None:
 
 
 _hide_beat_admin()
+
+from scheduling.triggers import admin as _trigger_admin  # noqa: E402, F401 - registers it

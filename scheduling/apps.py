@@ -1,4 +1,4 @@
-"""Schedules: FlowSchedule kept in sync with django-celery-beat."""
+"""Schedules (FlowSchedule kept in sync with django-celery-beat) and triggers."""
 
 from django.apps import AppConfig
 
@@ -19,6 +19,9 @@ class SchedulingConfig(AppConfig):
         from scheduling import flowfile
         from scheduling.models import FlowSchedule
         from scheduling.signals import delete_periodic_task, disable_owned_schedules
+        from scheduling.triggers import access as trigger_access
+        from scheduling.triggers import flowfile as trigger_flowfile
+        from scheduling.triggers.hooks import connect as connect_trigger_hooks
 
         post_delete.connect(
             delete_periodic_task, sender=FlowSchedule, dispatch_uid="scheduling.delete_entry"
@@ -42,3 +45,17 @@ class SchedulingConfig(AppConfig):
                 export=flowfile.export_section,
             )
         )
+        register_section_access(
+            SectionAccess(
+                key="triggers", rights=trigger_access.section_rights, claim=trigger_access.claim
+            )
+        )
+        register_section(
+            FlowFileSection(
+                key="triggers",
+                validate=trigger_flowfile.validate_section,
+                apply=trigger_flowfile.apply_section,
+                export=trigger_flowfile.export_section,
+            )
+        )
+        connect_trigger_hooks()

@@ -290,3 +290,17 @@ class ScheduledRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} [{self.interval_start:%Y-%m-%d %H:%M:%S}, {self.interval_end:%Y-%m-%d %H:%M:%S})"
+
+
+from scheduling.triggers.models import FlowTrigger, TriggerEvent, TriggerKind  # noqa: E402
+
+__all__ = [
+    "FlowSchedule",
+    "FlowTrigger",
+    "OverlapPolicy",
+    "ScheduleKind",
+    "ScheduledRun",
+    "ScheduledRunState",
+    "TriggerEvent",
+    "TriggerKind",
+]

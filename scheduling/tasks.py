@@ -34,3 +34,11 @@ def fire(schedule_id: int, due: str | None = None) -> int:
 def drain() -> int:
     """Start intervals that wait behind earlier runs (overlap 'queue', backfills) when slots free."""
     return len(drain_waiting().started)
+
+
+@shared_task(name="scheduling.poll_files", ignore_result=True)
+def poll_files() -> int:
+    """Poll the file-arrival triggers that are due (beat, every FLOWPLATFORM_FILE_POLL_S)."""
+    from scheduling.triggers.files import poll_due
+
+    return poll_due()

@@ -136,7 +136,7 @@ def tracked_models() -> dict[type[models.Model], Tracked]:
 
     from flows.models import Flow, FlowAccess
     from nodes.models import Connection
-    from scheduling.models import FlowSchedule
+    from scheduling.models import FlowSchedule, FlowTrigger
 
     token = Tracked(identify=_token_identity, changes=False)
     return {
@@ -162,6 +162,10 @@ def tracked_models() -> dict[type[models.Model], Tracked]:
             )
         ),
         FlowAccess: Tracked(identify=_grant_identity),
+        FlowTrigger: Tracked(
+            ignore=frozenset({"id", "created_at", "updated_at", "position", "polled_at"}),
+            secret={"encrypted_secret": ("secret", lambda t: t.secret())},
+        ),
         Token: token,
         TokenProxy: token,
     }

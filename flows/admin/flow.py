@@ -329,8 +329,10 @@ class FlowAdmin(admin.ModelAdmin):
             if Flow.objects.filter(slug=slug).exists():
                 form.add_error("slug", f"a flow '{slug}' already exists")
             else:
-                # Schedules stay with the original: a copy must not fire twice as often.
-                data = {k: v for k, v in export_flow(flow).items() if k != "schedules"}
+                # Schedules and triggers stay with the original: a copy must not fire twice.
+                data = {
+                    k: v for k, v in export_flow(flow).items() if k not in ("schedules", "triggers")
+                }
                 data.update(slug=slug, name=form.cleaned_data["name"])
                 try:
                     with transaction.atomic():

@@ -36,6 +36,12 @@ class NodePolicySerializer(serializers.Serializer):
     timeout_s = serializers.FloatField(
         required=False, allow_null=True, help_text="Soft time limit of one attempt."
     )
+    queue = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=100,
+        help_text="Celery queue of this node's task (default: the flow's queue).",
+    )
 
 
 class NodeUISerializer(serializers.Serializer):
@@ -100,6 +106,24 @@ class FlowSerializer(serializers.Serializer):
         min_value=1,
         help_text="Fail a run still active after this many seconds.",
     )
+    queue = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        help_text="Celery queue of the flow's tasks (empty: the default queue).",
+    )
+    priority = serializers.IntegerField(
+        required=False,
+        min_value=-1000,
+        max_value=1000,
+        help_text="Runs waiting for a slot start highest priority first.",
+    )
+    max_active_runs = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Runs of the flow executing at once, whatever started them (none: no limit).",
+    )
     nodes = FlowNodeSerializer(many=True)
     edges = FlowEdgeSerializer(many=True, required=False)
     schedules = serializers.ListField(
@@ -112,6 +136,12 @@ class FlowSerializer(serializers.Serializer):
         required=False,
         help_text='Alerts: [{"on": ["failed", "late", "recovered"], "connection": "ops-webhook", '
         '"email": ["ops@example.com"], "late_after": "30m"}] (docs/operations.md#alerts).',
+    )
+    triggers = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Webhook, after-flow and file triggers kept in sync with the flow "
+        "(docs/triggers.md); a webhook's secret is never part of it.",
     )
     version = serializers.IntegerField(
         required=False,

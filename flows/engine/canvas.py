@@ -30,6 +30,7 @@ def node_signature(
     generation: int = 0,
     close: bool = False,
     linear: bool = False,
+    queue: str = "",
 ) -> Signature:
     """The task of one node, with its time limits from the node's policy. ``close``: the
     run's last task, which ends the run; ``linear``: the canvas is a plain chain, whose tasks'
@@ -38,7 +39,10 @@ def node_signature(
     signature = tasks.run_node.si(*args).set(task_id=node_task_id(run_id, node["key"], generation))
     if linear:
         signature.set(ignore_result=True)
-    timeout = (node.get("policy") or {}).get("timeout_s")
+    policy = node.get("policy") or {}
+    if policy.get("queue") or queue:
+        signature.set(queue=policy.get("queue") or queue)
+    timeout = policy.get("timeout_s")
     if timeout:
         signature.set(soft_time_limit=timeout, time_limit=timeout + HARD_LIMIT_GRACE_S)
     return signature
@@ -52,8 +56,10 @@ def build_canvas(
     definition: dict[str, Any],
     only: set[str] | None = None,
     generation: int = 0,
+    queue: str = "",
 ) -> Signature:
-    """The run's canvas; ``only`` restricts it to some nodes (resume, rerun from a node)."""
+    """The run's canvas; ``only`` restricts it to some nodes (resume, rerun from a node).
+    ``queue``: the Celery queue of its tasks (a node's ``policy.queue`` wins for that node)."""
     nodes = {node["key"]: node for node in definition["nodes"]}
     levels = [
         [key for key in full_level if only is None or key in only]
@@ -64,17 +70,25 @@ def build_canvas(
     steps: list[Signature] = []
     for level in levels:
         if steps and isinstance(steps[-1], group) and len(level) > 1:
-            steps.append(tasks.barrier.si())
+            steps.append(_routed(tasks.barrier.si(), queue))
         if len(level) == 1:
-            steps.append(node_signature(run_id, nodes[level[0]], generation, linear=linear))
+            steps.append(
+                node_signature(run_id, nodes[level[0]], generation, linear=linear, queue=queue)
+            )
         else:
-            steps.append(group(node_signature(run_id, nodes[key], generation) for key in level))
+            steps.append(
+                group(node_signature(run_id, nodes[key], generation, queue=queue) for key in level)
+            )
     if levels and len(levels[-1]) == 1:
         # The last node ends the run itself: one message fewer than a closing task.
         last = nodes[levels[-1][0]]
-        steps[-1] = node_signature(run_id, last, generation, close=True, linear=linear)
+        steps[-1] = node_signature(run_id, last, generation, close=True, linear=linear, queue=queue)
     else:
-        steps.append(tasks.finish_run.si(run_id))
+        steps.append(_routed(tasks.finish_run.si(run_id), queue))
     canvas = chain(*steps)
-    canvas.on_error(tasks.fail_run.s(run_id))
+    canvas.on_error(_routed(tasks.fail_run.s(run_id), queue))
     return canvas
+
+
+def _routed(signature: Signature, queue: str) -> Signature:
+    return signature.set(queue=queue) if queue else signature

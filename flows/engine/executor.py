@@ -232,6 +232,7 @@ def make_context(
         is_cancelled=is_cancelled,
         partition=partition,
         redactor=redactor if redactor is not None else Redactor(),
+        payload=run.payload,
         **checkpoints,
     )
 

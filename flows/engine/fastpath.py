@@ -64,6 +64,8 @@ _RUN_FIELDS = [
         "params",
         "interval_start",
         "interval_end",
+        "payload",
+        "limited",
     )
 ]
 

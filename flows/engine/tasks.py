@@ -91,7 +91,10 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
             raise Ignore()
         logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
         if closed:
-            transitions.announce_finished(run_id, RunStatus.SUCCEEDED)  # closed by the fast path
+            # closed by the fast path: announced here, once
+            transitions.announce_finished(
+                run_id, RunStatus.SUCCEEDED, node_run._state.fields_cache.get("run")
+            )
         elif close:
             transitions.close_run(run_id)  # not every node succeeded: it fails the run
         return node_key

@@ -38,7 +38,7 @@ from nodes.sdk.errors import NodeError
 from nodes.sdk.node import RowBatch
 
 # ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
-_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
+_PLACEHOLDER = re.compile(r"%%|%\((\w+(?:\.\w+)*)\)s")
 
 
 def placeholders(query: str) -> list[str]:
@@ -300,7 +300,12 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _sqlite_query(query: str) -> str:
-    return _PLACEHOLDER.sub(lambda m: f":{m.group(1)}" if m.group(1) else "%", query)
+    return _PLACEHOLDER.sub(lambda m: f":{_sqlite_name(m.group(1))}" if m.group(1) else "%", query)
+
+
+def _sqlite_name(name: str) -> str:
+    """SQLite's named parameters have no dots: ``payload.id`` binds as ``payload__id``."""
+    return name.replace(".", "__")
 
 
 def sqlite_rows(
@@ -327,7 +332,7 @@ def sqlite_rows(
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
             if params is not None:
                 query = _sqlite_query(query)
-                params = {k: _sqlite_value(v) for k, v in params.items()}
+                params = {_sqlite_name(k): _sqlite_value(v) for k, v in params.items()}
             cursor = conn.execute(query, params or {})
             yield from _batches(cursor, batch_size, is_cancelled)
         finally:

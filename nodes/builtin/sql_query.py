@@ -216,6 +216,8 @@ class SqlQueryNode(Node):
             return None
         values = {**context.run_values, **self.config.params, **context.params}
         for name in names:
+            if name.startswith("payload.") and name not in values:
+                values[name] = context.payload_value(name.removeprefix("payload."))
             if name not in values:
                 raise NodeError(
                     f"query parameter '{name}' has no value: set it in params or as a run param",

@@ -47,7 +47,8 @@ class ExecutionContext:
     """The run values, services and identity a node executes with.
 
     ``run_values`` are what queries may bind: the run's params plus ``interval_start``,
-    ``interval_end``, ``run_id`` and ``logical_date``.
+    ``interval_end``, ``run_id`` and ``logical_date``; ``payload_value`` reads one scalar of
+    the payload (``%(payload.order_id)s``).
     """
 
     run_id: str = "local"
@@ -71,6 +72,8 @@ class ExecutionContext:
     #: driver sends back through ``redactor.cut(text, limit)`` (the engine redacts what the
     #: node raises with it too).
     redactor: Redactor = field(default_factory=Redactor)
+    #: What the trigger sent with the run (a webhook's JSON body, an arriving file), or None.
+    payload: Any = None
     #: Set in a data preview: read at most this many records (a source pushes the limit down:
     #: ``LIMIT`` for SQL, the first page of an API, the first rows of the first file). ``None``:
     #: a real run.
@@ -107,3 +110,19 @@ class ExecutionContext:
         }
         values.update(self.params)
         return values
+
+    def payload_value(self, path: str) -> Any:
+        """The scalar at the dotted ``path`` of the payload; a permanent NodeError when it is
+        missing or not a scalar (a query binds values, never objects or lists)."""
+        from nodes.builtin.paths import MISSING, get_path
+        from nodes.sdk.errors import NodeError
+
+        value = get_path(self.payload, path) if self.payload is not None else MISSING
+        if value is MISSING:
+            raise NodeError(f"the run's payload has no value at '{path}'", permanent=True)
+        if not (value is None or isinstance(value, str | int | float | bool)):
+            raise NodeError(
+                f"payload.{path} is a {type(value).__name__}: only scalar values can be bound",
+                permanent=True,
+            )
+        return value

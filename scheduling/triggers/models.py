@@ -1,0 +1,113 @@
+"""Flow triggers, and the record of every event that fired one (the idempotency key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from flows.models import Flow, FlowRun
+from nodes import crypto
+
+
+class TriggerKind(models.TextChoices):
+    WEBHOOK = "webhook", "webhook"
+    AFTER = "after", "after other flows"
+    FILES = "files", "file arrival"
+
+
+class FlowTrigger(models.Model):
+    """One way a flow starts by itself besides its schedules.
+
+    ``name`` identifies the trigger within its flow and kind across imports: the webhook's
+    name, the upstream slugs (``a,b``) or ``connection:path``. ``config`` holds the rest, as
+    the flow file says it (``scheduling.triggers.flowfile``).
+    """
+
+    flow = models.ForeignKey(
+        Flow, on_delete=models.CASCADE, related_name="triggers", verbose_name="flow"
+    )
+    kind = models.CharField("kind", max_length=10, choices=TriggerKind.choices)
+    name = models.CharField(
+        "name",
+        max_length=400,
+        help_text="The webhook's name, the upstream flows, or connection:path of watched files.",
+    )
+    config = models.JSONField("config", default=dict, blank=True)
+    params = models.JSONField(
+        "run params", default=dict, blank=True, help_text="Params every run it starts gets."
+    )
+    enabled = models.BooleanField("enabled", default=True)
+    encrypted_secret = models.TextField(
+        "secret (encrypted)",
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Webhooks: the shared secret, encrypted; shown once when generated.",
+    )
+    owner = models.ForeignKey(
+        "auth.User",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name="owner",
+        help_text="Who last created or changed the trigger: its runs need this user's rights "
+        "(empty: set by an operator on the command line).",
+    )
+    position = models.PositiveIntegerField("position", default=0, help_text="Order in the file.")
+    polled_at = models.DateTimeField(
+        "last polled", null=True, blank=True, editable=False, help_text="File triggers."
+    )
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["flow", "position", "id"]
+        verbose_name = "flow trigger"
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "kind", "name"], name="flowtrigger_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug}: {self.kind} {self.name}"
+
+    def secret(self) -> str:
+        """The decrypted secret ('' when none was generated)."""
+        return crypto.decrypt(self.encrypted_secret) if self.encrypted_secret else ""
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.config.get(name, default)
+
+
+class TriggerEvent(models.Model):
+    """One event of a trigger, handled once: the row is the idempotency key.
+
+    Created in the same transaction as its run under a unique (trigger, key): a webhook's
+    Idempotency-Key, an upstream run, a data interval, a file's name, size and stamp.
+    """
+
+    trigger = models.ForeignKey(FlowTrigger, on_delete=models.CASCADE, related_name="events")
+    key = models.CharField("event key", max_length=600)
+    run = models.OneToOneField(
+        FlowRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="trigger_event",
+        verbose_name="run",
+    )
+    details = models.JSONField("details", default=dict, blank=True)
+    error = models.TextField("error", blank=True, default="")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+
+    class Meta:
+        ordering = ["trigger", "-created_at"]
+        verbose_name = "trigger event"
+        constraints = [
+            models.UniqueConstraint(fields=["trigger", "key"], name="triggerevent_once_per_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trigger_id}: {self.key}"
