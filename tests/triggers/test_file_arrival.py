@@ -14,6 +14,9 @@ from moto.server import ThreadedMotoServer
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, RunStatus
 from flows.services import wait_for_run
+from nodes.crypto import encrypt
+from nodes.models import Connection
+from nodes.urls import ConnectionURLError
 from scheduling.triggers.files import poll, poll_due
 from scheduling.triggers.listing import glob_regex
 from scheduling.triggers.models import FlowTrigger
@@ -86,7 +89,11 @@ def test_a_rewritten_file_runs_again_and_an_unchanged_one_does_not(db: None, inb
 
 
 def test_a_directory_outside_the_file_roots_is_never_listed(db: None, inbox: Path) -> None:
-    add_connection("inbox", "file:///etc")
+    with pytest.raises(ConnectionURLError, match="only inside FLOWPLATFORM_FILE_ROOTS"):
+        add_connection("inbox", "file:///etc")  # refused when saved
+    connection = add_connection("inbox", f"file://{inbox}")
+    # ... and when listed, for a connection stored before the rule (or the roots changed)
+    Connection.objects.filter(pk=connection.pk).update(encrypted_url=encrypt("file:///etc"))
     trigger = watching("*")
 
     result = poll(trigger)

@@ -87,7 +87,10 @@ def test_a_file_without_triggers_leaves_them_alone() -> None:
         ),
         ([{"webhook": "has space"}], "triggers[0].webhook: String should match pattern"),
         ([{"webhook": "a", "secret": "s3cr3t"}], "triggers[0].secret: Extra inputs"),
-        ([{"webhook": "a", "response": "later"}], "triggers[0].response: Input should be"),
+        (
+            [{"webhook": "a", "response": "later"}],
+            "triggers[0].response: 'later' is not one of accept, wait",
+        ),
         ([{"after": ["ok", "no way"]}], "triggers[0].after: 'no way' is not a flow slug"),
         ([{"files": "inbox", "path": "*.csv", "every": "1s"}], "triggers[0].every: poll at most"),
         ([{"files": "inbox", "path": "../*.csv"}], "triggers[0].path: a relative glob"),
