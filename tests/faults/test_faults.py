@@ -291,7 +291,7 @@ def test_rerun_from_the_failed_node_reuses_upstream_outputs(
 
 
 def test_starting_a_run_with_the_broker_down_fails_fast(
-    transactional_db: None, minimal_flow: dict[str, Any]
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
 ) -> None:
     apply_flow_file(minimal_flow)
     env = {
