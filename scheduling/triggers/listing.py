@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from django.conf import settings
 
 from nodes import netguard
+from nodes.filestore import glob_regex
 from nodes.sdk.errors import NodeError
 
 #: Most files one listing returns (the rest are seen on the next poll).
@@ -38,29 +39,6 @@ class FileEntry:
     name: str
     size: int
     stamp: str
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` and ``?`` stay within a path segment, ``**/`` spans directories, ``[...]`` a class."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def _prefix(pattern: str) -> str:
