@@ -153,6 +153,13 @@ class FlowRun(models.Model):
         "re-dispatches", default=0, help_text="Times the reaper re-sent a stalled run."
     )
     redispatched_at = models.DateTimeField("last re-dispatch", null=True, blank=True)
+    trace_id = models.CharField(
+        "trace id",
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="The run's OpenTelemetry trace (empty when tracing is off).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -164,6 +171,13 @@ class FlowRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_RUN_STATUSES
+
+    @property
+    def trace_url(self) -> str:
+        """A link to the run's trace (``FLOWPLATFORM_TRACE_URL_TEMPLATE``), or ""."""
+        from flowplatform.telemetry import trace_url
+
+        return trace_url(self.trace_id)
 
     @property
     def duration_s(self) -> float | None:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from flowplatform import metrics
 from flows import transitions
 from flows.engine.lease import is_executing
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
@@ -51,6 +52,7 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
             logger.warning("run %s stalled; re-dispatching (%s)", run.id, count)
             redispatch(run, generation=count)
             counts["redispatched"] += 1
+    metrics.reaper_acted(counts)
     return counts
 
 

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from flowplatform import telemetry
 from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
@@ -63,24 +64,27 @@ def start_run(
     version = version or ensure_current_version(flow)
     if user is not None:
         check_run(user, flow, version.definition["nodes"])
-    run = FlowRun(
-        flow=flow,
-        version=version,
-        trigger=trigger,
-        params=params or {},
-        interval_start=interval_start,
-        interval_end=interval_end,
-    )
-    node_runs = [
-        _node_run(run, index, node, reuse.get(node["key"]))
-        for index, node in enumerate(version.definition["nodes"])
-    ]
-    _insert(run, node_runs)
-    if trigger != Trigger.RERUN:  # rerun() records its own entry
-        _record_run(Action.RUN, run)
-    only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
-    # Inside a caller's transaction, sent once it commits; otherwise now.
-    transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
+    with telemetry.run_span(flow.slug, trigger) as span:
+        run = FlowRun(
+            flow=flow,
+            version=version,
+            trigger=trigger,
+            params=params or {},
+            interval_start=interval_start,
+            interval_end=interval_end,
+            trace_id=span.trace_id,
+        )
+        node_runs = [
+            _node_run(run, index, node, reuse.get(node["key"]))
+            for index, node in enumerate(version.definition["nodes"])
+        ]
+        _insert(run, node_runs)
+        span.started(run)
+        if trigger != Trigger.RERUN:  # rerun() records its own entry
+            _record_run(Action.RUN, run)
+        only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
+        # Inside a caller's transaction, sent once it commits (in the run's trace); else now.
+        transaction.on_commit(span.bind(lambda: dispatch(run, only=only if reuse else None)))
     if current_app.conf.task_always_eager:
         run.refresh_from_db()  # it has run in-process already
     return run

@@ -16,6 +16,7 @@ from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from flowplatform import telemetry
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 
 
@@ -39,6 +40,8 @@ def finish_run(run_id: str, status: str, error: str = "") -> bool:
             NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
                 status=NodeStatus.SKIPPED, finished_at=now
             )
+    if changed:
+        telemetry.run_finished(run_id)
     return bool(changed)
 
 
@@ -56,6 +59,7 @@ def close_run(run_id: str) -> bool:
         .filter(~Exists(not_succeeded))
         .update(status=RunStatus.SUCCEEDED, finished_at=now, started_at=Coalesce("started_at", now))
     ):
+        telemetry.run_finished(run_id)
         return True
     return finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
 
