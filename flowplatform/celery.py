@@ -102,10 +102,12 @@ def _serve_worker_metrics(sender: Any = None, **_kwargs: Any) -> None:
 
     from django.conf import settings
 
+    from flowplatform import metrics
+
     port = settings.FLOWPLATFORM_WORKER_METRICS_PORT
+    metrics.set_collecting(bool(port))
     if not port:
         return
-    from flowplatform import metrics
 
     name = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
@@ -140,6 +142,7 @@ def _observe_beat(**_kwargs: Any) -> None:
     from flowplatform import metrics, telemetry
 
     telemetry.setup("beat")
+    metrics.set_collecting(bool(settings.FLOWPLATFORM_WORKER_METRICS_PORT))
     if settings.FLOWPLATFORM_WORKER_METRICS_PORT:
         metrics.serve_celery_metrics(settings.FLOWPLATFORM_WORKER_METRICS_PORT, state=True)
 

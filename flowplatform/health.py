@@ -101,3 +101,23 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse(metrics.exposition(state=True), content_type=metrics.CONTENT_TYPE)
+
+
+class ProbeMiddleware:
+    """Answers ``/healthz``, ``/readyz`` and ``/metrics`` before any other middleware: probes
+    and scrapers reach a pod by its IP over plain HTTP, which the host check
+    (``ALLOWED_HOSTS``) and the HTTPS redirect (``FLOWPLATFORM_HTTPS``) would refuse."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.views: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+            "/healthz": healthz,
+            "/readyz": readyz,
+            "/metrics": metrics_view,
+        }
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = self.views.get(request.path_info)
+        if view is not None:
+            return view(request)
+        return self.get_response(request)

@@ -104,6 +104,18 @@ class _Metrics:
 
 _metrics: _Metrics | None = None
 _lock = threading.Lock()
+#: Whether this process counts at all: a worker or beat without a metrics port has nobody to
+#: read its figures, and skips the work (``set_collecting``); the web process always counts.
+_collecting = True
+
+
+def set_collecting(on: bool) -> None:
+    global _collecting
+    _collecting = on
+
+
+def collecting() -> bool:
+    return _collecting
 
 
 def _get() -> _Metrics:
@@ -119,6 +131,8 @@ def _get() -> _Metrics:
 
 
 def run_finished(flow: str, status: str, trigger: str, duration_s: float | None) -> None:
+    if not _collecting:
+        return
     metrics = _get()
     metrics.runs.labels(flow, status, trigger).inc()
     if duration_s is not None:
@@ -128,6 +142,8 @@ def run_finished(flow: str, status: str, trigger: str, duration_s: float | None)
 def node_finished(
     node_type: str, status: str, duration_s: float, rows_in: int, rows_out: int, retry: bool
 ) -> None:
+    if not _collecting:
+        return
     metrics = _get()
     metrics.node_runs.labels(node_type, status).inc()
     metrics.node_duration.labels(node_type).observe(duration_s)
@@ -140,10 +156,14 @@ def node_finished(
 
 
 def schedule_fired(lag_s: float) -> None:
+    if not _collecting:
+        return
     _get().fire_lag.observe(max(lag_s, 0.0))
 
 
 def reaper_acted(counts: dict[str, int]) -> None:
+    if not _collecting:
+        return
     metrics = _get()
     for action, count in counts.items():
         if count:

@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz, /metrics: answered before the host check and the HTTPS redirect.
+    "flowplatform.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves STATIC_ROOT (collected at image build) without DEBUG: admin, Swagger UI.
     "whitenoise.middleware.WhiteNoiseMiddleware",

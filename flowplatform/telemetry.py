@@ -135,17 +135,21 @@ def _instrument(kind: str, provider: Any) -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-    instrumentors: list[Any] = [
-        CeleryInstrumentor(),
-        PsycopgInstrumentor(),
-        RequestsInstrumentor(),
-        RedisInstrumentor(),
-    ]
+    instrumentors: dict[str, Any] = {
+        "celery": CeleryInstrumentor(),
+        "psycopg": PsycopgInstrumentor(),
+        "requests": RequestsInstrumentor(),
+        "redis": RedisInstrumentor(),
+    }
     if kind in ("web", "cli"):
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 
-        instrumentors.append(DjangoInstrumentor())
-    for instrumentor in instrumentors:
+        instrumentors["django"] = DjangoInstrumentor()
+    # The standard switch of the Python SDK: names of instrumentations to leave out.
+    disabled = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    for name in (n.strip() for n in disabled.split(",")):
+        instrumentors.pop(name, None)
+    for instrumentor in instrumentors.values():
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=provider)
             _instrumented.append(instrumentor)
@@ -331,6 +335,8 @@ def _end_node_span(
 
 def run_finished(run_id: str) -> None:
     """Count a run that has just ended (``flowplatform_runs_total``, its duration)."""
+    if not metrics.collecting():
+        return
     from flows.models import FlowRun
 
     row = (

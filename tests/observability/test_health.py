@@ -91,3 +91,14 @@ def test_metrics_without_a_token_are_open_and_list_every_metric(web: WebProcess)
         "flowplatform_reaper_actions_total",
     ):
         assert f"# TYPE {name} " in answer.text, name
+
+
+def test_probes_answer_a_pod_ip_over_plain_http_behind_https_settings() -> None:
+    from django.test import Client, override_settings
+
+    with override_settings(SECURE_SSL_REDIRECT=True, ALLOWED_HOSTS=["flows.example.com"]):
+        client = Client(HTTP_HOST="10.1.2.3:8000")
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        # Everything else still gets the host check.
+        assert client.get("/api/v1/").status_code == 400
