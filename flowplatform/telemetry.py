@@ -330,6 +330,45 @@ def _end_node_span(
         span.set_status(Status(StatusCode.OK))
 
 
+@contextmanager
+def partition_execution(
+    run_id: str, flow: str, version: int, source: str, partition: int
+) -> Iterator[Callable[[dict[str, list[int]]], None]]:
+    """Around one partition of a fan-out: the span ``node <source>`` with
+    ``flowplatform.partition`` (tracing on) and the run of its log lines. Call what it yields
+    with the rows of each node ({key: [in, out]}) when the partition is through."""
+    with run_context(run_id=run_id, node_key=source, flow=flow):
+        if _tracer is None:
+            yield lambda rows: None
+            return
+        attributes = {
+            f"{ATTR}.flow": flow,
+            f"{ATTR}.version": version,
+            f"{ATTR}.run_id": run_id,
+            f"{ATTR}.node_key": source,
+            f"{ATTR}.partition": partition,
+        }
+        with _tracer.start_as_current_span(
+            f"node {source}",
+            attributes=attributes,
+            record_exception=False,  # its text may hold a secret: the run records it redacted
+            set_status_on_exception=False,
+        ) as span:
+
+            def rows(counts: dict[str, list[int]]) -> None:
+                for key, (rows_in, rows_out) in counts.items():
+                    span.set_attribute(f"{ATTR}.rows_in.{key}", rows_in)
+                    span.set_attribute(f"{ATTR}.rows_out.{key}", rows_out)
+
+            from opentelemetry.trace import Status, StatusCode
+
+            try:
+                yield rows
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+
+
 # --- Runs ending ----------------------------------------------------------------------------
 
 
