@@ -18,19 +18,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY = re.compile(r"latency, median of \d+: flow ([\d.]+) ms")
 THROUGHPUT = re.compile(r"throughput, \d+ at once: flow ([\d.]+) runs/s")
+CPU = re.compile(r"CPU per flow run: worker ([\d.]+) ms, starting process ([\d.]+) ms")
 
 
-def once(runs: int, concurrent: int, observe: bool) -> tuple[float, float]:
+def once(runs: int, concurrent: int, observe: bool) -> tuple[float, float, float]:
     args = [sys.executable, str(ROOT / "bench" / "overhead.py"), "--runs", str(runs)]
     args += ["--concurrent", str(concurrent)] + (["--observe"] if observe else [])
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800)
     latency, throughput = LATENCY.search(out.stdout), THROUGHPUT.search(out.stdout)
-    if latency is None or throughput is None:
+    cpu = CPU.search(out.stdout)
+    if latency is None or throughput is None or cpu is None:
         raise SystemExit(f"unexpected output:\n{out.stdout}\n{out.stderr}")
     for line in out.stdout.splitlines():
         if line.startswith("observed:"):
             print(f"  {line}")
-    return float(latency.group(1)), float(throughput.group(1))
+    total_cpu = float(cpu.group(1)) + float(cpu.group(2))
+    return float(latency.group(1)), float(throughput.group(1)), total_cpu
 
 
 def main() -> None:
@@ -39,23 +42,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=100)
     args = parser.parse_args()
-    off: list[tuple[float, float]] = []
-    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float, float]] = []
+    on: list[tuple[float, float, float]] = []
     for round_ in range(1, args.rounds + 1):
         off.append(once(args.runs, args.concurrent, observe=False))
         on.append(once(args.runs, args.concurrent, observe=True))
         print(
-            f"round {round_}: off {off[-1][0]:.1f} ms, {off[-1][1]:.1f} runs/s; "
-            f"on {on[-1][0]:.1f} ms, {on[-1][1]:.1f} runs/s"
+            f"round {round_}: off {off[-1][0]:.1f} ms, {off[-1][1]:.1f} runs/s, "
+            f"{off[-1][2]:.1f} ms CPU/run; on {on[-1][0]:.1f} ms, {on[-1][1]:.1f} runs/s, "
+            f"{on[-1][2]:.1f} ms CPU/run"
         )
     lat_off = statistics.median(x[0] for x in off)
     lat_on = statistics.median(x[0] for x in on)
     tp_off = statistics.median(x[1] for x in off)
     tp_on = statistics.median(x[1] for x in on)
+    cpu_off = statistics.median(x[2] for x in off)
+    cpu_on = statistics.median(x[2] for x in on)
     print(f"latency, median of rounds: off {lat_off:.1f} ms, on {lat_on:.1f} ms")
+    print(
+        f"CPU per run (worker + starter), median of rounds: off {cpu_off:.1f} ms, on {cpu_on:.1f} ms"
+    )
     print(f"throughput, median of rounds: off {tp_off:.1f} runs/s, on {tp_on:.1f} runs/s")
     print(f"latency ratio on/off: {lat_on / lat_off:.2f} (goal <= 1.10)")
     print(f"throughput ratio on/off: {tp_on / tp_off:.2f}")
+    print(f"CPU ratio on/off: {cpu_on / cpu_off:.2f}")
 
 
 if __name__ == "__main__":

@@ -166,8 +166,12 @@ def main() -> None:
     try:
         flow_runs(2), raw_runs(2)  # warm-up: imports, connections
         flow_lat, raw_lat = [], []
+        worker_cpu = starter_cpu = 0.0
         for _ in range(args.runs):  # interleaved, so both see the same machine
+            cpu_before, own_before = worker.cpu_s(), time.process_time()
             flow_lat.append(flow_runs(1))
+            worker_cpu += worker.cpu_s() - cpu_before
+            starter_cpu += time.process_time() - own_before
             raw_lat.append(raw_runs(1))
         flow_total = flow_runs(args.concurrent)
         raw_total = raw_runs(args.concurrent)
@@ -188,6 +192,10 @@ def main() -> None:
     print(
         f"throughput, {args.concurrent} at once: flow {flow_tp:.1f} runs/s ({flow_total:.2f}s), "
         f"raw chain {raw_tp:.1f} runs/s ({raw_total:.2f}s)"
+    )
+    print(
+        f"CPU per flow run: worker {worker_cpu / args.runs * 1000:.1f} ms, "
+        f"starting process {starter_cpu / args.runs * 1000:.1f} ms"
     )
     print(f"latency ratio flow/raw: {flow_med / raw_med:.2f} (goal <= 1.5)")
     print(f"throughput ratio flow/raw: {flow_tp / raw_tp:.2f} (goal >= 0.66)")

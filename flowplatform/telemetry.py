@@ -72,13 +72,44 @@ def setup(kind: str, processor: SpanProcessor | None = None) -> bool:
     attributes = (
         {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: f"flowplatform-{kind}"}
     )
-    provider = TracerProvider(resource=Resource.create(attributes))
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=_sampler())
     for span_processor in [processor] if processor else _processors_from_environment():
         provider.add_span_processor(span_processor)
     trace.set_tracer_provider(provider)
     _instrument(kind, provider)
     _tracer = provider.get_tracer("flowplatform")
     return True
+
+
+def _sampler() -> Any:
+    """``OTEL_TRACES_SAMPLER`` when set; otherwise every trace, except the lone database and
+    Redis calls made outside any trace (heartbeats, lease renewals, probes, scrapes), which
+    would each make a trace of one span."""
+    from opentelemetry.sdk.trace import sampling
+
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return sampling._get_from_env_or_default()
+    from opentelemetry.trace import SpanKind
+
+    class NoLoneClientCalls(sampling.Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> sampling.SamplingResult:
+            if kind == SpanKind.CLIENT:
+                return sampling.SamplingResult(sampling.Decision.DROP)
+            return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, attributes)
+
+        def get_description(self) -> str:
+            return "NoLoneClientCalls"
+
+    return sampling.ParentBased(root=NoLoneClientCalls())
 
 
 def _processors_from_environment() -> list[Any]:
