@@ -82,14 +82,42 @@ def setup(kind: str, processor: SpanProcessor | None = None) -> bool:
 
 
 def _sampler() -> Any:
-    """``OTEL_TRACES_SAMPLER`` when set; otherwise every trace, except the lone database and
-    Redis calls made outside any trace (heartbeats, lease renewals, probes, scrapes), which
-    would each make a trace of one span."""
+    """``OTEL_TRACES_SAMPLER`` when set. Otherwise every trace, without the database and Redis
+    calls made outside any trace (heartbeats, lease renewals, probes, scrapes: each would be
+    a trace of one span) and without the engine's own bookkeeping statements around a node
+    (taking, claiming, finishing it: the client calls made directly under a Celery task's
+    span). What a node does (its queries, its HTTP calls), what a request does, and every
+    message sent are traced."""
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import sampling
 
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return sampling._get_from_env_or_default()
     from opentelemetry.trace import SpanKind
+
+    class NoBookkeeping(sampling.Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> sampling.SamplingResult:
+            parent = trace.get_current_span(parent_context)
+            parent_span = parent.get_span_context()
+            if not parent_span.trace_flags.sampled:
+                return sampling.SamplingResult(sampling.Decision.DROP)
+            if kind == SpanKind.CLIENT and getattr(parent, "name", "").startswith("run/"):
+                return sampling.SamplingResult(sampling.Decision.DROP)
+            return sampling.SamplingResult(
+                sampling.Decision.RECORD_AND_SAMPLE, attributes, parent_span.trace_state
+            )
+
+        def get_description(self) -> str:
+            return "NoBookkeeping"
 
     class NoLoneClientCalls(sampling.Sampler):
         def should_sample(
@@ -109,7 +137,7 @@ def _sampler() -> Any:
         def get_description(self) -> str:
             return "NoLoneClientCalls"
 
-    return sampling.ParentBased(root=NoLoneClientCalls())
+    return sampling.ParentBased(root=NoLoneClientCalls(), local_parent_sampled=NoBookkeeping())
 
 
 def _processors_from_environment() -> list[Any]:
