@@ -60,6 +60,7 @@ FLOW: dict[str, Any] = {
     "edges": [{"from": "rows", "to": "keep"}, {"from": "keep", "to": "shape"}],
 }
 NODE_TYPES = {"rows": "sql_query", "keep": "filter", "shape": "map_fields"}
+OBSERVED_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-observed"
 
 
 def _db_url() -> str:
@@ -69,16 +70,19 @@ def _db_url() -> str:
 @pytest.fixture(scope="module")
 def observed(django_db_setup: None, _clean_broker: None) -> Iterator[dict[str, Any]]:
     """A traced web process and a traced worker serving metrics, on the test database."""
+    # A queue of their own: the session's plain worker must not take these runs.
     common = {
         "OTEL_TRACES_EXPORTER": "console",
         "FLOWPLATFORM_METRICS_TOKEN": METRICS_TOKEN,
         "FLOWPLATFORM_LOG_FORMAT": "json",
+        "CELERY_TASK_DEFAULT_QUEUE": OBSERVED_QUEUE,
     }
     worker_port = free_port()
     worker = WorkerProcess(
         settings.DATABASES["default"]["NAME"],
         extra_env={**common, "FLOWPLATFORM_WORKER_METRICS_PORT": str(worker_port)},
     )
+    worker.args[worker.args.index("--queues") + 1] = OBSERVED_QUEUE
     web = WebProcess(_db_url(), **common)
     worker.start()
     try:
@@ -254,7 +258,7 @@ def test_metrics_move_on_the_web_process_and_the_worker(
     web_samples = scrape(web.url)
     assert (
         "flowplatform_queue_depth",
-        (("queue", settings.CELERY_TASK_DEFAULT_QUEUE),),
+        (("queue", OBSERVED_QUEUE),),
     ) in web_samples
     assert value(web_samples, "flowplatform_active_runs", flow="observed") == 0
 
@@ -323,7 +327,7 @@ def test_a_real_prometheus_scrapes_the_worker_and_the_web_process(
             0.5,
             "Prometheus did not scrape the web process's metrics",
         )
-        assert queue[0]["metric"]["queue"] == settings.CELERY_TASK_DEFAULT_QUEUE
+        assert queue[0]["metric"]["queue"] == OBSERVED_QUEUE
         up = query("up")
         assert up is not None and all(item["value"][1] == "1" for item in up)
     finally:
