@@ -12,6 +12,9 @@ def main() -> None:
     from flowplatform.env import refuse_to_start_on_settings_error
 
     with refuse_to_start_on_settings_error():
+        from flowplatform import telemetry
+
+        telemetry.setup("web" if "runserver" in sys.argv[1:2] else "cli")
         execute_from_command_line(sys.argv)
 
 

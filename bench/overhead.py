@@ -1,6 +1,6 @@
 """Overhead benchmark: a trivial 4-node flow against the same job as a raw 4-task Celery chain.
 
-    .venv/bin/python bench/overhead.py [--runs 30] [--concurrent 100]
+    .venv/bin/python bench/overhead.py [--runs 30] [--concurrent 100] [--observe]
 
 The job: read 10 rows from PostgreSQL, keep 8, reshape them, add a field. The flow is
 ``sql_query -> filter -> map_fields -> map_fields``; the raw chain is four plain tasks doing the
@@ -13,12 +13,15 @@ one broker and one worker with 2 pool processes.
   last task returns);
 - throughput: ``--concurrent`` runs started at once, divided by the time until the last ends.
 
-The ratios are printed last.
+The ratios are printed last. ``--observe`` turns tracing and metrics on (as a deployment
+would: spans exported over OTLP/HTTP in batches, to a local sink; the worker serving
+``/metrics`` for its pool in multiprocess mode); ``bench/observability.py`` compares the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -26,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Worker, configure, source_url, wait_for
+from bench.common import Peer, Worker, configure, source_url, wait_for
 
 FLOW = {
     "slug": "bench-overhead",
@@ -112,24 +115,75 @@ def latencies(job, runs: int) -> list[float]:  # type: ignore[no-untyped-def]
     return [job(1) for _ in range(runs)]
 
 
+def observe() -> Peer:
+    """Tracing and metrics on for this process and the worker it starts; returns the OTLP sink."""
+    import socket
+
+    sink = Peer()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.setdefault("OTEL_TRACES_EXPORTER", "otlp")  # BENCH: =none for metrics alone
+    os.environ.update(
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
+        FLOWPLATFORM_WORKER_METRICS_PORT=str(port),
+    )
+    return sink
+
+
+def observed(sink: Peer) -> str:
+    """Proof that it was on: span batches received, node runs counted by the worker."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = os.environ["FLOWPLATFORM_WORKER_METRICS_PORT"]
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    node_runs = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "flowplatform_node_runs_total"
+    )
+    time.sleep(6)  # the batch span processor exports every 5 s
+    return f"observed: {sink.stats()['requests']} span batches exported, {node_runs:.0f} node runs counted"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Overhead benchmark: flow vs raw chain")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=100)
+    parser.add_argument("--observe", action="store_true", help="tracing and metrics on")
     args = parser.parse_args()
+    sink = observe() if args.observe else None
     configure()
+    if sink is not None:
+        from flowplatform import telemetry
+
+        telemetry.setup("cli")  # this process starts the runs: it opens their root spans
     install_flow()
     worker = Worker(concurrency=2, include=["bench.rawtasks"]).wait_ready()
     try:
         flow_runs(2), raw_runs(2)  # warm-up: imports, connections
         flow_lat, raw_lat = [], []
+        worker_cpu = starter_cpu = 0.0
         for _ in range(args.runs):  # interleaved, so both see the same machine
+            cpu_before, own_before = worker.cpu_s(), time.process_time()
             flow_lat.append(flow_runs(1))
+            worker_cpu += worker.cpu_s() - cpu_before
+            starter_cpu += time.process_time() - own_before
             raw_lat.append(raw_runs(1))
         flow_total = flow_runs(args.concurrent)
         raw_total = raw_runs(args.concurrent)
+        if sink is not None:
+            print(observed(sink))
     finally:
         worker.stop()
+        if sink is not None:
+            from flowplatform import telemetry
+
+            telemetry.shutdown()  # the last spans of this process, before the sink goes
+            sink.stop()
     flow_med, raw_med = statistics.median(flow_lat), statistics.median(raw_lat)
     flow_tp, raw_tp = args.concurrent / flow_total, args.concurrent / raw_total
     print(
@@ -138,6 +192,10 @@ def main() -> None:
     print(
         f"throughput, {args.concurrent} at once: flow {flow_tp:.1f} runs/s ({flow_total:.2f}s), "
         f"raw chain {raw_tp:.1f} runs/s ({raw_total:.2f}s)"
+    )
+    print(
+        f"CPU per flow run: worker {worker_cpu / args.runs * 1000:.1f} ms, "
+        f"starting process {starter_cpu / args.runs * 1000:.1f} ms"
     )
     print(f"latency ratio flow/raw: {flow_med / raw_med:.2f} (goal <= 1.5)")
     print(f"throughput ratio flow/raw: {flow_tp / raw_tp:.2f} (goal >= 0.66)")

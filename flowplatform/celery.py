@@ -11,9 +11,12 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    beat_init,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
+    worker_process_shutdown,
 )
 
 from flowplatform.env import refuse_to_start_on_settings_error
@@ -55,11 +58,93 @@ def _close_old_connections(task: Any = None, **_kwargs: Any) -> None:
 def _redact_logs(logger: logging.Logger, **_kwargs: Any) -> None:
     """The worker replaces the handlers of ``LOGGING``: give its own the redacting filter, so
     that no log line shows a secret of a node run in progress (``nodes.redaction``)."""
+    from django.conf import settings
+
+    from flowplatform import logs
     from nodes.redaction import RedactingFilter
 
     for handler in logger.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        logs.install(handler, json_format=settings.FLOWPLATFORM_LOG_FORMAT == "json")
+
+
+#: Engine tasks whose first argument is a run id (and, for flows.run_node, second a node key).
+_RUN_TASKS = ("flows.run_node", "flows.run_partition", "flows.finish_run", "flows.join_partitions")
+
+
+@task_prerun.connect
+def _log_run_context(task: Any = None, args: Any = None, **_kwargs: Any) -> None:
+    """Log lines of an engine task carry its run (and node): ``flowplatform.logs``."""
+    if task is None or task.name not in _RUN_TASKS or not args:
+        return
+    from flowplatform import logs
+
+    node_key = args[1] if task.name == "flows.run_node" and len(args) > 1 else None
+    task.request.flowplatform_log_token = logs.set_run_context(run_id=args[0], node_key=node_key)
+
+
+@task_postrun.connect
+def _end_log_run_context(task: Any = None, **_kwargs: Any) -> None:
+    token = getattr(getattr(task, "request", None), "flowplatform_log_token", None)
+    if token is not None:
+        from flowplatform import logs
+
+        logs.reset_run_context(token)
+        task.request.flowplatform_log_token = None
+
+
+@worker_init.connect
+def _serve_worker_metrics(sender: Any = None, **_kwargs: Any) -> None:
+    """With FLOWPLATFORM_WORKER_METRICS_PORT, serve /metrics for the worker and its whole
+    pool: the pool processes forked later share a directory emptied now."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from flowplatform import metrics
+
+    port = settings.FLOWPLATFORM_WORKER_METRICS_PORT
+    metrics.set_collecting(bool(port))
+    if not port:
+        return
+
+    name = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+        Path(settings.VAR_DIR) / "metrics" / name.replace("/", "_")
+    )
+    metrics.use_multiprocess_dir(Path(directory))
+    metrics.serve_celery_metrics(port)
+
+
+@worker_process_init.connect
+def _trace_pool_process(**_kwargs: Any) -> None:
+    """Tracing starts in each pool process (the SDK's threads do not survive a fork)."""
+    from flowplatform import telemetry
+
+    telemetry.setup("worker")
+
+
+@worker_process_shutdown.connect
+def _pool_process_gone(pid: int | None = None, **_kwargs: Any) -> None:
+    from flowplatform import metrics, telemetry
+
+    telemetry.shutdown()
+    metrics.mark_process_dead(pid or os.getpid())
+
+
+@beat_init.connect
+def _observe_beat(**_kwargs: Any) -> None:
+    """Beat traces what it sends and, with FLOWPLATFORM_WORKER_METRICS_PORT, serves /metrics
+    (its own figures plus the runs and queues read when scraped)."""
+    from django.conf import settings
+
+    from flowplatform import metrics, telemetry
+
+    telemetry.setup("beat")
+    metrics.set_collecting(bool(settings.FLOWPLATFORM_WORKER_METRICS_PORT))
+    if settings.FLOWPLATFORM_WORKER_METRICS_PORT:
+        metrics.serve_celery_metrics(settings.FLOWPLATFORM_WORKER_METRICS_PORT, state=True)
 
 
 @worker_process_init.connect

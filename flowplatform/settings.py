@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz, /metrics: answered before the host check and the HTTPS redirect.
+    "flowplatform.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves STATIC_ROOT (collected at image build) without DEBUG: admin, Swagger UI.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -473,19 +475,48 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "flowplatform@localhost")
+# --- Observability (docs/observability.md) ----------------------------------------------------
+# Traces: configured by the standard OTEL_* variables only (flowplatform/telemetry.py).
+# A link to a run's trace in the admin and the API, e.g. https://jaeger.example/trace/{trace_id}.
+FLOWPLATFORM_TRACE_URL_TEMPLATE = env_str("FLOWPLATFORM_TRACE_URL_TEMPLATE", "")
+if FLOWPLATFORM_TRACE_URL_TEMPLATE and "{trace_id}" not in FLOWPLATFORM_TRACE_URL_TEMPLATE:
+    raise SettingsError("FLOWPLATFORM_TRACE_URL_TEMPLATE must contain {trace_id}")
+# /metrics asks for `Authorization: Bearer <token>` when set (web, workers and beat).
+FLOWPLATFORM_METRICS_TOKEN = env_str("FLOWPLATFORM_METRICS_TOKEN", "")
+# A worker (and beat) serves /metrics on this port for all its pool processes; 0: not served.
+FLOWPLATFORM_WORKER_METRICS_PORT = env_int("FLOWPLATFORM_WORKER_METRICS_PORT", 0)
+if not 0 <= FLOWPLATFORM_WORKER_METRICS_PORT <= 65535:
+    raise SettingsError("FLOWPLATFORM_WORKER_METRICS_PORT must be a port number (1-65535) or 0")
+# /readyz gives the database and the broker this long to answer.
+FLOWPLATFORM_READY_TIMEOUT_S = env_int("FLOWPLATFORM_READY_TIMEOUT_S", 2)
+if FLOWPLATFORM_READY_TIMEOUT_S < 1:
+    raise SettingsError("FLOWPLATFORM_READY_TIMEOUT_S must be at least 1")
+# "json": one JSON object per log line (with run_id, node_key, flow, trace_id, span_id).
+FLOWPLATFORM_LOG_FORMAT = env_str("FLOWPLATFORM_LOG_FORMAT", "plain").strip().lower()
+if FLOWPLATFORM_LOG_FORMAT not in ("plain", "json"):
+    raise SettingsError(
+        f"FLOWPLATFORM_LOG_FORMAT must be plain or json, not {FLOWPLATFORM_LOG_FORMAT!r}"
+    )
 
 # --- Logging ---------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Hides the connection secrets of node runs in progress (the worker's handlers get it too).
-    "filters": {"redact": {"()": "nodes.redaction.RedactingFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "flowplatform.logs.JsonFormatter"},
+    },
+    # Hides the connection secrets of node runs in progress (the worker's handlers get it too);
+    # "run" adds the run, node and trace a line belongs to.
+    "filters": {
+        "redact": {"()": "nodes.redaction.RedactingFilter"},
+        "run": {"()": "flowplatform.logs.RunContextFilter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["redact"],
+            "formatter": FLOWPLATFORM_LOG_FORMAT,
+            "filters": ["redact", "run"],
         }
     },
     # Commands stay quiet by default; a worker's `--loglevel` sets the root level it runs at.

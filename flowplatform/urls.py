@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from flowplatform import health
 from flowplatform.api.docs import SchemaView, SwaggerView
 from flowplatform.audit.api import AuditEntryViewSet
 from flows.api.flows import FlowViewSet
@@ -22,6 +23,10 @@ router.register("triggers", FlowTriggerViewSet, basename="trigger")
 router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
+    # Probes and metrics (docs/observability.md).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),

@@ -206,6 +206,13 @@ class FlowRun(models.Model):
         help_text="When the run was handed to the workers; empty while it waits for a slot "
         "(max_active_runs, FLOWPLATFORM_MAX_ACTIVE_RUNS, per-queue limits).",
     )
+    trace_id = models.CharField(
+        "trace id",
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="The run's OpenTelemetry trace (empty when tracing is off).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -224,6 +231,13 @@ class FlowRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_RUN_STATUSES
+
+    @property
+    def trace_url(self) -> str:
+        """A link to the run's trace (``FLOWPLATFORM_TRACE_URL_TEMPLATE``), or ""."""
+        from flowplatform.telemetry import trace_url
+
+        return trace_url(self.trace_id)
 
     @property
     def duration_s(self) -> float | None:

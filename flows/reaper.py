@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from flowplatform import metrics
 from flows import transitions
 from flows.admission import admit_waiting
 from flows.engine.lease import is_executing
@@ -53,6 +54,7 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
             redispatch(run, generation=count)
             counts["redispatched"] += 1
     counts["admitted"] = admit_waiting()
+    metrics.reaper_acted(counts)
     return counts
 
 

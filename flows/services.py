@@ -14,6 +14,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from flowplatform import telemetry
 from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
@@ -66,34 +67,37 @@ def start_run(
     version = version or ensure_current_version(flow)
     if user is not None:
         check_run(user, flow, version.definition["nodes"])
-    run = FlowRun(
-        flow=flow,
-        version=version,
-        trigger=trigger,
-        params=params or {},
-        interval_start=interval_start,
-        interval_end=interval_end,
-        payload=payload,
-        queue=flow.queue,
-        priority=flow.priority,
-    )
-    waits = run.limited = admission.limited(flow)
-    if not waits:
-        run.dispatched_at = timezone.now()
-    node_runs = [
-        _node_run(run, index, node, reuse.get(node["key"]))
-        for index, node in enumerate(version.definition["nodes"])
-    ]
-    _insert(run, node_runs)
-    if trigger != Trigger.RERUN:  # rerun() records its own entry
-        _record_run(Action.RUN, run)
-    only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
-    # Inside a caller's transaction, sent once it commits; otherwise now. A run that a slot
-    # limit applies to waits for its turn (flows.admission).
-    if waits:
-        transaction.on_commit(admission.admit_waiting)
-    else:
-        transaction.on_commit(lambda: dispatch(run, only=only if reuse else None))
+    with telemetry.run_span(flow.slug, trigger) as span:
+        run = FlowRun(
+            flow=flow,
+            version=version,
+            trigger=trigger,
+            params=params or {},
+            interval_start=interval_start,
+            interval_end=interval_end,
+            payload=payload,
+            queue=flow.queue,
+            priority=flow.priority,
+            trace_id=span.trace_id,
+        )
+        waits = run.limited = admission.limited(flow)
+        if not waits:
+            run.dispatched_at = timezone.now()
+        node_runs = [
+            _node_run(run, index, node, reuse.get(node["key"]))
+            for index, node in enumerate(version.definition["nodes"])
+        ]
+        _insert(run, node_runs)
+        span.started(run)
+        if trigger != Trigger.RERUN:  # rerun() records its own entry
+            _record_run(Action.RUN, run)
+        only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
+        # Inside a caller's transaction, sent once it commits (in the run's trace); otherwise
+        # now. A run that a slot limit applies to waits for its turn (flows.admission).
+        if waits:
+            transaction.on_commit(admission.admit_waiting)
+        else:
+            transaction.on_commit(span.bind(lambda: dispatch(run, only=only if reuse else None)))
     if current_app.conf.task_always_eager:
         run.refresh_from_db()  # it has run in-process already
     return run

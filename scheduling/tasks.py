@@ -6,7 +6,9 @@ import logging
 from datetime import datetime
 
 from celery import shared_task
+from django.utils import timezone
 
+from flowplatform import metrics
 from scheduling.firing import drain_waiting, fire_schedule
 
 logger = logging.getLogger("flowplatform.scheduling")
@@ -27,6 +29,8 @@ def fire(schedule_id: int, due: str | None = None) -> int:
             logger.warning("schedule %s: ignoring unreadable due time %r", schedule_id, due)
     if due_at is not None and due_at.tzinfo is None:
         due_at = None  # beat always sends aware times; a naive one is not ours to guess
+    if due_at is not None:
+        metrics.schedule_fired((timezone.now() - due_at).total_seconds())
     return len(fire_schedule(int(schedule_id), due_at).started)
 
 

@@ -77,6 +77,7 @@ class FlowRunAdmin(admin.ModelAdmin):
         "finished_at",
         "run_duration",
         "error",
+        "trace",
     )
     readonly_fields = fields
 
@@ -102,6 +103,15 @@ class FlowRunAdmin(admin.ModelAdmin):
     @admin.display(description="duration")
     def run_duration(self, run: FlowRun) -> str:
         return duration(run.duration_s)
+
+    @admin.display(description="trace")
+    def trace(self, run: FlowRun) -> SafeString | str:
+        """The trace id, a link to the trace when FLOWPLATFORM_TRACE_URL_TEMPLATE is set."""
+        if not run.trace_id:
+            return "—"
+        if url := run.trace_url:
+            return format_html('<a href="{}" rel="noopener">{}</a>', url, run.trace_id)
+        return run.trace_id
 
     @admin.display(description="params")
     def params_json(self, run: FlowRun) -> str:

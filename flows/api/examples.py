@@ -66,6 +66,8 @@ RUN: dict[str, Any] = {
     "finished_at": "2026-01-05T09:31:04Z",
     "duration_s": 3.0,
     "error": "",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "trace_url": "https://tracing.example.com/trace/4bf92f3577b34da6a3ce929d0e0e4736",
 }
 
 NODE_RUN: dict[str, Any] = {

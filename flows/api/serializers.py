@@ -253,6 +253,10 @@ class RunSerializer(serializers.ModelSerializer):
     flow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
     duration_s = serializers.FloatField(read_only=True, allow_null=True)
+    trace_url = serializers.CharField(
+        read_only=True,
+        help_text="A link to the run's trace when FLOWPLATFORM_TRACE_URL_TEMPLATE is set, else empty.",
+    )
 
     class Meta:
         model = FlowRun
@@ -270,6 +274,8 @@ class RunSerializer(serializers.ModelSerializer):
             "finished_at",
             "duration_s",
             "error",
+            "trace_id",
+            "trace_url",
         ]
         read_only_fields = fields
 

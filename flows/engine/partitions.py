@@ -38,6 +38,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore
 from django.db import DatabaseError
 
+from flowplatform import telemetry
 from flows import transitions
 from flows.engine.executor import (
     PROGRESS_EVERY_S,
@@ -316,14 +317,18 @@ def run_partition(
     _check_active(run, list(node_runs.values()))
     probe = CancelProbe(run_id, stop_when_finished=True)
     pipeline = _Pipeline(run, node_runs, partition, probe)
+    observed = telemetry.partition_execution(
+        run_id, run.version.flow.slug, run.version.number, source, partition
+    )
     try:
         # One live node of the fan-out keeps the reaper away while partitions are running.
-        with Heartbeat(node_runs[fan[0]].pk), redaction.scope(pipeline.redactor):
+        with Heartbeat(node_runs[fan[0]].pk), redaction.scope(pipeline.redactor), observed as seen:
             if slice_ is not None:
                 batches = pipeline.read_slice(source, slice_)
             else:
                 batches = read_batches(output_name(run_id, source, partition))
             pipeline.drain(batches, stretch)
+            seen(pipeline.rows())
     except _NodeRaised as raised:
         if probe() or _run_ended(run_id):
             raise PartitionStopped(f"run {run_id} ended") from None

@@ -11,6 +11,7 @@ from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.conf import settings
 
+from flowplatform import telemetry
 from flows import transitions
 from flows.definition import NodePolicy
 from flows.engine import fastpath
@@ -153,9 +154,16 @@ def _execute(
     them from the process's log records; what a failure records and raises is redacted with it.
     """
     redactor = Redactor()
+    version = load_run(node_run).version
     try:
-        with Heartbeat(node_run.pk), redaction.scope(redactor):
-            return execute_node(node_run, outputs=outputs, redactor=redactor)
+        with (
+            Heartbeat(node_run.pk),
+            redaction.scope(redactor),
+            telemetry.node_execution(node_run, version.flow.slug, version.number, redactor) as seen,
+        ):
+            outcome = execute_node(node_run, outputs=outputs, redactor=redactor)
+            seen.done(outcome.rows_in, outcome.rows_out)
+            return outcome
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise Ignore() from None
