@@ -372,6 +372,7 @@ SCHEMA = CHART / "values.schema.json"
 #: Every optional part switched on, as an operator would in a values file.
 ALL_ON: dict[str, Any] = {
     "scheduleWorker": {"enabled": True},
+    "workerPools": [{"name": "heavy", "queues": ["heavy"], "replicas": 1, "concurrency": 1}],
     "config": {"FLOWPLATFORM_SCHEDULE_QUEUE": "schedules"},
     "metrics": {
         "enabled": True,
