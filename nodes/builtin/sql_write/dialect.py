@@ -20,13 +20,14 @@ Rules every dialect keeps:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from nodes.redaction import Redactor
 from nodes.sdk.errors import NodeError
@@ -222,3 +223,18 @@ def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     parameters per statement)."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def translated(method: _F) -> _F:
+    """Run a session method inside the session's ``errors`` context, which turns the driver's
+    errors into NodeError (each dialect's session defines how)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.errors:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -28,12 +28,11 @@ the statement time limit as ``max_statement_time`` (MariaDB) and the lock waits 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import MySQLdb
 
@@ -49,6 +48,7 @@ from nodes.builtin.sql_write.dialect import (
     chunks,
     digest,
     staging_table,
+    translated,
 )
 from nodes.jsonbody import dumps
 from nodes.redaction import Redactor
@@ -186,20 +186,6 @@ class _Errors:
         return self.redactor.cut(text.replace(self.url, "***"), 500)
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _translated(method: _F) -> _F:
-    """Run a session method with the session's driver errors turned into NodeError."""
-
-    @functools.wraps(method)
-    def translated(self: MariaDBSession, *args: Any, **kwargs: Any) -> Any:
-        with self.errors:
-            return method(self, *args, **kwargs)
-
-    return translated  # type: ignore[return-value]
-
-
 def _q(name: str) -> str:
     """An identifier, quoted (a backtick inside is doubled)."""
     return "`" + name.replace("`", "``") + "`"
@@ -289,7 +275,7 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
 
     # -- reading the target ------------------------------------------------------------------
 
-    @_translated
+    @translated
     def table_columns(self, table: TableName) -> dict[str, str] | None:
         rows = self._run(
             "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE FROM information_schema.COLUMNS WHERE ",
@@ -355,7 +341,7 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
 
     # -- creating ----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def create_table(
         self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
     ) -> None:
@@ -390,7 +376,7 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
             self._marks_ready.add(marks)
         return _table(marks)
 
-    @_translated
+    @translated
     def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
         marks = self._marks(table)
         rows = self._run(
@@ -433,7 +419,7 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
 
     # -- writing -----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def write(self, job: BatchWrite) -> BatchSummary | None:
         marks = self._marks(job.table)
         self._check_engine(job.table)
@@ -559,11 +545,11 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
 
     # -- replace -----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def stage(self, target: TableName, staging: TableName) -> None:
         self._run(f"CREATE TABLE IF NOT EXISTS {_table(staging)} LIKE {_table(target)}")
 
-    @_translated
+    @translated
     def swap(self, target: TableName, staging: TableName, run_id: str, node_key: str) -> bool:
         marks = self._marks(target)
         self._run("START TRANSACTION")
@@ -607,7 +593,7 @@ class MariaDBSession(WriteSession):  # type: ignore[misc, unused-ignore]
             _Value(SWAP_BATCH),
         )
 
-    @_translated
+    @translated
     def discard(self, staging: TableName, run_id: str, node_key: str) -> None:
         marks = self._marks(staging)
         self._run(f"DROP TABLE IF EXISTS {_table(staging)}")

@@ -16,14 +16,13 @@ the next node when a write ends cleanly).
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import chain
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
@@ -40,6 +39,7 @@ from nodes.builtin.sql_write.dialect import (
     TableName,
     WriteSession,
     digest,
+    translated,
 )
 from nodes.redaction import Redactor
 from nodes.sdk.errors import NodeError
@@ -147,20 +147,6 @@ class _Errors:
         return self.redactor.cut(text.replace(self.url, "***"), 500)
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _translated(method: _F) -> _F:
-    """Run a session method with the session's driver errors turned into NodeError."""
-
-    @functools.wraps(method)
-    def translated(self: PostgresSession, *args: Any, **kwargs: Any) -> Any:
-        with self.errors:
-            return method(self, *args, **kwargs)
-
-    return translated  # type: ignore[return-value]
-
-
 class PostgresSession(WriteSession):
     def __init__(self, conn: psycopg.Connection, errors: _Errors) -> None:
         self.conn = conn
@@ -170,7 +156,7 @@ class PostgresSession(WriteSession):
 
     # -- reading the target ------------------------------------------------------------------
 
-    @_translated
+    @translated
     def table_columns(self, table: TableName) -> dict[str, str] | None:
         oid = self._oid(table)
         if oid is None:
@@ -182,7 +168,7 @@ class PostgresSession(WriteSession):
         ).fetchall()
         return dict(rows)
 
-    @_translated
+    @translated
     def unique_keys(self, table: TableName) -> list[frozenset[str]] | None:
         oid = self._oid(table)
         if oid is None:
@@ -204,7 +190,7 @@ class PostgresSession(WriteSession):
 
     # -- creating ----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def create_table(
         self, table: TableName, fields: Mapping[str, FieldType], key: Sequence[str] = ()
     ) -> None:
@@ -221,7 +207,7 @@ class PostgresSession(WriteSession):
 
     # -- write marks -------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def committed(self, table: TableName, run_id: str, node_key: str) -> dict[int, BatchSummary]:
         marks = self._marks(table)
         rows = self.conn.execute(
@@ -272,7 +258,7 @@ class PostgresSession(WriteSession):
 
     # -- writing -----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def write(self, job: BatchWrite) -> BatchSummary | None:
         marks = self._marks(job.table)
         json_columns = self._json_columns(job.table, job.columns)
@@ -367,7 +353,7 @@ class PostgresSession(WriteSession):
 
     # -- replace -----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def stage(self, target: TableName, staging: TableName) -> None:
         _create_once(
             self.conn,
@@ -376,7 +362,7 @@ class PostgresSession(WriteSession):
             ),
         )
 
-    @_translated
+    @translated
     def swap(self, target: TableName, staging: TableName, run_id: str, node_key: str) -> bool:
         marks = self._marks(target)
         old = target.sibling(f"flowplatform_old_{digest(run_id, node_key, str(target))}")
@@ -440,7 +426,7 @@ class PostgresSession(WriteSession):
                 )
             )
 
-    @_translated
+    @translated
     def discard(self, staging: TableName, run_id: str, node_key: str) -> None:
         marks = self._marks(staging)
         with self.conn.transaction():
