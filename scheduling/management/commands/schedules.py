@@ -24,7 +24,9 @@ class Command(BaseCommand):
         if options["sync"]:
             count = resync_all()
             self.stdout.write(f"{count} beat entries in sync")
-        schedules = FlowSchedule.objects.select_related("flow").order_by("flow__slug", "position")
+        schedules = FlowSchedule.objects.select_related("flow").order_by(
+            "flow__slug", "position", "id"
+        )
         if options["flow"]:
             schedules = schedules.filter(flow__slug=options["flow"])
             if not schedules.exists():
