@@ -2,13 +2,15 @@
 
 Defaults (override with the usual variables): ``DATABASE_URL`` =
 ``postgres://postgres@127.0.0.1:5432/fp_bench`` (created if missing; the source tables live
-there too), ``CELERY_BROKER_URL`` = ``redis://127.0.0.1:6379/9``, a private queue, and flow
+in ``fp_bench_source`` beside it), ``CELERY_BROKER_URL`` = ``redis://127.0.0.1:6379/9``, a private queue, and flow
 data under a temporary directory. Everything runs on loopback.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ def configure() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowplatform.settings")
     sys.path.insert(0, str(ROOT))
     _create_database(os.environ["DATABASE_URL"])
+    _create_database(source_url())
     import django
 
     django.setup()
@@ -57,8 +60,13 @@ def _create_database(url: str) -> None:
 
 
 def source_url() -> str:
-    """The benchmark database as a psycopg URL (source tables live beside the platform's)."""
-    return os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+    """The database of the benchmarks' source and target tables, as a psycopg URL: a sibling
+    of the platform's (``<name>_source``), since the database guard refuses the platform's own
+    database as a connection."""
+    base, name = (
+        os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1).rsplit("/", 1)
+    )
+    return f"{base}/{name}_source"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -143,6 +151,47 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """User + system CPU time of this process so far, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_figures(started: float, cpu_before: float, records: int) -> dict[str, Any]:
+    """What a hand-written job reports: wall time since ``started`` (``time.perf_counter``),
+    CPU since ``cpu_before`` (``own_cpu_s``), records done and this process's peak RSS."""
+    return {
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": own_cpu_s() - cpu_before,
+        "records": records,
+        "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
+    }
+
+
+def run_child(args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``python ARGS`` (a benchmark script's own child mode) in a fresh process, as a
+    hand-written script would run, and return the JSON object it prints last."""
+    out = subprocess.run(
+        [sys.executable, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=timeout,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def count_rows(table: str) -> int:
+    """Rows of ``table`` (a benchmark's own table name) in the source database."""
+    import psycopg
+
+    with psycopg.connect(source_url()) as conn:
+        return int(conn.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
 
 
 def vm_hwm_kb(pid: int) -> int:

@@ -23,9 +23,7 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Peer, Worker, configure, source_url, vm_hwm_kb, wait_for
+from bench.common import (
+    ROOT,
+    Peer,
+    Worker,
+    configure,
+    own_cpu_s,
+    own_figures,
+    run_child,
+    source_url,
+    wait_for,
+)
 
 BATCH = 500
 FETCH = 2000
@@ -76,8 +84,7 @@ def hand_written(table: str, url: str, dsn: str) -> dict[str, Any]:
     import psycopg
     import requests
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    cpu_before = own_cpu_s()
     started = time.perf_counter()
     sent = 0
     with (
@@ -107,20 +114,11 @@ def hand_written(table: str, url: str, dsn: str) -> dict[str, Any]:
         if pending:
             http.post(f"{url}/ingest", json=pending, timeout=30).raise_for_status()
             sent += len(pending)
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
-        "records": sent,
-        "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
-    }
+    return own_figures(started, cpu_before, sent)
 
 
 def run_hand_written(table: str, peer: Peer) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--hand-written", table, "--peer", peer.url]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child([__file__, "--hand-written", table, "--peer", peer.url])
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -222,8 +220,7 @@ def main() -> None:
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hand_written:
-        dsn = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fp_bench")
-        dsn = dsn.replace("postgres://", "postgresql://", 1)
+        dsn = source_url()
         print(json.dumps(hand_written(args.hand_written, args.peer, dsn)))
         return
     configure()

@@ -25,9 +25,7 @@ import csv
 import gzip
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Worker, configure, source_url, vm_hwm_kb, wait_for
+from bench.common import (
+    Worker,
+    configure,
+    count_rows,
+    own_cpu_s,
+    own_figures,
+    run_child,
+    source_url,
+    wait_for,
+)
 from bench.file_read import COLUMNS, make_files
 
 NAMES = ", ".join(COLUMNS)
@@ -59,19 +66,11 @@ def target_table(rows: int) -> str:
     return name
 
 
-def count(table: str) -> int:
-    import psycopg
-
-    with psycopg.connect(source_url()) as conn:
-        return int(conn.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
-
-
 # --- the hand-written job (run in a process of its own) ----------------------------------------
 def hand_written(directory: Path, target: str, dsn: str) -> dict[str, Any]:
     import psycopg
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    cpu_before = own_cpu_s()
     started = time.perf_counter()
     loaded = 0
     with (
@@ -86,20 +85,11 @@ def hand_written(directory: Path, target: str, dsn: str) -> dict[str, Any]:
                 for row in reader:
                     copy.write_row(row)
                     loaded += 1
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
-        "records": loaded,
-        "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
-    }
+    return own_figures(started, cpu_before, loaded)
 
 
 def run_hand_written(directory: Path, target: str) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--hand-written", str(directory), "--target", target]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child([__file__, "--hand-written", str(directory), "--target", target])
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -169,7 +159,7 @@ def measure(rows: int, files: int, rounds: int, typed: bool, tuned: bool) -> dic
             ):
                 target_table(rows)  # empty, outside the timing
                 result = job()
-                if (loaded := count(target)) != rows:
+                if (loaded := count_rows(target)) != rows:
                     raise SystemExit(f"{label} loaded {loaded} rows, not {rows}")
                 results.append(result)
                 print(
@@ -222,8 +212,7 @@ def main() -> None:
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hand_written:
-        dsn = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fp_bench")
-        dsn = dsn.replace("postgres://", "postgresql://", 1)
+        dsn = source_url()
         print(json.dumps(hand_written(Path(args.hand_written), args.target, dsn)))
         return
     # The worker (started below) inherits the file root with the environment.

@@ -20,10 +20,8 @@ import argparse
 import csv
 import gzip
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,10 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import run_child  # noqa: E402
+
 BATCH = 1000
 COLUMNS = {
     "id": "integer",
@@ -112,14 +114,7 @@ def child(side: str, directory: Path) -> None:
 
 
 def measure(side: str, directory: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", side, "--dir", str(directory)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child([__file__, "--child", side, "--dir", str(directory)])
 
 
 def main() -> None:

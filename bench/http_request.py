@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Worker, configure, wait_for
+from bench.common import Worker, configure, run_child, wait_for
 
 
 def setup_django() -> None:
@@ -185,10 +185,7 @@ def flow_on_worker(worker: Worker) -> dict[str, Any]:
 
 def in_subprocess(reader: str, url: str, size: int) -> dict[str, Any]:
     """Run a reader in a fresh process of its own (as a script would run)."""
-    args = [sys.executable, __file__, reader, url, "--size", str(size)]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=600)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_child([__file__, reader, url, "--size", str(size)], timeout=600)
 
 
 # --- the comparison --------------------------------------------------------------------------

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +31,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Worker, configure, source_url, vm_hwm_kb, wait_for
+from bench.common import (
+    ROOT,
+    Worker,
+    configure,
+    count_rows,
+    own_cpu_s,
+    own_figures,
+    run_child,
+    source_url,
+    wait_for,
+)
 from bench.etl import create_table
 
 FETCH = 5000
@@ -56,19 +63,11 @@ def target_table(rows: int) -> str:
     return name
 
 
-def count(table: str) -> int:
-    import psycopg
-
-    with psycopg.connect(source_url()) as conn:
-        return int(conn.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
-
-
 # --- the hand-written job (run in a process of its own) ----------------------------------------
 def hand_written(source: str, target: str, dsn: str) -> dict[str, Any]:
     import psycopg
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    cpu_before = own_cpu_s()
     started = time.perf_counter()
     copied = 0
     with psycopg.connect(dsn) as reader, psycopg.connect(dsn) as writer:
@@ -84,20 +83,11 @@ def hand_written(source: str, target: str, dsn: str) -> dict[str, Any]:
                     copy.write_row(row)
                 copied += len(rows)
         writer.commit()
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
-        "records": copied,
-        "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
-    }
+    return own_figures(started, cpu_before, copied)
 
 
 def run_hand_written(source: str, target: str) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--hand-written", source, "--target", target]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child([__file__, "--hand-written", source, "--target", target])
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -157,7 +147,7 @@ def measure(rows: int, rounds: int, partition_rows: int) -> dict[str, Any]:
             ):
                 target_table(rows)  # empty, outside the timing
                 result = job()
-                if (copied := count(target)) != rows:
+                if (copied := count_rows(target)) != rows:
                     raise SystemExit(f"{label} wrote {copied} rows, not {rows}")
                 results.append(result)
                 print(
@@ -191,8 +181,7 @@ def main() -> None:
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hand_written:
-        dsn = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fp_bench")
-        dsn = dsn.replace("postgres://", "postgresql://", 1)
+        dsn = source_url()
         print(json.dumps(hand_written(args.hand_written, args.target, dsn)))
         return
     configure()
