@@ -30,7 +30,7 @@ from uuid import UUID
 
 import orjson
 
-from nodes.sdk.node import RowBatch
+from nodes.sdk.batches import RowBatch
 
 _encode_str = json.JSONEncoder(ensure_ascii=False).encode
 _NULL = orjson.Fragment(b"null")

@@ -36,7 +36,7 @@ from flows.validation import pydantic_problems
 from nodes.models import lookup_connection
 from nodes.redaction import Redactor
 from nodes.registry import registry
-from nodes.sdk import ExecutionContext, Node, NodeError
+from nodes.sdk import ExecutionContext, Node, NodeError, capabilities
 from nodes.sdk.node import AnyBatch
 
 logger = logging.getLogger("flowplatform.engine")
@@ -193,7 +193,7 @@ def fan_out_rows(spec: dict[str, Any]) -> int | None:
     if rows is not None:
         return rows
     cls = registry.get(spec["type"])
-    if cls is not None and cls.partitions_by_default(spec.get("config") or {}):
+    if cls is not None and capabilities.partitions_by_default(cls, spec.get("config") or {}):
         return DEFAULT_SLICE_ROWS
     return None
 

@@ -70,7 +70,7 @@ from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunS
 from nodes import redaction
 from nodes.redaction import Redactor
 from nodes.registry import registry
-from nodes.sdk import NodeError
+from nodes.sdk import NodeError, capabilities
 from nodes.sdk.node import AnyBatch
 
 logger = logging.getLogger("flowplatform.engine")
@@ -105,7 +105,7 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
         cls = registry.get(types[child])
         if child not in alone or len(graph.parents[child]) != 1:
             break
-        if cls is None or not cls.partitionable_with(configs[child]):
+        if cls is None or not capabilities.partitionable_with(cls, configs[child]):
             break
         stretch.append(child)
         current = child
@@ -168,7 +168,7 @@ def _slices(
     probe = CancelProbe(str(run.id), stop_when_finished=True)
     context = make_context(run, spec, node_run.attempts, probe, redactor=redactor)
     try:
-        slices = build_node(spec).plan_slices(context, rows)
+        slices = capabilities.plan_slices(build_node(spec), context, rows)
     except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
         fan = [node_run.node_key, *stretch]
         _fail(node_run, _message(exc), traceback.format_exc(), fan, redactor)
@@ -192,7 +192,7 @@ def derived(definition: dict[str, Any], key: str, stretch: list[str]) -> bool:
     if key == stretch[-1]:
         return False
     cls = registry.get(node_spec(definition, key)["type"])
-    return cls is not None and cls.pure
+    return cls is not None and capabilities.is_pure(cls)
 
 
 def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str, Any]:

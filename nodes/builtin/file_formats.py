@@ -25,8 +25,8 @@ import orjson
 
 from nodes.builtin.casts import to_bool, to_date, to_datetime, to_decimal, to_float, to_int, to_str
 from nodes.jsonbody import dumps_bytes
+from nodes.sdk.batches import AnyBatch, Batch, RowBatch, as_records
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import AnyBatch, Batch, RowBatch, as_records
 from nodes.sdk.schema import FieldType
 
 Columns = Mapping[str, FieldType]

@@ -20,9 +20,11 @@ from nodes.builtin.file_formats import (
 )
 from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape, run_path_values
 from nodes.filestore import FileStore, check_relative, open_store
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream, RowBatch
+from nodes.sdk.capabilities import SlicedSource
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, RecordStream, RowBatch
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -110,7 +112,7 @@ class FileReadConfig(NodeConfig):
         return self
 
 
-class FileReadNode(Node):
+class FileReadNode(SlicedSource, Node[FileReadConfig]):
     """A source: the records of every matching file, file after file in name order."""
 
     type = "file_read"
@@ -120,8 +122,6 @@ class FileReadNode(Node):
     category = "source"
     inputs = ()
     outputs = (Port("out", description="One record per row or object of the files."),)
-    Config = FileReadConfig
-    config: FileReadConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         if self.config.columns is None:

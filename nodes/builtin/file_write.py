@@ -13,9 +13,10 @@ from pydantic import Field, field_validator, model_validator
 from nodes.builtin.file_formats import RecordWriter, extension, make_writer, parquet_types
 from nodes.builtin.path_template import RUN_NAMES, PathTemplate, run_path_values
 from nodes.filestore import FileStore, check_relative, open_store
+from nodes.sdk.batches import Batch, RecordStream, first_input, rebatch
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import Batch, Node, NodeConfig, RecordStream, first_input, rebatch
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port, PortKind
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -71,7 +72,7 @@ class FileWriteConfig(NodeConfig):
         return self
 
 
-class FileWriteNode(Node):
+class FileWriteNode(Node[FileWriteConfig]):
     """A sink: files of at most ``max_rows_per_file`` records; one summary record per file."""
 
     type = "file_write"
@@ -83,8 +84,6 @@ class FileWriteNode(Node):
     outputs = (
         Port("out", PortKind.SUMMARY, description="One record per file: path, rows, bytes."),
     )
-    Config = FileWriteConfig
-    config: FileWriteConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return SUMMARY

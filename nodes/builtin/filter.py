@@ -12,8 +12,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from nodes.builtin.operators import LIST_VALUED, OPERATORS, UNARY, column_operator
 from nodes.builtin.paths import MISSING, get_path, upstream_problem
+from nodes.sdk.batches import AnyBatch, Record, RowBatch, first_input
+from nodes.sdk.capabilities import AcceptsRows, Partitionable, Pure
 from nodes.sdk.context import ExecutionContext
-from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.regex import RegexError, compile_regex
 from nodes.sdk.schema import Problem, RecordSchema
@@ -97,7 +99,7 @@ class FilterConfig(NodeConfig):
     )
 
 
-class FilterNode(Node):
+class FilterNode(Partitionable, Pure, AcceptsRows, Node[FilterConfig]):
     """Keeps the records matching all (or any) of the conditions; the schema passes through."""
 
     type = "filter"
@@ -107,11 +109,6 @@ class FilterNode(Node):
     category = "transform"
     inputs = (Port("in", description="Records to filter."),)
     outputs = (Port("out", description="The records that match."),)
-    Config = FilterConfig
-    partitionable = True
-    pure = True
-    accepts_rows = True
-    config: FilterConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return inputs.get("in", RecordSchema.unknown())

@@ -24,19 +24,19 @@ from nodes.builtin.delivery import (
 from nodes.jsonbody import dumps_batch, dumps_bytes
 from nodes.netguard import GuardedSession
 from nodes.redaction import MASK, basic_auth_secrets, header_secrets
-from nodes.sdk.context import ExecutionContext
-from nodes.sdk.errors import NodeError
-from nodes.sdk.node import (
+from nodes.sdk.batches import (
     DEFAULT_BATCH_SIZE,
     AnyBatch,
     Batch,
-    Node,
-    NodeConfig,
     Record,
     as_records,
     first_input,
     rebatch,
 )
+from nodes.sdk.capabilities import AcceptsRows, Partitionable
+from nodes.sdk.context import ExecutionContext
+from nodes.sdk.errors import NodeError
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port, PortKind
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -92,7 +92,7 @@ def idempotency_key(context: ExecutionContext, batch_index: int) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
-class HttpPostNode(Node):
+class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
     """A destination: POSTs records as JSON, retrying safely; outputs one summary per request."""
 
     type = "http_post"
@@ -102,11 +102,7 @@ class HttpPostNode(Node):
     category = "destination"
     inputs = (Port("in", description="Records to send."),)
     outputs = (Port("out", PortKind.SUMMARY, description="One record per request sent."),)
-    Config = HttpPostConfig
-    partitionable = True
-    accepts_rows = True
     counts = ("records sent", "requests")
-    config: HttpPostConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return SUMMARY_SCHEMA

@@ -25,9 +25,10 @@ from nodes.builtin.pagination import (
     query_text,
 )
 from nodes.jsonbody import dumps_bytes
+from nodes.sdk.batches import AnyBatch, Batch, RowBatch
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import AnyBatch, Batch, Node, NodeConfig, RowBatch
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -114,7 +115,7 @@ class HttpRequestConfig(NodeConfig):
         return self
 
 
-class HttpRequestNode(Node):
+class HttpRequestNode(Node[HttpRequestConfig]):
     """A source: the records of a JSON API, read page after page, resumable after a loss."""
 
     type = "http_request"
@@ -124,8 +125,6 @@ class HttpRequestNode(Node):
     category = "source"
     inputs = ()
     outputs = (Port("out", description="One record per item of each page's record list."),)
-    Config = HttpRequestConfig
-    config: HttpRequestConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         columns = self.config.columns

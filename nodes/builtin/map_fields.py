@@ -12,9 +12,11 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from nodes.builtin.casts import CAST_TYPES, CASTS, CastName, cast, field_type_of, keeps_column
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
+from nodes.sdk.batches import AnyBatch, Record, RowBatch, first_input, has_null
+from nodes.sdk.capabilities import AcceptsRows, Partitionable, Pure
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import AnyBatch, Node, NodeConfig, Record, RowBatch, first_input, has_null
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, Problem, RecordSchema
 
@@ -80,7 +82,7 @@ class MapFieldsConfig(NodeConfig):
         return mapping
 
 
-class MapFieldsNode(Node):
+class MapFieldsNode(Partitionable, Pure, AcceptsRows, Node[MapFieldsConfig]):
     """Maps each input record to an output record described by ``mapping``."""
 
     type = "map_fields"
@@ -90,11 +92,6 @@ class MapFieldsNode(Node):
     category = "transform"
     inputs = (Port("in", description="Records to reshape."),)
     outputs = (Port("out", description="The reshaped records, one per input record."),)
-    Config = MapFieldsConfig
-    partitionable = True
-    pure = True
-    accepts_rows = True
-    config: MapFieldsConfig
 
     @cached_property
     def _sources(self) -> set[str]:

@@ -48,8 +48,8 @@ from MySQLdb.constants import FIELD_TYPE
 from nodes import dbguard
 from nodes.builtin.sql_backends import WATCHDOG_GRACE_S, StatementWatchdog, _batches, _Redactor
 from nodes.jsonbody import dumps
+from nodes.sdk.batches import RowBatch
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import RowBatch
 
 #: Server errors that mean the statement's time limit ended it (MariaDB, MySQL 5.7, MySQL 8).
 TIMEOUT_ERRORS = frozenset({1969, 1907, 3024})

@@ -23,9 +23,9 @@ from nodes.builtin.delivery import Delivery, Request
 from nodes.builtin.pagination import AnyPagination, PageRequest
 from nodes.builtin.paths import MISSING, get_path
 from nodes.builtin.spool import Spool
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, Batch
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, Batch
 
 #: Longest time between two saves of the records read (and of the checkpoint), seconds.
 SAVE_EVERY_S = 1.0

@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import Field
 
 from nodes.builtin.paths import MISSING, get_path
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, RecordStream
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import RecordSchema
 
@@ -27,7 +28,7 @@ class PayloadConfig(NodeConfig):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Records per batch.")
 
 
-class PayloadNode(Node):
+class PayloadNode(Node[PayloadConfig]):
     """A source: the run's payload as records (nothing when the run has no payload)."""
 
     type = "payload"
@@ -37,8 +38,6 @@ class PayloadNode(Node):
     category = "source"
     inputs = ()
     outputs = (Port("out", description="One record per object at records_path."),)
-    Config = PayloadConfig
-    config: PayloadConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return RecordSchema.unknown()

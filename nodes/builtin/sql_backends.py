@@ -34,8 +34,8 @@ from nodes import dbguard
 from nodes.builtin import pg_pool
 from nodes.jsonbody import dumps
 from nodes.redaction import Redactor, url_secrets
+from nodes.sdk.batches import RowBatch
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import RowBatch
 
 # ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
 _PLACEHOLDER = re.compile(r"%%|%\((\w+(?:\.\w+)*)\)s")

@@ -16,9 +16,11 @@ from nodes.builtin.sql_backends import (
     slice_query,
     sqlite_rows,
 )
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream
+from nodes.sdk.capabilities import SlicedSource
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import DEFAULT_BATCH_SIZE, AnyBatch, Node, NodeConfig, RecordStream
+from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
 from nodes.sdk.schema import FieldType, RecordSchema
 
@@ -86,7 +88,7 @@ class SqlQueryConfig(NodeConfig):
         return self
 
 
-class SqlQueryNode(Node):
+class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
     """A source: the rows of one query, in a read-only transaction, through a server-side cursor."""
 
     type = "sql_query"
@@ -98,8 +100,6 @@ class SqlQueryNode(Node):
     category = "source"
     inputs = ()
     outputs = (Port("out", description="One record per row, keyed by column name."),)
-    Config = SqlQueryConfig
-    config: SqlQueryConfig
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         columns = self.config.columns

@@ -1,24 +1,35 @@
-"""The Node base class: the contract every node type fulfils."""
+"""The Node base class: the contract every node type fulfils (ports, config, ``execute``).
+
+What a node type may do beyond it, for speed, are optional capabilities
+(:mod:`nodes.sdk.capabilities`); the records and batches it reads and yields are in
+:mod:`nodes.sdk.batches`.
+"""
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, repeat
-from operator import is_, itemgetter
-from typing import Any, ClassVar, TypeVar, overload
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
+from nodes.sdk.batches import (
+    DEFAULT_BATCH_SIZE,
+    AnyBatch,
+    Batch,
+    Record,
+    RecordStream,
+    RowBatch,
+    as_records,
+    first_input,
+    has_null,
+    rebatch,
+)
+from nodes.sdk.capabilities import accepts_rows, is_partitionable
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.ports import Port, PortKind
 from nodes.sdk.schema import Problem, RecordSchema
-
-Record = dict[str, Any]
-Batch = list[Record]
-RecordStream = Iterable[Batch]
-
-DEFAULT_BATCH_SIZE = 1000
 
 
 class NodeConfig(BaseModel):
@@ -27,12 +38,18 @@ class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Node:
-    """A node type.
+#: The config model of a node type: ``class UpperNode(Node[UpperConfig])`` types
+#: ``self.config`` as an ``UpperConfig``.
+ConfigT = TypeVar("ConfigT", bound=NodeConfig, default=NodeConfig, covariant=True)
+
+
+class Node(Generic[ConfigT]):
+    """A node type, parameterised by its config model: ``class UpperNode(Node[UpperConfig])``.
 
     Subclasses declare, as class attributes, what the platform inspects before anything runs:
     ``type``, ``version``, ``label``, ``description``, ``category``, the ``inputs`` and
-    ``outputs`` ports and the ``Config`` model. They implement:
+    ``outputs`` ports; the config model is the type argument (published as ``Config``). They
+    implement:
 
     - ``output_schema(inputs)`` -> the record schema of the output, given the schemas arriving
       on each input port (defaults to unknown);
@@ -44,7 +61,9 @@ class Node:
     any other exception is treated as a bug in the node and may be retried.
 
     A data preview calls ``preview(context, inputs)`` instead of ``execute``, with
-    ``context.sample_limit`` set (see :meth:`preview`).
+    ``context.sample_limit`` set (see :meth:`preview`). What a node may do for speed (run per
+    partition, take row batches, read in slices) it declares with the mixins of
+    :mod:`nodes.sdk.capabilities`.
     """
 
     type: ClassVar[str]
@@ -54,16 +73,9 @@ class Node:
     category: ClassVar[str] = "transform"
     inputs: ClassVar[tuple[Port, ...]] = (Port("in"),)
     outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
+    #: The config model: the class's type argument (``Node[UpperConfig]``). Setting it by hand
+    #: is the older spelling, still read; given both ways, they must agree.
     Config: ClassVar[builtins.type[NodeConfig]] = NodeConfig
-    #: Record-by-record nodes may run once per partition of their input.
-    partitionable: ClassVar[bool] = False
-    #: The output depends only on the config and the input records (no I/O, no clock, no
-    #: randomness): inside a partitioned stretch it need not be stored, it is recomputed when
-    #: read (filter and map_fields are; a node that calls out is not).
-    pure: ClassVar[bool] = False
-    #: The node takes :class:`RowBatch` batches as they come (and plain lists too); any other
-    #: node receives every batch as a list of dicts.
-    accepts_rows: ClassVar[bool] = False
     #: The node acts outside the run (sends, writes, deletes). A data preview never calls its
     #: ``execute``: only a ``preview`` of its own, if it has one. ``None``: a node of category
     #: ``destination`` has side effects, any other has none.
@@ -73,24 +85,25 @@ class Node:
     #: output is one summary per request says so: ``("records sent", "requests")``.
     counts: ClassVar[tuple[str, str] | None] = None
 
+    config: ConfigT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = _config_argument(cls)
+        if model is None:
+            return
+        given = cls.__dict__.get("Config")
+        if given is not None and given is not model:
+            raise TypeError(
+                f"{cls.__name__}: Config is {given.__name__} but the class is "
+                f"Node[{model.__name__}]; give the config model once, as the type argument"
+            )
+        cls.Config = model
+
     def __init__(self, config: NodeConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, NodeConfig):
             config = self.Config.model_validate(dict(config))
-        self.config = config
-
-    @classmethod
-    def partitionable_with(cls, config: Mapping[str, Any]) -> bool:
-        """Whether a node of this type with this (raw) config may run once per partition
-        (:attr:`partitionable` unless a mode of the node cannot, e.g. ``sql_write``'s replace)."""
-        return cls.partitionable
-
-    @classmethod
-    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
-        """Whether a source with this (raw) config plans slices (:meth:`plan_slices`) without
-        ``partition_rows``, so that the partitionable nodes after it run once per slice, in
-        parallel (``file_read``: one slice per file). Without a stretch after it, such a source
-        runs and stores its output whole, as any other."""
-        return False
+        self.config = cast(ConfigT, config)
 
     @property
     def is_source(self) -> bool:
@@ -115,7 +128,7 @@ class Node:
             "category": cls.category,
             "inputs": [p.as_dict() for p in cls.inputs],
             "outputs": [p.as_dict() for p in cls.outputs],
-            "partitionable": cls.partitionable,
+            "partitionable": is_partitionable(cls),
             "config_schema": cls.Config.model_json_schema(),
         }
 
@@ -134,10 +147,8 @@ class Node:
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
     ) -> Iterator[AnyBatch]:
         """What the engine calls: :meth:`execute`, with row batches turned into lists of dicts
-        on the way in unless the node ``accepts_rows``."""
-        if not self.accepts_rows:
-            inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
-        return self.execute(context, inputs)  # type: ignore[arg-type]
+        on the way in unless the node accepts rows (:class:`~nodes.sdk.capabilities.AcceptsRows`)."""
+        return self.execute(context, self._converted(inputs))
 
     @classmethod
     def has_side_effects(cls) -> bool:
@@ -173,142 +184,40 @@ class Node:
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
     ) -> Iterator[AnyBatch]:
         """What a data preview calls: :meth:`preview`, with inputs converted as in :meth:`run`."""
-        if not self.accepts_rows:
-            inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
-        return self.preview(context, inputs)  # type: ignore[arg-type]
+        return self.preview(context, self._converted(inputs))
 
-    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
-        """For a source whose output can be read in independent slices: one JSON-able
-        description per slice of about ``rows_per_slice`` rows, in output order, produced
-        lazily (``None``: it cannot; it is then read once and cut). Each slice is read by
-        :meth:`execute_slice` in a task of its own, started as soon as it is produced, in
-        parallel across workers. Checks that can fail at once belong before the first one."""
-        return None
-
-    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
-        """The batches of one slice planned by :meth:`plan_slices`."""
-        raise NotImplementedError
+    def _converted(self, inputs: Mapping[str, Iterable[AnyBatch]]) -> Mapping[str, RecordStream]:
+        if accepts_rows(type(self)):
+            # The node reads AnyBatch (AcceptsRows); its execute is typed so.
+            return inputs  # type: ignore[return-value]
+        return {port: map(as_records, stream) for port, stream in inputs.items()}
 
 
-class RowBatch(Sequence[Record]):
-    """A batch of records held as rows: value tuples in ``names`` order.
-
-    Reading a table gives rows, not dicts, and building a dict per row is most of what a
-    record-by-record node would cost. A node that declares ``accepts_rows`` may receive row
-    batches and work on them column by column (``filter``, ``map_fields`` do); every other node
-    receives plain lists of dicts, built from the rows in C when it needs them
-    (:func:`as_records`). The hand-off encoder writes the columns without any dict.
-
-    As a sequence it reads as its records: iterating or indexing builds dicts (a new one each
-    time), and it equals a list of equal records. A name given twice keeps its last value,
-    as ``dict`` would.
-    """
-
-    __slots__ = ("names", "rows")
-
-    def __init__(self, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        self.names = list(names)
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[Record]:
-        return map(dict, map(zip, repeat(self.names), self.rows))
-
-    @overload
-    def __getitem__(self, index: int) -> Record: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> RowBatch: ...
-
-    def __getitem__(self, index: int | slice) -> Record | RowBatch:
-        if isinstance(index, slice):
-            return RowBatch(self.names, self.rows[index])
-        return dict(zip(self.names, self.rows[index], strict=False))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RowBatch | list):
-            return self.records() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"RowBatch({self.names!r}, {len(self.rows)} rows)"
-
-    def records(self) -> Batch:
-        """The rows as a list of dicts (built in C, no Python frame per row)."""
-        return list(self)
-
-    def positions(self) -> dict[str, int]:
-        """Each name's column index (a repeated name: its last, as ``dict`` keeps it)."""
-        return {name: index for index, name in enumerate(self.names)}
-
-    def column(self, index: int) -> list[Any]:
-        """The values of one column, in row order."""
-        return list(map(itemgetter(index), self.rows))
+def _config_argument(cls: builtins.type[Any]) -> builtins.type[NodeConfig] | None:
+    """The config model given as the type argument of ``Node`` in ``cls``'s own bases."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, builtins.type) and issubclass(origin, Node):
+            model = next(iter(get_args(base)), None)
+            if isinstance(model, builtins.type) and issubclass(model, NodeConfig):
+                return model
+    return None
 
 
-AnyBatch = Batch | RowBatch
-_B = TypeVar("_B", Batch, AnyBatch)
-
-
-def has_null(values: Sequence[Any]) -> bool:
-    """Whether a column holds a null, by identity in C (``None in values`` would call each
-    value's ``__eq__``)."""
-    return any(map(is_, values, repeat(None)))
-
-
-def as_records(batch: AnyBatch) -> Batch:
-    """A batch as a list of dicts, whatever form it travels in."""
-    return batch.records() if type(batch) is RowBatch else batch  # type: ignore[return-value]
-
-
-def first_input(inputs: Mapping[str, Iterable[_B]]) -> Iterable[_B]:
-    """The single input stream of a one-input node (empty when nothing is connected)."""
-    return next(iter(inputs.values()), ())
-
-
-def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
-    """Re-cut a stream of batches into batches of at most ``size`` records, by slices; row
-    batches stay row batches unless a cut joins pieces of different columns."""
-    pieces: list[Any] = []  # the start of the next batch, joined once it is full
-    held = 0
-    for batch in batches:
-        start = 0
-        if pieces:
-            start = size - held
-            pieces.append(batch[:start])
-            held += len(pieces[-1])
-            if held < size:
-                continue
-            yield _joined(pieces)
-            pieces, held = [], 0
-        while len(batch) - start >= size:
-            yield batch[start : start + size]
-            start += size
-        if start < len(batch):
-            pieces, held = [batch[start:]], len(batch) - start
-    if pieces:
-        yield _joined(pieces)
-
-
-def _joined(pieces: list[Any]) -> Any:
-    first = pieces[0]
-    if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
-        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)))
-    return list(chain.from_iterable(map(as_records, pieces)))
-
-
+# Batches and their helpers live in nodes.sdk.batches; importing them from here still works.
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "AnyBatch",
+    "Batch",
+    "ConfigT",
     "Node",
     "NodeConfig",
     "PortKind",
+    "Record",
+    "RecordStream",
     "RowBatch",
     "as_records",
     "first_input",
+    "has_null",
     "rebatch",
 ]

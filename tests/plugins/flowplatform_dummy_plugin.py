@@ -10,30 +10,30 @@ from collections.abc import Iterator, Mapping
 from pydantic import Field
 
 from nodes.sdk import (
+    Batch,
     ExecutionContext,
     Node,
     NodeConfig,
     NodeError,
+    Partitionable,
     Port,
     PortKind,
     RecordSchema,
     RecordStream,
+    first_input,
 )
-from nodes.sdk.node import Batch, first_input
 
 
 class UpperConfig(NodeConfig):
     field: str = Field(description="The string field to upper-case.")
 
 
-class UpperNode(Node):
+class UpperNode(Partitionable, Node[UpperConfig]):
     """Upper-cases one string field of every record."""
 
     type = "dummy_upper"
     label = "Upper-case (plugin)"
     description = "Upper-cases one field. Shipped by a plugin package."
-    Config = UpperConfig
-    partitionable = True
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return next(iter(inputs.values()), RecordSchema.unknown())
@@ -41,7 +41,7 @@ class UpperNode(Node):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
-        name = self.config.field  # type: ignore[attr-defined]
+        name = self.config.field
         for batch in first_input(inputs):
             yield [{**r, name: str(r.get(name, "")).upper()} for r in batch]
 
@@ -64,19 +64,17 @@ class FlakyConfig(NodeConfig):
     permanent: bool = Field(False, description="Whether the failures are permanent.")
 
 
-class FlakyNode(Node):
+class FlakyNode(Node[FlakyConfig]):
     """Passes records through, failing its first ``fail_times`` attempts."""
 
     type = "dummy_flaky"
-    Config = FlakyConfig
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
-        config: FlakyConfig = self.config  # type: ignore[assignment]
-        if context.attempt <= config.fail_times:
+        if context.attempt <= self.config.fail_times:
             raise NodeError(
-                f"flaky failure on attempt {context.attempt}", permanent=config.permanent
+                f"flaky failure on attempt {context.attempt}", permanent=self.config.permanent
             )
         yield from first_input(inputs)
 
@@ -97,18 +95,16 @@ class SpinConfig(NodeConfig):
     seconds: float = Field(60, description="How long to compute before yielding one record.")
 
 
-class SpinNode(Node):
+class SpinNode(Node[SpinConfig]):
     """A source busy in pure Python for ``seconds``, never looking at cancellation."""
 
     type = "dummy_spin"
     inputs = ()
-    Config = SpinConfig
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
     ) -> Iterator[Batch]:
-        config: SpinConfig = self.config  # type: ignore[assignment]
-        deadline = time.monotonic() + config.seconds
+        deadline = time.monotonic() + self.config.seconds
         turns = 0
         while time.monotonic() < deadline:
             turns += 1

@@ -10,15 +10,10 @@ from nodes.builtin.sql_write.config import SqlWriteConfig
 from nodes.builtin.sql_write.dialect import Dialect, TableName, dialect_for
 from nodes.builtin.sql_write.run import Loader
 from nodes.redaction import Redactor
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, Batch, first_input, rebatch
+from nodes.sdk.capabilities import AcceptsRows, Partitionable
 from nodes.sdk.context import ExecutionContext
-from nodes.sdk.node import (
-    DEFAULT_BATCH_SIZE,
-    AnyBatch,
-    Batch,
-    Node,
-    first_input,
-    rebatch,
-)
+from nodes.sdk.node import Node
 from nodes.sdk.ports import Port, PortKind
 from nodes.sdk.schema import FieldType, Problem, RecordSchema
 
@@ -35,7 +30,7 @@ SUMMARY_SCHEMA = RecordSchema(
 CHECK_TIMEOUT_S = 3
 
 
-class SqlWriteNode(Node):
+class SqlWriteNode(Partitionable, AcceptsRows, Node[SqlWriteConfig]):
     """A destination: records into a table, batch by batch, each batch committed with its
     write mark so that a redelivered task never writes a batch twice."""
 
@@ -49,15 +44,11 @@ class SqlWriteNode(Node):
     category = "destination"
     inputs = (Port("in", description="Records to write."),)
     outputs = (Port("out", PortKind.SUMMARY, description="One record per committed batch."),)
-    Config = SqlWriteConfig
-    accepts_rows = True
-    #: Insert and upsert run once per partition of a partitioned source (write marks per
-    #: partition); replace does not: it swaps the whole table once.
-    partitionable = True
-    config: SqlWriteConfig
 
     @classmethod
     def partitionable_with(cls, config: Mapping[str, Any]) -> bool:
+        """Insert and upsert run once per partition of a partitioned source (write marks per
+        partition); replace does not: it swaps the whole table once."""
         return bool(config.get("mode", "insert") != "replace")
 
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:

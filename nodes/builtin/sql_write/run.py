@@ -19,9 +19,9 @@ from nodes.builtin.sql_write.dialect import (
     WriteSession,
     staging_table,
 )
+from nodes.sdk.batches import AnyBatch, Record, RowBatch
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
-from nodes.sdk.node import AnyBatch, Record, RowBatch
 from nodes.sdk.schema import FieldType
 
 _B = TypeVar("_B")

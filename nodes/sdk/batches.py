@@ -1,0 +1,145 @@
+"""What flows between nodes: records, batches of them, and row batches.
+
+A batch is a list of records (dicts). A source that reads rows (a SQL cursor, a CSV file) may
+yield a :class:`RowBatch` instead: the same records held as value tuples, so that no dict is
+built per row until a node needs one (decision 0010). Only nodes that declare
+:class:`~nodes.sdk.capabilities.AcceptsRows` ever receive one; every other node gets lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, repeat
+from operator import is_, itemgetter
+from typing import Any, TypeVar, overload
+
+Record = dict[str, Any]
+Batch = list[Record]
+RecordStream = Iterable[Batch]
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+class RowBatch(Sequence[Record]):
+    """A batch of records held as rows: value tuples in ``names`` order.
+
+    Reading a table gives rows, not dicts, and building a dict per row is most of what a
+    record-by-record node would cost. A node that declares ``AcceptsRows`` may receive row
+    batches and work on them column by column (``filter``, ``map_fields`` do); every other node
+    receives plain lists of dicts, built from the rows in C when it needs them
+    (:func:`as_records`). The hand-off encoder writes the columns without any dict.
+
+    As a sequence it reads as its records: iterating or indexing builds dicts (a new one each
+    time), and it equals a list of equal records. A name given twice keeps its last value,
+    as ``dict`` would.
+    """
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        self.names = list(names)
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Record]:
+        return map(dict, map(zip, repeat(self.names), self.rows))
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RowBatch: ...
+
+    def __getitem__(self, index: int | slice) -> Record | RowBatch:
+        if isinstance(index, slice):
+            return RowBatch(self.names, self.rows[index])
+        return dict(zip(self.names, self.rows[index], strict=False))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowBatch | list):
+            return self.records() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RowBatch({self.names!r}, {len(self.rows)} rows)"
+
+    def records(self) -> Batch:
+        """The rows as a list of dicts (built in C, no Python frame per row)."""
+        return list(self)
+
+    def positions(self) -> dict[str, int]:
+        """Each name's column index (a repeated name: its last, as ``dict`` keeps it)."""
+        return {name: index for index, name in enumerate(self.names)}
+
+    def column(self, index: int) -> list[Any]:
+        """The values of one column, in row order."""
+        return list(map(itemgetter(index), self.rows))
+
+
+AnyBatch = Batch | RowBatch
+_B = TypeVar("_B", Batch, AnyBatch)
+
+
+def has_null(values: Sequence[Any]) -> bool:
+    """Whether a column holds a null, by identity in C (``None in values`` would call each
+    value's ``__eq__``)."""
+    return any(map(is_, values, repeat(None)))
+
+
+def as_records(batch: AnyBatch) -> Batch:
+    """A batch as a list of dicts, whatever form it travels in."""
+    return batch.records() if type(batch) is RowBatch else batch  # type: ignore[return-value]
+
+
+def first_input(inputs: Mapping[str, Iterable[_B]]) -> Iterable[_B]:
+    """The single input stream of a one-input node (empty when nothing is connected)."""
+    return next(iter(inputs.values()), ())
+
+
+def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
+    """Re-cut a stream of batches into batches of at most ``size`` records, by slices; row
+    batches stay row batches unless a cut joins pieces of different columns."""
+    pieces: list[Any] = []  # the start of the next batch, joined once it is full
+    held = 0
+    for batch in batches:
+        start = 0
+        if pieces:
+            start = size - held
+            pieces.append(batch[:start])
+            held += len(pieces[-1])
+            if held < size:
+                continue
+            yield _joined(pieces)
+            pieces, held = [], 0
+        while len(batch) - start >= size:
+            yield batch[start : start + size]
+            start += size
+        if start < len(batch):
+            pieces, held = [batch[start:]], len(batch) - start
+    if pieces:
+        yield _joined(pieces)
+
+
+def _joined(pieces: list[Any]) -> Any:
+    first = pieces[0]
+    if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
+        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)))
+    return list(chain.from_iterable(map(as_records, pieces)))
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "AnyBatch",
+    "Batch",
+    "Record",
+    "RecordStream",
+    "RowBatch",
+    "as_records",
+    "first_input",
+    "has_null",
+    "rebatch",
+]

@@ -1,0 +1,143 @@
+"""Optional capabilities of a node type: what it may declare so that the engine runs it faster.
+
+The contract of every node is small (:class:`~nodes.sdk.node.Node`: ports, config,
+``execute``). A node type that can do more says so by mixing in one of these classes, before
+``Node`` in its bases (decision 0031)::
+
+    class FilterNode(Partitionable, Pure, AcceptsRows, Node[FilterConfig]): ...
+
+- :class:`Partitionable`: record by record, it may run once per partition of a partitioned
+  source's output, in parallel (``filter``, ``map_fields``, ``http_post``, ``sql_write``);
+- :class:`Pure`: its output depends only on its config and input records, so inside a
+  partitioned stretch it is recomputed when read instead of stored (``filter``, ``map_fields``);
+- :class:`AcceptsRows`: it takes :class:`~nodes.sdk.batches.RowBatch` batches as they come
+  instead of lists of dicts (``filter``, ``map_fields``, ``http_post``, ``sql_write``);
+- :class:`SlicedSource`: a source that reads its output in independent slices, each in a task
+  of its own (``sql_query`` with ``partition_column``, ``file_read`` per file).
+
+The engine asks through the functions at the end of this module (``partitionable_with(cls,
+config)``, ``plan_slices(node, ...)``, ...), never through ``Node``. They read each capability
+by its attribute name, as a protocol: a node type written before the mixins existed, that sets
+``partitionable = True`` (``pure``, ``accepts_rows``) on its class or defines ``plan_slices``,
+keeps working unchanged.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+from nodes.sdk.batches import AnyBatch
+from nodes.sdk.context import ExecutionContext
+
+
+class Partitionable:
+    """A record-by-record node: after a partitioned source it runs once per partition, in
+    parallel across workers (``context.partition`` tells which), instead of once on the whole
+    output. Whatever it keeps between records must be per partition."""
+
+    partitionable: ClassVar[bool] = True
+
+    @classmethod
+    def partitionable_with(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a node of this type with this (raw) config may run per partition; override
+        when a mode of the node cannot (``sql_write``'s replace swaps the whole table once)."""
+        return cls.partitionable
+
+
+class Pure:
+    """The output depends only on the config and the input records: no I/O, no clock, no
+    randomness. Inside a partitioned stretch such a node's output is not stored: it is
+    recomputed when read (``filter`` and ``map_fields`` are pure; a node that calls out is not).
+    """
+
+    pure: ClassVar[bool] = True
+
+
+class AcceptsRows:
+    """The node takes :class:`~nodes.sdk.batches.RowBatch` batches as they come, and lists of
+    dicts too: its ``execute`` reads ``Mapping[str, Iterable[AnyBatch]]``. Any other node
+    receives every batch as a list of dicts (``Node.run`` converts them, in C)."""
+
+    accepts_rows: ClassVar[bool] = True
+
+
+class SlicedSource(ABC):
+    """A source whose output can be read in independent slices, each read by a task of its own,
+    in parallel across workers, as soon as it is planned."""
+
+    @classmethod
+    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a source with this (raw) config plans slices without ``partition_rows``, so
+        that the partitionable nodes after it run once per slice (``file_read``: one slice per
+        file). Without partitionable nodes after it, such a source runs whole, as any other."""
+        return False
+
+    @abstractmethod
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
+        """One JSON-able description per slice of about ``rows_per_slice`` rows, in output order,
+        produced lazily; ``None`` when this config cannot be sliced (the output is then read
+        once and cut). Checks that can fail at once belong before the first slice."""
+
+    @abstractmethod
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
+        """The batches of one slice planned by :meth:`plan_slices`."""
+
+
+# --- what the engine asks ---------------------------------------------------------------------
+
+
+def is_partitionable(node_type: type) -> bool:
+    """Whether the type may run per partition in some config (the catalog shows it)."""
+    return getattr(node_type, "partitionable", False) is True
+
+
+def partitionable_with(node_type: type, config: Mapping[str, Any]) -> bool:
+    """Whether a node of ``node_type`` with this raw config may run once per partition."""
+    decide = getattr(node_type, "partitionable_with", None)
+    if callable(decide):
+        return bool(decide(config))
+    return is_partitionable(node_type)
+
+
+def is_pure(node_type: type) -> bool:
+    """Whether the type's output may be recomputed when read instead of stored."""
+    return getattr(node_type, "pure", False) is True
+
+
+def accepts_rows(node_type: type) -> bool:
+    """Whether the type takes row batches as they come (else it gets lists of dicts)."""
+    return getattr(node_type, "accepts_rows", False) is True
+
+
+def partitions_by_default(node_type: type, config: Mapping[str, Any]) -> bool:
+    """Whether a source with this raw config plans slices without ``partition_rows``."""
+    decide = getattr(node_type, "partitions_by_default", None)
+    return callable(decide) and bool(decide(config))
+
+
+def plan_slices(
+    node: object, context: ExecutionContext, rows_per_slice: int
+) -> Iterable[Any] | None:
+    """The node's slices (see :class:`SlicedSource`), or ``None`` when it does not plan any:
+    its output is then read once and cut."""
+    plan = getattr(node, "plan_slices", None)
+    if not callable(plan):
+        return None
+    slices: Iterable[Any] | None = plan(context, rows_per_slice)
+    return slices
+
+
+__all__ = [
+    "AcceptsRows",
+    "Partitionable",
+    "Pure",
+    "SlicedSource",
+    "accepts_rows",
+    "is_partitionable",
+    "is_pure",
+    "partitionable_with",
+    "partitions_by_default",
+    "plan_slices",
+]
