@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from nodes.sdk.node import AnyBatch, RowBatch, has_null
+from nodes.timezones import UTC_NAMES
 
 _DECIMAL, _DATE, _DATETIME, _TIME, _UUID = 1, 2, 3, 4, 5
 
@@ -116,14 +117,13 @@ def _one_zone(values: Sequence[Any]) -> str | None:
     zone = zones.pop()
     # Only UTC: a zone with daylight saving would move a wall time that Python arithmetic put
     # in a gap, and a fixed offset would overflow near the first and last representable years.
-    if isinstance(zone, ZoneInfo) and zone.key in _UTC_NAMES and ZoneInfo(zone.key) is zone:
+    if isinstance(zone, ZoneInfo) and zone.key in UTC_NAMES and ZoneInfo(zone.key) is zone:
         return zone.key
     if zone is dt.UTC:
         return "+0"
     return None
 
 
-_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu"})
 _NULL = object()
 
 

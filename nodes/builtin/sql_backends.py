@@ -36,6 +36,7 @@ from nodes.jsonbody import dumps
 from nodes.redaction import Redactor, url_secrets
 from nodes.sdk.batches import RowBatch
 from nodes.sdk.errors import NodeError
+from nodes.timezones import UTC_NAMES
 
 # ``%%`` is a literal percent sign; ``%(name)s`` a named parameter (psycopg's syntax).
 _PLACEHOLDER = re.compile(r"%%|%\((\w+(?:\.\w+)*)\)s")
@@ -167,10 +168,7 @@ def _identifier(name: str) -> str:
 #: timestamps come back with ``datetime.timezone.utc``: the same instants and offsets, without
 #: a zone lookup per value (about a third less time to read a timestamp column, and encoded
 #: in C for the hand-off). Any other zone is left as the server has it.
-UTC_ALIASES = frozenset(
-    name.encode()
-    for name in ("Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu")
-)
+UTC_ALIASES = frozenset(name.encode() for name in UTC_NAMES - {"UTC"})
 
 
 #: How much longer than the statement timeout the client-side watchdog waits before it cancels
