@@ -14,27 +14,24 @@ default). Over the DatabaseScheduler it:
   every tick), loads entries with their FlowSchedule in one query, and writes run counters back
   in bulk;
 - adds the ``scheduling.drain`` entry that starts intervals waiting for a free slot.
+
+It touches django-celery-beat's internals only through ``scheduling.beat_adapter``.
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery.beat import event_t
 from celery.schedules import BaseSchedule, schedstate
 from celery.utils.log import get_logger
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
 from django_celery_beat.models import PeriodicTask
-from django_celery_beat.schedulers import (
-    SCHEDULE_SYNC_MAX_INTERVAL,
-    DatabaseScheduler,
-    ModelEntry,
-)
+from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, ModelEntry
 
+from scheduling.beat_adapter import DatabaseSchedulerAdapter
 from scheduling.leader import LeaderLease
 from scheduling.timetable import Timetable
 
@@ -108,7 +105,7 @@ class FlowScheduleEntry(ModelEntry):
         if self.due_at is not None and self.due_at > self.reference:
             new.reference = self.due_at
         new.due_at = None
-        self.model.last_run_at = self._default_now()
+        self.model.last_run_at = self.default_now()
         self.model.total_run_count += 1
         self.model.no_changes = True
         new.last_run_at, new.total_run_count = self.model.last_run_at, self.model.total_run_count
@@ -117,7 +114,7 @@ class FlowScheduleEntry(ModelEntry):
     next = __next__
 
 
-class GuardedScheduler(DatabaseScheduler):
+class GuardedScheduler(DatabaseSchedulerAdapter):
     """See the module docstring."""
 
     #: Seconds between two looks at PeriodicTasks for edits.
@@ -129,7 +126,6 @@ class GuardedScheduler(DatabaseScheduler):
         self._last_change_check = 0.0
         self._full_read_at = 0.0
         self._watermark: datetime | None = None
-        self._heap_source: dict[str, Any] | None = None
         super().__init__(*args, **kwargs)
 
     # --- one active beat ---------------------------------------------------------------------
@@ -151,7 +147,7 @@ class GuardedScheduler(DatabaseScheduler):
             logger.info("beat: holding the beat lease (%s); sending", self._lease.token)
             if time.monotonic() - self._full_read_at > 1.0:
                 # The previous holder may have fired since this beat last read the schedule.
-                self._initial_read = True
+                self.full_read_pending = True
         elif not held and self._leading:
             logger.warning("beat: lost the beat lease; standing by")
         self._leading = held
@@ -171,24 +167,24 @@ class GuardedScheduler(DatabaseScheduler):
         now = time.monotonic()
         try:
             if (
-                self._initial_read
-                or self._schedule is None
+                self.full_read_pending
+                or self.entries is None
                 or now - self._full_read_at >= SCHEDULE_SYNC_MAX_INTERVAL
             ):
                 self.sync()
-                self._schedule = self.all_as_schedule()
-                self._initial_read = False
-                self._heap = None
+                self.entries = self.all_as_schedule()
+                self.full_read_pending = False
+                self.forget_heap()
             elif self.schedule_changed():
                 logger.info("DatabaseScheduler: Schedule changed.")
                 self.sync()
                 if self._apply_changes():
-                    self._heap = None
+                    self.forget_heap()
         except (DatabaseError, InterfaceError) as exc:
             # Keep sending from what is loaded; read everything again once the database is back.
             logger.warning("beat: could not read the schedule (%s); retrying", exc)
-            self._initial_read = True
-        return self._schedule if self._schedule is not None else {}
+            self.full_read_pending = True
+        return self.entries if self.entries is not None else {}
 
     def schedule_changed(self) -> bool:
         now = time.monotonic()
@@ -198,7 +194,7 @@ class GuardedScheduler(DatabaseScheduler):
         return bool(super().schedule_changed())
 
     def all_as_schedule(self) -> dict[str, ModelEntry]:
-        entries = self._load(self.enabled_models(), self._schedule or {})
+        entries = self._load(self.enabled_models(), self.entries or {})
         self._full_read_at = time.monotonic()
         self._watermark = max((e.model.date_changed for e in entries.values()), default=None)
         return entries
@@ -206,20 +202,21 @@ class GuardedScheduler(DatabaseScheduler):
     def _apply_changes(self) -> bool:
         """Reload the entries whose PeriodicTask was created, changed, enabled, disabled or
         deleted since the last read; True when the schedule changed."""
-        assert self._schedule is not None
+        loaded = self.entries
+        assert loaded is not None
         enabled = dict(self.Model.objects.filter(enabled=True).values_list("name", "date_changed"))
-        gone = [name for name in self._schedule if name not in enabled]
+        gone = [name for name in loaded if name not in enabled]
         for name in gone:
-            del self._schedule[name]
+            del loaded[name]
         since = self._watermark - CHANGE_MARGIN if self._watermark is not None else None
         stale = [
             name
             for name, changed in enabled.items()
-            if name not in self._schedule or since is None or changed is None or changed >= since
+            if name not in loaded or since is None or changed is None or changed >= since
         ]
         if stale:
             models = self.enabled_models_qs().filter(name__in=stale)
-            self._schedule.update(self._load(models, self._schedule))
+            loaded.update(self._load(models, loaded))
         if enabled:
             self._watermark = max((c for c in enabled.values() if c is not None), default=None)
         return bool(gone or stale)
@@ -255,40 +252,24 @@ class GuardedScheduler(DatabaseScheduler):
             .defer("description", "flow_schedule__params", "flow_schedule__description")
         )
 
-    # --- cheap ticks -------------------------------------------------------------------------
-
-    def schedules_equal(self, *args: Any, **kwargs: Any) -> bool:
-        # The heap is rebuilt after a change (``_heap = None``), never by comparing every entry
-        # on every tick (O(n) per tick with thousands of schedules).
-        return self._heap is not None and self._schedule is self._heap_source
-
-    def populate_heap(self, event_t: Any = event_t, heapify: Any = heapq.heapify) -> None:
-        """Celery's populate_heap, reading the clock once instead of once per entry."""
-        now = time.time()
-        heap = []
-        for entry in (self._schedule or {}).values():
-            try:
-                is_due, delay = entry.is_due()
-            except Exception:  # noqa: BLE001 - one broken entry must not stop beat (as celery)
-                is_due, delay = self._is_due_failed(entry)
-            heap.append(event_t(now + (0 if is_due else self.adjust(delay) or 0), 5, entry))
-        heapify(heap)
-        self._heap = heap
-        self._heap_source = self._schedule
+    # --- what was sent: kept across reloads, counters saved in bulk ---------------------------
 
     def reserve(self, entry: ModelEntry) -> ModelEntry:
         new_entry = next(entry)
-        if self._schedule is not None and entry.name in self._schedule:
-            self._schedule[entry.name] = new_entry  # keep what was sent across reloads
-        self._dirty.add(new_entry.name)
+        if self.entries is not None and entry.name in self.entries:
+            self.entries[entry.name] = new_entry  # keep what was sent across reloads
+        self.mark_for_save(new_entry.name)
         return new_entry
 
     def sync(self) -> None:
         """Write run counters of the entries that sent, in bulk (not two queries per entry)."""
-        if not self._dirty or self._schedule is None:
+        loaded = self.entries
+        if loaded is None:
             return
-        names, self._dirty = self._dirty, set()
-        models = [self._schedule[name].model for name in names if name in self._schedule]
+        names = self.take_marked()
+        if not names:
+            return
+        models = [loaded[name].model for name in names if name in loaded]
         try:
             close_old_connections()
             PeriodicTask.objects.bulk_update(
@@ -296,7 +277,7 @@ class GuardedScheduler(DatabaseScheduler):
             )
         except (DatabaseError, InterfaceError) as exc:
             logger.warning("beat: could not save run counters (%s); retrying later", exc)
-            self._dirty |= names
+            self.mark_again(names)
 
     def install_default_entries(self, data: Any) -> None:
         super().install_default_entries(data)

@@ -95,6 +95,6 @@ def test_edits_reach_a_running_scheduler_without_reloading_every_entry(
         edited.delete()
         assert f"flow schedule {edited.pk}" not in entries()
         assert scheduler._full_read_at == full_read_at  # only the changed rows were read
-        assert scheduler._heap is None  # and the heap is rebuilt on the next tick
+        assert not scheduler.heap_built  # and the heap is rebuilt on the next tick
     finally:
         scheduler.close()
