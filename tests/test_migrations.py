@@ -65,15 +65,27 @@ def sorted_checksum(definition: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
+def forget_versions_by_id() -> None:
+    """SQLite remakes a table to alter a column, and the new table's ids start again: versions
+    this process remembers by id (the engine's cache, the resolver's) would match new rows."""
+    from flows import versions
+    from flows.engine import executor
+
+    executor._versions.clear()
+    versions._resolved.clear()
+
+
 @pytest.fixture
 def before_key_order(transactional_db: None) -> Iterator[Any]:
     """The schema before key order was kept; the latest one again afterwards."""
     apps = migrate(BEFORE_KEY_ORDER)
+    forget_versions_by_id()
     try:
         yield apps
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+        forget_versions_by_id()
 
 
 def test_key_order_migration_converts_the_rows_and_back(
