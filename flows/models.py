@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from flowplatform.jsonfields import OrderedJSONField
+
 
 class Flow(models.Model):
     """A named graph of nodes. Its nodes and edges are editable; runs use a FlowVersion snapshot."""
@@ -59,7 +61,9 @@ class FlowNode(models.Model):
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="nodes")
     key = models.SlugField("key", max_length=100, help_text="Unique within the flow.")
     type = models.CharField("node type", max_length=100, help_text="A type from the node catalog.")
-    config = models.JSONField("config", default=dict, blank=True)
+    config = OrderedJSONField(
+        "config", default=dict, blank=True, help_text="Stored as written: keys keep their order."
+    )
     policy = models.JSONField(
         "policy", default=dict, blank=True, help_text="Retries, backoff and timeout of this node."
     )
@@ -103,7 +107,9 @@ class FlowVersion(models.Model):
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField("number")
-    definition = models.JSONField("definition", help_text="The graph in flow-file form.")
+    definition = OrderedJSONField(
+        "definition", help_text="The graph in flow-file form (keys in their order)."
+    )
     checksum = models.CharField("checksum", max_length=64, help_text="sha256 of the definition.")
     created_at = models.DateTimeField("created", auto_now_add=True)
     author = models.ForeignKey(

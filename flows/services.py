@@ -18,6 +18,7 @@ from flowplatform import telemetry
 from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
+from flowplatform.jsonfields import same_json
 from flows import admission, transitions
 from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
@@ -276,7 +277,7 @@ def _reusable(
         old = old_nodes.get(key)
         if old is None or old.status != NodeStatus.SUCCEEDED or not old.output_ref:
             raise RerunError(f"node '{key}' did not succeed in run {run.id}: rerun from it instead")
-        if old_specs.get(key) != node:
+        if not same_json(old_specs.get(key), node):
             raise RerunError(f"node '{key}' changed since run {run.id}: rerun from it instead")
         reuse[key] = old
     return reuse

@@ -56,7 +56,9 @@ def resolved_definition(spec: FlowSpec) -> dict[str, Any]:
 
 
 def checksum(definition: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    """sha256 of the definition's text, keys in their order: a mapping's order is part of
+    what a version runs (its output fields' order), so reordering it makes a new version."""
+    return hashlib.sha256(json.dumps(definition).encode()).hexdigest()
 
 
 def ensure_current_version(flow: Flow) -> FlowVersion:
@@ -101,8 +103,7 @@ def _graph_state(flow: Flow) -> tuple[str, int | None]:
             list(node_rows.values_list("id", "key", "type", "config", "policy")),
             list(edge_rows.values_list("source_id", "source_port", "target_id", "target_port")),
         ],
-        sort_keys=True,
-        default=str,
+        default=str,  # keys in their order, as the json text PostgreSQL's query compares
     )
     return key, flow.versions.order_by("-number").values_list("id", flat=True).first()
 

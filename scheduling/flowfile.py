@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from flowplatform.jsonfields import same_json
 from flows.models import Flow
 from flows.validation import FlowProblem, pydantic_problems
 from scheduling.cron import CronError
@@ -154,7 +155,7 @@ def apply_section(flow: Flow, value: Any) -> None:
             FlowSchedule(flow=flow, position=position, **fields).save()
             continue
         fields = {**fields, "position": position}
-        if any(getattr(schedule, name) != val for name, val in fields.items()):
+        if not all(same_json(getattr(schedule, name), val) for name, val in fields.items()):
             for name, val in fields.items():
                 setattr(schedule, name, val)
             schedule.save()

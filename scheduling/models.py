@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.timezone import now as current_time
 from django_celery_beat.models import PeriodicTask
 
+from flowplatform.jsonfields import OrderedJSONField
 from flows.models import Flow, FlowRun, Trigger
 from scheduling.cron import parse_cron
 from scheduling.durations import format_every
@@ -71,7 +72,7 @@ class FlowSchedule(models.Model):
         "at", null=True, blank=True, help_text="One-off schedules: when the single run fires."
     )
     enabled = models.BooleanField("enabled", default=True)
-    params = models.JSONField(
+    params = OrderedJSONField(
         "run params", default=dict, blank=True, help_text="Params every run of this schedule gets."
     )
     overlap = models.CharField(

@@ -20,7 +20,18 @@ from flows.sections import run_details
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 
 
-class NodePolicySerializer(serializers.Serializer):
+# Renders the keys the flow document has, in the serializer's (the file's) order: a key the
+# file leaves out stays out rather than coming back as null, so a flow read from the API is its
+# flow file (decision 0033). A comment, not a docstring: subclasses would show it in the schema.
+class AsWrittenSerializer(serializers.Serializer):
+    def to_representation(self, instance: Any) -> Any:
+        data = super().to_representation(instance)
+        if isinstance(instance, dict):
+            return {key: value for key, value in data.items() if key in instance}
+        return data
+
+
+class NodePolicySerializer(AsWrittenSerializer):
     """How the engine retries and limits one node."""
 
     max_retries = serializers.IntegerField(
@@ -44,14 +55,14 @@ class NodePolicySerializer(serializers.Serializer):
     )
 
 
-class NodeUISerializer(serializers.Serializer):
+class NodeUISerializer(AsWrittenSerializer):
     """Where the designer draws the node; the engine ignores it."""
 
     x = serializers.FloatField(help_text="Left edge on the canvas, in pixels.")
     y = serializers.FloatField(help_text="Top edge on the canvas, in pixels.")
 
 
-class FlowNodeSerializer(serializers.Serializer):
+class FlowNodeSerializer(AsWrittenSerializer):
     key = serializers.RegexField(KEY_PATTERN, help_text="Unique within the flow.")
     type = serializers.CharField(max_length=100, help_text="A node type from `/api/v1/nodes/`.")
     config = serializers.DictField(
@@ -61,7 +72,7 @@ class FlowNodeSerializer(serializers.Serializer):
     ui = NodeUISerializer(required=False)
 
 
-class FlowEdgeSerializer(serializers.Serializer):
+class FlowEdgeSerializer(AsWrittenSerializer):
     """Records flow from one node's output port to another node's input port."""
 
     # `from` is a Python keyword, hence the fields are declared here rather than as attributes.
@@ -91,7 +102,7 @@ class FlowGraphSerializer(serializers.Serializer):
         OpenApiExample("Minimal flow", value=examples.FLOW_RESPONSE, response_only=True),
     ]
 )
-class FlowSerializer(serializers.Serializer):
+class FlowSerializer(AsWrittenSerializer):
     """A flow in flow-file shape, plus its current version and timestamps."""
 
     slug = serializers.RegexField(
@@ -131,17 +142,17 @@ class FlowSerializer(serializers.Serializer):
         required=False,
         help_text="Schedules kept in sync with the flow, when the scheduling app is installed.",
     )
-    alerts = serializers.ListField(
-        child=serializers.DictField(),
-        required=False,
-        help_text='Alerts: [{"on": ["failed", "late", "recovered"], "connection": "ops-webhook", '
-        '"email": ["ops@example.com"], "late_after": "30m"}] (docs/operations.md#alerts).',
-    )
     triggers = serializers.ListField(
         child=serializers.DictField(),
         required=False,
         help_text="Webhook, after-flow and file triggers kept in sync with the flow "
         "(docs/triggers.md); a webhook's secret is never part of it.",
+    )
+    alerts = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text='Alerts: [{"on": ["failed", "late", "recovered"], "connection": "ops-webhook", '
+        '"email": ["ops@example.com"], "late_after": "30m"}] (docs/operations.md#alerts).',
     )
     version = serializers.IntegerField(
         required=False,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from flowplatform.jsonfields import same_json
 from flows.models import Flow
 from flows.validation import FlowProblem, FlowValidationError, pydantic_problems
 from scheduling.durations import format_every, parse_every
@@ -163,7 +164,7 @@ def apply_section(flow: Flow, value: Any) -> None:
         fields = {**fields, "position": position}
         if trigger is None:
             FlowTrigger(flow=flow, **fields).save()
-        elif any(getattr(trigger, name) != val for name, val in fields.items()):
+        elif not all(same_json(getattr(trigger, name), val) for name, val in fields.items()):
             for name, val in fields.items():
                 setattr(trigger, name, val)
             trigger.save()

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import models
 
+from flowplatform.jsonfields import OrderedJSONField
 from flows.models import Flow, FlowRun
 from nodes import crypto
 
@@ -34,7 +35,7 @@ class FlowTrigger(models.Model):
         help_text="The webhook's name, the upstream flows, or connection:path of watched files.",
     )
     config = models.JSONField("config", default=dict, blank=True)
-    params = models.JSONField(
+    params = OrderedJSONField(
         "run params", default=dict, blank=True, help_text="Params every run it starts gets."
     )
     enabled = models.BooleanField("enabled", default=True)

@@ -15,6 +15,7 @@ from flowplatform.jsondoc import (
     load_json_document,
     read_document,
 )
+from flowplatform.jsonfields import same_json
 from flows.access import AccessDenied, apply_as
 from flows.flowfile import apply_flow_file, export_flow
 from flows.models import Flow
@@ -56,7 +57,7 @@ class Command(AuditedCommand):
         version = flow.latest_version
         if created:
             verb = "created"
-        elif before == export_flow(flow):
+        elif same_json(before, export_flow(flow)):
             verb = "unchanged"
         else:
             verb = "updated"
