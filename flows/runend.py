@@ -10,6 +10,9 @@ restarted, the ending process killed between its commit and its publish) costs o
 :data:`FALLBACK_POLL_S`; without a Redis broker (embedded mode) waiters poll every
 :data:`POLL_S`.
 
+Channels belong to the Redis server, not to one of its databases: deployments sharing a
+server never hear each other's runs, whose ids are UUIDs.
+
 Publishing never raises into the engine: a Redis that is down is logged, and the waiters find
 the end by polling. PostgreSQL's LISTEN/NOTIFY is not used: a listener needs a session of its
 own, which a pooler in transaction mode does not keep (decision 0032).
@@ -50,7 +53,7 @@ def _client() -> redis.Redis | None:
 
     Its connection pool is safe to share between threads and is reset in a forked child."""
     url = settings.CELERY_BROKER_URL
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not url.startswith(("redis://", "rediss://")):
         return None
     with _clients_lock:
         client = _clients.get(url)

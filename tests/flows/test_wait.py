@@ -48,9 +48,10 @@ SHORT_FLOW = {
     "edges": [{"from": "rows", "to": "keep"}],
 }
 RUNS = 30
-#: The goal is 20 ms; the bound allows for a loaded 2-core machine. Polling, as before the
-#: channel (every 200 ms), would put the median near 100 ms and the 95th percentile near 190.
-MEDIAN_BOUND_MS = 20
+#: The goal is 20 ms (about 4 ms median measured on the shared 2-core machine, 22 ms under a
+#: load average of 8): the bounds leave room for such load, and fail polling, which (every
+#: 200 ms, as before the channel) puts the median near 100 ms and the 95th percentile near 190.
+MEDIAN_BOUND_MS = 40
 P95_BOUND_MS = 60
 
 
@@ -88,7 +89,7 @@ def test_wait_for_run_returns_within_milliseconds_of_the_end(short_flow: None) -
 def test_runflow_wait_returns_within_milliseconds_of_the_end(short_flow: None) -> None:
     call_command("runflow", "short", "--wait", stdout=StringIO())  # warm-up
     lags = []
-    for _ in range(RUNS // 2):
+    for _ in range(RUNS):
         out = StringIO()
         call_command("runflow", "short", "--wait", stdout=out)
         returned_at = time.time()

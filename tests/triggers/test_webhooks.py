@@ -185,9 +185,9 @@ def test_response_wait_answers_within_milliseconds_of_the_runs_end(
         lags.append((answered_at - run.finished_at.timestamp()) * 1000)
     print(f"webhook response lag after finished_at: median {statistics.median(lags):.1f} ms, "
           f"max {max(lags):.1f} ms")  # fmt: skip
-    # The goal is 20 ms (a loaded 2-core machine may add some); polling every 200 ms, as
-    # before the run-end channel, would put the median near 100 ms.
-    assert statistics.median(lags) <= 20
+    # The goal is 20 ms; the bound leaves room for a loaded 2-core machine, and fails polling
+    # every 200 ms (as before the run-end channel), which puts the median near 100 ms.
+    assert statistics.median(lags) <= 40
 
 
 def test_query_params_bind_scalar_payload_values(worker: WorkerProcess, warehouse: None) -> None:
