@@ -22,7 +22,14 @@ CPU = re.compile(r"CPU per flow run: worker ([\d.]+) ms, starting process ([\d.]
 
 
 def once(runs: int, concurrent: int, observe: bool) -> tuple[float, float, float]:
-    args = [sys.executable, str(ROOT / "bench" / "overhead.py"), "--runs", str(runs)]
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "overhead.py"),
+        "--runs",
+        str(runs),
+        "--rounds",
+        "1",
+    ]
     args += ["--concurrent", str(concurrent)] + (["--observe"] if observe else [])
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800)
     latency, throughput = LATENCY.search(out.stdout), THROUGHPUT.search(out.stdout)

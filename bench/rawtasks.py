@@ -1,4 +1,5 @@
-"""The raw Celery tasks of ``bench/overhead.py``: the trivial flow's job, written as a chain.
+"""The raw Celery tasks of ``bench/overhead.py`` and ``bench/scale.py``: the minimal flow's job,
+written by hand as a 4-task chain (rows travel in the messages, nothing is recorded).
 
 Loaded into the benchmark worker with ``--include bench.rawtasks``.
 """
@@ -9,6 +10,7 @@ import time
 from typing import Any
 
 import psycopg
+import requests
 from celery import shared_task
 from psycopg.rows import dict_row
 
@@ -29,10 +31,13 @@ def raw_filter(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @shared_task(name="bench.raw_map")
 def raw_map(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"value": row["n"], "label": row["name"]} for row in rows]
+    return [{"order_id": row["n"], "label": row["name"], "source": "bench"} for row in rows]
 
 
-@shared_task(name="bench.raw_tag")
-def raw_tag(rows: list[dict[str, Any]]) -> float:
-    _tagged = [{**row, "source": "bench"} for row in rows]
+@shared_task(name="bench.raw_post")
+def raw_post(rows: list[dict[str, Any]], url: str) -> float:
+    """One POST per record, as ``http_post`` does by default (one session per task)."""
+    with requests.Session() as session:
+        for row in rows:
+            session.post(url, json=row, timeout=10).raise_for_status()
     return time.time()  # when the chain's work ended, on the worker's clock

@@ -25,6 +25,7 @@ from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
 from flows.models import Flow, FlowRun, FlowVersion, NodeRun, NodeStatus, RunStatus, Trigger
+from flows.runend import RunEndListener
 from flows.versions import ensure_current_version
 
 logger = logging.getLogger("flowplatform.engine")
@@ -205,13 +206,17 @@ def revoke_run_tasks(run: FlowRun) -> None:
             )
 
 
-def wait_for_run(run: FlowRun, timeout: float = 600, poll_s: float = 0.2) -> FlowRun:
-    """Block until the run finishes or ``timeout`` seconds pass; returns the refreshed run."""
+def wait_for_run(run: FlowRun, timeout: float = 600) -> FlowRun:
+    """Block until the run finishes or ``timeout`` seconds pass; returns the refreshed run.
+
+    It returns as soon as the run's end is published on the run-end channel
+    (``flows.runend``), and looks at the run's status now and then anyway."""
     deadline = time.monotonic() + timeout
-    run.refresh_from_db()
-    while not run.is_finished and time.monotonic() < deadline:
-        time.sleep(poll_s)
+    with RunEndListener(str(run.id)) as ended:  # before the first read: no end is missed
         run.refresh_from_db()
+        while not run.is_finished and (left := deadline - time.monotonic()) > 0:
+            ended.wait(min(ended.poll_s, left))
+            run.refresh_from_db()
     return run
 
 

@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from flowplatform import telemetry
-from flows import hooks
+from flows import hooks, runend
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from flows.signals import run_finished
 
@@ -73,7 +73,10 @@ def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> N
     """A run has just ended (called once, by the state change that ended it): the receivers of
     the ``run_finished`` signal (alerts) and the callbacks of ``flows.hooks`` (triggers, run
     slots) hear of it; their errors are logged, never raised into the run's own bookkeeping.
-    ``run``: the run's instance when the caller has it (saves a query)."""
+    ``run``: the run's instance when the caller has it (saves a query).
+
+    Those waiting for the run (``flows.runend``) hear first, once the change commits."""
+    runend.publish(run_id)
     telemetry.run_finished(run_id)
     hooks.run_finished(run_id, run)
     for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from flows.counts import DEFAULT_LABELS, count_labels, counted
 from flows.models import FlowRun, NodeRun
+from flows.runend import RunEndListener
 
 
 def node_line(node: NodeRun) -> str:
@@ -22,19 +23,24 @@ def node_line(node: NodeRun) -> str:
 
 
 def watch_run(run: FlowRun, timeout: float, poll_s: float = 0.25) -> Iterator[str]:
-    """Yield progress lines until the run finishes or ``timeout`` passes (run is refreshed)."""
+    """Yield progress lines until the run finishes or ``timeout`` passes (run is refreshed).
+
+    Progress is looked at every ``poll_s`` seconds; the run's end is heard at once
+    (``flows.runend``)."""
     deadline = time.monotonic() + timeout
     seen: dict[str, tuple[str, int, int]] = {}
-    while True:
-        run.refresh_from_db()
-        for node in run.node_runs.order_by("position"):
-            state = (node.status, node.rows_in, node.rows_out)
-            if seen.get(node.node_key) != state and node.status != "pending":
-                seen[node.node_key] = state
-                yield node_line(node)
-        if run.is_finished or time.monotonic() >= deadline:
-            return
-        time.sleep(poll_s)
+    with RunEndListener(str(run.id)) as ended:  # before the first read: no end is missed
+        while True:
+            run.refresh_from_db()
+            for node in run.node_runs.order_by("position"):
+                state = (node.status, node.rows_in, node.rows_out)
+                if seen.get(node.node_key) != state and node.status != "pending":
+                    seen[node.node_key] = state
+                    yield node_line(node)
+            left = deadline - time.monotonic()
+            if run.is_finished or left <= 0:
+                return
+            ended.wait(min(poll_s, left))
 
 
 def summary_table(run: FlowRun) -> list[str]:

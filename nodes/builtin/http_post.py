@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -166,9 +167,11 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
     ) -> Iterator[Record]:
         """Send batch after batch, one request in flight: while the peer answers batch N, the
         next batch is read from upstream and encoded (the request waits on the network in a
-        thread of its own). Batches are acknowledged, checkpointed and summarised in order."""
+        thread of its own). Batches are acknowledged and summarised in order; the last one
+        acknowledged is checkpointed (:class:`_Acknowledged`)."""
         # A re-delivered node resumes after the last batch the peer acknowledged.
-        acked = (context.checkpoint or {}).get("acked", -1)
+        acked = _Acknowledged(context, (context.checkpoint or {}).get("acked", -1))
+        resume_after = acked.saved
         stop = threading.Event()
         delivery.is_cancelled = stop.is_set  # the sender thread never queries the database
         delivery.stop = stop  # and stops waiting to retry as soon as the node stops
@@ -177,7 +180,7 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
             try:
                 for index, batch in enumerate(rebatch(stream, self.config.batch_size)):
                     key = idempotency_key(context, index)
-                    if index <= acked:
+                    if index <= resume_after:
                         if context.is_cancelled():
                             raise NodeError("cancelled", permanent=True)
                         yield _summary(index, len(batch), None, 0, key)
@@ -190,35 +193,44 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
                             f"batch {index} cannot be sent as JSON: {exc}", permanent=True
                         ) from None
                     if in_flight is not None:
-                        summary, in_flight = self._settle(in_flight, context, stop), None
+                        summary, in_flight = self._settle(in_flight, context, stop, acked), None
                         yield summary
                     if context.is_cancelled():
                         raise NodeError("cancelled", permanent=True)
                     future = sender.submit(delivery.post, body, {"Idempotency-Key": key})
                     in_flight = _Request(index, len(batch), key, future)
                 if in_flight is not None:
-                    summary, in_flight = self._settle(in_flight, context, stop), None
+                    summary, in_flight = self._settle(in_flight, context, stop, acked), None
                     yield summary
             except BaseException:
                 # (Never at a yield: no request is unsettled there.) Reading the next batch
-                # failed, or the request itself: no more retries, and a batch the peer took
-                # meanwhile is still recorded, so that a retry of the node does not send it again.
+                # failed, or the request itself: no more retries, and what the peer took
+                # (a batch it took meanwhile included) is checkpointed, so that a retry of the
+                # node does not send it again.
                 if in_flight is not None:
                     stop.set()
-                    self._record_if_taken(in_flight, context)
+                    self._acknowledge_if_taken(in_flight, context, acked)
+                acked.save_before_stopping()
                 raise
 
     @staticmethod
-    def _record_if_taken(request: _Request, context: ExecutionContext) -> None:
+    def _acknowledge_if_taken(
+        request: _Request, context: ExecutionContext, acked: _Acknowledged
+    ) -> None:
         try:
             request.future.result()
-            context.save_checkpoint({"acked": request.index})
-        except Exception:  # noqa: BLE001 - not taken, or not recorded: the node's error stands
+        except Exception:  # noqa: BLE001 - not taken: the node's error stands
             return
+        acked.acknowledge(request.index)
         context.logger.info("batch %d: taken before the node stopped", request.index)
 
     @staticmethod
-    def _settle(request: _Request, context: ExecutionContext, stop: threading.Event) -> Record:
+    def _settle(
+        request: _Request,
+        context: ExecutionContext,
+        stop: threading.Event,
+        acked: _Acknowledged,
+    ) -> Record:
         """Wait for a request's answer (passing on a cancellation meanwhile), record it as
         acknowledged, and return its summary; raises what the delivery raised."""
         while True:
@@ -228,7 +240,7 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
             except FutureTimeout:
                 if context.is_cancelled():
                     stop.set()
-        context.save_checkpoint({"acked": request.index})
+        acked.acknowledge(request.index)
         context.logger.info(
             "batch %d: %d records, HTTP %d after %d attempts",
             request.index,
@@ -237,6 +249,41 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
             attempts,
         )
         return _summary(request.index, request.records, status, attempts, request.key)
+
+
+#: Least time between two checkpoints of one node run, seconds. A node whose peer answers
+#: slower than this checkpoints every batch; a faster one about this often (one database
+#: write each), instead of once per request. After a worker is lost, the batches
+#: acknowledged since the last checkpoint are sent again, with the same Idempotency-Key.
+CHECKPOINT_EVERY_S = 0.1
+
+
+class _Acknowledged:
+    """The last batch the peer acknowledged, and the last one saved as the checkpoint."""
+
+    def __init__(self, context: ExecutionContext, saved: int) -> None:
+        self.context = context
+        self.saved = self.index = saved
+        self._saved_at = time.monotonic()
+
+    def acknowledge(self, index: int) -> None:
+        self.index = index
+        if time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S:
+            self._save()
+
+    def save_before_stopping(self) -> None:
+        """The node is stopping on an error: save what the peer took, so that a retry resumes
+        after it. A failure to save leaves the node's own error to be raised."""
+        try:
+            self._save()
+        except Exception:  # noqa: BLE001 - the retry then sends those batches again, same keys
+            self.context.logger.warning("batch %d: checkpoint not saved", self.index)
+
+    def _save(self) -> None:
+        if self.index > self.saved:
+            self.context.save_checkpoint({"acked": self.index})
+            self.saved = self.index
+        self._saved_at = time.monotonic()
 
 
 #: How often a node waiting on a slow request looks whether its run was cancelled, seconds.

@@ -19,7 +19,7 @@ from pytest_django.fixtures import Settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from nodes.builtin import delivery
+from nodes.builtin import delivery, http_post
 from nodes.builtin.http_post import HttpPostNode
 from nodes.sdk import ConnectionInfo, ExecutionContext, FieldType, NodeError
 
@@ -468,7 +468,20 @@ def test_the_next_batch_is_read_while_the_peer_answers_the_previous_one(
     assert [s["status"] for batch in out for s in batch] == [200, 200]
 
 
-def test_batches_are_sent_acknowledged_and_checkpointed_in_order(httpserver: HTTPServer) -> None:
+@pytest.fixture
+def checkpoint_every(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Set the least time between two checkpoints for the test."""
+
+    def every(seconds: float) -> None:
+        monkeypatch.setattr(http_post, "CHECKPOINT_EVERY_S", seconds)
+
+    return every
+
+
+def test_batches_are_sent_acknowledged_and_checkpointed_in_order(
+    httpserver: HTTPServer, checkpoint_every: Any
+) -> None:
+    checkpoint_every(0)  # a peer slower than the cadence: every batch is checkpointed
     httpserver.expect_request("/ingest").respond_with_data("ok")
     saved: list[Any] = []
     node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
@@ -477,6 +490,38 @@ def test_batches_are_sent_acknowledged_and_checkpointed_in_order(httpserver: HTT
     assert [s["batch"] for batch in out for s in batch] == [0, 1, 2, 3, 4]
     assert keys(httpserver) == [expected_key(i) for i in range(5)]
     assert saved == [{"acked": i} for i in range(5)]
+
+
+def test_a_fast_peer_is_checkpointed_at_the_cadence_not_per_request(
+    httpserver: HTTPServer, checkpoint_every: Any
+) -> None:
+    # (A cadence no test outlasts: the node saves nothing while it succeeds.)
+    checkpoint_every(3600)
+    httpserver.expect_request("/ingest").respond_with_data("ok")
+    saved: list[Any] = []
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=saved.append)
+    out = list(node.execute(context, {"in": iter(_numbered(5))}))
+    assert [s["batch"] for batch in out for s in batch] == [0, 1, 2, 3, 4]
+    assert saved == []  # the node succeeded: its finish, not a checkpoint, says it was sent
+
+
+def test_what_the_peer_took_is_checkpointed_before_the_node_stops(
+    httpserver: HTTPServer, checkpoint_every: Any
+) -> None:
+    checkpoint_every(3600)
+
+    def handler(request: Request) -> Response:
+        refused = json.loads(request.get_data())[0]["n"] == 6
+        return Response("bad record", 400) if refused else Response("ok")
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    saved: list[Any] = []
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=saved.append)
+    with pytest.raises(NodeError, match="HTTP 400"):
+        list(node.execute(context, {"in": iter(_numbered(5))}))
+    assert saved == [{"acked": 2}]  # once, with the last batch taken: a retry resumes after it
 
 
 def test_a_refused_batch_stops_the_node_before_the_next_is_sent(httpserver: HTTPServer) -> None:
