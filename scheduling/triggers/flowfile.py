@@ -4,11 +4,13 @@
 "triggers": [{"webhook": "orders-created", "response": "wait", "timeout_s": 20},
              {"after": "nightly-load", "status": "succeeded"},
              {"after": ["load-a", "load-b"], "wait_for_all": true},
-             {"files": "inbox", "path": "orders/*.csv", "every": "1m"}]
+             {"files": "inbox", "path": "orders/*.csv", "every": "1m",
+              "batch": {"max_files": 100}, "after_success": {"move_to": "done/"}}]
 ```
 Each item has exactly one of ``webhook`` (its name), ``after`` (one upstream flow slug or a
-list) or ``files`` (a file connection's name, with ``path`` and ``every``), and optionally
-``params`` and ``enabled``. A flow file names a webhook, never its secret. On import the
+list) or ``files`` (a file connection's name, with ``path``, ``every``, and optionally ``batch``
+and ``after_success``: ``{"move_to": "folder/"}`` or, on S3, ``{"tag": {"key": "value"}}``),
+and optionally ``params`` and ``enabled``. A flow file names a webhook, never its secret. On import the
 flow's triggers are made to match the list: a trigger of the same kind and name is updated in
 place (keeping its secret and history); the others are created or deleted. A file without
 ``triggers`` leaves them alone.
@@ -16,18 +18,26 @@ place (keeping its secret and history); the others are created or deleted. A fil
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from flows.models import Flow
 from flows.validation import FlowProblem, FlowValidationError, pydantic_problems
+from nodes.models import Connection
 from scheduling.durations import format_every, parse_every
 from scheduling.triggers.models import FlowTrigger, TriggerKind
 
 SLUG = r"^[A-Za-z0-9_-]{1,100}$"
 #: Shortest polling interval of a file trigger.
 MIN_EVERY_S = 5
+#: Most files one run of a batching file trigger takes (and one poll lists).
+MAX_BATCH_FILES = 10_000
+#: S3's rules for tags: at most 10 on an object; these characters; keys up to 128 characters,
+#: values up to 256; keys starting ``aws:`` are reserved.
+MAX_TAGS = 10
+TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
 
 
 class _Item(BaseModel):
@@ -50,10 +60,29 @@ class AfterSpec(_Item):
     wait_for_all: StrictBool = False
 
 
+class BatchSpec(BaseModel):
+    """All new files of a poll in runs of at most ``max_files`` files (instead of one each)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_files: int = Field(default=100, ge=1, le=MAX_BATCH_FILES)
+
+
+class AfterSuccessSpec(BaseModel):
+    """What becomes of a file once its run succeeded: moved to a folder, or tagged (S3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    move_to: str | None = Field(default=None, min_length=1, max_length=250)
+    tag: dict[str, str] | None = Field(default=None, min_length=1, max_length=MAX_TAGS)
+
+
 class FilesSpec(_Item):
     files: str = Field(min_length=1, max_length=100)
     path: str = Field(min_length=1, max_length=250)
     every: str | int = "1m"
+    batch: BatchSpec | None = None
+    after_success: AfterSuccessSpec | None = None
 
 
 SPECS: dict[str, type[_Item]] = {
@@ -78,6 +107,8 @@ def validate_section(value: Any) -> list[FlowProblem]:
         problems.extend(item_problems)
         if fields is None:
             continue
+        if fields["kind"] == TriggerKind.FILES:
+            problems.extend(_connection_problems(fields, f"triggers[{index}]"))
         identity = (fields["kind"], fields["name"])
         if identity in seen:
             problems.append(
@@ -131,6 +162,13 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
         if spec.path.startswith("/") or ".." in spec.path.split("/"):
             return None, [FlowProblem(f"{path}.path", "a relative glob without '..'")]
         config = {"connection": spec.files, "path": spec.path, "every_seconds": every}
+        if spec.batch is not None:
+            config["batch"] = {"max_files": spec.batch.max_files}
+        if spec.after_success is not None:
+            action, problems = _after_success(spec.after_success, f"{path}.after_success")
+            if problems:
+                return None, problems
+            config["after_success"] = action
         name = f"{spec.files}:{spec.path}"
     fields = {
         "kind": kind.value,
@@ -142,9 +180,62 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
     return fields, []
 
 
-def _is_slug(value: str) -> bool:
-    import re
+def _after_success(spec: AfterSuccessSpec, path: str) -> tuple[dict[str, Any], list[FlowProblem]]:
+    """The stored action (``move_to`` as a folder ending in ``/``), or its problems."""
+    if (spec.move_to is None) == (spec.tag is None):
+        return {}, [FlowProblem(path, "give exactly one of move_to or tag")]
+    if spec.move_to is not None:
+        folder = spec.move_to.strip().strip("/")
+        if (
+            not folder
+            or spec.move_to.strip().startswith("/")
+            or "\\" in folder
+            or "\x00" in folder
+            or any(part in ("", ".", "..") or part.startswith(".") for part in folder.split("/"))
+        ):
+            message = "a folder relative to the connection, e.g. 'done/' (no '..', no hidden names)"
+            return {}, [FlowProblem(f"{path}.move_to", message)]
+        if re.search(r"[*?\[\]]", folder):
+            return {}, [FlowProblem(f"{path}.move_to", "a folder name, not a glob")]
+        return {"move_to": folder + "/"}, []
+    assert spec.tag is not None
+    problems = []
+    for key, value in spec.tag.items():
+        where = f"{path}.tag.{key[:40]}"
+        if not 1 <= len(key) <= 128 or not TAG_TEXT.fullmatch(key):
+            problems.append(
+                FlowProblem(where, "a tag key is 1-128 letters, digits, spaces or _.:/=+-@")
+            )
+        elif key.lower().startswith("aws:"):
+            problems.append(FlowProblem(where, "tag keys starting 'aws:' are reserved"))
+        elif len(value) > 256 or not TAG_TEXT.fullmatch(value):
+            problems.append(
+                FlowProblem(where, "a tag value is up to 256 letters, digits, spaces or _.:/=+-@")
+            )
+    return {"tag": dict(spec.tag)}, problems
 
+
+def _connection_problems(fields: dict[str, Any], path: str) -> list[FlowProblem]:
+    """A file trigger's connection, when it exists already: a file one, S3 for tags. (One
+    named before it exists is fine: its polls fail, logged, until it does.)"""
+    config = fields["config"]
+    scheme = (
+        Connection.objects.filter(name=config["connection"])
+        .values_list("scheme", flat=True)
+        .first()
+    )
+    if scheme is None:
+        return []
+    if scheme not in ("file", "s3"):
+        message = f"'{config['connection']}' is not a file connection ({scheme}; use file or s3)"
+        return [FlowProblem(f"{path}.files", message)]
+    if "tag" in config.get("after_success", {}) and scheme != "s3":
+        message = f"'{config['connection']}' is a directory: tags exist only on S3 (use move_to)"
+        return [FlowProblem(f"{path}.after_success.tag", message)]
+    return []
+
+
+def _is_slug(value: str) -> bool:
     return re.fullmatch(SLUG, value) is not None
 
 
@@ -228,6 +319,9 @@ def export_item(trigger: FlowTrigger) -> dict[str, Any]:
             "path": config["path"],
             "every": format_every(config["every_seconds"]),
         }
+        for option in ("batch", "after_success"):
+            if config.get(option):
+                item[option] = config[option]
     if trigger.params:
         item["params"] = trigger.params
     if not trigger.enabled:
