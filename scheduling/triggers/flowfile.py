@@ -21,7 +21,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from flows.models import Flow
 from flows.validation import FlowProblem, FlowValidationError, pydantic_problems
@@ -76,13 +85,85 @@ class AfterSuccessSpec(BaseModel):
     move_to: str | None = Field(default=None, min_length=1, max_length=250)
     tag: dict[str, str] | None = Field(default=None, min_length=1, max_length=MAX_TAGS)
 
+    @field_validator("move_to")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        """A folder relative to the connection, kept ending in ``/``."""
+        if value is None:
+            return None
+        folder = value.strip().strip("/")
+        parts = folder.split("/")
+        if (
+            not folder
+            or value.strip().startswith("/")
+            or "\\" in folder
+            or "\x00" in folder
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+        ):
+            raise _error(
+                "a folder relative to the connection, e.g. 'done/' (no '..', no hidden names)"
+            )
+        if re.search(r"[*?\[\]]", folder):
+            raise _error("a folder name, not a glob")
+        return folder + "/"
+
+    @field_validator("tag")
+    @classmethod
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, text in (value or {}).items():
+            shown = key[:40]
+            if not 1 <= len(key) <= 128 or not TAG_TEXT.fullmatch(key):
+                raise _error(f"tag key '{shown}': 1-128 letters, digits, spaces or _.:/=+-@")
+            if key.lower().startswith("aws:"):
+                raise _error(f"tag key '{shown}': keys starting 'aws:' are reserved")
+            if len(text) > 256 or not TAG_TEXT.fullmatch(text):
+                raise _error(
+                    f"tag '{shown}': a value is up to 256 letters, digits, spaces or _.:/=+-@"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> AfterSuccessSpec:
+        if (self.move_to is None) == (self.tag is None):
+            raise _error("give exactly one of move_to or tag")
+        return self
+
+    def action(self) -> dict[str, Any]:
+        return (
+            {"move_to": self.move_to} if self.move_to is not None else {"tag": dict(self.tag or {})}
+        )
+
 
 class FilesSpec(_Item):
     files: str = Field(min_length=1, max_length=100)
     path: str = Field(min_length=1, max_length=250)
-    every: str | int = "1m"
+    every: str | int = Field(default="1m", validate_default=True)
     batch: BatchSpec | None = None
     after_success: AfterSuccessSpec | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | int) -> int:
+        """The polling interval in seconds."""
+        try:
+            seconds = parse_every(value)
+        except ValueError as exc:
+            raise _error(str(exc)) from None
+        if seconds < MIN_EVERY_S:
+            raise _error(f"poll at most every {MIN_EVERY_S}s")
+        return seconds
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise _error("a relative glob without '..'")
+        return value
+
+
+def _error(message: str) -> PydanticCustomError:
+    """A problem in the platform's own words (pydantic would prefix 'Value error, ')."""
+    return PydanticCustomError("trigger", message)
 
 
 SPECS: dict[str, type[_Item]] = {
@@ -153,22 +234,11 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
         name = ",".join(upstreams)
     else:
         assert isinstance(spec, FilesSpec)
-        try:
-            every = parse_every(spec.every)
-        except ValueError as exc:
-            return None, [FlowProblem(f"{path}.every", str(exc))]
-        if every < MIN_EVERY_S:
-            return None, [FlowProblem(f"{path}.every", f"poll at most every {MIN_EVERY_S}s")]
-        if spec.path.startswith("/") or ".." in spec.path.split("/"):
-            return None, [FlowProblem(f"{path}.path", "a relative glob without '..'")]
-        config = {"connection": spec.files, "path": spec.path, "every_seconds": every}
+        config = {"connection": spec.files, "path": spec.path, "every_seconds": int(spec.every)}
         if spec.batch is not None:
             config["batch"] = {"max_files": spec.batch.max_files}
         if spec.after_success is not None:
-            action, problems = _after_success(spec.after_success, f"{path}.after_success")
-            if problems:
-                return None, problems
-            config["after_success"] = action
+            config["after_success"] = spec.after_success.action()
         name = f"{spec.files}:{spec.path}"
     fields = {
         "kind": kind.value,
@@ -178,41 +248,6 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
         "enabled": spec.enabled,
     }
     return fields, []
-
-
-def _after_success(spec: AfterSuccessSpec, path: str) -> tuple[dict[str, Any], list[FlowProblem]]:
-    """The stored action (``move_to`` as a folder ending in ``/``), or its problems."""
-    if (spec.move_to is None) == (spec.tag is None):
-        return {}, [FlowProblem(path, "give exactly one of move_to or tag")]
-    if spec.move_to is not None:
-        folder = spec.move_to.strip().strip("/")
-        if (
-            not folder
-            or spec.move_to.strip().startswith("/")
-            or "\\" in folder
-            or "\x00" in folder
-            or any(part in ("", ".", "..") or part.startswith(".") for part in folder.split("/"))
-        ):
-            message = "a folder relative to the connection, e.g. 'done/' (no '..', no hidden names)"
-            return {}, [FlowProblem(f"{path}.move_to", message)]
-        if re.search(r"[*?\[\]]", folder):
-            return {}, [FlowProblem(f"{path}.move_to", "a folder name, not a glob")]
-        return {"move_to": folder + "/"}, []
-    assert spec.tag is not None
-    problems = []
-    for key, value in spec.tag.items():
-        where = f"{path}.tag.{key[:40]}"
-        if not 1 <= len(key) <= 128 or not TAG_TEXT.fullmatch(key):
-            problems.append(
-                FlowProblem(where, "a tag key is 1-128 letters, digits, spaces or _.:/=+-@")
-            )
-        elif key.lower().startswith("aws:"):
-            problems.append(FlowProblem(where, "tag keys starting 'aws:' are reserved"))
-        elif len(value) > 256 or not TAG_TEXT.fullmatch(value):
-            problems.append(
-                FlowProblem(where, "a tag value is up to 256 letters, digits, spaces or _.:/=+-@")
-            )
-    return {"tag": dict(spec.tag)}, problems
 
 
 def _connection_problems(fields: dict[str, Any], path: str) -> list[FlowProblem]:

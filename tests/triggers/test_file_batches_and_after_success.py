@@ -364,3 +364,19 @@ def test_a_file_gone_before_its_move_is_a_failure_that_names_it(db: None, inbox:
         AfterSuccess.FAILED,
         "file 'orders/a.csv' does not exist",
     )
+
+
+def test_the_end_of_a_run_nothing_waits_on_costs_one_query(
+    db: None, inbox: Path, django_assert_num_queries: Any
+) -> None:
+    add_connection("inbox", f"file://{inbox}")
+    trigger = orders_flow(after_success={"move_to": "done/"})
+    node = {"key": "body", "type": "payload", "config": {}}
+    apply_flow_file({"slug": "report", "name": "r", "nodes": [node], "triggers": [{"after": "x"}]})
+    run = FlowRun.objects.create(
+        flow=trigger.flow, version=ensure_current_version(trigger.flow), trigger="api"
+    )
+    bare = FlowRun.objects.only("id", "flow_id", "limited").get(pk=run.pk)
+
+    with django_assert_num_queries(1):
+        run_finished(bare)

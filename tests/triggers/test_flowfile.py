@@ -133,11 +133,11 @@ def test_a_file_without_triggers_leaves_them_alone() -> None:
         ),
         (
             [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"aws:x": "1"}}}],
-            "triggers[0].after_success.tag.aws:x: tag keys starting 'aws:' are reserved",
+            "triggers[0].after_success.tag: tag key 'aws:x': keys starting 'aws:' are reserved",
         ),
         (
             [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"k": "a|b"}}}],
-            "triggers[0].after_success.tag.k: a tag value is up to 256",
+            "triggers[0].after_success.tag: tag 'k': a value is up to 256",
         ),
         (
             [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"k": 1}}}],
