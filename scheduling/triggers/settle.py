@@ -3,8 +3,8 @@
 Each file's event waits ``PENDING`` for its run. When the run has ended (the run-end hook, in
 the worker that ended it; or a later poll, should that hook never have come):
 
-- succeeded: one caller wins the compare-and-set ``PENDING -> DOING`` and moves or tags the file
-  through ``nodes.filestore`` — only the version that was seen (its stamp); the others find
+- succeeded: one caller wins the compare-and-set ``PENDING -> DOING`` (one statement for all
+  the run's files) and moves or tags the file through ``nodes.filestore`` — only the version that was seen (its stamp); the others find
   nothing to do, so the hook delivered twice, or by two processes, acts once. Then ``DONE``; a
   failure a retry can help (the network) goes back to ``PENDING`` for the next poll, at most
   ``MAX_ATTEMPTS`` tries in all; a permanent one (the file changed or gone) is ``FAILED``;
@@ -15,10 +15,10 @@ the worker that ended it; or a later poll, should that hook never have come):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import F
+from django.db import transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from flows.models import RunStatus
@@ -49,28 +49,47 @@ def overdue(trigger: FlowTrigger) -> int:
     return settle(pending.select_related("run"))
 
 
-def settle(events: Iterable[TriggerEvent]) -> int:
-    done = 0
+def settle(events: QuerySet[TriggerEvent]) -> int:
+    """Leave the files of runs that did not succeed; move or tag those of runs that did, each
+    claimed first in one statement (a file is claimed by one caller only)."""
+    ended = [e for e in events if e.run is not None and e.run.status in _ENDED]
+    left = [e.pk for e in ended if e.run is not None and e.run.status != RunStatus.SUCCEEDED]
+    if left:
+        TriggerEvent.objects.filter(pk__in=left, after_success=AfterSuccess.PENDING).update(
+            after_success=AfterSuccess.LEFT
+        )
+    succeeded = {e.pk: e for e in ended if e.pk not in set(left)}
     stores: dict[str, FileStore | NodeError] = {}
-    for event in events:
-        if event.run is None or event.run.status not in _ENDED:
-            continue
-        waiting = TriggerEvent.objects.filter(pk=event.pk, after_success=AfterSuccess.PENDING)
-        if event.run.status != RunStatus.SUCCEEDED:
-            waiting.update(after_success=AfterSuccess.LEFT)
-            continue
-        if not waiting.update(
+    done = [pk for pk in _claim(list(succeeded)) if _act(succeeded[pk], stores)]
+    if done:
+        TriggerEvent.objects.filter(pk__in=done, after_success=AfterSuccess.DOING).update(
+            after_success=AfterSuccess.DONE, after_success_at=timezone.now(), error=""
+        )
+    return len(done)
+
+
+def _claim(ids: list[int]) -> list[int]:
+    """Take the events ``ids`` from ``PENDING`` to ``DOING``; returns the ones this caller took
+    (rows another caller is taking are locked, and skipped: two queries for all the files)."""
+    if not ids:
+        return []
+    with transaction.atomic():
+        mine = list(
+            TriggerEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, after_success=AfterSuccess.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        TriggerEvent.objects.filter(pk__in=mine).update(
             after_success=AfterSuccess.DOING,
             after_success_attempts=F("after_success_attempts") + 1,
-        ):
-            continue  # another caller has it
-        done += _act(event, stores)
-    return done
+        )
+    return mine
 
 
-def _act(event: TriggerEvent, stores: dict[str, FileStore | NodeError]) -> int:
+def _act(event: TriggerEvent, stores: dict[str, FileStore | NodeError]) -> bool:
+    """Move or tag the event's file; False (recorded on the event) when that failed."""
     details = event.details
-    doing = TriggerEvent.objects.filter(pk=event.pk, after_success=AfterSuccess.DOING)
     try:
         store = _store(details.get("connection", ""), stores)
         action = details["after_success"]
@@ -81,12 +100,13 @@ def _act(event: TriggerEvent, stores: dict[str, FileStore | NodeError]) -> int:
     except NodeError as exc:
         attempts = event.after_success_attempts + 1
         retry = not exc.permanent and attempts < MAX_ATTEMPTS
-        state = AfterSuccess.PENDING if retry else AfterSuccess.FAILED
-        doing.update(after_success=state, error=exc.message[:2000])
+        TriggerEvent.objects.filter(pk=event.pk, after_success=AfterSuccess.DOING).update(
+            after_success=AfterSuccess.PENDING if retry else AfterSuccess.FAILED,
+            error=exc.message[:2000],
+        )
         logger.warning("trigger %s: file %s: %s", event.trigger_id, details.get("name"), exc)
-        return 0
-    doing.update(after_success=AfterSuccess.DONE, after_success_at=timezone.now(), error="")
-    return 1
+        return False
+    return True
 
 
 def _store(name: str, stores: dict[str, FileStore | NodeError]) -> FileStore:

@@ -16,8 +16,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
+
 from flows.access import AccessDenied
-from flows.models import FlowRun, RunStatus, Trigger
+from flows.models import Flow, FlowRun, RunStatus, Trigger
 from flows.services import DispatchError
 from flows.validation import FlowValidationError
 from scheduling.triggers.firing import Fired, fire
@@ -42,7 +44,15 @@ def dependency_edges() -> dict[str, list[str]]:
 
 
 def waiting_on(flow_id: int) -> list[FlowTrigger]:
-    """The enabled ``after`` triggers naming the flow ``flow_id`` (one query)."""
+    """The enabled ``after`` triggers naming the flow ``flow_id`` (one query on PostgreSQL)."""
+    if connection.vendor != "postgresql":  # SQLite (the embedded demo): no jsonb_exists
+        slug = Flow.objects.filter(pk=flow_id).values_list("slug", flat=True).first()
+        after = FlowTrigger.objects.filter(kind=TriggerKind.AFTER, enabled=True)
+        return [
+            t
+            for t in after.select_related("flow", "owner")
+            if slug in t.config.get("upstreams", [])
+        ]
     return list(
         FlowTrigger.objects.filter(kind=TriggerKind.AFTER, enabled=True)
         .extra(
