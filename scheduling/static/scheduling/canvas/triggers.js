@@ -191,9 +191,8 @@ export function mount(host) {
       edited();
     });
     flows.addEventListener("change", () => host.open()); // "wait for all" needs several
-    const datalist = h("datalist", { id: "fp-trigger-flows" }, ...host.data.flows.map((s) => h("option", { value: s })));
     box.append(
-      field(`${path}.after`, "Flows *", h("span", {}, flows, datalist), "Runs for the same data interval when a run of one of them ends so."),
+      field(`${path}.after`, "Flows *", flows, "Runs for the same data interval when a run of one of them ends so."),
       field(`${path}.status`, "When their run has", select(t, "status", [["succeeded", "succeeded"], ["failed", "failed"], ["finished", "finished (any end)"]], "succeeded")));
     if (Array.isArray(t.after)) {
       box.append(field(`${path}.wait_for_all`, "Wait for all", h("label", {}, checkbox(t, "wait_for_all", false), " once every flow above has, for the same interval")));
@@ -264,8 +263,9 @@ export function mount(host) {
       });
       adds.append(add);
     }
+    const flows = h("datalist", { id: "fp-trigger-flows" }, ...host.data.flows.map((slug) => h("option", { value: slug })));
     panel.append(
-      h("div", { class: "fp-panel-head" }, h("strong", {}, "Triggers"), close),
+      h("div", { class: "fp-panel-head" }, h("strong", {}, "Triggers"), close), flows,
       h("p", { class: "fp-help" }, "What starts this flow besides its schedules; saved with the flow (Save)."),
       root, adds);
     current = panel;
