@@ -172,3 +172,16 @@ def test_a_wrong_s3_secret_is_reported_without_the_secret(db: None, s3_endpoint:
 
     assert result.started == [] and "no such bucket" in result.error
     assert "hunter2" not in result.error
+
+
+def test_an_s3_listing_follows_the_outbound_address_policy(
+    db: None, s3_endpoint: str, settings: Any
+) -> None:
+    add_connection("inbox", f"s3://testing:testing@landing/p?endpoint={s3_endpoint}")
+    trigger = watching()
+    settings.FLOWPLATFORM_HTTP_ALLOW_PRIVATE = False  # loopback is no longer allowed
+
+    result = poll(trigger)
+
+    assert result.started == []
+    assert result.error.startswith("connection 'inbox': ") and "127.0.0.1" in result.error
