@@ -22,13 +22,19 @@ class FlowFileSection:
     - ``validate(value) -> problems`` with paths relative to the file (``schedules[0].cron``);
     - ``apply(flow, value)`` runs inside the import transaction (``value`` is None when the
       file omits the key: leave the flow's current items alone);
-    - ``export(flow) -> value or None`` (None: omit the key).
+    - ``export(flow) -> value or None`` (None: omit the key);
+    - ``editor``: a static ES module that edits the section on the canvas (its ``mount(host)``;
+      see ``flows/static/flows/canvas/sections.js``), with ``canvas_data(flow or None, user)``
+      the JSON it needs besides the section's value. Without one the canvas leaves the
+      section alone.
     """
 
     key: str
     validate: Callable[[Any], list[FlowProblem]]
     apply: Callable[[Flow, Any], None]
     export: Callable[[Flow], Any]
+    editor: str = ""
+    canvas_data: Callable[[Flow | None, Any], Any] | None = None
 
 
 _sections: dict[str, FlowFileSection] = {}

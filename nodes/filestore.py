@@ -10,9 +10,14 @@
   outbound address policy (:mod:`nodes.netguard`) when the store is opened.
 
 A :class:`FileStore` lists keys (paths relative to the connection, ``/``-separated) matching
-a glob, opens one for reading, and writes one atomically: readers see the old file or the new
-one whole, never a part (a temporary name then a rename; on S3 a put or a multipart upload,
-visible only once complete).
+a glob — with each file's size and stamp when asked (:meth:`FileStore.entries`), opens one for
+reading, and writes one atomically: readers see the old file or the new one whole, never a part
+(a temporary name then a rename; on S3 a put or a multipart upload, visible only once
+complete). It also moves a file, and tags one on S3 — only the version that was seen, when its
+stamp is given.
+
+A file's *stamp* tells its versions apart: the modification time in nanoseconds on a
+directory, the ETag on S3.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -40,11 +46,39 @@ S3_OPTIONS = frozenset({"endpoint", "region"})
 S3_PART_BYTES = 16 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """One file: its key, size in bytes and stamp (what tells its versions apart)."""
+
+    key: str
+    size: int
+    stamp: str
+
+
+#: Files with their sizes and stamps, by key (``list`` would name the stores' own method).
+Listing = list[FileInfo]
+
+
 class FileStore(Protocol):
     """Where a file connection's files live."""
 
     def list(self, pattern: str) -> list[str]:
         """The keys matching the glob ``pattern``, sorted (names starting with ``.`` skipped)."""
+        ...
+
+    def entries(self, pattern: str, limit: int | None = None) -> Listing:
+        """As :meth:`list`, with each file's size and stamp; at most ``limit`` files (the
+        first found), sorted by key."""
+        ...
+
+    def move(self, key: str, target: str, stamp: str | None = None) -> None:
+        """Move ``key`` to ``target`` (replacing it). With ``stamp``: only that version of the
+        file; a permanent NodeError when it was changed or removed since."""
+        ...
+
+    def tag(self, key: str, tags: Mapping[str, str], stamp: str | None = None) -> None:
+        """Add ``tags`` to the file's tags (S3 only; a permanent NodeError elsewhere). With
+        ``stamp``: only that version, as :meth:`move`."""
         ...
 
     def open_read(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -145,7 +179,10 @@ class LocalStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        path = (self.root / check_relative(key)).resolve()
+        try:
+            path = (self.root / check_relative(key)).resolve()
+        except ValueError as exc:
+            raise NodeError(f"'{key[:200]}': {exc}", permanent=True) from None
         if not (path.is_relative_to(self.root) and _inside_roots(path)):
             raise NodeError(f"'{key}' leads outside the connection's directory", permanent=True)
         return path
@@ -156,9 +193,11 @@ class LocalStore:
         return f"directory readable, {len(os.listdir(self.root))} entries"
 
     def list(self, pattern: str) -> list[str]:
+        return sorted(self._keys(pattern))
+
+    def _keys(self, pattern: str) -> Iterator[str]:
         regex = glob_regex(check_relative(pattern, "glob"))
         start = self._path(literal_prefix(pattern) or ".")
-        found = []
         for directory, dirs, files in os.walk(start):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             base = Path(directory).relative_to(self.root).as_posix()
@@ -166,8 +205,42 @@ class LocalStore:
                 key = name if base == "." else f"{base}/{name}"
                 if _visible(key) and regex.match(key):
                     self._path(key)  # a symlink out of the roots is refused, not skipped
-                    found.append(key)
-        return sorted(found)
+                    yield key
+
+    def entries(self, pattern: str, limit: int | None = None) -> Listing:
+        found = []
+        for key in self._keys(pattern):
+            try:
+                stat = self._path(key).stat()
+            except FileNotFoundError:
+                continue  # gone since the walk saw it
+            found.append(FileInfo(key, stat.st_size, str(stat.st_mtime_ns)))
+            if limit is not None and len(found) >= limit:
+                break
+        return sorted(found, key=lambda info: info.key)
+
+    def _check_stamp(self, key: str, path: Path, stamp: str | None) -> None:
+        try:
+            now = str(path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            raise NodeError(f"file '{key}' does not exist", permanent=True) from None
+        if stamp is not None and now != stamp:
+            raise NodeError(f"file '{key}' was changed since it was seen", permanent=True)
+
+    def move(self, key: str, target: str, stamp: str | None = None) -> None:
+        self._check_stamp(key, self._path(key), stamp)
+        self._path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._path(target)  # the directories just made may not lead elsewhere either
+        try:
+            # The names as given (checked above): a link is moved as a link.
+            os.replace(self.root / key, self.root / target)
+        except FileNotFoundError:
+            raise NodeError(f"file '{key}' does not exist", permanent=True) from None
+        except OSError as exc:  # a full disk, another file system: a retry may help
+            raise NodeError(f"could not move '{key}': {exc.strerror or exc}") from None
+
+    def tag(self, key: str, tags: Mapping[str, str], stamp: str | None = None) -> None:
+        raise NodeError("tags exist only on S3 connections (move the file instead)", permanent=True)
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
@@ -254,15 +327,25 @@ class S3Store:
         )
         _guard_peers(self.client, allow_private)
 
+    def _name(self, key: str) -> str:
+        """The object name of ``key`` (a permanent NodeError for an absolute or ``..`` key)."""
+        try:
+            return self.prefix + check_relative(key)
+        except ValueError as exc:
+            raise NodeError(f"'{key[:200]}': {exc}", permanent=True) from None
+
     def probe(self) -> str:
         with _s3_errors("list"):
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         return "bucket listed"
 
     def list(self, pattern: str) -> list[str]:
+        return [info.key for info in self.entries(pattern)]
+
+    def entries(self, pattern: str, limit: int | None = None) -> Listing:
         regex = glob_regex(check_relative(pattern, "glob"))
         paginator = self.client.get_paginator("list_objects_v2")
-        found = []
+        found: Listing = []
         with _s3_errors("list"):
             pages = paginator.paginate(
                 Bucket=self.bucket, Prefix=self.prefix + literal_prefix(pattern)
@@ -271,13 +354,64 @@ class S3Store:
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix) :]
                     if _visible(key) and regex.match(key):
-                        found.append(key)
-        return sorted(found)
+                        found.append(FileInfo(key, int(item["Size"]), _etag(item["ETag"])))
+                        if limit is not None and len(found) >= limit:
+                            return sorted(found, key=lambda info: info.key)
+        return sorted(found, key=lambda info: info.key)
+
+    def _check_stamp(self, key: str, stamp: str | None) -> None:
+        with _s3_errors(f"find '{key}'", missing=f"file '{key}' does not exist"):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        if stamp is not None and _etag(head["ETag"]) != stamp:
+            raise NodeError(f"file '{key}' was changed since it was seen", permanent=True)
+
+    def move(self, key: str, target: str, stamp: str | None = None) -> None:
+        """A copy then a delete (S3 has no rename); with ``stamp``, the copy takes only that
+        version and the delete removes only that version (a newer one stays)."""
+        from botocore.exceptions import ClientError
+
+        source = self._name(key)
+        name = self._name(target)
+        self._check_stamp(key, stamp)
+        copy_args = {"CopySourceIfMatch": f'"{stamp}"'} if stamp is not None else {}
+        with _s3_errors(f"copy '{key}'", missing=f"file '{key}' does not exist"):
+            self.client.copy(
+                {"Bucket": self.bucket, "Key": source}, self.bucket, name, ExtraArgs=copy_args
+            )
+        delete_args = {"IfMatch": f'"{stamp}"'} if stamp is not None else {}
+        with _s3_errors(f"delete '{key}'"):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=source, **delete_args)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "PreconditionFailed":
+                    return  # a newer version arrived meanwhile: it stays (and runs as new)
+                if code != "NotImplemented" or not delete_args:
+                    raise
+                # A server without conditional deletes: the plain delete.
+                self.client.delete_object(Bucket=self.bucket, Key=source)
+
+    def tag(self, key: str, tags: Mapping[str, str], stamp: str | None = None) -> None:
+        """The file's tags with ``tags`` added (S3 replaces a tag set whole, so the others are
+        read first and kept; at most 10 in all)."""
+        name = self._name(key)
+        self._check_stamp(key, stamp)
+        with _s3_errors(f"tag '{key}'", missing=f"file '{key}' does not exist"):
+            current = self.client.get_object_tagging(Bucket=self.bucket, Key=name)["TagSet"]
+            merged = {t["Key"]: t["Value"] for t in current} | dict(tags)
+            if len(merged) > 10:
+                raise NodeError(
+                    f"file '{key}' would have {len(merged)} tags; S3 allows 10", permanent=True
+                )
+            tag_set = [{"Key": k, "Value": v} for k, v in merged.items()]
+            self.client.put_object_tagging(
+                Bucket=self.bucket, Key=name, Tagging={"TagSet": tag_set}
+            )
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         with _s3_errors(f"read '{key}'"):
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + check_relative(key))
+            body = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
         with contextlib.closing(body["Body"]) as stream:
             yield stream
 
@@ -285,7 +419,7 @@ class S3Store:
     def open_write(self, key: str) -> Iterator[IO[bytes]]:
         from boto3.s3.transfer import TransferConfig
 
-        name = self.prefix + check_relative(key)
+        name = self._name(key)
         # Spooled to disk (flat memory), then one put or a multipart upload: the object appears
         # only once the upload completes.
         with tempfile.TemporaryFile() as spool:
@@ -298,8 +432,14 @@ class S3Store:
                 self.client.upload_fileobj(spool, self.bucket, name, Config=config)
 
 
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
 @contextlib.contextmanager
-def _s3_errors(action: str) -> Iterator[None]:
+def _s3_errors(action: str, missing: str = "") -> Iterator[None]:
+    """Botocore's errors as NodeErrors; ``missing``: the message when the object is not there
+    (a HEAD answers a bare 404)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -308,6 +448,12 @@ def _s3_errors(action: str) -> Iterator[None]:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         permanent = 400 <= status < 500 and status not in (408, 429)
+        if missing and code in ("NoSuchKey", "404"):
+            raise NodeError(missing, permanent=True) from None
+        if code in ("PreconditionFailed", "412"):
+            raise NodeError(
+                f"S3 could not {action}: the file was changed since it was seen", permanent=True
+            ) from None
         hint = {"NoSuchKey": "no such file", "NoSuchBucket": "no such bucket"}.get(code, code)
         raise NodeError(f"S3 could not {action}: {hint or status}", permanent=permanent) from None
     except BotoCoreError as exc:

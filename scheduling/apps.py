@@ -20,6 +20,7 @@ class SchedulingConfig(AppConfig):
         from scheduling.models import FlowSchedule
         from scheduling.signals import delete_periodic_task, disable_owned_schedules
         from scheduling.triggers import access as trigger_access
+        from scheduling.triggers import designer as trigger_designer
         from scheduling.triggers import flowfile as trigger_flowfile
         from scheduling.triggers.hooks import connect as connect_trigger_hooks
 
@@ -56,6 +57,8 @@ class SchedulingConfig(AppConfig):
                 validate=trigger_flowfile.validate_section,
                 apply=trigger_flowfile.apply_section,
                 export=trigger_flowfile.export_section,
+                editor="scheduling/canvas/triggers.js",
+                canvas_data=trigger_designer.canvas_data,
             )
         )
         connect_trigger_hooks()

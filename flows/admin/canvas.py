@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
+from django.templatetags.static import static
 from django.urls import reverse
 
 from flows import access
@@ -20,14 +21,25 @@ from flows.definition import NodePolicy
 from flows.flowfile import export_flow
 from flows.layout import NODE_BOX, auto_layout, with_positions
 from flows.models import Flow
+from flows.sections import FlowFileSection, sections
 from flows.validation import FlowProblem, FlowValidationError, port_schemas
 from nodes.access import refused_connections
 from nodes.models import Connection
 from nodes.registry import registry
 from nodes.sdk.ports import COMPATIBLE
 
-#: The keys of a flow file the canvas edits (schedules and other sections are left alone).
+#: The keys of a flow file the canvas edits, besides the sections with an editor (the other
+#: sections, e.g. schedules, are left alone).
 CANVAS_KEYS = ("slug", "name", "description", "run_timeout_s", "nodes", "edges")
+
+
+def _editable() -> list[FlowFileSection]:
+    return [section for section in sections() if section.editor]
+
+
+def _keys() -> tuple[str, ...]:
+    return CANVAS_KEYS + tuple(section.key for section in _editable())
+
 
 #: Largest flow document the canvas views read.
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -37,7 +49,7 @@ def _document(flow: Flow | None) -> dict[str, Any]:
     if flow is None:
         return {"slug": "", "name": "", "nodes": [], "edges": []}
     data = export_flow(flow)
-    return with_positions({k: data[k] for k in CANVAS_KEYS if k in data})
+    return with_positions({k: data[k] for k in _keys() if k in data})
 
 
 def _connections(user: Any) -> list[dict[str, Any]]:
@@ -59,6 +71,14 @@ def canvas_context(request: HttpRequest, flow: Flow | None, can_save: bool) -> d
         "policySchema": NodePolicy.model_json_schema(),
         "connections": _connections(request.user),
         "box": NODE_BOX,
+        "sections": [
+            {
+                "key": section.key,
+                "editor": static(section.editor),
+                "data": section.canvas_data(flow, request.user) if section.canvas_data else None,
+            }
+            for section in _editable()
+        ],
         "urls": {
             "validate": reverse(base + "validate"),
             "layout": reverse(base + "layout"),
@@ -85,7 +105,7 @@ def _read(request: HttpRequest) -> tuple[dict[str, Any] | None, JsonResponse | N
     if not isinstance(body, dict) or not isinstance(body.get("flow"), dict):
         return None, JsonResponse({"error": 'send {"flow": {...}}'}, status=400)
     flow = body["flow"]
-    return {k: flow[k] for k in CANVAS_KEYS if k in flow}, None
+    return {k: flow[k] for k in _keys() if k in flow}, None
 
 
 def _problems(request: HttpRequest, data: dict[str, Any]) -> list[FlowProblem]:

@@ -19,7 +19,7 @@ from nodes.builtin.file_formats import (
     read_parquet,
 )
 from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape, run_path_values
-from nodes.filestore import FileStore, check_relative, open_store
+from nodes.filestore import FileStore, check_relative, glob_regex, open_store
 from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream, RowBatch
 from nodes.sdk.capabilities import SlicedSource
 from nodes.sdk.context import ExecutionContext
@@ -65,6 +65,12 @@ class FileReadConfig(NodeConfig):
     )
     with_file_name: bool = Field(
         False, description="Add a _file field: the file's path relative to the connection."
+    )
+    run_files: bool = Field(
+        False,
+        description="Read only the files the run names — the run value file_name (one file) or "
+        "file_names (a list), as a file trigger sets them — instead of every file matching "
+        "path; each must match path. A run naming no file fails (a preview reads path).",
     )
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Records per batch.")
     allow_empty: bool = Field(
@@ -174,7 +180,16 @@ class FileReadNode(SlicedSource, Node[FileReadConfig]):
         except ValueError as exc:
             raise NodeError(f"path: {exc}", permanent=True) from None
         store = self._store(context)
-        keys = store.list(pattern)
+        named = _run_files(context) if self.config.run_files else None
+        if named is None:
+            keys = store.list(pattern)
+        else:
+            regex = glob_regex(pattern)
+            for key in named:
+                if not regex.match(key):
+                    message = f"run_files: '{key[:200]}' does not match path '{pattern}'"
+                    raise NodeError(message, permanent=True)
+            keys = named
         if not keys and not self.config.allow_empty:
             raise NodeError(f"no file matches '{pattern}'", permanent=True)
         return store, keys
@@ -219,6 +234,27 @@ class FileReadNode(SlicedSource, Node[FileReadConfig]):
                 stream, columns=config.columns, encoding=config.encoding, batch_size=size
             )
         return read_parquet(stream, columns=config.columns, batch_size=size)
+
+
+def _run_files(context: ExecutionContext) -> list[str] | None:
+    """The files the run names (``file_names``, else ``file_name``), checked relative; None in
+    a preview that names none (it reads ``path``)."""
+    values = context.run_values
+    named = values.get("file_names", values.get("file_name"))
+    if named is None and context.previewing:
+        return None
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not all(isinstance(n, str) and n for n in named):
+        raise NodeError(
+            "run_files: this run names no files (the run value file_name or file_names, set "
+            "by a file trigger)",
+            permanent=True,
+        )
+    try:
+        return [check_relative(name, "file name") for name in named]
+    except ValueError as exc:
+        raise NodeError(f"run_files: {exc}", permanent=True) from None
 
 
 def _with_file(batch: AnyBatch, key: str) -> AnyBatch:

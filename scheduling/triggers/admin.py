@@ -28,7 +28,7 @@ class TriggerEventInline(admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
-    fields = ("created_at", "key", "run", "error")
+    fields = ("created_at", "key", "run", "after_success", "after_success_at", "error")
     readonly_fields = fields
     ordering = ("-created_at",)
 

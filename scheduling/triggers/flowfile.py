@@ -4,11 +4,13 @@
 "triggers": [{"webhook": "orders-created", "response": "wait", "timeout_s": 20},
              {"after": "nightly-load", "status": "succeeded"},
              {"after": ["load-a", "load-b"], "wait_for_all": true},
-             {"files": "inbox", "path": "orders/*.csv", "every": "1m"}]
+             {"files": "inbox", "path": "orders/*.csv", "every": "1m",
+              "batch": {"max_files": 100}, "after_success": {"move_to": "done/"}}]
 ```
 Each item has exactly one of ``webhook`` (its name), ``after`` (one upstream flow slug or a
-list) or ``files`` (a file connection's name, with ``path`` and ``every``), and optionally
-``params`` and ``enabled``. A flow file names a webhook, never its secret. On import the
+list) or ``files`` (a file connection's name, with ``path``, ``every``, and optionally ``batch``
+and ``after_success``: ``{"move_to": "folder/"}`` or, on S3, ``{"tag": {"key": "value"}}``),
+and optionally ``params`` and ``enabled``. A flow file names a webhook, never its secret. On import the
 flow's triggers are made to match the list: a trigger of the same kind and name is updated in
 place (keeping its secret and history); the others are created or deleted. A file without
 ``triggers`` leaves them alone.
@@ -16,19 +18,36 @@ place (keeping its secret and history); the others are created or deleted. A fil
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from flowplatform.jsonfields import same_json
 from flows.models import Flow
 from flows.validation import FlowProblem, FlowValidationError, pydantic_problems
+from nodes.models import Connection
 from scheduling.durations import format_every, parse_every
 from scheduling.triggers.models import FlowTrigger, TriggerKind
 
 SLUG = r"^[A-Za-z0-9_-]{1,100}$"
 #: Shortest polling interval of a file trigger.
 MIN_EVERY_S = 5
+#: Most files one run of a batching file trigger takes (and one poll lists).
+MAX_BATCH_FILES = 10_000
+#: S3's rules for tags: at most 10 on an object; these characters; keys up to 128 characters,
+#: values up to 256; keys starting ``aws:`` are reserved.
+MAX_TAGS = 10
+TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
 
 
 class _Item(BaseModel):
@@ -51,10 +70,101 @@ class AfterSpec(_Item):
     wait_for_all: StrictBool = False
 
 
+class BatchSpec(BaseModel):
+    """All new files of a poll in runs of at most ``max_files`` files (instead of one each)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_files: int = Field(default=100, ge=1, le=MAX_BATCH_FILES)
+
+
+class AfterSuccessSpec(BaseModel):
+    """What becomes of a file once its run succeeded: moved to a folder, or tagged (S3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    move_to: str | None = Field(default=None, min_length=1, max_length=250)
+    tag: dict[str, str] | None = Field(default=None, min_length=1, max_length=MAX_TAGS)
+
+    @field_validator("move_to")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        """A folder relative to the connection, kept ending in ``/``."""
+        if value is None:
+            return None
+        folder = value.strip().strip("/")
+        parts = folder.split("/")
+        if (
+            not folder
+            or value.strip().startswith("/")
+            or "\\" in folder
+            or "\x00" in folder
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+        ):
+            raise _error(
+                "a folder relative to the connection, e.g. 'done/' (no '..', no hidden names)"
+            )
+        if re.search(r"[*?\[\]]", folder):
+            raise _error("a folder name, not a glob")
+        return folder + "/"
+
+    @field_validator("tag")
+    @classmethod
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, text in (value or {}).items():
+            shown = key[:40]
+            if not 1 <= len(key) <= 128 or not TAG_TEXT.fullmatch(key):
+                raise _error(f"tag key '{shown}': 1-128 letters, digits, spaces or _.:/=+-@")
+            if key.lower().startswith("aws:"):
+                raise _error(f"tag key '{shown}': keys starting 'aws:' are reserved")
+            if len(text) > 256 or not TAG_TEXT.fullmatch(text):
+                raise _error(
+                    f"tag '{shown}': a value is up to 256 letters, digits, spaces or _.:/=+-@"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> AfterSuccessSpec:
+        if (self.move_to is None) == (self.tag is None):
+            raise _error("give exactly one of move_to or tag")
+        return self
+
+    def action(self) -> dict[str, Any]:
+        return (
+            {"move_to": self.move_to} if self.move_to is not None else {"tag": dict(self.tag or {})}
+        )
+
+
 class FilesSpec(_Item):
     files: str = Field(min_length=1, max_length=100)
     path: str = Field(min_length=1, max_length=250)
-    every: str | int = "1m"
+    every: str | int = Field(default="1m", validate_default=True)
+    batch: BatchSpec | None = None
+    after_success: AfterSuccessSpec | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | int) -> int:
+        """The polling interval in seconds."""
+        try:
+            seconds = parse_every(value)
+        except ValueError as exc:
+            raise _error(str(exc)) from None
+        if seconds < MIN_EVERY_S:
+            raise _error(f"poll at most every {MIN_EVERY_S}s")
+        return seconds
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise _error("a relative glob without '..'")
+        return value
+
+
+def _error(message: str) -> PydanticCustomError:
+    """A problem in the platform's own words (pydantic would prefix 'Value error, ')."""
+    return PydanticCustomError("trigger", message)
 
 
 SPECS: dict[str, type[_Item]] = {
@@ -79,6 +189,8 @@ def validate_section(value: Any) -> list[FlowProblem]:
         problems.extend(item_problems)
         if fields is None:
             continue
+        if fields["kind"] == TriggerKind.FILES:
+            problems.extend(_connection_problems(fields, f"triggers[{index}]"))
         identity = (fields["kind"], fields["name"])
         if identity in seen:
             problems.append(
@@ -123,15 +235,11 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
         name = ",".join(upstreams)
     else:
         assert isinstance(spec, FilesSpec)
-        try:
-            every = parse_every(spec.every)
-        except ValueError as exc:
-            return None, [FlowProblem(f"{path}.every", str(exc))]
-        if every < MIN_EVERY_S:
-            return None, [FlowProblem(f"{path}.every", f"poll at most every {MIN_EVERY_S}s")]
-        if spec.path.startswith("/") or ".." in spec.path.split("/"):
-            return None, [FlowProblem(f"{path}.path", "a relative glob without '..'")]
-        config = {"connection": spec.files, "path": spec.path, "every_seconds": every}
+        config = {"connection": spec.files, "path": spec.path, "every_seconds": int(spec.every)}
+        if spec.batch is not None:
+            config["batch"] = {"max_files": spec.batch.max_files}
+        if spec.after_success is not None:
+            config["after_success"] = spec.after_success.action()
         name = f"{spec.files}:{spec.path}"
     fields = {
         "kind": kind.value,
@@ -143,9 +251,27 @@ def parse_item(item: Any, path: str) -> tuple[dict[str, Any] | None, list[FlowPr
     return fields, []
 
 
-def _is_slug(value: str) -> bool:
-    import re
+def _connection_problems(fields: dict[str, Any], path: str) -> list[FlowProblem]:
+    """A file trigger's connection, when it exists already: a file one, S3 for tags. (One
+    named before it exists is fine: its polls fail, logged, until it does.)"""
+    config = fields["config"]
+    scheme = (
+        Connection.objects.filter(name=config["connection"])
+        .values_list("scheme", flat=True)
+        .first()
+    )
+    if scheme is None:
+        return []
+    if scheme not in ("file", "s3"):
+        message = f"'{config['connection']}' is not a file connection ({scheme}; use file or s3)"
+        return [FlowProblem(f"{path}.files", message)]
+    if "tag" in config.get("after_success", {}) and scheme != "s3":
+        message = f"'{config['connection']}' is a directory: tags exist only on S3 (use move_to)"
+        return [FlowProblem(f"{path}.after_success.tag", message)]
+    return []
 
+
+def _is_slug(value: str) -> bool:
     return re.fullmatch(SLUG, value) is not None
 
 
@@ -229,6 +355,9 @@ def export_item(trigger: FlowTrigger) -> dict[str, Any]:
             "path": config["path"],
             "every": format_every(config["every_seconds"]),
         }
+        for option in ("batch", "after_success"):
+            if config.get(option):
+                item[option] = config[option]
     if trigger.params:
         item["params"] = trigger.params
     if not trigger.enabled:

@@ -82,25 +82,51 @@ class FlowTrigger(models.Model):
         return self.config.get(name, default)
 
 
+class AfterSuccess(models.TextChoices):
+    """What became of a file once its run ended, when its trigger names ``after_success``."""
+
+    NONE = "", "nothing to do"
+    PENDING = "pending", "waiting for the run"
+    DOING = "doing", "being moved or tagged"
+    DONE = "done", "moved or tagged"
+    FAILED = "failed", "failed"
+    LEFT = "left", "left in place (the run did not succeed)"
+
+
 class TriggerEvent(models.Model):
     """One event of a trigger, handled once: the row is the idempotency key.
 
     Created in the same transaction as its run under a unique (trigger, key): a webhook's
-    Idempotency-Key, an upstream run, a data interval, a file's name, size and stamp.
+    Idempotency-Key, an upstream run, a data interval, a file's name, size and stamp. The files
+    of a batch are one event each, all with the same run.
     """
 
     trigger = models.ForeignKey(FlowTrigger, on_delete=models.CASCADE, related_name="events")
     key = models.CharField("event key", max_length=600)
-    run = models.OneToOneField(
+    run = models.ForeignKey(
         FlowRun,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
-        related_name="trigger_event",
+        related_name="trigger_events",
         verbose_name="run",
     )
     details = models.JSONField("details", default=dict, blank=True)
     error = models.TextField("error", blank=True, default="")
+    after_success = models.CharField(
+        "after success",
+        max_length=10,
+        choices=AfterSuccess.choices,
+        blank=True,
+        default=AfterSuccess.NONE,
+        help_text="File triggers: moving or tagging the file once its run succeeded.",
+    )
+    after_success_at = models.DateTimeField(
+        "moved or tagged at", null=True, blank=True, help_text="When the file was moved or tagged."
+    )
+    after_success_attempts = models.PositiveSmallIntegerField(
+        "attempts", default=0, help_text="Tries to move or tag the file (a retry may help)."
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
 
     class Meta:

@@ -1,7 +1,7 @@
 """Flow-to-flow triggers: when a run of an upstream flow ends, start the flows waiting on it.
 
-A run's final transition calls ``run_finished`` (registered with ``flows.hooks`` so that
-``flows`` never imports this app). For each ``after`` trigger naming the run's flow:
+A run's final transition calls ``run_finished`` (through ``scheduling.triggers.hooks``,
+registered with ``flows.hooks`` so that ``flows`` never imports this app). For each ``after`` trigger naming the run's flow:
 
 - without ``wait_for_all``: the downstream runs once per upstream run (event key ``run:<id>``),
   for the upstream run's data interval;
@@ -16,8 +16,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
+
 from flows.access import AccessDenied
-from flows.models import FlowRun, RunStatus, Trigger
+from flows.models import Flow, FlowRun, RunStatus, Trigger
 from flows.services import DispatchError
 from flows.validation import FlowValidationError
 from scheduling.triggers.firing import Fired, fire
@@ -42,7 +44,15 @@ def dependency_edges() -> dict[str, list[str]]:
 
 
 def waiting_on(flow_id: int) -> list[FlowTrigger]:
-    """The enabled ``after`` triggers naming the flow ``flow_id`` (one query)."""
+    """The enabled ``after`` triggers naming the flow ``flow_id`` (one query on PostgreSQL)."""
+    if connection.vendor != "postgresql":  # SQLite (the embedded demo): no jsonb_exists
+        slug = Flow.objects.filter(pk=flow_id).values_list("slug", flat=True).first()
+        after = FlowTrigger.objects.filter(kind=TriggerKind.AFTER, enabled=True)
+        return [
+            t
+            for t in after.select_related("flow", "owner")
+            if slug in t.config.get("upstreams", [])
+        ]
     return list(
         FlowTrigger.objects.filter(kind=TriggerKind.AFTER, enabled=True)
         .extra(
@@ -55,15 +65,16 @@ def waiting_on(flow_id: int) -> list[FlowTrigger]:
     )
 
 
-def run_finished(run: FlowRun | str) -> list[Fired]:
-    """Start what waits on the finished ``run`` (safe to call any number of times). The end
-    of a run that nothing waits on costs one query."""
+def run_finished(run: FlowRun | str, triggers: list[FlowTrigger] | None = None) -> list[Fired]:
+    """Start what waits on the finished ``run`` (safe to call any number of times):
+    ``triggers``, or the ``after`` triggers naming its flow."""
     if isinstance(run, str):
         found = FlowRun.objects.filter(pk=run).only("id", "flow_id").first()
         if found is None:
             return []
         run = found
-    triggers = waiting_on(run.flow_id)
+    if triggers is None:
+        triggers = waiting_on(run.flow_id)
     if not triggers:
         return []
     run = FlowRun.objects.select_related("flow").get(pk=run.pk)

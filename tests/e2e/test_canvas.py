@@ -25,8 +25,8 @@ NODE = ".fp-node[data-key='{}']"
 
 
 def centre(page: Any, selector: str) -> tuple[float, float]:
-    box = page.locator(selector).first.bounding_box()
-    assert box is not None, selector
+    # The live check redraws the nodes: an element found just before may be gone.
+    box = wait_until(lambda: page.locator(selector).first.bounding_box(), 5, message=selector)
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 

@@ -587,3 +587,36 @@ def test_files_are_planned_one_slice_each_by_default(root: Path, monkeypatch: An
     grouped = list(node.plan_slices(context(root), 1) or [])
     assert grouped == [{"files": ["a.csv", "b.csv"]}, {"files": ["c.csv"]}]
     assert [r["id"] for b in node.execute_slice(context(root), grouped[0]) for r in b] == [97, 98]
+
+
+# --- the files a run names (a file trigger's) -----------------------------------------------
+def run_files(root: Path, **values: Any) -> list[dict[str, Any]]:
+    node = FileReadNode({"connection": "files", "path": "in/*.csv", "run_files": True})
+    return [r for batch in node.execute(context(root, **values), {}) for r in batch]
+
+
+def test_run_files_reads_the_file_or_files_the_run_names_and_no_other(root: Path) -> None:
+    for name in ("a", "b", "c"):
+        put(root / f"in/{name}.csv", f"id\n{name}\n")
+
+    one = run_files(root, params={"file_name": "in/b.csv"})
+    two = run_files(root, params={"file_names": ["in/c.csv", "in/a.csv"]})
+
+    assert one == [{"id": "b"}]
+    assert two == [{"id": "c"}, {"id": "a"}]
+
+
+def test_run_files_refuses_a_run_naming_no_file_or_one_outside_path(root: Path) -> None:
+    put(root / "in/a.csv", "id\n1\n")
+    put(root / "other.csv", "id\n1\n")
+
+    assert "this run names no files" in error_of(lambda: run_files(root))
+    assert "'other.csv' does not match path 'in/*.csv'" in error_of(
+        lambda: run_files(root, params={"file_name": "other.csv"})
+    )
+    assert "may not contain '..'" in error_of(
+        lambda: run_files(root, params={"file_names": ["in/../other.csv"]})
+    )
+    preview = FileReadNode({"connection": "files", "path": "in/*.csv", "run_files": True})
+    sampled = preview.execute(context(root, sample_limit=5), {})
+    assert [r for batch in sampled for r in batch] == [{"id": "1"}]  # a preview reads path

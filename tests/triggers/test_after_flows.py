@@ -60,7 +60,7 @@ def test_an_upstream_success_starts_the_downstream_once_for_its_interval(
     run = wait_for_run(downstream[0], timeout=60)
     assert (run.trigger, run.status) == ("upstream", RunStatus.SUCCEEDED)
     assert (run.interval_start, run.interval_end) == INTERVAL
-    assert run.trigger_event.details["upstream_run"] == str(upstream.id)
+    assert run.trigger_events.get().details["upstream_run"] == str(upstream.id)
     # The hook delivered again (a retried task, a second process): still one run.
     assert [f.started for f in run_finished(str(upstream.id))] == [False]
     assert len(runs_of("report")) == 1
@@ -96,7 +96,7 @@ def test_wait_for_all_starts_the_downstream_once_both_upstreams_succeeded(
     merged = wait_until(lambda: runs_of("merge"), 30, message="the fan-in never ran")
     run = wait_for_run(merged[0], timeout=60)
     assert (run.interval_start, run.interval_end, run.status) == (*INTERVAL, RunStatus.SUCCEEDED)
-    assert sorted(run.trigger_event.details["upstream_runs"]) == sorted(
+    assert sorted(run.trigger_events.get().details["upstream_runs"]) == sorted(
         [str(first.id), str(second.id)]
     )
     # Either upstream's hook again, or both: one run for the interval.

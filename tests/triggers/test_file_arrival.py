@@ -15,10 +15,10 @@ from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, RunStatus
 from flows.services import wait_for_run
 from nodes.crypto import encrypt
+from nodes.filestore import glob_regex
 from nodes.models import Connection
 from nodes.urls import ConnectionURLError
 from scheduling.triggers.files import poll, poll_due
-from scheduling.triggers.listing import glob_regex
 from scheduling.triggers.models import FlowTrigger
 from tests.conftest import WorkerProcess
 from tests.flows.helpers import add_connection
@@ -99,7 +99,7 @@ def test_a_directory_outside_the_file_roots_is_never_listed(db: None, inbox: Pat
     result = poll(trigger)
 
     assert result.started == []
-    assert "outside FLOWPLATFORM_FILE_ROOTS" in result.error
+    assert "allowed only inside FLOWPLATFORM_FILE_ROOTS" in result.error
 
 
 def test_a_due_trigger_is_polled_once_then_waits_its_interval(db: None, inbox: Path) -> None:
@@ -170,5 +170,18 @@ def test_a_wrong_s3_secret_is_reported_without_the_secret(db: None, s3_endpoint:
 
     result = poll(trigger)
 
-    assert result.started == [] and "missing-bucket" in result.error
+    assert result.started == [] and "no such bucket" in result.error
     assert "hunter2" not in result.error
+
+
+def test_an_s3_listing_follows_the_outbound_address_policy(
+    db: None, s3_endpoint: str, settings: Any
+) -> None:
+    add_connection("inbox", f"s3://testing:testing@landing/p?endpoint={s3_endpoint}")
+    trigger = watching()
+    settings.FLOWPLATFORM_HTTP_ALLOW_PRIVATE = False  # loopback is no longer allowed
+
+    result = poll(trigger)
+
+    assert result.started == []
+    assert result.error.startswith("connection 'inbox': ") and "127.0.0.1" in result.error

@@ -8,6 +8,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
@@ -17,6 +18,7 @@ from flowplatform.audit.models import AuditEntry
 from flows.flowfile import apply_flow_file, export_flow
 from flows.validation import FlowValidationError
 from scheduling.triggers.models import FlowTrigger
+from tests.flows.helpers import SOURCE_DB_URL, add_connection
 from tests.triggers.conftest import orders_flow, webhook_of
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +97,52 @@ def test_a_file_without_triggers_leaves_them_alone() -> None:
         ([{"files": "inbox", "path": "*.csv", "every": "1s"}], "triggers[0].every: poll at most"),
         ([{"files": "inbox", "path": "../*.csv"}], "triggers[0].path: a relative glob"),
         ([{"webhook": "a"}, {"webhook": "a"}], "triggers[1]: same trigger as triggers[0]"),
+        (
+            [{"files": "inbox", "path": "*.csv", "batch": {"max_files": 0}}],
+            "triggers[0].batch.max_files: Input should be greater than or equal to 1",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "batch": {"window": "5m"}}],
+            "triggers[0].batch.window: Extra inputs are not permitted",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {}}],
+            "triggers[0].after_success: give exactly one of move_to or tag",
+        ),
+        (
+            [
+                {
+                    "files": "i",
+                    "path": "*.csv",
+                    "after_success": {"move_to": "d/", "tag": {"k": "v"}},
+                }
+            ],
+            "triggers[0].after_success: give exactly one of move_to or tag",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"move_to": "../done"}}],
+            "triggers[0].after_success.move_to: a folder relative to the connection",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"move_to": "/srv/done"}}],
+            "triggers[0].after_success.move_to: a folder relative to the connection",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"move_to": "done/*"}}],
+            "triggers[0].after_success.move_to: a folder name, not a glob",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"aws:x": "1"}}}],
+            "triggers[0].after_success.tag: tag key 'aws:x': keys starting 'aws:' are reserved",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"k": "a|b"}}}],
+            "triggers[0].after_success.tag: tag 'k': a value is up to 256",
+        ),
+        (
+            [{"files": "inbox", "path": "*.csv", "after_success": {"tag": {"k": 1}}}],
+            "triggers[0].after_success.tag.k: Input should be a valid string",
+        ),
     ],
 )
 def test_a_bad_trigger_is_refused_naming_it(triggers: Any, expected: str) -> None:
@@ -102,6 +150,49 @@ def test_a_bad_trigger_is_refused_naming_it(triggers: Any, expected: str) -> Non
 
     assert any(p.startswith(expected) for p in found), found
     assert not FlowTrigger.objects.exists()
+
+
+def test_batches_and_after_success_are_imported_and_exported_as_written() -> None:
+    written = [
+        {"files": "inbox", "path": "a/*.csv", "every": "5m", "batch": {"max_files": 50}},
+        {"files": "inbox", "path": "b/*.csv", "every": "1m", "after_success": {"move_to": "done/"}},
+        {"files": "bucket", "path": "*.csv", "every": "1m", "after_success": {"tag": {"k": "v"}}},
+    ]
+    flow = apply_flow_file(with_triggers(written))[0]
+
+    assert export_flow(flow)["triggers"] == written
+    moving = flow.triggers.get(name="inbox:b/*.csv")
+    assert moving.config["after_success"] == {"move_to": "done/"}
+
+
+def test_a_move_to_folder_is_kept_as_a_folder() -> None:
+    flow = apply_flow_file(
+        with_triggers([{"files": "inbox", "path": "*", "after_success": {"move_to": "a/done"}}])
+    )[0]
+
+    assert export_flow(flow)["triggers"][0]["after_success"] == {"move_to": "a/done/"}
+
+
+def test_a_file_trigger_names_a_file_connection_and_tags_only_on_s3() -> None:
+    add_connection("warehouse", SOURCE_DB_URL)
+    add_connection("inbox", f"file://{settings.FLOWPLATFORM_FILE_ROOTS[0]}")
+    add_connection("bucket", "s3://k:s@landing/in?endpoint=http://127.0.0.1:9000")
+
+    not_files = problems(with_triggers([{"files": "warehouse", "path": "*.csv"}]))
+    tagged_dir = problems(
+        with_triggers([{"files": "inbox", "path": "*", "after_success": {"tag": {"k": "v"}}}])
+    )
+    apply_flow_file(
+        with_triggers([{"files": "bucket", "path": "*", "after_success": {"tag": {"k": "v"}}}])
+    )
+
+    assert not_files == [
+        "triggers[0].files: 'warehouse' is not a file connection (postgresql; use file or s3)"
+    ]
+    assert tagged_dir == [
+        "triggers[0].after_success.tag: 'inbox' is a directory: tags exist only on S3 (use move_to)"
+    ]
+    assert FlowTrigger.objects.get().config["after_success"] == {"tag": {"k": "v"}}
 
 
 def test_flows_may_not_wait_on_each_other_in_a_cycle() -> None:
@@ -202,3 +293,22 @@ def test_the_api_lists_triggers_and_generates_a_secret_for_who_may_run(
     assert made.status_code == 201
     assert webhook_of(flow, "orders-created").secret() == made.json()["secret"]
     assert made.json()["secret"] not in json.dumps(api.get("/api/v1/triggers/").json())
+
+
+def test_the_api_names_the_field_of_a_bad_after_success(admin_user: User) -> None:
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    data = with_triggers(
+        [
+            {"files": "inbox", "path": "*.csv", "batch": {"max_files": 20000}},
+            {"files": "inbox", "path": "b/*", "after_success": {"move_to": "../x"}},
+        ]
+    )
+
+    response = api.post("/api/v1/flows/", data, format="json")
+
+    assert response.status_code == 400
+    paths = {e["path"]: e["message"] for e in response.json()["errors"]}
+    assert paths["triggers[0].batch.max_files"] == "Input should be less than or equal to 10000"
+    assert paths["triggers[1].after_success.move_to"].startswith("a folder relative to")
+    assert not FlowTrigger.objects.exists()

@@ -1,10 +1,12 @@
 // The flow canvas: palette, nodes with ports, live connection rules, config panel, problems,
-// validate/save through the admin's JSON views. Plain ES modules, no build step.
+// validate/save through the admin's JSON views. Plain ES modules, no build step. Sections of
+// the flow file owned by other apps (triggers) bring their own editor module (sections.js).
 
 import { h, postJSON } from "./dom.js";
 import { Graph } from "./graph.js";
 import { ADVANCED, schemaForm } from "./form.js";
 import { previewPane } from "./preview.js";
+import { loadSections, markProblems, sectionOf } from "./sections.js";
 
 const data = JSON.parse(document.getElementById("fp-canvas-data").textContent);
 const designer = document.getElementById("fp-designer");
@@ -18,6 +20,7 @@ const state = {
   zoom: 1, tx: 0, ty: 0,
   selectedNode: null, selectedEdge: null,
   problems: [], shown: false, schemas: {}, dirty: false,
+  section: null,  // the flow-file section whose editor has the panel (e.g. "triggers")
 };
 
 // -- layout of the page -------------------------------------------------------------------
@@ -34,9 +37,10 @@ const zoomOut = button("−", "fp-zoom-out", "Zoom out");
 const zoomIn = button("+", "fp-zoom-in", "Zoom in");
 const zoomLabel = h("span", { class: "fp-zoom-label" }, "100%");
 saveBtn.disabled = !data.canSave;
+const sectionButtons = h("span", { class: "fp-section-buttons" });
 const toolbar = h("div", { class: "fp-toolbar" },
   h("label", {}, "Slug ", slugInput), h("label", {}, "Name ", nameInput),
-  h("span", { class: "fp-spacer" }), validateBtn, saveBtn,
+  h("span", { class: "fp-spacer" }), sectionButtons, validateBtn, saveBtn,
   h("span", { class: "fp-sep" }), arrangeBtn, fitBtn, zoomOut, zoomLabel, zoomIn, status);
 const problemBox = h("div", { class: "fp-problem-box", hidden: true });
 const search = h("input", { type: "search", class: "fp-palette-search", placeholder: "Search node types…", "aria-label": "Search node types" });
@@ -368,6 +372,7 @@ function startConnect(ev, node, port) {
 function select(key) {
   state.selectedNode = key;
   state.selectedEdge = null;
+  state.section = null;
   draw();
   drawPanel();
 }
@@ -375,6 +380,16 @@ function select(key) {
 function selectEdge(index) {
   state.selectedEdge = index;
   state.selectedNode = null;
+  state.section = null;
+  draw();
+  drawPanel();
+}
+
+/** Give the panel to a section's editor (its toolbar button, or a problem's link). */
+function openSection(key) {
+  state.selectedNode = null;
+  state.selectedEdge = null;
+  state.section = key;
   draw();
   drawPanel();
 }
@@ -400,6 +415,14 @@ function upstreamFields(node) {
 
 function drawPanel() {
   panel.replaceChildren();
+  const editor = state.section && sections.get(state.section);
+  if (editor) {
+    const close = h("button", { type: "button", class: "fp-panel-close", title: "Close" }, "×");
+    close.addEventListener("click", () => { state.section = null; drawPanel(); });
+    panel.hidden = false;
+    editor.draw(panel, close);
+    return;
+  }
   if (state.selectedEdge !== null) {
     const edge = graph.doc.edges[state.selectedEdge];
     if (!edge) { panel.hidden = true; return; }
@@ -542,6 +565,9 @@ function drawProblems() {
         const field = panel.querySelector(".fp-field-problem");
         field?.scrollIntoView({ block: "nearest" });
         field?.querySelector("input, select, textarea")?.focus();
+      } else if (sections.has(sectionOf(p.path))) {
+        openSection(sectionOf(p.path));
+        sections.get(sectionOf(p.path)).focus(p.path);
       } else {
         const edge = p.path.match(/^edges\[(\d+)\]/);
         if (edge) selectEdge(Number(edge[1]));
@@ -601,7 +627,8 @@ async function check(show) {
   drawNodes();
   drawEdges();
   drawProblems();
-  if ((show || signature() !== before) && !typing) drawPanel();
+  for (const editor of sections.values()) editor.update();
+  if ((show || signature() !== before) && !typing && !state.section) drawPanel();
   return own;
 }
 
@@ -629,6 +656,22 @@ saveBtn.addEventListener("click", async () => {
 
 [slugInput, nameInput].forEach((el) => el.addEventListener("input", () => { state.dirty = true; scheduleCheck(); }));
 
+// -- sections of the flow file with their own editor (triggers) ----------------------------
+const sections = new Map();
+const sectionsReady = loadSections(data.sections || [], {
+  doc: graph.doc, page: data, h, button, postJSON, markProblems,
+  slug: () => slugInput.value.trim(),
+  changed: () => { state.dirty = true; say("unsaved changes"); scheduleCheck(); },
+  problems: (key) => state.problems.filter((p) => sectionOf(p.path) === key),
+  open: openSection,
+  isOpen: (key) => state.section === key,
+}).then((loaded) => {
+  for (const [key, editor] of loaded) {
+    sections.set(key, editor);
+    if (editor.button) sectionButtons.append(editor.button);
+  }
+}).catch((e) => say(`a section editor did not load: ${e.message}`, "error"));
+
 // -- start --------------------------------------------------------------------------------
 drawPalette();
 draw();
@@ -638,4 +681,4 @@ if (designer.dataset.mode === "canvas") {
   if (graph.doc.nodes.length) check(false);
 }
 window.fpCanvas = { graph, state };  // for the browser console and tests
-root.dataset.ready = "true";
+sectionsReady.finally(() => { root.dataset.ready = "true"; });
