@@ -214,6 +214,13 @@ class Node(Generic[ConfigT]):
         return {port: map(as_records, stream) for port, stream in inputs.items()}
 
 
+def per_port(node: Node) -> bool:
+    """Whether the node's output is kept port by port: it has several output ports, or ports
+    from its config. Its batches are then :class:`PortBatch` es, and every edge from it names
+    its port."""
+    return type(node).dynamic_outputs or len(node.output_ports()) > 1
+
+
 def _config_argument(cls: builtins.type[Any]) -> builtins.type[NodeConfig] | None:
     """The config model given as the type argument of ``Node`` in ``cls``'s own bases."""
     for base in cls.__dict__.get("__orig_bases__", ()):
@@ -242,5 +249,6 @@ __all__ = [
     "as_records",
     "first_input",
     "has_null",
+    "per_port",
     "rebatch",
 ]

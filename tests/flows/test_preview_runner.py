@@ -43,8 +43,8 @@ def plan() -> preview.Plan:
         ["nums", "launch"],
         nodes,
         {},
-        {"nums": {}, "launch": {"in": ["nums"]}},
-        {"nums": RecordSchema.unknown(), "launch": RecordSchema.unknown()},
+        {"nums": {}, "launch": {"in": [("nums", "out")]}},
+        {"nums": {"out": RecordSchema.unknown()}, "launch": {"out": RecordSchema.unknown()}},
     )
 
 
