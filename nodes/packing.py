@@ -54,6 +54,6 @@ def packer() -> msgpack.Packer:
     return msgpack.Packer(default=default, use_bin_type=True, datetime=False)
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | bytearray) -> Any:
     """One value packed by :func:`packer`."""
     return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)

@@ -11,13 +11,13 @@ equal; ``"1"`` is not); a key with a null part matches nothing, as in SQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import Field
 
 from nodes.builtin.join_table import RightTable
-from nodes.builtin.keys import key_reader
+from nodes.builtin.keys import key_reader, value_reader
 from nodes.sdk.batches import DEFAULT_BATCH_SIZE, Batch, Record
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -139,10 +139,12 @@ class JoinNode(Node[JoinConfig]):
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
     ) -> Iterator[Batch]:
         table = RightTable(
-            key_reader([pair.right for pair in self.config.on]), self.config.right_max_rows
+            _reader([pair.right for pair in self.config.on]),
+            self.config.right_max_rows,
+            composite=len(self.config.on) > 1,
         )
         table.load(_cancellable(context, inputs.get("right", ())))
-        left_key = key_reader([pair.left for pair in self.config.on])
+        left_key = _reader([pair.left for pair in self.config.on])
         how, select = self.config.how, self.config.select
         out: Batch = []
         for batch in _cancellable(context, inputs.get("left", ())):
@@ -171,6 +173,10 @@ class JoinNode(Node[JoinConfig]):
 
     def _right_name(self, name: str, left: Mapping[str, Any]) -> str:
         return self.config.right_prefix + name if name in left else name
+
+
+def _reader(paths: list[str]) -> Callable[[Record], Any]:
+    return value_reader(paths[0]) if len(paths) == 1 else key_reader(paths)
 
 
 def _picked(record: Record, select: list[str] | None) -> Record:

@@ -45,3 +45,11 @@ def key_reader(paths: Sequence[str]) -> Callable[[Record], Key]:
 def _plain(value: Any) -> Any:
     # The common case (a scalar) without a call to hashable().
     return hashable(value) if isinstance(value, list | tuple | dict) else value
+
+
+def value_reader(path: str) -> Callable[[Record], Any]:
+    """A function giving the (hashable) value at ``path``: a key of one field, without the
+    tuple around it (a join's table of a million keys saves the tuples' memory)."""
+    if "." not in path:
+        return lambda record: _plain(record.get(path))
+    return lambda record: hashable(get_path(record, path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -164,3 +165,46 @@ def test_bad_configs_are_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         JoinNode({"on": [], "how": "outer"})
     assert {e["loc"] for e in caught.value.errors()} == {("on",), ("how",)}
+
+
+LEFT_KEYS: list[Any] = [
+    1, 2, 3, 7, 2.0, 2.5, Decimal("3"), Decimal("3.1"), "2", True, None, 2**70,
+    float("nan"), float("inf"), Decimal("NaN"), [2],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("how", ["inner", "left", "semi", "anti"])
+def test_integer_keys_in_sorted_arrays_match_as_a_nested_loop(seed: int, how: str) -> None:
+    """Right keys all integers (shuffled, repeated, negative): the sorted-array index; left
+    keys of every kind; then a text key arriving late on the right turns it into a dict."""
+    rng = random.Random(seed)
+    right = [{"id": rng.randint(-3, 8), "n": i} for i in range(rng.randint(0, 60))]
+    left = [{"k": rng.choice(LEFT_KEYS), "i": i} for i in range(80)]
+    config: dict[str, Any] = {"on": [{"left": "k", "right": "id"}], "how": how}
+    expected = reference(config, left, right)
+    assert joined(config, cut(left, rng), cut(right, rng)) == expected
+    mixed = [*right, {"id": "2", "n": -1}, {"id": 5, "n": -2}]
+    expected = reference(config, left, mixed)
+    assert joined(config, cut(left, rng), cut(mixed, rng)) == expected
+
+
+def test_a_million_integer_keys_stay_small() -> None:
+    import tracemalloc
+
+    from nodes.builtin.join_table import RightTable
+    from nodes.builtin.keys import value_reader
+
+    def customers() -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, 200_000, 1000):
+            yield [
+                {"id": i, "name": f"customer {i}", "country": "ES"}
+                for i in range(start, start + 1000)
+            ]
+
+    tracemalloc.start()
+    table = RightTable(value_reader("id"), 1_000_000, composite=False).load(customers())
+    held, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert table.matches(123_456) == [[123_456, "customer 123456", "ES"]]
+    assert held / 200_000 < 80  # bytes per record (a dict of tuples: about 450)
