@@ -62,12 +62,14 @@ def manifest_name(run_id: str, node_key: str) -> str:
 class BatchWriter:
     """Encodes batches into a spool as they come, then saves the spool to ``name`` on close."""
 
-    def __init__(self, name: str, storage: Storage | None = None) -> None:
+    def __init__(
+        self, name: str, storage: Storage | None = None, spool_bytes: int = SPOOL_MAX_BYTES
+    ) -> None:
         self.name = name
         self.storage = storage or flow_data_storage()
         self.rows = 0
         self._pack = packer()
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES)  # noqa: SIM115
+        self._spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
 
     def write(self, batch: AnyBatch) -> None:
         if batch:
@@ -222,8 +224,11 @@ def write_ports(
     that got no batch is stored empty: the nodes it feeds run on zero records). Returns the
     ports manifest's name (the output reference) and the rows of each port."""
     storage = storage or flow_data_storage()
+    # The ports share one spool's worth of memory (at least 1 MiB each) before disk.
+    spool = max(SPOOL_MAX_BYTES // max(len(ports), 1), 1024 * 1024)
     writers = {
-        port: BatchWriter(port_output_name(run_id, node_key, port), storage) for port in ports
+        port: BatchWriter(port_output_name(run_id, node_key, port), storage, spool)
+        for port in ports
     }
     try:
         for item in items:

@@ -34,7 +34,9 @@ class BranchConfig(NodeConfig):
     """Where each record goes."""
 
     routes: list[Route] = Field(
-        min_length=1, description="The routes, each a port and filter conditions, in order."
+        min_length=1,
+        max_length=100,
+        description="The routes, each a port and filter conditions, in order (at most 100).",
     )
     otherwise: str | None = Field(
         "else",
