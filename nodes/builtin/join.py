@@ -146,6 +146,7 @@ class JoinNode(Node[JoinConfig]):
         table.load(_cancellable(context, inputs.get("right", ())))
         left_key = _reader([pair.left for pair in self.config.on])
         how, select = self.config.how, self.config.select
+        merged = self._merger(table.names)
         out: Batch = []
         for batch in _cancellable(context, inputs.get("left", ())):
             for record in batch:
@@ -158,17 +159,30 @@ class JoinNode(Node[JoinConfig]):
                     if not found and how == "left":
                         found = [[None] * len(table.names)]
                     for values in found:
-                        out.append(_picked(self._merged(record, table.names, values), select))
+                        out.append(_picked(merged(record, values), select))
                 if len(out) >= DEFAULT_BATCH_SIZE:
                     yield out
                     out = []
         if out:
             yield out
 
-    def _merged(self, left: Record, names: list[str], values: list[Any]) -> Record:
-        merged = dict(left)
-        for name, value in zip(names, values, strict=True):
-            merged[self._right_name(name, left)] = value
+    def _merger(self, names: list[str]) -> Callable[[Record, list[Any]], Record]:
+        """A function merging a left record with a right record's values. The right names a
+        left record makes (some prefixed) depend only on its field names: they are worked out
+        once per set of left names (a SQL source's records all have the same)."""
+        renamings: dict[tuple[str, ...], list[str]] = {}
+
+        def merged(left: Record, values: list[Any]) -> Record:
+            shape = tuple(left)
+            renamed = renamings.get(shape)
+            if renamed is None:
+                if len(renamings) > 1000:  # records of many shapes: keep the memory bounded
+                    renamings.clear()
+                renamed = renamings[shape] = [self._right_name(name, left) for name in names]
+            out = dict(left)
+            out.update(zip(renamed, values, strict=True))
+            return out
+
         return merged
 
     def _right_name(self, name: str, left: Mapping[str, Any]) -> str:
