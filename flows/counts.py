@@ -31,3 +31,19 @@ def counted(value: int, label: str) -> str:
     first, _, rest = label.partition(" ")
     singular = first[:-1] if first.endswith("s") else first
     return f"1 {singular}{f' {rest}' if rest else ''}"
+
+
+def rows_by_port(node_type: str, rows_out: int, by_port: dict[str, int] | None) -> dict[str, int]:
+    """The records out of each output port: as counted for a node whose output is kept per
+    port (a branch), else all of ``rows_out`` on the node type's only output port."""
+    if by_port is not None:
+        return dict(by_port)
+    cls = registry.get(node_type)
+    if cls is not None and len(cls.outputs) == 1 and not cls.dynamic_outputs:
+        return {cls.outputs[0].name: rows_out}
+    return {}
+
+
+def ports_text(by_port: dict[str, int] | None) -> str:
+    """``paid 12 · refunded 3``: the per-port counts of a node that keeps them, else ""."""
+    return " · ".join(f"{port} {rows:,}" for port, rows in (by_port or {}).items())

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from nodes.registry import registry
 
 #: The geometry of a node on the canvas, in pixels (shared with the page's script).
@@ -32,12 +34,18 @@ def node_height(inputs: int, outputs: int) -> int:
     return NODE_BOX["header"] + rows * NODE_BOX["port_row"] + NODE_BOX["padding"]
 
 
-def catalog_ports(node_type: str) -> tuple[int, int]:
-    """How many input and output ports a node type has (1 and 1 for an unknown type)."""
+def catalog_ports(node_type: str, config: Any = None) -> tuple[int, int]:
+    """How many input and output ports a node type has (1 and 1 for an unknown type); for a
+    type whose output ports come from the config, those of ``config`` (1 when it is invalid)."""
     cls = registry.get(node_type)
     if cls is None:
         return 1, 1
-    return len(cls.inputs), len(cls.outputs)
+    if not cls.dynamic_outputs:
+        return len(cls.inputs), len(cls.outputs)
+    try:
+        return len(cls.inputs), len(cls(config if isinstance(config, dict) else {}).output_ports())
+    except ValidationError:
+        return len(cls.inputs), 1
 
 
 def levels(keys: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -61,11 +69,14 @@ def levels(keys: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, i
 def auto_layout(
     nodes: Sequence[Mapping[str, Any]],
     edges: Sequence[Mapping[str, Any]],
-    ports: Callable[[str], tuple[int, int]] = catalog_ports,
+    ports: Callable[[str, Any], tuple[int, int]] = catalog_ports,
 ) -> dict[str, dict[str, float]]:
     """Positions ``{key: {"x", "y"}}`` for every node of a flow file's ``nodes``/``edges``."""
     keys = [str(n.get("key", "")) for n in nodes]
-    heights = {str(n.get("key", "")): node_height(*ports(str(n.get("type", "")))) for n in nodes}
+    heights = {
+        str(n.get("key", "")): node_height(*ports(str(n.get("type", "")), n.get("config")))
+        for n in nodes
+    }
     links = [(str(e.get("from", "")), str(e.get("to", ""))) for e in edges]
     level = levels(keys, links)
     parents: dict[str, list[str]] = {key: [] for key in keys}
@@ -121,7 +132,7 @@ def with_positions(data: dict[str, Any]) -> dict[str, Any]:
     layout = auto_layout(missing, edges)
     below = 0.0
     for node in placed:
-        height = node_height(*catalog_ports(str(node.get("type", ""))))
+        height = node_height(*catalog_ports(str(node.get("type", "")), node.get("config")))
         below = max(below, float(node["ui"].get("y", 0)) + height + NODE_BOX["gap_y"])
     out = dict(data)
     out["nodes"] = []

@@ -285,6 +285,14 @@ class NodeRun(models.Model):
     )
     rows_in = models.BigIntegerField("rows in", default=0)
     rows_out = models.BigIntegerField("rows out", default=0)
+    rows_out_by_port = models.JSONField(
+        "rows out by port",
+        null=True,
+        blank=True,
+        help_text="Records out of each output port, in port order ([[port, count], ...]), for a "
+        "node whose output is kept per port (a branch: one port per route); empty for a node "
+        "with one output.",
+    )
     started_at = models.DateTimeField("started", null=True, blank=True)
     finished_at = models.DateTimeField("finished", null=True, blank=True)
     heartbeat_at = models.DateTimeField("heartbeat", null=True, blank=True)
@@ -325,6 +333,12 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.node_key}"
+
+    @property
+    def rows_by_port(self) -> dict[str, int] | None:
+        """``rows_out_by_port`` as a dict in port order (``None``: the output is not per port)."""
+        pairs = self.rows_out_by_port
+        return None if pairs is None else {str(port): int(rows) for port, rows in pairs}
 
 
 class FlowAccess(models.Model):

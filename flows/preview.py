@@ -38,8 +38,8 @@ from nodes.jsonbody import dumps_bytes
 from nodes.models import lookup_connection
 from nodes.redaction import Redactor
 from nodes.registry import registry
-from nodes.sdk import ExecutionContext, Node, NodeError, RecordSchema
-from nodes.sdk.node import AnyBatch, Record, as_records
+from nodes.sdk import ExecutionContext, Node, NodeError, PortBatch, RecordSchema
+from nodes.sdk.node import AnyBatch, Record, as_records, per_port
 
 logger = logging.getLogger("flowplatform.preview")
 
@@ -74,9 +74,10 @@ class Plan:
     order: list[str]
     nodes: dict[str, Node]
     specs: dict[str, dict[str, Any]]
-    #: node key -> input port -> upstream node keys, in edge order.
-    inputs: dict[str, dict[str, list[str]]]
-    schemas: dict[str, RecordSchema] = field(default_factory=dict)
+    #: node key -> input port -> upstream outputs (node key, output port), in edge order.
+    inputs: dict[str, dict[str, list[tuple[str, str]]]]
+    #: node key -> output port -> declared schema.
+    schemas: dict[str, dict[str, RecordSchema]] = field(default_factory=dict)
 
 
 _INDEXED = re.compile(r"^(nodes|edges)\[(\d+)\]")
@@ -131,12 +132,12 @@ def plan(document: Any, node: str) -> Plan:
     edges = resolved_edges(part_spec, instances)
     graph = Graph(list(instances), edges)
     order = graph.topological_order()
-    inputs: dict[str, dict[str, list[str]]] = {key: {} for key in order}
+    inputs: dict[str, dict[str, list[tuple[str, str]]]] = {key: {} for key in order}
     for edge in edges:
-        inputs[edge.target].setdefault(edge.target_port, []).append(edge.source)
-    schemas: dict[str, RecordSchema] = {}
+        inputs[edge.target].setdefault(edge.target_port, []).append((edge.source, edge.source_port))
+    schemas: dict[str, dict[str, RecordSchema]] = {}
     for key in order:
-        schemas[key] = instances[key].output_schema(input_schemas(graph, key, schemas))
+        schemas[key] = instances[key].output_schemas(input_schemas(graph, key, schemas))
     specs = {n["key"]: n for n in part["nodes"]}
     return Plan(node, order, instances, specs, inputs, schemas)
 
@@ -179,7 +180,7 @@ def run(
     )
     started = time.monotonic()
     redactor = Redactor()
-    outputs: dict[str, list[Record]] = {}
+    outputs: dict[tuple[str, str], list[Record]] = {}
     entries = []
     for key in the_plan.order:
         entry = _run_node(the_plan, key, limit, params or {}, budget, redactor, outputs)
@@ -200,16 +201,20 @@ def _run_node(
     params: dict[str, Any],
     budget: _Budget,
     redactor: Redactor,
-    outputs: dict[str, list[Record]],
+    outputs: dict[tuple[str, str], list[Record]],
 ) -> dict[str, Any]:
     node = the_plan.nodes[key]
-    declared = the_plan.schemas[key].as_dict()
+    declared = next(iter(the_plan.schemas[key].values()), RecordSchema.unknown()).as_dict()
+    several = per_port(node)
     entry: dict[str, Any] = {
         "key": key,
         "type": node.type,
         "status": OK,
         "message": "",
-        "inputs": the_plan.inputs[key],
+        "inputs": {
+            port: [_source_name(the_plan, source) for source in sources]
+            for port, sources in the_plan.inputs[key].items()
+        },
         "records": [],
         "count": 0,
         "limit_reached": False,
@@ -225,8 +230,8 @@ def _run_node(
         return {
             **entry,
             "status": NOT_RUN,
-            "message": f"upstream node '{missing[0]}' gave no records to read (it failed, did "
-            "not run, or only showed what it would do)",
+            "message": f"upstream node '{missing[0][0]}' gave no records to read (it failed, "
+            "did not run, or only showed what it would do)",
         }
     if budget.expired():
         return {**entry, "status": NOT_RUN, "message": "the preview ran out of time before it"}
@@ -252,11 +257,18 @@ def _run_node(
         port: _stream([outputs[source] for source in sources])
         for port, sources in the_plan.inputs[key].items()
     }
+    ports = [port.name for port in node.output_ports()]
+    by_port: dict[str, list[Record]] = {port: [] for port in ports}
     records: list[Record] = []
     stream = node.run_preview(context, inputs)
     try:
-        for batch in stream:
-            records.extend(as_records(batch)[: limit - len(records)])
+        for item in stream:
+            port, batch = (
+                (item.port, item.batch) if isinstance(item, PortBatch) else (ports[0], item)
+            )
+            taken = as_records(batch)[: limit - len(records)]
+            records.extend(taken)
+            by_port[port].extend(taken)
             if len(records) >= limit:
                 entry["limit_reached"] = True
                 break
@@ -278,7 +290,10 @@ def _run_node(
         if close is not None:
             close()  # ends a source's cursor or request early
     if not node.has_side_effects():  # what a sink would do is no output to read further down
-        outputs[key] = records
+        outputs.update({(key, port): port_records for port, port_records in by_port.items()})
+    if several:  # grouped by port, in port order; ``ports`` says how many each has
+        records = [record for port in ports for record in by_port[port]]
+        entry["ports"] = {port: len(by_port[port]) for port in ports}
     shown, cut = _within(records, budget)
     return {
         **entry,
@@ -293,6 +308,13 @@ def _run_node(
         "cut_for_size": cut,
         "sample_schema": sample_schema(records),
     }
+
+
+def _source_name(the_plan: Plan, source: tuple[str, str]) -> str:
+    """An upstream output as the answer names it: the node's key, ``key.port`` for a port of a
+    node with several."""
+    key, port = source
+    return f"{key}.{port}" if per_port(the_plan.nodes[key]) else key
 
 
 def _stream(outputs: list[list[Record]]) -> Iterator[AnyBatch]:

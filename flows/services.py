@@ -150,6 +150,7 @@ def _node_run(run: FlowRun, index: int, node: dict[str, Any], reused: NodeRun | 
     if reused is not None:
         node_run.status = NodeStatus.SUCCEEDED
         node_run.rows_in, node_run.rows_out = reused.rows_in, reused.rows_out
+        node_run.rows_out_by_port = reused.rows_out_by_port
         node_run.output_ref = reused.output_ref
         node_run.reused_from_id = reused.run_id
     return node_run

@@ -19,7 +19,7 @@ from flows.graph import CycleError, Edge, Graph
 from nodes.access import connection_names
 from nodes.models import Connection
 from nodes.registry import registry
-from nodes.sdk import Node, RecordSchema, can_connect
+from nodes.sdk import Node, Port, RecordSchema, can_connect
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def validate_flow(data: Any) -> list[FlowProblem]:
     return validate_spec(spec)
 
 
-#: Per node key: the record schema on each input port and on its output (None: unknown).
+#: Per node key: the record schema on each input port, on each output port (``outputs``; its
+#: first, ``output``) and the output ports themselves (``ports``); None: unknown.
 PortSchemas = dict[str, dict[str, Any]]
 
 
@@ -123,9 +124,13 @@ def port_schemas(data: Any) -> PortSchemas:
         if edge.target in schemas or cls is None or upstream is None:
             continue
         port = edge.target_port or (cls.inputs[0].name if len(cls.inputs) == 1 else "")
-        if port:
-            entry = partial.setdefault(edge.target, {"inputs": {}, "output": None})
-            entry["inputs"][port] = upstream["output"]
+        outputs = upstream["outputs"]
+        from_port = edge.source_port or (next(iter(outputs)) if len(outputs) == 1 else "")
+        if port and from_port in outputs:
+            entry = partial.setdefault(
+                edge.target, {"inputs": {}, "output": None, "outputs": {}, "ports": []}
+            )
+            entry["inputs"][port] = outputs[from_port]
     schemas.update(partial)
     return schemas
 
@@ -265,8 +270,16 @@ def _check_edges(spec: FlowSpec, nodes: dict[str, Node], problems: list[FlowProb
                 )
             )
             continue
+        outputs = output_ports(source, nodes.get(edge.source))
+        if outputs is None:
+            continue  # ports from a config that is invalid (reported with the node)
         out_port = _port(
-            source.outputs, edge.source_port, f"{path}.from_port", edge.source, problems
+            outputs,
+            edge.source_port,
+            f"{path}.from_port",
+            edge.source,
+            problems,
+            named=source.dynamic_outputs,
         )
         in_port = _port(target.inputs, edge.target_port, f"{path}.to_port", edge.target, problems)
         if out_port is None or in_port is None:
@@ -297,11 +310,38 @@ def resolved_edges(spec: FlowSpec, nodes: dict[str, Node]) -> list[Edge]:
     return _check_edges(spec, nodes, [])
 
 
-def _port(ports: Any, name: str, path: str, node: str, problems: list[FlowProblem]) -> Any:
+def output_ports(cls: type[Node], instance: Node | None) -> tuple[Port, ...] | None:
+    """The output ports of a node: its instance's when its config is valid, else its type's
+    (``None`` when they come from a config that is not valid)."""
+    if instance is not None:
+        return instance.output_ports()
+    return None if cls.dynamic_outputs else cls.outputs
+
+
+def _port(
+    ports: Any,
+    name: str,
+    path: str,
+    node: str,
+    problems: list[FlowProblem],
+    named: bool = False,
+) -> Any:
+    """The port ``name`` among ``ports`` (the only one when no name is given, unless the
+    ports come from the config: ``named``)."""
     if not name:
+        names = ", ".join(p.name for p in ports) or "none"
+        if named:
+            problems.append(
+                FlowProblem(
+                    path,
+                    f"node '{node}' sends records to the ports of its config ({names}): "
+                    "name one in from_port",
+                    node,
+                )
+            )
+            return None
         if len(ports) == 1:
             return ports[0]
-        names = ", ".join(p.name for p in ports) or "none"
         problems.append(
             FlowProblem(path, f"node '{node}' has several ports ({names}): name one", node)
         )
@@ -341,13 +381,14 @@ def _check_schemas(
     problems: list[FlowProblem],
     found: PortSchemas | None = None,
 ) -> None:
-    """Propagate record schemas in topological order and let each node check its fields."""
+    """Propagate record schemas (per output port) in topological order and let each node
+    check its fields."""
     index_of = {node.key: i for i, node in enumerate(spec.nodes)}
-    schemas: dict[str, RecordSchema] = {}
+    schemas: OutputSchemas = {}
     for key in order:
         instance = nodes.get(key)
         if instance is None:
-            schemas[key] = RecordSchema.unknown()
+            schemas[key] = {}  # every port unknown
             continue
         inputs = input_schemas(graph, key, schemas)
         for problem in instance.check(inputs):
@@ -357,21 +398,28 @@ def _check_schemas(
                 else f"nodes[{index_of[key]}]"
             )
             problems.append(FlowProblem(path, problem.message, key))
-        schemas[key] = instance.output_schema(inputs)
+        schemas[key] = instance.output_schemas(inputs)
         if found is not None:
+            outputs = {port: schema.as_dict() for port, schema in schemas[key].items()}
             found[key] = {
                 "inputs": {port: schema.as_dict() for port, schema in inputs.items()},
-                "output": schemas[key].as_dict(),
+                # (the first port's: what a node with one output port gives)
+                "output": next(iter(outputs.values()), None),
+                "outputs": outputs,
+                "ports": [port.as_dict() for port in instance.output_ports()],
             }
 
 
-def input_schemas(
-    graph: Graph, key: str, schemas: dict[str, RecordSchema]
-) -> dict[str, RecordSchema]:
-    """The schema on each input port; several edges into one port merge (unknown wins)."""
+#: Per node key: the record schema on each of its output ports (a port missing: unknown).
+OutputSchemas = dict[str, dict[str, RecordSchema]]
+
+
+def input_schemas(graph: Graph, key: str, schemas: OutputSchemas) -> dict[str, RecordSchema]:
+    """The schema on each input port, from the output port each edge leaves by; several edges
+    into one port merge (unknown wins)."""
     merged: dict[str, RecordSchema] = {}
     for edge in graph.parents[key]:
-        incoming = schemas[edge.source]
+        incoming = schemas[edge.source].get(edge.source_port, RecordSchema.unknown())
         current = merged.get(edge.target_port)
         if current is None:
             merged[edge.target_port] = incoming

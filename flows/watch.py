@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from flows.counts import DEFAULT_LABELS, count_labels, counted
+from flows.counts import DEFAULT_LABELS, count_labels, counted, ports_text
 from flows.models import FlowRun, NodeRun
 from flows.runend import RunEndListener
 
@@ -19,6 +19,8 @@ def node_line(node: NodeRun) -> str:
     line = f"{node.node_key:<20} {node.status:<10} {counts}"
     if node.duration_ms is not None:
         line += f"  {node.duration_ms / 1000:7.2f}s"
+    if node.rows_by_port:
+        line += f"  ports: {ports_text(node.rows_by_port)}"
     return line
 
 
@@ -54,5 +56,7 @@ def summary_table(run: FlowRun) -> list[str]:
         labels = count_labels(node.node_type)
         if labels != DEFAULT_LABELS:
             line += f"  (in = {labels[0]}, out = {labels[1]})"
+        if node.rows_by_port:
+            line += f"  ports: {ports_text(node.rows_by_port)}"
         lines.append(line)
     return lines

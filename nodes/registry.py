@@ -29,6 +29,10 @@ BUILTIN_NODES: dict[str, str] = {
     "file_read": "nodes.builtin.file_read.FileReadNode",
     "file_write": "nodes.builtin.file_write.FileWriteNode",
     "payload": "nodes.builtin.payload.PayloadNode",
+    "branch": "nodes.builtin.branch.BranchNode",
+    "join": "nodes.builtin.join.JoinNode",
+    "aggregate": "nodes.builtin.aggregate.AggregateNode",
+    "dedupe": "nodes.builtin.dedupe.DedupeNode",
 }
 
 

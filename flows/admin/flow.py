@@ -29,8 +29,9 @@ from flows.flowfile import apply_flow_file, export_flow
 from flows.forms import FlowForm, GraphSubmission, catalog_ports
 from flows.models import Flow, FlowRun, Trigger
 from flows.services import DispatchError, start_run
-from flows.validation import FlowValidationError, validate_for_save
+from flows.validation import FlowValidationError, port_schemas, validate_for_save
 from nodes.builtin.sql_backends import placeholders
+from nodes.registry import registry
 
 #: Formset prefixes of the inlines that make up the graph (saved through the flow file).
 GRAPH_PREFIXES = ("nodes", "edges")
@@ -221,6 +222,11 @@ class FlowAdmin(admin.ModelAdmin):
             )
             context["stored_problems"] = [str(p) for p in validate_for_save(export_flow(obj))[1]]
         context["node_catalog"] = catalog_ports()
+        # The output ports a branch (ports from its config) has in the graph shown.
+        shown = graph.flow_file() if graph is not None and graph.validated else None
+        if shown is None and obj is not None:
+            shown = export_flow(obj)
+        context["node_ports"] = _config_ports(shown) if shown else {}
         # The canvas is the page's view unless the form is asked for or comes back with errors.
         context["show_form"] = "form" in request.GET or request.method == "POST"
         context["canvas"] = canvas.canvas_context(
@@ -381,3 +387,17 @@ class FlowAdmin(admin.ModelAdmin):
         return self._page(
             request, "import.html", title="Import a flow file", form=form, problems=problems
         )
+
+
+def _config_ports(document: dict[str, Any]) -> dict[str, list[str]]:
+    """The output ports of the nodes of a flow file whose ports come from their config."""
+    dynamic = {
+        node.get("key")
+        for node in document.get("nodes") or []
+        if (cls := registry.get(str(node.get("type")))) is not None and cls.dynamic_outputs
+    }
+    return {
+        key: [port["name"] for port in entry["ports"]]
+        for key, entry in port_schemas(document).items()
+        if key in dynamic and entry.get("ports")
+    }

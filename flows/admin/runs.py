@@ -250,7 +250,7 @@ class FlowRunAdmin(admin.ModelAdmin):
                 )
         columns = list(dict.fromkeys(name for record in records for name in record))
         cls = registry.get(node_run.node_type)
-        ports = ", ".join(p.name for p in cls.outputs) if cls is not None else "out"
+        ports = ", ".join(node_run.rows_by_port or [p.name for p in cls.outputs]) if cls else "out"
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -310,6 +310,7 @@ def _node_row(node: NodeRun) -> dict[str, Any]:
         "has_output": bool(node.output_ref),
         "rows_in": _count(node.node_type, node.rows_in, 0),
         "rows_out": _count(node.node_type, node.rows_out, 1),
+        "ports": [(port, f"{rows:,}") for port, rows in (node.rows_by_port or {}).items()],
     }
 
 

@@ -78,6 +78,7 @@ NODE_RUN: dict[str, Any] = {
     "deliveries": 1,
     "rows_in": 0,
     "rows_out": 3000,
+    "rows_out_by_port": {"out": 3000},
     "counts": {"rows_in": "rows in", "rows_out": "rows out"},
     "started_at": "2026-01-05T09:31:01Z",
     "finished_at": "2026-01-05T09:31:02Z",

@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
 from flows.api import examples
-from flows.counts import count_labels
+from flows.counts import count_labels, rows_by_port
 from flows.models import FlowRun, FlowVersion, NodeRun
 from flows.sections import run_details
 
@@ -239,6 +239,18 @@ class NodeRunSerializer(serializers.ModelSerializer):
         rows_in, rows_out = count_labels(node.node_type)
         return {"rows_in": rows_in, "rows_out": rows_out}
 
+    rows_out_by_port = serializers.SerializerMethodField(
+        help_text='Records out of each output port: `{"paid": 120, "refunded": 4, "else": 0}` '
+        "for a `branch` (one port per route); for a node with one output port, `rows_out` on "
+        'it (`{"out": 3000}`).'
+    )
+
+    @extend_schema_field(
+        {"type": "object", "additionalProperties": {"type": "integer", "format": "int64"}}
+    )
+    def get_rows_out_by_port(self, node: NodeRun) -> dict[str, int]:
+        return rows_by_port(node.node_type, node.rows_out, node.rows_by_port)
+
     class Meta:
         model = NodeRun
         fields = [
@@ -249,6 +261,7 @@ class NodeRunSerializer(serializers.ModelSerializer):
             "deliveries",
             "rows_in",
             "rows_out",
+            "rows_out_by_port",
             "counts",
             "started_at",
             "finished_at",

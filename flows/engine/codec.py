@@ -24,11 +24,10 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
+from nodes.packing import ext_hook as _ext_hook
+from nodes.packing import packer
 from nodes.sdk.node import AnyBatch, RowBatch, has_null
 from nodes.timezones import UTC_NAMES
-
-_DECIMAL, _DATE, _DATETIME, _TIME, _UUID = 1, 2, 3, 4, 5
-
 
 #: Types msgpack writes natively and reads back as themselves.
 _NATIVE = frozenset({type(None), bool, int, float, str, bytes})
@@ -48,40 +47,6 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "time": dt.time.fromisoformat,
     "uuid": lambda data: uuid.UUID(bytes=data),
 }
-
-
-def _default(value: Any) -> msgpack.ExtType:
-    if isinstance(value, Decimal):
-        return msgpack.ExtType(_DECIMAL, str(value).encode())
-    if isinstance(value, dt.datetime):
-        return msgpack.ExtType(_DATETIME, value.isoformat().encode())
-    if isinstance(value, dt.date):
-        return msgpack.ExtType(_DATE, value.isoformat().encode())
-    if isinstance(value, dt.time):
-        return msgpack.ExtType(_TIME, value.isoformat().encode())
-    if isinstance(value, uuid.UUID):
-        return msgpack.ExtType(_UUID, value.bytes)
-    if isinstance(value, tuple | set | frozenset):
-        return list(value)  # type: ignore[return-value]
-    raise TypeError(f"cannot hand off a value of type {type(value).__name__}")
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _DECIMAL:
-        return Decimal(data.decode())
-    if code == _DATETIME:
-        return dt.datetime.fromisoformat(data.decode())
-    if code == _DATE:
-        return dt.date.fromisoformat(data.decode())
-    if code == _TIME:
-        return dt.time.fromisoformat(data.decode())
-    if code == _UUID:
-        return uuid.UUID(bytes=data)
-    return msgpack.ExtType(code, data)
-
-
-def packer() -> msgpack.Packer:
-    return msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
 
 
 def _column_kind(values: Sequence[Any]) -> str:

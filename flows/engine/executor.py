@@ -19,10 +19,12 @@ from flows.engine.handoff import (
     flow_data_storage,
     manifest_name,
     output_name,
+    port_ref,
     read_output,
     write_batches,
     write_manifest,
     write_partitions,
+    write_ports,
 )
 from flows.models import (
     ACTIVE_RUN_STATUSES,
@@ -37,7 +39,7 @@ from nodes.models import lookup_connection
 from nodes.redaction import Redactor
 from nodes.registry import registry
 from nodes.sdk import ExecutionContext, Node, NodeError, capabilities
-from nodes.sdk.node import AnyBatch
+from nodes.sdk.node import AnyBatch, Output, per_port
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -53,10 +55,20 @@ class Outcome:
     rows_in: int
     rows_out: int
     output_ref: str
+    #: The rows of each port, for an output kept per port.
+    rows_out_by_port: dict[str, int] | None = None
 
     def figures(self) -> dict[str, Any]:
-        """What a succeeded node run records: rows in and out, and its output reference."""
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "output_ref": self.output_ref}
+        """What a succeeded node run records: rows in and out (per port when its output is kept
+        per port), and its output reference."""
+        figures: dict[str, Any] = {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "output_ref": self.output_ref,
+        }
+        if self.rows_out_by_port is not None:  # as pairs: a JSON object would lose the order
+            figures["rows_out_by_port"] = [[p, n] for p, n in self.rows_out_by_port.items()]
+        return figures
 
 
 class RowCounter:
@@ -83,7 +95,7 @@ class Progress:
         self.cancelled = cancelled
         self._last = time.monotonic()
 
-    def wrap(self, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
+    def wrap(self, batches: Iterable[Output]) -> Iterator[Output]:
         for batch in batches:
             if self.cancelled is not None and self.cancelled():
                 raise RunCancelled()
@@ -252,13 +264,14 @@ def upstream_streams(
                 "node_key", "output_ref"
             )
         )
+    storage = flow_data_storage()
     for edge in definition["edges"]:
         if edge["to"] != node_run.node_key:
             continue
         if edge["from"] not in outputs:
             raise NodeError(f"upstream node '{edge['from']}' has no output", permanent=True)
-        refs.setdefault(edge["to_port"], []).append(outputs[edge["from"]])
-    storage = flow_data_storage()
+        ref = port_ref(outputs[edge["from"]], edge["from_port"], storage)
+        refs.setdefault(edge["to_port"], []).append(ref)
     return {port: _concat(names, storage) for port, names in refs.items()}
 
 
@@ -297,6 +310,10 @@ def execute_node(
     output = progress.wrap(node.run(context, inputs))
     rows = partition_rows(spec)
     try:
+        if per_port(node):
+            ports = [port.name for port in node.output_ports()]
+            ref, by_port = write_ports(str(run.id), node_run.node_key, ports, output)
+            return Outcome(rows_in.rows, sum(by_port.values()), ref, by_port)
         if rows is None:
             name = output_name(str(run.id), node_run.node_key)
             rows_out = write_batches(name, output)

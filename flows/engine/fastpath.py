@@ -113,7 +113,8 @@ _FINISH_SQL = f"""
 WITH done AS (
     UPDATE {_NODE}
     SET status = 'succeeded', finished_at = %(now)s, duration_ms = %(duration_ms)s,
-        rows_in = %(rows_in)s, rows_out = %(rows_out)s, output_ref = %(output_ref)s
+        rows_in = %(rows_in)s, rows_out = %(rows_out)s, output_ref = %(output_ref)s,
+        rows_out_by_port = %(rows_out_by_port)s::jsonb
     WHERE id = %(id)s AND status = 'running'
     RETURNING id
 ),
@@ -216,6 +217,7 @@ def finish_succeeded(
     rows_out: int,
     output_ref: str,
     close: bool,
+    rows_out_by_port: list[list[Any]] | None = None,
 ) -> tuple[bool, bool]:
     """Record the node's success and release its lease; with ``close``, also succeed the run
     when every other node has. Returns (node finished, run closed)."""
@@ -229,6 +231,7 @@ def finish_succeeded(
         "rows_in": rows_in,
         "rows_out": rows_out,
         "output_ref": output_ref,
+        "rows_out_by_port": None if rows_out_by_port is None else json.dumps(rows_out_by_port),
         "close": close,
         "namespace": LOCK_NAMESPACE,
         "key": lease_key(node_run.pk),

@@ -9,6 +9,11 @@ listed in order by a small manifest, ``<node>.partitions.json``; the manifest's 
 node's output reference; :func:`read_output` reads any reference. Inside a partitioned stretch,
 a pure node's output may instead be *derived*: its manifest names the node and its input, and
 reading it runs the node over that input again (decision 0008).
+
+A node whose output is kept per port (``branch``: one port per route) writes one object per
+port, ``<node>.port-<port>.msgpack``, listed with its row count by a ports manifest,
+``<node>.ports.json``: the node's output reference. An edge reads the object of the port it
+leaves by (:func:`port_ref`); reading the reference itself reads every port, in port order.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
 from flows.engine.codec import decode_stream, encode_batch, packer
-from nodes.sdk import NodeError
-from nodes.sdk.node import AnyBatch
+from nodes.sdk import NodeError, PortBatch
+from nodes.sdk.node import AnyBatch, Output
 
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
 MANIFEST_SUFFIX = ".partitions.json"
+PORTS_SUFFIX = ".ports.json"
 #: Keeps a fan-out canvas (one task per partition) to a sane size.
 MAX_PARTITIONS = 1000
 
@@ -56,12 +62,14 @@ def manifest_name(run_id: str, node_key: str) -> str:
 class BatchWriter:
     """Encodes batches into a spool as they come, then saves the spool to ``name`` on close."""
 
-    def __init__(self, name: str, storage: Storage | None = None) -> None:
+    def __init__(
+        self, name: str, storage: Storage | None = None, spool_bytes: int = SPOOL_MAX_BYTES
+    ) -> None:
         self.name = name
         self.storage = storage or flow_data_storage()
         self.rows = 0
         self._pack = packer()
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES)  # noqa: SIM115
+        self._spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
 
     def write(self, batch: AnyBatch) -> None:
         if batch:
@@ -196,10 +204,72 @@ def write_partitions(
     return parts
 
 
+# --- outputs per port ------------------------------------------------------------------------
+def port_output_name(run_id: str, node_key: str, port: str) -> str:
+    return f"{run_prefix(run_id)}/{node_key}.port-{port}.msgpack"
+
+
+def ports_manifest_name(run_id: str, node_key: str) -> str:
+    return f"{run_prefix(run_id)}/{node_key}{PORTS_SUFFIX}"
+
+
+def write_ports(
+    run_id: str,
+    node_key: str,
+    ports: list[str],
+    items: Iterable[Output],
+    storage: Storage | None = None,
+) -> tuple[str, dict[str, int]]:
+    """Store a node's output port by port: each :class:`PortBatch` to its port's object (a port
+    that got no batch is stored empty: the nodes it feeds run on zero records). Returns the
+    ports manifest's name (the output reference) and the rows of each port."""
+    storage = storage or flow_data_storage()
+    # The ports share one spool's worth of memory (at least 1 MiB each) before disk.
+    spool = max(SPOOL_MAX_BYTES // max(len(ports), 1), 1024 * 1024)
+    writers = {
+        port: BatchWriter(port_output_name(run_id, node_key, port), storage, spool)
+        for port in ports
+    }
+    try:
+        for item in items:
+            if not isinstance(item, PortBatch) or item.port not in writers:
+                where = item.port if isinstance(item, PortBatch) else "no port"
+                raise NodeError(
+                    f"the node sent a batch to {where!r}, not one of its ports "
+                    f"({', '.join(ports)})",
+                    permanent=True,
+                )
+            writers[item.port].write(item.batch)
+        rows = {port: writer.save() for port, writer in writers.items()}
+    finally:
+        for writer in writers.values():
+            writer.close()
+    manifest = {"ports": {port: {"ref": writers[port].name, "rows": rows[port]} for port in ports}}
+    name = ports_manifest_name(run_id, node_key)
+    _clear(storage, name)
+    storage.save(name, ContentFile(json.dumps(manifest).encode(), name=name))
+    return name, rows
+
+
+def port_ref(ref: str, port: str, storage: Storage | None = None) -> str:
+    """The output of port ``port`` of the node whose output reference is ``ref``: ``ref``
+    itself for a node with one output, else that port's object in the ports manifest."""
+    if not ref.endswith(PORTS_SUFFIX):
+        return ref
+    entry = _manifest(ref, storage)["ports"].get(port)
+    if entry is None:
+        raise NodeError(f"the upstream output has no port '{port}'", permanent=True)
+    return str(entry["ref"])
+
+
 def read_output(ref: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
     """Stream every batch of an output reference, partition after partition (a derived output
-    is recomputed from its input)."""
+    is recomputed from its input; an output kept per port is read port after port)."""
     storage = storage or flow_data_storage()
+    if ref.endswith(PORTS_SUFFIX):
+        for entry in _manifest(ref, storage)["ports"].values():
+            yield from read_output(entry["ref"], storage)
+        return
     if ref.endswith(MANIFEST_SUFFIX):
         manifest = _manifest(ref, storage)
         if (recipe := manifest.get("derived_from")) is not None:

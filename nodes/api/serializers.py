@@ -39,6 +39,7 @@ class PortSerializer(serializers.Serializer):
                 "outputs": [
                     {"name": "out", "kind": "records", "required": True, "description": ""}
                 ],
+                "dynamic_outputs": False,
                 "partitionable": True,
                 "config_schema": {
                     "type": "object",
@@ -58,7 +59,15 @@ class NodeTypeSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     category = serializers.CharField()
     inputs = PortSerializer(many=True)
-    outputs = PortSerializer(many=True)
+    outputs = PortSerializer(
+        many=True,
+        help_text="The output ports; empty when they come from the config (`dynamic_outputs`).",
+    )
+    dynamic_outputs = serializers.BooleanField(
+        help_text="The output ports come from each node's config (`branch`: one per route, plus "
+        "`otherwise`): `POST nodes/{type}/ports/` with a config gives them, and every edge from "
+        "such a node names its `from_port`."
+    )
     partitionable = serializers.BooleanField()
     config_schema = serializers.DictField(help_text="JSON Schema of the node's `config`.")
 
@@ -192,3 +201,29 @@ def _save(connection: Connection, data: dict[str, Any]) -> Connection:
     if "allowed_groups" in data:
         connection.allowed_groups.set(data["allowed_groups"])
     return connection
+
+
+class NodePortsRequestSerializer(serializers.Serializer):
+    config = serializers.DictField(help_text="A node config of this type.")
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "branch",
+            value={
+                "inputs": [{"name": "in", "kind": "records", "required": True, "description": ""}],
+                "outputs": [
+                    {"name": "paid", "kind": "records", "required": True, "description": ""},
+                    {"name": "else", "kind": "records", "required": True, "description": ""},
+                ],
+            },
+            response_only=True,
+        )
+    ]
+)
+class NodePortsSerializer(serializers.Serializer):
+    """The ports of a node of this type with this config."""
+
+    inputs = PortSerializer(many=True)
+    outputs = PortSerializer(many=True)

@@ -11,17 +11,25 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
+from pydantic import ValidationError
 from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from flowplatform.api.errors import Conflict, NotFound, error_item
+from flowplatform.api.errors import Conflict, NotFound, ProblemError, error_item
 from flowplatform.api.filters import StrictOrderingFilter
 from flowplatform.api.serializers import ErrorSerializer
-from nodes.api.serializers import ConnectionSerializer, NodeTypeSerializer
+from nodes.api.serializers import (
+    ConnectionSerializer,
+    NodePortsRequestSerializer,
+    NodePortsSerializer,
+    NodeTypeSerializer,
+)
 from nodes.models import Connection
 from nodes.registry import registry
+from nodes.sdk import Node
 
 
 @extend_schema_view(
@@ -52,10 +60,51 @@ class NodeTypeViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(NodeTypeSerializer(page, many=True).data)
 
     def retrieve(self, request: Request, type: str) -> Response:
-        cls = registry.get(type)
-        if cls is None:
-            raise NotFound([error_item("type", f"no node type '{type[:100]}' in the catalog")])
-        return Response(NodeTypeSerializer(cls.describe()).data)
+        return Response(NodeTypeSerializer(_node_type(type).describe()).data)
+
+    @extend_schema(
+        summary="Get the ports of a node config",
+        description="The input and output ports a node of this type has with this config: for "
+        "a type with `dynamic_outputs` (`branch`), the ports its config declares. An invalid "
+        "config is a 400 listing its problems by path (`config.routes[0].port`).",
+        request=NodePortsRequestSerializer,
+        responses={200: NodePortsSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def ports(self, request: Request, type: str) -> Response:
+        cls = _node_type(type)
+        body = NodePortsRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            node = cls(body.validated_data["config"])
+        except ValidationError as exc:
+            raise ProblemError(
+                [
+                    error_item(loc_path(err["loc"], "config"), str(err["msg"]))
+                    for err in exc.errors(include_url=False)
+                ],
+                "The config is invalid.",
+            ) from None
+        ports = {
+            "inputs": [p.as_dict() for p in node.inputs],
+            "outputs": [p.as_dict() for p in node.output_ports()],
+        }
+        return Response(NodePortsSerializer(ports).data)
+
+
+def _node_type(name: str) -> type[Node]:
+    cls = registry.get(name)
+    if cls is None:
+        raise NotFound([error_item("type", f"no node type '{name[:100]}' in the catalog")])
+    return cls
+
+
+def loc_path(loc: Any, prefix: str) -> str:
+    """A pydantic error location as a path: ``config.routes[0].port``."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
 
 
 CONFLICT = OpenApiResponse(ErrorSerializer, "A connection with this name exists.")

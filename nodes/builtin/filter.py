@@ -114,17 +114,12 @@ class FilterNode(Partitionable, Pure, AcceptsRows, Node[FilterConfig]):
         return inputs.get("in", RecordSchema.unknown())
 
     def check(self, inputs: Mapping[str, RecordSchema]) -> list[Problem]:
-        schema = inputs.get("in", RecordSchema.unknown())
-        found = (
-            upstream_problem(f"config.conditions[{i}].field", condition.field, schema)
-            for i, condition in enumerate(self.config.conditions)
-        )
-        return [problem for problem in found if problem]
+        return condition_problems("config", self.config, inputs.get("in", RecordSchema.unknown()))
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
     ) -> Iterator[AnyBatch]:
-        keep = self._matcher()
+        keep = matcher(self.config)
         by_column = all("." not in condition.field for condition in self.config.conditions)
         for batch in first_input(inputs):
             if type(batch) is RowBatch and by_column:
@@ -161,23 +156,35 @@ class FilterNode(Partitionable, Pure, AcceptsRows, Node[FilterConfig]):
             return rows
         return list(map(batch.rows.__getitem__, sorted(matched)))
 
-    def _matcher(self) -> Callable[[Record], bool]:
-        """One test of a record against every condition (short-circuiting, no generators)."""
-        tests = [condition.predicate() for condition in self.config.conditions]
-        if len(tests) == 1:
-            return tests[0]
 
-        # Plain loops rather than all()/any() over a generator: no generator per record.
-        def every(record: Record) -> bool:
-            for test in tests:  # noqa: SIM110
-                if not test(record):
-                    return False
-            return True
+def matcher(config: FilterConfig) -> Callable[[Record], bool]:
+    """One test of a record against every condition of ``config`` (all or any of them,
+    short-circuiting, no generators): what ``filter`` keeps and a ``branch`` route takes."""
+    tests = [condition.predicate() for condition in config.conditions]
+    if len(tests) == 1:
+        return tests[0]
 
-        def some(record: Record) -> bool:
-            for test in tests:  # noqa: SIM110
-                if test(record):
-                    return True
-            return False
+    # Plain loops rather than all()/any() over a generator: no generator per record.
+    def every(record: Record) -> bool:
+        for test in tests:  # noqa: SIM110
+            if not test(record):
+                return False
+        return True
 
-        return every if self.config.match == "all" else some
+    def some(record: Record) -> bool:
+        for test in tests:  # noqa: SIM110
+            if test(record):
+                return True
+        return False
+
+    return every if config.match == "all" else some
+
+
+def condition_problems(prefix: str, config: FilterConfig, schema: RecordSchema) -> list[Problem]:
+    """The conditions of ``config`` naming a field the (known) upstream ``schema`` lacks, located
+    under ``prefix`` (``config``, ``config.routes[1]``)."""
+    found = (
+        upstream_problem(f"{prefix}.conditions[{i}].field", condition.field, schema)
+        for i, condition in enumerate(config.conditions)
+    )
+    return [problem for problem in found if problem]

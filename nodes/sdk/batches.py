@@ -9,6 +9,7 @@ built per row until a node needs one (decision 0010). Only nodes that declare
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import is_, itemgetter
 from typing import Any, TypeVar, overload
@@ -84,6 +85,23 @@ AnyBatch = Batch | RowBatch
 _B = TypeVar("_B", Batch, AnyBatch)
 
 
+@dataclass(frozen=True, slots=True)
+class PortBatch:
+    """A batch that leaves by one named output port: what a node with several output ports
+    (``branch``) yields instead of a bare batch. Its length is its batch's."""
+
+    port: str
+    batch: AnyBatch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+#: What ``Node.execute`` yields: batches for the node's only output port, or batches each
+#: tagged with the port it leaves by.
+Output = AnyBatch | PortBatch
+
+
 def has_null(values: Sequence[Any]) -> bool:
     """Whether a column holds a null, by identity in C (``None in values`` would call each
     value's ``__eq__``)."""
@@ -135,6 +153,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "AnyBatch",
     "Batch",
+    "Output",
+    "PortBatch",
     "Record",
     "RecordStream",
     "RowBatch",

@@ -18,6 +18,8 @@ from nodes.sdk.batches import (
     DEFAULT_BATCH_SIZE,
     AnyBatch,
     Batch,
+    Output,
+    PortBatch,
     Record,
     RecordStream,
     RowBatch,
@@ -57,6 +59,11 @@ class Node(Generic[ConfigT]):
     - ``execute(context, inputs)`` -> an iterator of record batches. It must stream: read input
       batches lazily and yield bounded batches, never a whole dataset.
 
+    A node whose output ports depend on its config (``branch``: one per route) sets
+    ``dynamic_outputs`` and overrides ``output_ports()``; a node with several output ports
+    yields each batch as a :class:`~nodes.sdk.batches.PortBatch` naming its port, and may give
+    each port its own schema (``output_schemas(inputs)``).
+
     ``execute`` raises :class:`~nodes.sdk.errors.NodeError` for failures users can act on;
     any other exception is treated as a bug in the node and may be retried.
 
@@ -73,6 +80,9 @@ class Node(Generic[ConfigT]):
     category: ClassVar[str] = "transform"
     inputs: ClassVar[tuple[Port, ...]] = (Port("in"),)
     outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
+    #: The output ports come from the config (``output_ports()``), not from ``outputs``: an
+    #: edge from such a node always names its ``from_port``.
+    dynamic_outputs: ClassVar[bool] = False
     #: The config model: the class's type argument (``Node[UpperConfig]``). Setting it by hand
     #: is the older spelling, still read; given both ways, they must agree.
     Config: ClassVar[builtins.type[NodeConfig]] = NodeConfig
@@ -117,6 +127,11 @@ class Node(Generic[ConfigT]):
     def output_port(cls, name: str) -> Port | None:
         return next((p for p in cls.outputs if p.name == name), None)
 
+    def output_ports(self) -> tuple[Port, ...]:
+        """The output ports of this node with its config: the class's ``outputs``, unless the
+        node declares ``dynamic_outputs`` and derives them from its config."""
+        return self.outputs
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """The catalog entry: what the API and admin show about this type."""
@@ -128,6 +143,7 @@ class Node(Generic[ConfigT]):
             "category": cls.category,
             "inputs": [p.as_dict() for p in cls.inputs],
             "outputs": [p.as_dict() for p in cls.outputs],
+            "dynamic_outputs": cls.dynamic_outputs,
             "partitionable": is_partitionable(cls),
             "config_schema": cls.Config.model_json_schema(),
         }
@@ -135,17 +151,22 @@ class Node(Generic[ConfigT]):
     def output_schema(self, inputs: Mapping[str, RecordSchema]) -> RecordSchema:
         return RecordSchema.unknown()
 
+    def output_schemas(self, inputs: Mapping[str, RecordSchema]) -> dict[str, RecordSchema]:
+        """The record schema on each output port (by default ``output_schema`` on every one)."""
+        schema = self.output_schema(inputs)
+        return {port.name: schema for port in self.output_ports()}
+
     def check(self, inputs: Mapping[str, RecordSchema]) -> list[Problem]:
         return []
 
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
-    ) -> Iterator[AnyBatch]:
+    ) -> Iterator[Output]:
         raise NotImplementedError
 
     def run(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
-    ) -> Iterator[AnyBatch]:
+    ) -> Iterator[Output]:
         """What the engine calls: :meth:`execute`, with row batches turned into lists of dicts
         on the way in unless the node accepts rows (:class:`~nodes.sdk.capabilities.AcceptsRows`)."""
         return self.execute(context, self._converted(inputs))
@@ -164,7 +185,7 @@ class Node(Generic[ConfigT]):
 
     def preview(
         self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
-    ) -> Iterator[AnyBatch]:
+    ) -> Iterator[Output]:
         """The batches a data preview shows for this node, on a sample.
 
         ``context.sample_limit`` is set: read at most that many records (a source pushes it
@@ -182,7 +203,7 @@ class Node(Generic[ConfigT]):
 
     def run_preview(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
-    ) -> Iterator[AnyBatch]:
+    ) -> Iterator[Output]:
         """What a data preview calls: :meth:`preview`, with inputs converted as in :meth:`run`."""
         return self.preview(context, self._converted(inputs))
 
@@ -191,6 +212,13 @@ class Node(Generic[ConfigT]):
             # The node reads AnyBatch (AcceptsRows); its execute is typed so.
             return inputs  # type: ignore[return-value]
         return {port: map(as_records, stream) for port, stream in inputs.items()}
+
+
+def per_port(node: Node) -> bool:
+    """Whether the node's output is kept port by port: it has several output ports, or ports
+    from its config. Its batches are then :class:`PortBatch` es, and every edge from it names
+    its port."""
+    return type(node).dynamic_outputs or len(node.output_ports()) > 1
 
 
 def _config_argument(cls: builtins.type[Any]) -> builtins.type[NodeConfig] | None:
@@ -212,6 +240,8 @@ __all__ = [
     "ConfigT",
     "Node",
     "NodeConfig",
+    "Output",
+    "PortBatch",
     "PortKind",
     "Record",
     "RecordStream",
@@ -219,5 +249,6 @@ __all__ = [
     "as_records",
     "first_input",
     "has_null",
+    "per_port",
     "rebatch",
 ]

@@ -65,3 +65,13 @@ def test_runflow_lines_and_table_say_it_too(run: FlowRun) -> None:
     table = summary_table(run)
     [push_line] = [line for line in table if line.startswith("push")]
     assert push_line.endswith("(in = records sent, out = requests)")
+
+
+def test_the_run_page_shows_rows_out_per_port(admin_client: Client, run: FlowRun) -> None:
+    # (as a branch records them: [[port, rows], ...] in port order)
+    run.node_runs.filter(node_key="paid").update(
+        rows_out=12, rows_out_by_port=[["paid", 9], ["refunds", 3], ["else", 0]]
+    )
+    html = admin_client.get(run_url(run)).content.decode()
+    assert '<span class="fp-port-rows" data-port="paid">paid 9</span> · ' in html
+    assert '<span class="fp-port-rows" data-port="else">else 0</span></div>' in html

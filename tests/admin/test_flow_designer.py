@@ -259,3 +259,16 @@ def test_a_node_naming_a_missing_connection_is_refused_at_its_field(
     assert errors and errors[0].startswith("connection 'warehous' does not exist")
     paid_orders.refresh_from_db()
     assert export_flow(paid_orders) == before
+
+
+def test_the_form_offers_a_branch_s_ports_from_its_config(admin_client: Client) -> None:
+    import json
+    from pathlib import Path
+
+    from flows.flowfile import apply_flow_file
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "orders-by-country.json"
+    flow, _ = apply_flow_file(json.loads(example.read_text()))
+    response = admin_client.get(change_url(flow) + "?form")
+    assert response.context["node_ports"] == {"by_country": ["spain", "rest"]}
+    assert '<script id="flow-node-ports" type="application/json">' in response.content.decode()

@@ -11,7 +11,7 @@ import pytest
 from flows.layout import NODE_BOX, auto_layout, levels, node_height, with_positions
 
 
-def one_port(node_type: str) -> tuple[int, int]:
+def one_port(node_type: str, config: Any = None) -> tuple[int, int]:
     return (0, 1) if node_type == "source" else (1, 1)
 
 
@@ -88,3 +88,13 @@ def test_nodes_with_a_position_keep_it_and_new_ones_go_below() -> None:
 def test_a_flow_with_every_position_is_returned_as_it_is() -> None:
     data = {"nodes": [{"key": "a", "type": "filter", "ui": {"x": 1, "y": 2}}], "edges": []}
     assert with_positions(data) is data
+
+
+def test_a_branch_is_as_tall_as_the_ports_of_its_config() -> None:
+    from flows.layout import catalog_ports
+
+    route = {"conditions": [{"field": "s", "op": "eq", "value": 1}]}
+    config = {"routes": [{**route, "port": p} for p in ("a", "b", "c")]}
+    assert catalog_ports("branch", config) == (1, 4)  # three routes and "else"
+    assert catalog_ports("branch", {"routes": []}) == (1, 1)  # invalid: one row
+    assert catalog_ports("join") == (2, 1)

@@ -43,8 +43,8 @@ def plan() -> preview.Plan:
         ["nums", "launch"],
         nodes,
         {},
-        {"nums": {}, "launch": {"in": ["nums"]}},
-        {"nums": RecordSchema.unknown(), "launch": RecordSchema.unknown()},
+        {"nums": {}, "launch": {"in": [("nums", "out")]}},
+        {"nums": {"out": RecordSchema.unknown()}, "launch": {"out": RecordSchema.unknown()}},
     )
 
 
@@ -61,3 +61,30 @@ def test_a_sink_without_a_preview_hook_is_skipped_and_says_so() -> None:
 def test_sample_schema_merges_types() -> None:
     records = [{"a": 1, "b": None}, {"a": "x", "b": None}, {"a": 2, "c": 1.5}]
     assert preview.sample_schema(records) == {"a": "any", "b": "null", "c": "float"}
+
+
+def test_a_branch_preview_groups_records_by_port_and_feeds_each_port_on() -> None:
+    from nodes.builtin.branch import BranchNode
+    from nodes.builtin.filter import FilterNode
+
+    even = {"port": "even", "conditions": [{"field": "n", "op": "in", "value": [0, 2, 4, 6]}]}
+    nodes: dict[str, Node] = {
+        "nums": Numbers({}),
+        "split": BranchNode({"routes": [even], "otherwise": "odd"}),
+        "small": FilterNode({"conditions": [{"field": "n", "op": "lt", "value": 5}]}),
+    }
+    unknown = RecordSchema.unknown()
+    plan = preview.Plan(
+        "small",
+        ["nums", "split", "small"],
+        nodes,
+        {},
+        {"nums": {}, "split": {"in": [("nums", "out")]}, "small": {"in": [("split", "odd")]}},
+        {"nums": {"out": unknown}, "split": {"even": unknown, "odd": unknown},
+         "small": {"out": unknown}},
+    )  # fmt: skip
+    _nums, split, small = preview.run(plan, limit=8, timeout_s=10, max_bytes=10_000)["nodes"]
+    assert split["ports"] == {"even": 4, "odd": 4}
+    assert [r["n"] for r in split["records"]] == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert small["inputs"] == {"in": ["split.odd"]}
+    assert [r["n"] for r in small["records"]] == [1, 3]

@@ -46,6 +46,11 @@ BUILTIN_CAPABILITIES = {
     "file_write": (False, False, False, False, False),
     "http_request": (False, False, False, False, False),
     "payload": (False, False, False, False, False),
+    # Whole-input nodes: none runs per partition yet (decision 0036).
+    "branch": (False, False, False, False, False),
+    "join": (False, False, False, False, False),
+    "aggregate": (False, False, False, False, False),
+    "dedupe": (False, False, False, False, False),
 }
 
 SPEED_NAMES = (

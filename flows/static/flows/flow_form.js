@@ -7,6 +7,13 @@
         return data ? JSON.parse(data.textContent) : {};
     }
 
+    // The output ports of nodes whose ports come from their config (a branch's routes), as
+    // the page's graph declares them (a route added in the form is offered once validated).
+    function configPorts() {
+        const data = document.getElementById("flow-node-ports");
+        return data ? JSON.parse(data.textContent) : {};
+    }
+
     function nodeRows() {
         return Array.from(document.querySelectorAll("#nodes-group .inline-related"))
             .filter((row) => !row.classList.contains("empty-form"));
@@ -49,6 +56,7 @@
     function refreshEdges() {
         const types = nodeTypes();
         const ports = catalog();
+        const derived = configPorts();
         document.querySelectorAll("#edges-group tr.form-row").forEach((row) => {
             row.querySelectorAll("select.edge-node").forEach((select) => {
                 fill(select, Object.keys(types), "---------");
@@ -57,7 +65,9 @@
                 const end = select.name.endsWith("from_port") ? "from_node" : "to_node";
                 const node = row.querySelector("select[name$='-" + end + "']");
                 const type = node ? types[node.value] : undefined;
-                const names = type && ports[type] ? ports[type][select.dataset.ports] : [];
+                const fromConfig = select.dataset.ports === "outputs" && node && derived[node.value];
+                const names = fromConfig || (type && ports[type] ? ports[type][select.dataset.ports] : []);
+                if (fromConfig) { fill(select, names, "---------"); return; }  // always named
                 fill(select, names.length > 1 ? names : [], names.length === 1 ? "(" + names[0] + ")" : "(default)");
             });
         });

@@ -621,6 +621,7 @@ async function check(show) {
   const before = signature();
   state.problems = own;
   state.schemas = body.schemas || {};
+  graph.setDerivedPorts(state.schemas);
   if (show) state.shown = true;
   const active = document.activeElement;
   const typing = panel.contains(active) && active.matches("input, textarea, select");

@@ -11,6 +11,7 @@ export class Graph {
     this.types = new Map(catalog.map((t) => [t.type, t]));
     this.compatible = new Set(compatible.map(([out, into]) => `${out}>${into}`));
     this.listeners = [];
+    this.derivedPorts = new Map();
   }
 
   onChange(fn) { this.listeners.push(fn); }
@@ -19,14 +20,33 @@ export class Graph {
   type(node) { return node ? this.types.get(node.type) || null : null; }
   node(key) { return this.doc.nodes.find((n) => n.key === key) || null; }
   inputs(node) { const t = this.type(node); return t ? t.inputs : [{ name: "in", kind: "any" }]; }
-  outputs(node) { const t = this.type(node); return t ? t.outputs : [{ name: "out", kind: "records" }]; }
+  outputs(node) {
+    const t = this.type(node);
+    if (!t) return [{ name: "out", kind: "records" }];
+    return t.dynamic_outputs ? this.configPorts(node) : t.outputs;
+  }
+
+  /** The output ports a node takes from its config (a branch: one per route), as the server's
+   * last check derived them; until a check has, the ports its edges name. */
+  configPorts(node) {
+    const known = this.derivedPorts.get(node.key);
+    if (known) return known;
+    const named = this.doc.edges.filter((e) => e.from === node.key && e.from_port).map((e) => e.from_port);
+    return [...new Set(named)].map((name) => ({ name, kind: "records", required: true, description: "" }));
+  }
+
+  /** Take the ports the server derived from each node's config (the validate view's schemas). */
+  setDerivedPorts(schemas) {
+    this.derivedPorts = new Map(Object.entries(schemas || {}).filter(([, s]) => s && s.ports && s.ports.length).map(([key, s]) => [key, s.ports]));
+  }
 
   /** The port names an edge joins (an edge may leave them out when the node has one). */
   ends(edge) {
     const from = this.node(edge.from), to = this.node(edge.to);
     const outs = from ? this.outputs(from) : [], ins = to ? this.inputs(to) : [];
+    const named = this.type(from)?.dynamic_outputs;  // an edge from such a node names its port
     return {
-      fromPort: edge.from_port || (outs.length === 1 ? outs[0].name : ""),
+      fromPort: edge.from_port || (outs.length === 1 && !named ? outs[0].name : ""),
       toPort: edge.to_port || (ins.length === 1 ? ins[0].name : ""),
     };
   }
@@ -82,7 +102,8 @@ export class Graph {
     const reason = this.connectReason(fromKey, fromPort, toKey, toPort);
     if (reason) return reason;
     const edge = { from: fromKey, to: toKey };
-    if (this.outputs(this.node(fromKey)).length > 1) edge.from_port = fromPort;
+    const source = this.node(fromKey);
+    if (this.outputs(source).length > 1 || this.type(source)?.dynamic_outputs) edge.from_port = fromPort;
     if (this.inputs(this.node(toKey)).length > 1) edge.to_port = toPort;
     this.doc.edges.push(edge);
     this.changed("edges");

@@ -1,0 +1,58 @@
+"""The ``dedupe`` node: first and last against a reference over several seeds, the bound."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from nodes.builtin.dedupe import DedupeNode
+from nodes.sdk import ExecutionContext, FieldType, NodeError, RecordSchema
+
+Records = list[dict[str, Any]]
+
+
+def deduped(config: dict[str, Any], batches: list[Records]) -> Records:
+    out = DedupeNode(config).run(ExecutionContext(), {"in": iter(batches)})
+    return [record for batch in out for record in batch]  # type: ignore[union-attr]
+
+
+def reference(records: Records, key: list[str], keep: str) -> Records:
+    """One record per key by a quadratic scan: the first of its key, or the last."""
+
+    def k(record: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(record.get(name) for name in key)
+
+    if keep == "first":
+        return [r for i, r in enumerate(records) if all(k(o) != k(r) for o in records[:i])]
+    return [r for i, r in enumerate(records) if all(k(o) != k(r) for o in records[i + 1 :])]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_dedupe_keeps_the_first_or_last_of_each_key(seed: int, keep: str) -> None:
+    rng = random.Random(seed)
+    records = [
+        {"i": i, "email": rng.choice(["a@x", "b@x", "c@x", None]), "tags": rng.choice([[1], [2]])}
+        for i in range(rng.randint(0, 300))
+    ]
+    key = ["email", "tags"] if seed % 2 else ["email"]
+    cuts = sorted(rng.sample(range(len(records) + 1), 3))
+    batches = [records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    assert deduped({"key": key, "keep": keep}, batches) == reference(records, key, keep)
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_more_keys_than_the_bound_fail_naming_it(keep: str) -> None:
+    with pytest.raises(NodeError, match=r"more than 5 different keys \(max_keys = 5\)"):
+        deduped({"key": ["i"], "keep": keep, "max_keys": 5}, [[{"i": i} for i in range(6)]])
+    assert len(deduped({"key": ["i"], "keep": keep, "max_keys": 5}, [[{"i": 1}] * 50])) == 1
+
+
+def test_schema_passes_through_and_keys_are_checked() -> None:
+    schema = RecordSchema({"id": FieldType.INTEGER})
+    node = DedupeNode({"key": ["id", "email"]})
+    assert node.output_schema({"in": schema}) == schema
+    (problem,) = node.check({"in": schema})
+    assert problem.path == "config.key[1]"
