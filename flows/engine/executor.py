@@ -165,11 +165,7 @@ def node_spec(definition: dict[str, Any], key: str) -> dict[str, Any]:
 
 def build_node(spec: dict[str, Any]) -> Node:
     """The node instance for a definition entry; a permanent NodeError if its type is missing."""
-    cls = registry.get(spec["type"])
-    if cls is None:
-        raise NodeError(
-            f"node type '{spec['type']}' is not installed on this worker", permanent=True
-        )
+    cls = registry.require(spec["type"])
     try:
         return cls(spec["config"])
     except ValidationError as exc:
