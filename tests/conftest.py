@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,7 +127,8 @@ class PgBouncer:
     PostgreSQL (Debian's package: no prepared statements in this mode)."""
 
     def __init__(self) -> None:
-        self.dir = Path(os.environ["FLOWPLATFORM_VAR_DIR"]) / f"pgbouncer-{uuid.uuid4().hex[:6]}"
+        # (its own directory under /tmp: when run as root, pgbouncer drops to postgres)
+        self.dir = Path(tempfile.mkdtemp(prefix="flowplatform-pgbouncer-"))
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -134,9 +136,8 @@ class PgBouncer:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not Path(binary).exists():
             pytest.fail(
-                f"{PGBOUNCER} is set but pgbouncer is not installed (apt-get install pgbouncer)"
+                f"{PGBOUNCER} is set, but pgbouncer is not installed (apt-get install pgbouncer)"
             )
-        self.dir.mkdir(parents=True)
         (self.dir / "users.txt").write_text('"postgres" ""\n')
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n* = host=127.0.0.1 port=5432\n"
@@ -145,15 +146,16 @@ class PgBouncer:
             f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\n"
             "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 40\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
-            f"logfile = {self.dir / 'pgbouncer.log'}\n"
         )
         args = [binary, str(self.dir / "pgbouncer.ini")]
         if os.geteuid() == 0:  # pgbouncer refuses to run as root
-            shutil.chown(self.dir, "postgres")
-            for file in self.dir.iterdir():
-                shutil.chown(file, "postgres")
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "postgres")
             args[1:1] = ["-u", "postgres"]
-        self.process = subprocess.Popen(args, cwd=self.dir, start_new_session=True)
+        log = (self.dir / "pgbouncer.log").open("ab")
+        self.process = subprocess.Popen(
+            args, cwd=self.dir, stdout=log, stderr=log, start_new_session=True
+        )
         wait_until(self._accepts, 15, 0.1, f"pgbouncer did not start; see {self.dir}")
         return self
 
@@ -168,6 +170,7 @@ class PgBouncer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def free_port() -> int:

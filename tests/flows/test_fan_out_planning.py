@@ -13,7 +13,10 @@ from flows.models import NodeRun
 from flows.versions import resolved_definition
 from tests.flows.helpers import queued_run
 
-pytestmark = pytest.mark.usefixtures("transactional_db", "example_connections")
+pytestmark = [
+    pytest.mark.usefixtures("transactional_db", "example_connections"),
+    pytest.mark.embedded,
+]
 
 
 def test_only_the_stretch_after_a_partitioned_source_is_run_by_partitions(
