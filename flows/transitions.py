@@ -15,9 +15,10 @@ close the run). They are written once in SQL both backends run; ``flows.dialect`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,6 +125,12 @@ LEFT JOIN {run} AS r ON claimed.id IS NOT NULL AND r.id = %(run)s
 
 
 def _sql(text: str) -> str:
+    """A statement of this module as this database runs it (rendered once per backend)."""
+    return _rendered(text, connection.vendor)
+
+
+@functools.cache
+def _rendered(text: str, _vendor: str) -> str:
     return dialect.render(
         text,
         node=NodeRun._meta.db_table,
@@ -473,18 +480,37 @@ def _db_time(value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _from_row(model: type[Any], names: Iterable[str], values: Iterable[Any]) -> Any:
-    """A model instance from raw column values (the other fields deferred), converted as the
-    ORM converts them."""
-    fields = [model._meta.get_field(name) for name in names]
-    converted = []
-    for field, value in zip(fields, values, strict=True):
+def _from_row(model: type[Any], names: tuple[str, ...], values: Sequence[Any]) -> Any:
+    """A model instance from raw column values of the fields ``names`` (the other fields
+    deferred), converted as the ORM converts them."""
+    order, columns = _conversions(model, names, connection.alias, connection.vendor)
+    converted = list(values)
+    for position, column, converters in columns:
+        value = converted[position]
         if value is not None:
-            column = field.get_col(model._meta.db_table)
-            converters = connection.ops.get_db_converters(column)
-            for converter in converters + column.get_db_converters(connection):
+            for converter in converters:
                 value = converter(value, column, connection)
-        converted.append(value)
-    by_name = dict(zip((field.attname for field in fields), converted, strict=True))
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in by_name]
-    return model.from_db(connection.alias, names, [by_name[name] for name in names])
+            converted[position] = value
+    return model.from_db(
+        connection.alias, [attname for attname, _ in order], [converted[i] for _, i in order]
+    )
+
+
+@functools.cache
+def _conversions(model: type[Any], names: tuple[str, ...], _alias: str, _vendor: str) -> Any:
+    """For ``_from_row``: the fields in the model's order (attname, position in ``names``), and
+    the converters of each field that has some."""
+    fields = [model._meta.get_field(name) for name in names]
+    position = {field.attname: i for i, field in enumerate(fields)}
+    order = [
+        (f.attname, position[f.attname])
+        for f in model._meta.concrete_fields
+        if f.attname in position
+    ]
+    columns = []
+    for i, field in enumerate(fields):
+        column = field.get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            columns.append((i, column, converters))
+    return order, columns
