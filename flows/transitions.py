@@ -241,6 +241,8 @@ def finish_node(node_run: NodeRun, status: str, *, close: bool = False, **fields
     unknown = set(fields) - _FINISH_FIELDS
     if unknown:
         raise TypeError(f"finish_node() got unexpected fields {sorted(unknown)}")
+    if close and status != NodeStatus.SUCCEEDED:
+        raise ValueError("only a node that succeeded closes its run (close=True)")
     if "error" in fields:
         fields["error"] = clip_error(fields["error"])
     now = timezone.now()
