@@ -18,8 +18,18 @@ $(VENV)/.installed: requirements/base.txt requirements/dev.txt
 demo: setup  ## Run the demo flow on embedded defaults (SQLite, in-process execution)
 	$(BIN)/python manage.py rundemo
 
+# The engine and fault tests, run a second time through PgBouncer in transaction mode (the
+# platform database of the tests and of their workers), and the tests of the embedded path
+# (marked `embedded`) a third time on SQLite.
+ENGINE_TESTS := tests/flows/test_transitions.py tests/flows/test_reaper.py \
+	tests/flows/test_engine.py tests/flows/test_worker_connections.py \
+	tests/flows/test_cancel_busy_node.py tests/data/test_partitions.py tests/faults
+EMBEDDED_TESTS := tests/flows tests/data
+
 test: setup lint  ## Lint, then the whole test suite against PostgreSQL, Redis and real workers
 	$(BIN)/python -m pytest
+	FLOWPLATFORM_TEST_PGBOUNCER=1 $(BIN)/python -m pytest $(ENGINE_TESTS)
+	DATABASE_URL=sqlite://:memory: $(BIN)/python -m pytest -m embedded $(EMBEDDED_TESTS)
 
 lint: setup
 	$(BIN)/ruff check .

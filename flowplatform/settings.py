@@ -127,6 +127,10 @@ except (KeyError, ValueError) as exc:
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", 60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Nothing of the platform's lives in a database session (no prepared statements: Django's
+    # default; no session locks; no server-side cursors, which would outlive the transaction),
+    # so it may sit behind a transaction-mode pooler such as PgBouncer (docs/deployment.md).
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -355,26 +359,37 @@ CELERY_BEAT_SCHEDULER = "scheduling.beat:GuardedScheduler"  # docs/scheduling.md
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 3)
 CELERY_TASK_PUBLISH_RETRY_POLICY = _FAST_GIVE_UP
 
-# --- Fault tolerance (docs/operations.md) ------------------------------------------------------
-# A running node touches its heartbeat this often; the reaper treats one silent for
-# FLOWPLATFORM_STALE_AFTER_S (and not held by a live process) as lost.
-FLOWPLATFORM_HEARTBEAT_S = env_int("FLOWPLATFORM_HEARTBEAT_S", 10)
+# --- Fault tolerance (docs/operations.md, decision 0027) ---------------------------------------
+# A process executing a node holds its lease for FLOWPLATFORM_LEASE_TTL_S and renews it every
+# FLOWPLATFORM_HEARTBEAT_S; a lease not renewed in time is taken over (its worker died). The
+# reaper looks every FLOWPLATFORM_REAPER_INTERVAL_S, so a run whose whole worker died goes on
+# within about TTL + interval (20 s by default); a killed pool process is replaced at once.
+FLOWPLATFORM_HEARTBEAT_S = env_int("FLOWPLATFORM_HEARTBEAT_S", 5)
+FLOWPLATFORM_LEASE_TTL_S = env_int("FLOWPLATFORM_LEASE_TTL_S", 15)
 # Pool processes keep Python's garbage collector settings instead of tuning them (decision 0010).
 FLOWPLATFORM_GC_DEFAULTS = env_bool("FLOWPLATFORM_GC_DEFAULTS", False)
+# A run with no node running and nothing done for this long has lost its messages.
 FLOWPLATFORM_STALE_AFTER_S = env_int("FLOWPLATFORM_STALE_AFTER_S", 120)
 # A node whose worker died this many times fails ("poison" node) instead of looping.
 FLOWPLATFORM_MAX_WORKERS_LOST = env_int("FLOWPLATFORM_MAX_WORKERS_LOST", 3)
 # A stalled run is re-dispatched at most this many times, then failed.
 FLOWPLATFORM_MAX_REDISPATCHES = env_int("FLOWPLATFORM_MAX_REDISPATCHES", 3)
-FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 30)
+FLOWPLATFORM_REAPER_INTERVAL_S = env_int("FLOWPLATFORM_REAPER_INTERVAL_S", 5)
 # A node still executing this long after its run was cancelled has its task terminated.
 FLOWPLATFORM_CANCEL_GRACE_S = env_int("FLOWPLATFORM_CANCEL_GRACE_S", 5)
 if FLOWPLATFORM_CANCEL_GRACE_S < 0:
     raise SettingsError("FLOWPLATFORM_CANCEL_GRACE_S must not be negative")
-if FLOWPLATFORM_STALE_AFTER_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
+if FLOWPLATFORM_HEARTBEAT_S < 1 or FLOWPLATFORM_REAPER_INTERVAL_S < 1:
     raise SettingsError(
-        "FLOWPLATFORM_STALE_AFTER_S must be more than twice FLOWPLATFORM_HEARTBEAT_S"
+        "FLOWPLATFORM_HEARTBEAT_S and FLOWPLATFORM_REAPER_INTERVAL_S must be at least 1"
     )
+if FLOWPLATFORM_LEASE_TTL_S <= 2 * FLOWPLATFORM_HEARTBEAT_S:
+    raise SettingsError(
+        "FLOWPLATFORM_LEASE_TTL_S must be more than twice FLOWPLATFORM_HEARTBEAT_S "
+        "(a lease must outlive a missed heartbeat)"
+    )
+if FLOWPLATFORM_STALE_AFTER_S <= FLOWPLATFORM_LEASE_TTL_S:
+    raise SettingsError("FLOWPLATFORM_STALE_AFTER_S must be more than FLOWPLATFORM_LEASE_TTL_S")
 CELERY_BEAT_SCHEDULE = {
     "flowplatform-reap-stalled-runs": {
         "task": "flows.reap_stalled_runs",

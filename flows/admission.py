@@ -11,7 +11,7 @@ highest ``priority`` first, then oldest first, while slots are free:
 
 ``admit_waiting`` runs after a waiting run is recorded, whenever a run ends (``flows.hooks``)
 and on every reaper pass (a missed wake-up costs at most one reaper interval). Admissions are
-serialised by a PostgreSQL advisory lock, so two processes freeing slots at once never admit
+serialised (``flows.dialect.serialize``), so two processes freeing slots at once never admit
 more runs than there are slots.
 """
 
@@ -20,18 +20,17 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from flows import dialect
 from flows.models import ACTIVE_RUN_STATUSES, Flow, FlowRun, NodeRun, NodeStatus, RunStatus
 
 logger = logging.getLogger("flowplatform.engine")
 
 #: Waiting runs looked at per pass (the rest wait for the next pass).
 SCAN = 500
-#: pg_advisory_xact_lock key of admissions (an arbitrary constant).
-LOCK_KEY = 0x666C6F77_61646D
 
 
 def queue_name(queue: str) -> str:
@@ -74,7 +73,7 @@ def admit_waiting() -> int:
     if not pending.exists():
         return 0
     with transaction.atomic():
-        _lock()
+        dialect.serialize(dialect.ADMISSIONS)
         candidates = list(
             pending.select_related("flow", "version").order_by("-priority", "created_at")[:SCAN]
         )
@@ -123,9 +122,3 @@ def _unfinished(run: FlowRun) -> set[str] | None:
     if not nodes.filter(reused_from__isnull=False).exists():
         return None
     return set(nodes.exclude(status=NodeStatus.SUCCEEDED).values_list("node_key", flat=True))
-
-
-def _lock() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])

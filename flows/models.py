@@ -305,6 +305,27 @@ class NodeRun(models.Model):
     workers_lost = models.PositiveIntegerField(
         "workers lost", default=0, help_text="Deliveries whose worker died mid-execution."
     )
+    fence = models.PositiveBigIntegerField(
+        "fence",
+        default=0,
+        help_text="Fencing token: raised at every take of the node; each later change by the "
+        "taker names it, so a taker whose lease was taken over changes nothing.",
+    )
+    lease_owner = models.CharField(
+        "lease owner",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The process executing the node (host/pid namespace:pid:token); empty when "
+        "none is.",
+    )
+    lease_expires_at = models.DateTimeField(
+        "lease expires",
+        null=True,
+        blank=True,
+        help_text="Until when the owner holds the node unless it beats again; past it, another "
+        "delivery takes the node over.",
+    )
     task_id = models.CharField("task id", max_length=255, blank=True, default="")
     checkpoint = models.JSONField(
         "checkpoint", null=True, blank=True, help_text="Progress a re-delivered node resumes from."
@@ -325,8 +346,8 @@ class NodeRun(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["status", "heartbeat_at"],
-                name="noderun_running_heartbeat",
+                fields=["lease_expires_at"],
+                name="noderun_running_lease",
                 condition=Q(status="running"),
             )
         ]

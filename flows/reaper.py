@@ -1,10 +1,17 @@
 """The reaper: no run stays active forever.
 
-Runs are found stalled when a running node's heartbeat is stale or missing and no live process
-holds its lease (its worker died, and Redis will not redeliver the task before the visibility
-timeout), or when nothing has happened in a run for ``FLOWPLATFORM_STALE_AFTER_S`` (its
-messages were lost, e.g. the broker was flushed). A stalled run is re-dispatched from the nodes
-that have not succeeded, at most ``FLOWPLATFORM_MAX_REDISPATCHES`` times, then failed. Runs past
+Every ``FLOWPLATFORM_REAPER_INTERVAL_S`` it finds:
+
+- *orphaned* runs: nodes are running, but the lease of every one has run out (their worker
+  died, and Redis will not redeliver the task before its visibility timeout). The lease is
+  what tells a dead owner from a busy one, so they are re-dispatched at once, and the next
+  delivery takes the node over (``flows.transitions.take``);
+- *idle* runs: no node is running and nothing has happened for ``FLOWPLATFORM_STALE_AFTER_S``
+  (their messages were lost, e.g. the broker was flushed).
+
+Either is re-dispatched from the nodes that have not succeeded, at most
+``FLOWPLATFORM_MAX_REDISPATCHES`` times, then failed; a re-dispatch that no delivery has taken
+up yet (a queue backlog) is given ``FLOWPLATFORM_STALE_AFTER_S`` before the next. Runs past
 their flow's ``run_timeout_s`` are failed.
 """
 
@@ -12,15 +19,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Max, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from flowplatform import metrics
 from flows import transitions
 from flows.admission import admit_waiting
-from flows.engine.lease import is_executing
+from flows.engine.executor import version_of
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 
 logger = logging.getLogger("flowplatform.reaper")
@@ -33,18 +41,14 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
     now = now or timezone.now()
     stale = now - timedelta(seconds=stale_after_s or settings.FLOWPLATFORM_STALE_AFTER_S)
     counts = {"timed_out": 0, "redispatched": 0, "failed": 0}
-    for run in FlowRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).select_related("version"):
-        timeout = run.version.definition.get("run_timeout_s")
-        if timeout and run.created_at + timedelta(seconds=timeout) < now:
-            if transitions.finish_run(
-                str(run.id), RunStatus.FAILED, f"run timed out after {timeout}s"
-            ):
-                revoke_run_tasks(run)
-                counts["timed_out"] += 1
-            continue
-        if run.dispatched_at is None or not is_stalled(run, stale):
-            continue  # (a run waiting for a slot has nothing to stall)
-        count = transitions.mark_redispatched(str(run.id))
+    for run in timed_out(now):
+        timeout = version_of(run.version_id).definition["run_timeout_s"]
+        if transitions.finish_run(str(run.id), RunStatus.FAILED, f"run timed out after {timeout}s"):
+            revoke_run_tasks(run)
+            counts["timed_out"] += 1
+    stalled = FlowRun.objects.filter(id__in=orphaned(now, stale) | idle(stale))
+    for run in stalled.select_related("version"):
+        count = transitions.mark_redispatched(str(run.id), run.redispatched_at)
         if count > settings.FLOWPLATFORM_MAX_REDISPATCHES:
             reason = f"stalled: no progress after {count - 1} re-dispatches"
             if transitions.finish_run(str(run.id), RunStatus.FAILED, reason):
@@ -58,23 +62,55 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
     return counts
 
 
-def is_stalled(run: FlowRun, stale: datetime) -> bool:
-    if run.redispatched_at is not None and run.redispatched_at >= stale:
-        return False  # each re-dispatch gets a full staleness window to show progress
-    nodes = NodeRun.objects.filter(run=run)
-    running = list(nodes.filter(status=NodeStatus.RUNNING))
-    if running:
-        dead = [
-            n
-            for n in running
-            if (n.heartbeat_at is None or n.heartbeat_at < stale) and not is_executing(n.pk)
-        ]
-        return len(dead) == len(running)
-    # A node waiting for a retry carries its retry time as heartbeat.
-    marks = nodes.aggregate(
-        finished=Max("finished_at", filter=Q(finished_at__isnull=False)),
-        beat=Max("heartbeat_at", filter=Q(heartbeat_at__isnull=False)),
+def timed_out(now: datetime) -> list[FlowRun]:
+    """Active runs older than their version's ``run_timeout_s``."""
+    runs = FlowRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).only(
+        "id", "version_id", "created_at", "redispatches"
     )
-    times = (run.created_at, run.started_at, marks["finished"], marks["beat"])
-    activity = max(t for t in times if t is not None)
-    return activity < stale
+    return [
+        run
+        for run in runs
+        if (timeout := version_of(run.version_id).definition.get("run_timeout_s"))
+        and run.created_at + timedelta(seconds=timeout) < now
+    ]
+
+
+def orphaned(now: datetime, stale: datetime) -> set[Any]:
+    """Ids of active runs whose running nodes all hold leases that have run out, unless a
+    re-dispatch is still waiting to be taken up (no node taken since, and younger than
+    ``stale``)."""
+    running = (
+        NodeRun.objects.filter(status=NodeStatus.RUNNING, run__status__in=ACTIVE_RUN_STATUSES)
+        .values("run_id")
+        .annotate(
+            live=Count("pk", filter=Q(lease_expires_at__gte=now)),
+            taken=Max("started_at"),
+        )
+        .filter(live=0)
+        .values_list("run_id", "taken", "run__redispatched_at")
+    )
+    return {
+        run_id
+        for run_id, taken, redispatched in running
+        if redispatched is None or redispatched < stale or (taken and taken > redispatched)
+    }
+
+
+def idle(stale: datetime) -> set[Any]:
+    """Ids of dispatched active runs with no running node and nothing done since ``stale``:
+    created, started, re-dispatched, a node finished or beat (a node waiting for a retry
+    carries its retry time as heartbeat) before it."""
+    before = Q(created_at__lt=stale) & (Q(started_at__isnull=True) | Q(started_at__lt=stale))
+    before &= Q(redispatched_at__isnull=True) | Q(redispatched_at__lt=stale)
+    runs = (
+        FlowRun.objects.filter(before, status__in=ACTIVE_RUN_STATUSES, dispatched_at__isnull=False)
+        .annotate(
+            running=Count("node_runs", filter=Q(node_runs__status=NodeStatus.RUNNING)),
+            finished=Max("node_runs__finished_at"),
+            beat=Max("node_runs__heartbeat_at"),
+        )
+        .filter(running=0)
+        .filter(Q(finished__isnull=True) | Q(finished__lt=stale))
+        .filter(Q(beat__isnull=True) | Q(beat__lt=stale))
+    )
+    return set(runs.values_list("id", flat=True))

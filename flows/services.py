@@ -19,7 +19,7 @@ from flowplatform.audit.context import Source
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
 from flowplatform.jsonfields import same_json
-from flows import admission, transitions
+from flows import admission, dialect, transitions
 from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
 from flows.engine.tasks import NodeFailed
@@ -114,28 +114,31 @@ def _record_run(action: str, run: FlowRun, **details: Any) -> None:
 
 
 def _insert(run: FlowRun, node_runs: list[NodeRun]) -> None:
-    """Save a new run and its node runs together: on PostgreSQL in one statement."""
-    if connection.vendor != "postgresql":
-        with transaction.atomic():
-            run.save(force_insert=True)
-            NodeRun.objects.bulk_create(node_runs)
-        return
+    """Save a new run and its node runs together (on PostgreSQL in one statement)."""
     run_fields = list(FlowRun._meta.concrete_fields)
     node_fields = [f for f in NodeRun._meta.concrete_fields if not f.primary_key]
-    params: list[Any] = _db_values(run, run_fields)
-    for node_run in node_runs:
-        params += _db_values(node_run, node_fields)
-    row = f"({', '.join(['%s'] * len(node_fields))})"
+    params: dict[str, Any] = {}
+
+    def placeholders(prefix: str, values: list[Any]) -> str:
+        names = [f"{prefix}_{i}" for i in range(len(values))]
+        params.update(zip(names, values, strict=True))
+        return "(" + ", ".join(f"%({name})s" for name in names) + ")"
+
+    run_row = placeholders("r", _db_values(run, run_fields))
+    node_rows = [
+        placeholders(f"n{i}", _db_values(node_run, node_fields))
+        for i, node_run in enumerate(node_runs)
+    ]
     # Names come from model metadata; every value is bound.
-    sql = (
-        f"WITH run AS (INSERT INTO {FlowRun._meta.db_table} "  # noqa: S608
-        f"({', '.join(f.column for f in run_fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(run_fields))})) "
-        f"INSERT INTO {NodeRun._meta.db_table} ({', '.join(f.column for f in node_fields)}) "
-        f"VALUES {', '.join([row] * len(node_runs))}"
+    insert_run = (
+        f"INSERT INTO {FlowRun._meta.db_table} ({', '.join(f.column for f in run_fields)}) "  # noqa: S608
+        f"VALUES {run_row}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    insert_nodes = (
+        f"INSERT INTO {NodeRun._meta.db_table} ({', '.join(f.column for f in node_fields)}) "  # noqa: S608
+        f"VALUES {', '.join(node_rows)}"
+    )
+    dialect.chain([("run", insert_run)], insert_nodes, params)
     run._state.adding = False
     for node_run in node_runs:
         node_run._state.adding = False

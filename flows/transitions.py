@@ -1,52 +1,438 @@
-"""Every run and node-run state change, each a compare-and-set UPDATE.
+"""Every run and node-run state change, each defined once.
 
-A change only happens from the states it names, so a redelivered task, a late errback or a
-second worker can never move a finished run or node backwards.
+Each change is compare-and-set: it only happens from the states it names, so a redelivered
+task, a late errback or a second worker can never move a finished run or node backwards. A node
+run is changed by the process holding its lease (``flows.engine.lease``): :func:`take` raises
+the node's ``fence`` and every later change by the taker names that fence (``node_run.fence``),
+so a process whose lease was taken over changes nothing.
+
+The two changes every node task makes are one statement each on PostgreSQL (one round trip,
+one commit): :func:`take` (claim the node, start a queued run, read the run and the outputs of
+its succeeded nodes) and :func:`finish_node` (record the outcome; for the run's last task,
+close the run). They are written once in SQL both backends run; ``flows.dialect`` runs them
+(``chain``). The other changes are single ORM updates.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, Exists, F, OuterRef, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from flowplatform import telemetry
-from flows import hooks, runend
+from flows import dialect, hooks, runend
+from flows.engine import lease
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from flows.signals import run_finished
 
 logger = logging.getLogger("flowplatform.engine")
 
+#: The most characters of an error message a run or node run keeps.
+ERROR_MAX_CHARS = 10_000
 
-def mark_run_running(run_id: str) -> bool:
+
+def clip_error(text: str) -> str:
+    """An error message as stored: at most ``ERROR_MAX_CHARS`` characters."""
+    return text[:ERROR_MAX_CHARS]
+
+
+class LeaseLost(Exception):
+    """This process's lease on a node run was taken over: it must stop and record nothing."""
+
+
+# --- taking a node ---------------------------------------------------------------------------
+@dataclass
+class Claim:
+    """The outcome of taking a node for execution.
+
+    ``execute``: this delivery runs it (``took_over`` when the previous owner died or its lease
+    ran out); ``node_run`` carries the fence, its run and ``outputs`` (node key -> output of
+    every succeeded node of the run). ``done``: it already succeeded, the canvas may go on.
+    ``busy``: a live process executes it. ``stop``: nothing to do (the node or its run has
+    ended). ``missing``: the run has no such node.
+    """
+
+    outcome: str
+    node_run: NodeRun | None = None
+    took_over: bool = False
+    outputs: dict[str, str] | None = None
+
+
+# What a node's execution reads of its node run and of its run (the rest stays deferred).
+_NODE_FIELDS = (
+    "id", "run", "node_key", "node_type", "position", "status", "attempts", "deliveries",
+    "workers_lost", "checkpoint", "fence", "started_at",
+)  # fmt: skip
+_RUN_FIELDS = (
+    "id", "flow", "version", "status", "params", "interval_start", "interval_end", "payload",
+    "limited",
+)  # fmt: skip
+
+
+def _columns(model: type[Any], names: Iterable[str], alias: str) -> str:
+    return ", ".join(f"{alias}.{model._meta.get_field(name).column}" for name in names)
+
+
+# The node as it is now, and its run's status.
+_SEEN = """
+SELECT n.id, n.status, n.fence, n.lease_owner, n.lease_expires_at, r.status AS run_status
+FROM {node} AS n JOIN {run} AS r ON r.id = n.run_id
+WHERE n.run_id = %(run)s AND n.node_key = %(key)s
+"""
+# Claim it: a pending node, or a running one whose lease has run out or whose owner is gone
+# (``gone_fence``: the fence it had when its owner was found gone), in an active run.
+_CLAIM = """
+UPDATE {node} SET
+    status = 'running', attempts = attempts + 1, deliveries = deliveries + 1,
+    workers_lost = workers_lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+    fence = fence + 1, lease_owner = %(owner)s, lease_expires_at = %(expires)s,
+    started_at = %(now)s, heartbeat_at = %(now)s, finished_at = NULL
+WHERE run_id = %(run)s AND node_key = %(key)s
+  AND (status = 'pending'
+       OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s
+                                   OR fence = %(gone_fence)s)))
+  AND EXISTS (SELECT 1 FROM {run} WHERE id = %(run)s AND status IN ('queued', 'running'))
+RETURNING {node_columns}
+"""
+# Start the run if it was queued. (SKIP LOCKED: a run being finished, e.g. cancelled, holds its
+# row and waits for the rows of its pending nodes; waiting for it here, holding this node's
+# row, would deadlock.)
+_START = """
+UPDATE {run} SET status = 'running', started_at = %(now)s
+WHERE id = (SELECT id FROM {run} WHERE id = %(run)s AND status = 'queued'
+              AND EXISTS (SELECT 1 FROM claimed) {skip_locked})
+"""
+# What was seen; when claimed, the node, its run and the outputs of the run's succeeded nodes.
+_TAKEN = """
+SELECT seen.status, seen.fence, seen.lease_owner, seen.run_status, claimed.*, {run_columns},
+       CASE WHEN claimed.id IS NOT NULL THEN
+           (SELECT CAST({json_object_agg}(u.node_key, u.output_ref) AS TEXT) FROM {node} AS u
+            WHERE u.run_id = %(run)s AND u.status = 'succeeded')
+       END
+FROM seen
+LEFT JOIN claimed ON true
+LEFT JOIN {run} AS r ON claimed.id IS NOT NULL AND r.id = %(run)s
+"""
+
+
+def _sql(text: str) -> str:
+    """A statement of this module as this database runs it (rendered once per backend)."""
+    return _rendered(text, connection.vendor)
+
+
+@functools.cache
+def _rendered(text: str, _vendor: str) -> str:
+    return dialect.render(
+        text,
+        node=NodeRun._meta.db_table,
+        run=FlowRun._meta.db_table,
+        node_columns=", ".join(NodeRun._meta.get_field(n).column for n in _NODE_FIELDS),
+        run_columns=_columns(FlowRun, _RUN_FIELDS, "r"),
+    )
+
+
+def take(
+    run_id: str, node_key: str, *, owner: str | None = None, lease_s: float | None = None
+) -> Claim:
+    """Take a run's node for execution: one statement (PostgreSQL) that claims it under a new
+    lease (``running``, ``attempts + 1``, ``deliveries + 1``, ``fence + 1``; a take-over also
+    counts ``workers_lost + 1``), starts a queued run and reads the run and the outputs of its
+    succeeded nodes.
+
+    A node leased by a process of this machine that no longer exists is taken over at once
+    (a second statement); one leased by a live or unknown owner is left to it (``busy``).
+    ``owner``/``lease_s``: whom the lease names and how long it lasts (default: this process,
+    ``FLOWPLATFORM_LEASE_TTL_S``).
+    """
+    claim, seen = _take(run_id, node_key, owner, lease_s, gone_fence=-1)
+    if claim.outcome == "busy" and seen is not None and lease.gone(seen[2]):
+        logger.warning("run %s node %s: its owner %s is gone", run_id, node_key, seen[2])
+        claim, _seen = _take(run_id, node_key, owner, lease_s, gone_fence=seen[1])
+    return claim
+
+
+def _take(
+    run_id: str, node_key: str, owner: str | None, lease_s: float | None, gone_fence: int
+) -> tuple[Claim, tuple[Any, ...] | None]:
+    now = timezone.now()
+    params = {
+        "run": _db_uuid(run_id),
+        "key": node_key,
+        "now": _db_time(now),
+        "owner": owner or lease.owner(),
+        "expires": _db_time(lease.expiry(now, lease_s)),
+        "gone_fence": gone_fence,
+    }
+    rows = dialect.chain(
+        [("seen", _sql(_SEEN)), ("claimed", _sql(_CLAIM)), ("started", _sql(_START))],
+        _sql(_TAKEN),
+        params,
+    )
+    if not rows:
+        return Claim("missing"), None
+    row = rows[0]
+    status, run_status, claimed = row[0], row[3], row[4 : 4 + len(_NODE_FIELDS)]
+    if claimed[0] is None:
+        return Claim(_why_not(status, run_status)), row
+    node_run = _from_row(NodeRun, _NODE_FIELDS, claimed)
+    node_run.run = _from_row(FlowRun, _RUN_FIELDS, row[4 + len(_NODE_FIELDS) : -1])
+    node_run.run.status = RunStatus.RUNNING  # (the statement has made it so if it was queued)
+    outputs = json.loads(row[-1]) if row[-1] else {}
+    return Claim("execute", node_run, status == NodeStatus.RUNNING, outputs), row
+
+
+def _why_not(status: str, run_status: str) -> str:
+    if status == NodeStatus.SUCCEEDED:
+        return "done"
+    if run_status not in ACTIVE_RUN_STATUSES or status not in (
+        NodeStatus.PENDING,
+        NodeStatus.RUNNING,
+    ):
+        return "stop"
+    return "busy"  # (or pending again by a retry since: its retry message takes it)
+
+
+# --- finishing a node ------------------------------------------------------------------------
+#: The fields a finished node may record beside its status.
+_FINISH_FIELDS = frozenset(
+    {"rows_in", "rows_out", "rows_out_by_port", "output_ref", "error", "traceback"}
+)
+
+_FINISH = """
+UPDATE {node} SET status = %(status)s, finished_at = %(now)s, duration_ms = %(duration_ms)s,
+    lease_owner = '', lease_expires_at = NULL{figures}
+WHERE id = %(id)s AND fence = %(fence)s AND status = 'running'
+RETURNING id
+"""
+# The run's last task: close the run when every other node has succeeded.
+_CLOSE = """
+UPDATE {run} SET status = 'succeeded', finished_at = %(now)s,
+    started_at = COALESCE(started_at, %(now)s)
+WHERE id = %(run)s AND status IN ('queued', 'running') AND EXISTS (SELECT 1 FROM finished)
+  AND NOT EXISTS (SELECT 1 FROM {node} AS x
+                  WHERE x.run_id = %(run)s AND x.id <> %(id)s AND x.status <> 'succeeded')
+RETURNING id
+"""
+
+
+def duration_ms(started_at: datetime | None, finished_at: datetime) -> int | None:
+    """A node run's duration as recorded."""
+    if started_at is None:
+        return None
+    return int((finished_at - started_at).total_seconds() * 1000)
+
+
+def finish_node(node_run: NodeRun, status: str, *, close: bool = False, **fields: Any) -> bool:
+    """Move the node, running under ``node_run.fence``, to a final status with its figures
+    (``rows_in``, ``rows_out``, ``rows_out_by_port``, ``output_ref``, ``error``, ``traceback``)
+    and end its lease.
+    False when it was no longer running under that fence (cancelled, failed by a timeout,
+    taken over).
+
+    ``close``: this is the run's last task, and the same statement closes the run when every
+    node has succeeded; otherwise the run fails. The run's end is announced once.
+    """
+    unknown = set(fields) - _FINISH_FIELDS
+    if unknown:
+        raise TypeError(f"finish_node() got unexpected fields {sorted(unknown)}")
+    if close and status != NodeStatus.SUCCEEDED:
+        raise ValueError("only a node that succeeded closes its run (close=True)")
+    if "error" in fields:
+        fields["error"] = clip_error(fields["error"])
+    now = timezone.now()
+    figures = "".join(
+        f", {NodeRun._meta.get_field(name).column} = %({name})s" for name in sorted(fields)
+    )
+    params = {
+        **{
+            name: NodeRun._meta.get_field(name).get_db_prep_value(value, connection)
+            for name, value in fields.items()
+        },
+        "status": status,
+        "now": _db_time(now),
+        "duration_ms": duration_ms(node_run.started_at, now),
+        "id": node_run.pk,
+        "fence": node_run.fence,
+        "run": _db_uuid(node_run.run_id),
+    }
+    steps = [("finished", _sql(_FINISH.replace("{figures}", figures)))]
+    if close:
+        steps.append(("closed", _sql(_CLOSE)))
+        final = "SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM closed)"
+    else:
+        final = "SELECT (SELECT count(*) FROM finished), 0"
+    done, closed = dialect.chain(steps, final, params)[0]
+    if closed:
+        announce_finished(str(node_run.run_id), RunStatus.SUCCEEDED, _cached_run(node_run))
+    elif done and close:
+        close_run(str(node_run.run_id))  # not every node succeeded: it fails the run
+    return bool(done)
+
+
+def _cached_run(node_run: NodeRun) -> FlowRun | None:
+    run = node_run._state.fields_cache.get("run")
+    return run if isinstance(run, FlowRun) else None
+
+
+def fail_node(node_run: NodeRun, error: str, traceback: str = "", skip: Iterable[str] = ()) -> bool:
+    """The node failed for good: record it (with ``traceback``), skip the pending nodes
+    ``skip`` (its descendants) and fail the run with ``node 'KEY' failed: ERROR``, in one
+    transaction. False (and nothing changed) when it was no longer running under its fence."""
+    error = clip_error(error)
+    run_id = str(node_run.run_id)
+    with transaction.atomic():
+        if not _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback):
+            return False
+        skip_nodes(run_id, skip)
+        ended = _end_run(run_id, RunStatus.FAILED, f"node '{node_run.node_key}' failed: {error}")
+    if ended:
+        announce_finished(run_id, RunStatus.FAILED)
+    return True
+
+
+def _finish_orm(node_run: NodeRun, status: str, **fields: Any) -> int:
+    now = timezone.now()
+    return _mine(node_run).update(
+        status=status,
+        finished_at=now,
+        duration_ms=duration_ms(node_run.started_at, now),
+        lease_owner="",
+        lease_expires_at=None,
+        **fields,
+    )
+
+
+def retry_node(node_run: NodeRun, error: str, delay_s: float) -> bool:
+    """Put a failed attempt back to pending (its error kept) and end its lease, before the task
+    is retried. The heartbeat is set to the retry time, so that the reaper does not take the
+    wait for a stall. False when it was no longer running under its fence."""
     return bool(
-        FlowRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=timezone.now()
+        _mine(node_run).update(
+            status=NodeStatus.PENDING,
+            error=clip_error(error),
+            heartbeat_at=timezone.now() + timedelta(seconds=delay_s),
+            lease_owner="",
+            lease_expires_at=None,
         )
     )
 
 
-def finish_run(run_id: str, status: str, error: str = "") -> bool:
-    """Move an active run to a final status; False when it had already finished."""
+def skip_nodes(run_id: str, node_keys: Iterable[str]) -> int:
+    return NodeRun.objects.filter(
+        run_id=run_id, node_key__in=list(node_keys), status=NodeStatus.PENDING
+    ).update(status=NodeStatus.SKIPPED, finished_at=timezone.now())
+
+
+# --- while a node runs -----------------------------------------------------------------------
+def _mine(node_run: NodeRun) -> Any:
+    """The node run while it runs under ``node_run.fence`` (a queryset of it, or of nothing)."""
+    return NodeRun.objects.filter(pk=node_run.pk, fence=node_run.fence, status=NodeStatus.RUNNING)
+
+
+def _renewed(now: datetime) -> Case:
+    """The lease's expiry moved to now + TTL (never earlier than it was)."""
+    expires = lease.expiry(now)
+    return Case(
+        When(lease_expires_at__gt=expires, then=F("lease_expires_at")), default=Value(expires)
+    )
+
+
+def heartbeat(node_run: NodeRun, **progress: Any) -> bool:
+    """Renew the node's lease (and record ``rows_in``/``rows_out`` so far). False when it is no
+    longer running under its fence."""
     now = timezone.now()
+    return bool(
+        _mine(node_run).update(heartbeat_at=now, lease_expires_at=_renewed(now), **progress)
+    )
+
+
+def save_checkpoint(node_run: NodeRun, value: Any) -> bool:
+    """Store where a re-delivered node resumes from (and renew its lease). False when it is no
+    longer running under its fence."""
+    now = timezone.now()
+    return bool(
+        _mine(node_run).update(checkpoint=value, heartbeat_at=now, lease_expires_at=_renewed(now))
+    )
+
+
+def heartbeat_many(leases: Mapping[int, int]) -> set[int]:
+    """Renew the leases of several node runs (id -> fence) in one statement; the ids still held
+    (a missing one was taken over, or has ended)."""
+    if not leases:
+        return set()
+    held = Q()
+    for pk, fence in leases.items():
+        held |= Q(pk=pk, fence=fence)
+    now = timezone.now()
+    mine = NodeRun.objects.filter(held, status=NodeStatus.RUNNING)
+    if mine.update(heartbeat_at=now, lease_expires_at=_renewed(now)) == len(leases):
+        return set(leases)
+    return set(mine.values_list("pk", flat=True))
+
+
+def add_rows(deltas: Mapping[NodeRun, tuple[int, int]]) -> int:
+    """Add (rows in, rows out) to several node runs running under their fences, and renew
+    their leases, in one statement.
+
+    The rows are locked in whatever order the plan visits them, so two such statements on the
+    same rows may deadlock; PostgreSQL then fails one, which progress writers skip."""
+    if not deltas:
+        return 0
+    held = Q()
+    for node_run in deltas:
+        held |= Q(pk=node_run.pk, fence=node_run.fence)
+
+    def added(position: int) -> Case:
+        steps = [When(pk=nr.pk, then=Value(delta[position])) for nr, delta in deltas.items()]
+        return Case(*steps, default=Value(0))
+
+    now = timezone.now()
+    return NodeRun.objects.filter(held, status=NodeStatus.RUNNING).update(
+        heartbeat_at=now,
+        lease_expires_at=_renewed(now),
+        rows_in=F("rows_in") + added(0),
+        rows_out=F("rows_out") + added(1),
+    )
+
+
+def hand_over(node_run: NodeRun, owner: str, lease_s: float) -> bool:
+    """Give the node's lease, fence unchanged, to ``owner`` for ``lease_s`` seconds (a source
+    handing its stretch to the tasks of its fan-out)."""
+    return bool(
+        _mine(node_run).update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s))
+    )
+
+
+# --- runs ------------------------------------------------------------------------------------
+def finish_run(run_id: str, status: str, error: str = "") -> bool:
+    """Move an active run to a final status (its pending nodes skipped); False when it had
+    already finished. The run's end is announced once."""
     with transaction.atomic():
-        changed = FlowRun.objects.filter(id=run_id, status__in=ACTIVE_RUN_STATUSES).update(
-            status=status, finished_at=now, error=error[:10000]
-        )
-        if changed:
-            FlowRun.objects.filter(id=run_id, started_at__isnull=True).update(started_at=now)
-            NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
-                status=NodeStatus.SKIPPED, finished_at=now
-            )
+        changed = _end_run(run_id, status, error)
     if changed:
         announce_finished(run_id, status)
+    return changed
+
+
+def _end_run(run_id: str, status: str, error: str) -> bool:
+    now = timezone.now()
+    changed = FlowRun.objects.filter(id=run_id, status__in=ACTIVE_RUN_STATUSES).update(
+        status=status, finished_at=now, error=clip_error(error)
+    )
+    if changed:
+        FlowRun.objects.filter(id=run_id, started_at__isnull=True).update(started_at=now)
+        NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
+            status=NodeStatus.SKIPPED, finished_at=now
+        )
     return bool(changed)
 
 
@@ -84,128 +470,58 @@ def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> N
             logger.error("run %s: %s failed on run_finished: %s", run_id, receiver, result)
 
 
-@dataclass
-class Claim:
-    """The outcome of claiming a node for execution.
-
-    ``execute``: run it (``took_over`` when an earlier delivery died mid-execution);
-    ``done``: it already succeeded, the canvas may go on; ``stop``: nothing to do here.
-    A claim by ``flows.engine.fastpath.take_node`` also carries ``outputs``, the output of every
-    succeeded node of the run (otherwise they are read when the node executes).
-    """
-
-    outcome: str
-    node_run: NodeRun | None = None
-    took_over: bool = False
-    outputs: dict[str, str] | None = None
-
-
-def claim_node(node_run_id: int) -> Claim:
-    """Take a node for execution. Call it while holding the node's lease (``NodeLease``).
-
-    (On PostgreSQL a pending node is claimed by ``flows.engine.fastpath.take_node``; this
-    serves embedded mode, take-overs and the partitions of a fan-out.)
-    """
+def mark_redispatched(run_id: str, seen: datetime | None) -> int:
+    """Count a re-dispatch of a stalled run whose last re-dispatch was at ``seen``; the new
+    count (0 if the run is not active, or another reaper has just re-dispatched it)."""
     with transaction.atomic():
-        node_run = NodeRun.objects.select_for_update().select_related("run").get(pk=node_run_id)
-        NodeRun.objects.filter(pk=node_run_id).update(deliveries=F("deliveries") + 1)
-        if node_run.status == NodeStatus.SUCCEEDED:
-            return Claim("done", node_run)
-        if node_run.run.status not in ACTIVE_RUN_STATUSES or node_run.status not in (
-            NodeStatus.PENDING,
-            NodeStatus.RUNNING,
-        ):
-            return Claim("stop", node_run)
-        took_over = node_run.status == NodeStatus.RUNNING
-        now = timezone.now()
-        NodeRun.objects.filter(pk=node_run_id).update(
-            status=NodeStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            workers_lost=F("workers_lost") + int(took_over),
-            started_at=now,
-            heartbeat_at=now,
-            finished_at=None,
-        )
-    node_run.refresh_from_db()
-    return Claim("execute", node_run, took_over)
-
-
-def retry_node(node_run: NodeRun, error: str, delay_s: float) -> bool:
-    """Put a failed attempt back to pending (its error kept) before the task is retried.
-
-    The heartbeat is set to the retry time, so the reaper does not take the wait for a stall.
-    """
-    return bool(
-        NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.RUNNING).update(
-            status=NodeStatus.PENDING,
-            error=error[:10000],
-            heartbeat_at=timezone.now() + timedelta(seconds=delay_s),
-        )
-    )
-
-
-def mark_redispatched(run_id: str) -> int:
-    """Count a re-dispatch of a stalled run; returns the new count (0 if it is not active)."""
-    with transaction.atomic():
-        changed = FlowRun.objects.filter(id=run_id, status__in=ACTIVE_RUN_STATUSES).update(
-            redispatches=F("redispatches") + 1, redispatched_at=timezone.now()
-        )
+        changed = FlowRun.objects.filter(
+            id=run_id, status__in=ACTIVE_RUN_STATUSES, redispatched_at=seen
+        ).update(redispatches=F("redispatches") + 1, redispatched_at=timezone.now())
         if not changed:
             return 0
         return FlowRun.objects.values_list("redispatches", flat=True).get(id=run_id)
 
 
-def save_checkpoint(node_run_id: int, value: Any) -> None:
-    NodeRun.objects.filter(pk=node_run_id, status=NodeStatus.RUNNING).update(
-        checkpoint=value, heartbeat_at=timezone.now()
+# --- values in and out of raw statements (model metadata; no backend named here) -------------
+def _db_uuid(value: Any) -> Any:
+    return FlowRun._meta.pk.get_db_prep_value(value, connection)
+
+
+def _db_time(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _from_row(model: type[Any], names: tuple[str, ...], values: Sequence[Any]) -> Any:
+    """A model instance from raw column values of the fields ``names`` (the other fields
+    deferred), converted as the ORM converts them."""
+    order, columns = _conversions(model, names, connection.alias, connection.vendor)
+    converted = list(values)
+    for position, column, converters in columns:
+        value = converted[position]
+        if value is not None:
+            for converter in converters:
+                value = converter(value, column, connection)
+            converted[position] = value
+    return model.from_db(
+        connection.alias, [attname for attname, _ in order], [converted[i] for _, i in order]
     )
 
 
-def heartbeat(node_run_id: int, **progress: Any) -> None:
-    NodeRun.objects.filter(pk=node_run_id, status=NodeStatus.RUNNING).update(
-        heartbeat_at=timezone.now(), **progress
-    )
-
-
-def add_rows(deltas: Mapping[int, tuple[int, int]]) -> int:
-    """Add (rows in, rows out) to several running node runs, and beat them, in one statement.
-
-    The rows are locked in whatever order the plan visits them, so two such statements on the
-    same rows may deadlock; PostgreSQL then fails one, which progress writers skip."""
-    if not deltas:
-        return 0
-
-    def added(position: int) -> Case:
-        steps = [When(pk=pk, then=Value(delta[position])) for pk, delta in deltas.items()]
-        return Case(*steps, default=Value(0))
-
-    return NodeRun.objects.filter(pk__in=list(deltas), status=NodeStatus.RUNNING).update(
-        heartbeat_at=timezone.now(),
-        rows_in=F("rows_in") + added(0),
-        rows_out=F("rows_out") + added(1),
-    )
-
-
-def heartbeat_many(node_run_ids: list[int]) -> int:
-    return NodeRun.objects.filter(pk__in=node_run_ids, status=NodeStatus.RUNNING).update(
-        heartbeat_at=timezone.now()
-    )
-
-
-def finish_node(node_run: NodeRun, status: str, **fields: Any) -> bool:
-    """Move a running node to a final status with its figures (rows, output, error)."""
-    now = timezone.now()
-    duration_ms = (
-        int((now - node_run.started_at).total_seconds() * 1000) if node_run.started_at else None
-    )
-    return bool(
-        NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.RUNNING).update(
-            status=status, finished_at=now, duration_ms=duration_ms, **fields
-        )
-    )
-
-
-def skip_nodes(run_id: str, node_keys: Iterable[str]) -> int:
-    return NodeRun.objects.filter(
-        run_id=run_id, node_key__in=list(node_keys), status=NodeStatus.PENDING
-    ).update(status=NodeStatus.SKIPPED, finished_at=timezone.now())
+@functools.cache
+def _conversions(model: type[Any], names: tuple[str, ...], _alias: str, _vendor: str) -> Any:
+    """For ``_from_row``: the fields in the model's order (attname, position in ``names``), and
+    the converters of each field that has some."""
+    fields = [model._meta.get_field(name) for name in names]
+    position = {field.attname: i for i, field in enumerate(fields)}
+    order = [
+        (f.attname, position[f.attname])
+        for f in model._meta.concrete_fields
+        if f.attname in position
+    ]
+    columns = []
+    for i, field in enumerate(fields):
+        column = field.get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            columns.append((i, column, converters))
+    return order, columns

@@ -89,35 +89,28 @@ _resolved_lock = threading.Lock()
 
 def _graph_state(flow: Flow) -> tuple[str, int | None]:
     """Everything of the stored graph a version is made of (as one comparable string) and the
-    id of the flow's latest version; one query on PostgreSQL."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_GRAPH_STATE_SQL, {"flow": flow.pk})
-            nodes, edges, latest_id = cursor.fetchone()
-        return f"{flow.run_timeout_s}|{nodes}|{edges}", latest_id
-    node_rows = FlowNode.objects.filter(flow=flow).order_by("position", "id")
-    edge_rows = FlowEdge.objects.filter(flow=flow).order_by("position", "id")
-    key = json.dumps(
-        [
-            flow.run_timeout_s,
-            list(node_rows.values_list("id", "key", "type", "config", "policy")),
-            list(edge_rows.values_list("source_id", "source_port", "target_id", "target_port")),
-        ],
-        default=str,  # keys in their order, as the json text PostgreSQL's query compares
-    )
-    return key, flow.versions.order_by("-number").values_list("id", flat=True).first()
+    id of the flow's latest version, in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_GRAPH_STATE_SQL, {"flow": flow.pk})
+        rows = cursor.fetchall()
+    latest_id = next((row[2] for row in rows if row[0] == 2), None)
+    graph = [row for row in rows if row[0] != 2]
+    return json.dumps([flow.run_timeout_s, graph], default=str), latest_id
 
 
-# Table names come from model metadata; the flow id is a bound parameter.
+# The flow's node rows, edge rows and latest version, as rows of one shape (part, order, id,
+# then text columns). Table names come from model metadata; the flow id is a bound parameter.
 _GRAPH_STATE_SQL = f"""
-SELECT
-  (SELECT json_agg(json_build_array(id, key, type, config, policy) ORDER BY position, id)::text
-   FROM {FlowNode._meta.db_table} WHERE flow_id = %(flow)s),
-  (SELECT json_agg(json_build_array(source_id, source_port, target_id, target_port)
-                   ORDER BY position, id)::text
-   FROM {FlowEdge._meta.db_table} WHERE flow_id = %(flow)s),
-  (SELECT id FROM {FlowVersion._meta.db_table} WHERE flow_id = %(flow)s
-   ORDER BY number DESC LIMIT 1)
+SELECT 0, position, id, key, type, CAST(config AS TEXT), CAST(policy AS TEXT)
+FROM {FlowNode._meta.db_table} WHERE flow_id = %(flow)s
+UNION ALL
+SELECT 1, position, id, CAST(source_id AS TEXT), source_port, CAST(target_id AS TEXT), target_port
+FROM {FlowEdge._meta.db_table} WHERE flow_id = %(flow)s
+UNION ALL
+SELECT 2, number, id, NULL, NULL, NULL, NULL
+FROM (SELECT number, id FROM {FlowVersion._meta.db_table} WHERE flow_id = %(flow)s
+      ORDER BY number DESC LIMIT 1) AS latest
+ORDER BY 1, 2, 3
 """  # noqa: S608
 
 

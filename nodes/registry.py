@@ -13,6 +13,7 @@ import threading
 from importlib import import_module
 from importlib.metadata import entry_points
 
+from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,16 @@ class NodeRegistry:
     def get(self, type_name: str) -> type[Node] | None:
         self.load()
         return self._types.get(type_name)
+
+    def require(self, type_name: str) -> type[Node]:
+        """The node class to execute ``type_name``; a permanent ``NodeError`` when this
+        process does not have it (a retry on the same worker cannot help)."""
+        cls = self.get(type_name)
+        if cls is None:
+            raise NodeError(
+                f"node type '{type_name}' is not installed on this worker", permanent=True
+            )
+        return cls
 
     def types(self) -> dict[str, type[Node]]:
         self.load()

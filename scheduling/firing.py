@@ -26,6 +26,7 @@ from django.utils import timezone
 from flows.access import AccessDenied
 from flows.models import ACTIVE_RUN_STATUSES, Flow, Trigger
 from flows.services import DispatchError, start_run
+from flows.transitions import clip_error
 from flows.validation import FlowValidationError
 from scheduling.access import orphaned_reason
 from scheduling.models import (
@@ -253,13 +254,13 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
                     user=schedule.owner,  # None here: run_as_operator (set up by an operator)
                 )
         except AccessDenied as exc:
-            record.state, record.error = ScheduledRunState.FAILED, str(exc)[:10000]
+            record.state, record.error = ScheduledRunState.FAILED, clip_error(str(exc))
             record.save(update_fields=["state", "error"])
             logger.warning("schedule %s: interval not run: %s", schedule.pk, exc)
             outcome.failed.append(record)
             continue
         except FlowValidationError as exc:
-            record.state, record.error = ScheduledRunState.FAILED, str(exc)[:10000]
+            record.state, record.error = ScheduledRunState.FAILED, clip_error(str(exc))
             record.save(update_fields=["state", "error"])
             logger.warning("schedule %s: flow is invalid, interval not run: %s", schedule.pk, exc)
             outcome.failed.append(record)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +31,18 @@ hypothesis_settings.load_profile("flowplatform")
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgres://postgres@127.0.0.1:5432"
+#: Set (to anything) to reach the test database through a PgBouncer in transaction mode,
+#: from the test process and from the workers it starts (``make test`` runs the engine and
+#: fault tests so).
+PGBOUNCER = "FLOWPLATFORM_TEST_PGBOUNCER"
+
+
+def platform_db_url(db_name: str | None = None) -> str:
+    """The URL of the test database (or ``db_name``) as the test process reaches it now:
+    PostgreSQL itself, or the PgBouncer in front of it."""
+    db = settings.DATABASES["default"]
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{db.get('USER') or 'postgres'}@{host}:{port}/{db_name or db['NAME']}"
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: str = "") -> Any:
@@ -56,7 +71,7 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": f"{PG_URL}/{db_name}",
+            "DATABASE_URL": platform_db_url(db_name),
             **(extra_env or {}),
         }
         self.args = [
@@ -105,6 +120,90 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class PgBouncer:
+    """A real ``pgbouncer`` in transaction mode on a loopback port, in front of the local
+    PostgreSQL (Debian's package: no prepared statements in this mode)."""
+
+    def __init__(self) -> None:
+        # (its own directory under /tmp: when run as root, pgbouncer drops to postgres)
+        self.dir = Path(tempfile.mkdtemp(prefix="flowplatform-pgbouncer-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PgBouncer:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            pytest.fail(
+                f"{PGBOUNCER} is set, but pgbouncer is not installed (apt-get install pgbouncer)"
+            )
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            "[databases]\n* = host=127.0.0.1 port=5432\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\n"
+            "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 40\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+        )
+        args = [binary, str(self.dir / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "postgres")
+            args[1:1] = ["-u", "postgres"]
+        log = (self.dir / "pgbouncer.log").open("ab")
+        self.process = subprocess.Popen(
+            args, cwd=self.dir, stdout=log, stderr=log, start_new_session=True
+        )
+        wait_until(self._accepts, 15, 0.1, f"pgbouncer did not start; see {self.dir}")
+        return self
+
+    def _accepts(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"pgbouncer exited with {self.process.returncode}; see {self.dir}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _route_platform_db(host: str, port: int) -> None:
+    from django.db import connections
+
+    for entry in (settings.DATABASES["default"], connections["default"].settings_dict):
+        entry["HOST"], entry["PORT"] = host, str(port)
+    connections.close_all()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The test database (pytest-django's); with ``FLOWPLATFORM_TEST_PGBOUNCER`` set, reached
+    through a PgBouncer in transaction mode for the whole session (created and dropped
+    directly)."""
+    if not os.environ.get(PGBOUNCER):
+        yield
+        return
+    bouncer = PgBouncer().start()
+    with django_db_blocker.unblock():
+        _route_platform_db("127.0.0.1", bouncer.port)
+    try:
+        yield
+    finally:
+        with django_db_blocker.unblock():
+            _route_platform_db("127.0.0.1", 5432)
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -45,3 +45,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # WhiteNoise expects the collected static directory; the tests serve none from it.
 Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+# On SQLite (the embedded path: make test runs the tests marked ``embedded`` there), the test
+# database is a file, as the embedded mode's is: an in-memory database shared between threads
+# (the heartbeat's and the test's) locks whole tables instead of waiting.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(os.environ["FLOWPLATFORM_VAR_DIR"], "test.sqlite3")
+    }

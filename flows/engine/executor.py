@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flows import transitions
-from flows.engine import fastpath
+from flows.engine import heartbeat
 from flows.engine.handoff import (
     Part,
     flow_data_storage,
@@ -84,12 +84,14 @@ class RowCounter:
 
 
 class Progress:
-    """Heartbeats and live row counts, written at most every ``PROGRESS_EVERY_S`` seconds."""
+    """Live row counts (which renew the node's lease), written at most every
+    ``PROGRESS_EVERY_S`` seconds. Raises ``RunCancelled`` once the run is cancelled, and
+    ``transitions.LeaseLost`` once another delivery has taken the node over."""
 
     def __init__(
-        self, node_run_id: int, rows_in: RowCounter, cancelled: CancelProbe | None = None
+        self, node_run: NodeRun, rows_in: RowCounter, cancelled: CancelProbe | None = None
     ) -> None:
-        self.node_run_id = node_run_id
+        self.node_run = node_run
         self.rows_in = rows_in
         self.rows_out = 0
         self.cancelled = cancelled
@@ -103,9 +105,10 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= PROGRESS_EVERY_S:
                 self._last = now
-                transitions.heartbeat(
-                    self.node_run_id, rows_in=self.rows_in.rows, rows_out=self.rows_out
-                )
+                if heartbeat.lost(self.node_run.pk) or not transitions.heartbeat(
+                    self.node_run, rows_in=self.rows_in.rows, rows_out=self.rows_out
+                ):
+                    raise transitions.LeaseLost()
             yield batch
 
 
@@ -174,11 +177,7 @@ def node_spec(definition: dict[str, Any], key: str) -> dict[str, Any]:
 
 def build_node(spec: dict[str, Any]) -> Node:
     """The node instance for a definition entry; a permanent NodeError if its type is missing."""
-    cls = registry.get(spec["type"])
-    if cls is None:
-        raise NodeError(
-            f"node type '{spec['type']}' is not installed on this worker", permanent=True
-        )
+    cls = registry.require(spec["type"])
     try:
         return cls(spec["config"])
     except ValidationError as exc:
@@ -225,10 +224,9 @@ def make_context(
     the node redacts what it records and raises with it."""
     checkpoints: dict[str, Any] = {}
     if node_run is not None:
-        pk = node_run.pk
         checkpoints = {
             "checkpoint": node_run.checkpoint,
-            "save_checkpoint": lambda value: transitions.save_checkpoint(pk, value),
+            "save_checkpoint": lambda value: _save_checkpoint(node_run, value),
         }
     return ExecutionContext(
         run_id=str(run.id),
@@ -239,7 +237,7 @@ def make_context(
         interval_end=run.interval_end,
         attempt=attempt,
         logger=logging.getLogger(f"flowplatform.node.{spec['type']}"),
-        connection_lookup=fastpath.lookup_connection if fastpath.available() else lookup_connection,
+        connection_lookup=lookup_connection,
         storage=flow_data_storage(),
         is_cancelled=is_cancelled,
         partition=partition,
@@ -247,6 +245,13 @@ def make_context(
         payload=run.payload,
         **checkpoints,
     )
+
+
+def _save_checkpoint(node_run: NodeRun, value: Any) -> None:
+    """A node's checkpoint, saved only while its lease is this process's: a node taken over
+    stops at its next checkpoint (so it sends nothing more the new owner sends too)."""
+    if not transitions.save_checkpoint(node_run, value):
+        raise transitions.LeaseLost()
 
 
 def upstream_streams(
@@ -306,7 +311,7 @@ def execute_node(
     context = make_context(
         run, spec, node_run.attempts, cancelled, node_run=node_run, redactor=redactor
     )
-    progress = Progress(node_run.pk, rows_in, cancelled)
+    progress = Progress(node_run, rows_in, cancelled)
     output = progress.wrap(node.run(context, inputs))
     rows = partition_rows(spec)
     try:

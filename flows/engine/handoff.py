@@ -303,11 +303,7 @@ def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[AnyBatch]:
     from nodes.registry import registry
     from nodes.sdk import ExecutionContext
 
-    cls = registry.get(recipe["type"])
-    if cls is None:
-        message = f"node type '{recipe['type']}' is not installed on this worker"
-        raise NodeError(message, permanent=True)
-    node = cls(recipe["config"])
+    node = registry.require(recipe["type"])(recipe["config"])
     context = ExecutionContext(node_key=recipe["key"], storage=storage)
     yield from node.run(context, {recipe["port"]: read_output(recipe["input"], storage)})
 

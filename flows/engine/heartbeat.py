@@ -1,8 +1,10 @@
 """Background heartbeats for running nodes, independent of how fast their batches come.
 
-One daemon thread per process touches ``NodeRun.heartbeat_at`` of every node executing in the
-process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement; starting and ending a node's
-heartbeat costs no thread and no query.
+One daemon thread per process renews the lease (``flows.engine.lease``) of every node executing
+in the process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement; starting and ending a
+node's heartbeat costs no thread and no query. A lease found taken over is remembered
+(:func:`lost`): the node's own progress then stops it. With no node executing, the thread holds
+no database connection.
 
 The same thread stops a node that ignores Cancel (busy in CPU, between two batches for too
 long): every second it looks for runs of its nodes cancelled more than
@@ -49,14 +51,18 @@ class _Beater:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.beating: dict[int, int] = {}  # node run id -> nesting count
+        self.fences: dict[int, int] = {}  # node run id -> fence of its lease
         self.tasks: dict[int, str] = {}  # node run id -> id of the task executing it
+        self.lost: set[int] = set()  # node runs whose lease was taken over
         self.terminated: set[str] = set()
         self.thread: threading.Thread | None = None
         self.pid = 0
 
-    def add(self, node_run_id: int, task_id: str | None = None) -> None:
+    def add(self, node_run_id: int, fence: int, task_id: str | None = None) -> None:
         with self.lock:
             self.beating[node_run_id] = self.beating.get(node_run_id, 0) + 1
+            self.fences[node_run_id] = fence
+            self.lost.discard(node_run_id)
             if task_id is not None:
                 self.tasks.setdefault(node_run_id, task_id)
             if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
@@ -72,7 +78,9 @@ class _Beater:
                 self.beating[node_run_id] = count
             else:
                 self.beating.pop(node_run_id, None)
+                self.fences.pop(node_run_id, None)
                 self.tasks.pop(node_run_id, None)
+                self.lost.discard(node_run_id)
 
     def _beat(self) -> None:
         interval = settings.FLOWPLATFORM_HEARTBEAT_S
@@ -81,16 +89,18 @@ class _Beater:
         while True:
             time.sleep(tick)
             with self.lock:
-                ids = list(self.beating)
+                leases = dict(self.fences)
                 tasks = dict(self.tasks)
-            if not ids:
+            if not leases:
                 with contextlib.suppress(DatabaseError):
                     connection.close()  # idle: hold no database connection (none: no-op)
                 continue
             try:
                 if time.monotonic() - last_beat >= interval:
                     last_beat = time.monotonic()
-                    transitions.heartbeat_many(ids)
+                    held = transitions.heartbeat_many(leases)
+                    with self.lock:
+                        self.lost.update(pk for pk in leases if pk not in held)
                 if tasks:
                     self._stop_cancelled(tasks)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
@@ -110,6 +120,8 @@ class _Beater:
         )
         for node_run in overdue:
             task_id = tasks[node_run.pk]
+            if node_run.fence != self.fences.get(node_run.pk):
+                continue  # taken over: no longer this process's to stop
             if task_id in self.terminated:
                 continue
             with self.lock:
@@ -139,20 +151,23 @@ _beater = _Beater()
 
 
 class Heartbeat:
-    """Keeps ``NodeRun.heartbeat_at`` fresh while the node runs (a context manager)."""
+    """Keeps the lease of a node run executing in this process alive (a context manager)."""
 
-    def __init__(self, node_run_id: int) -> None:
-        self.node_run_id = node_run_id
+    def __init__(self, node_run: NodeRun) -> None:
+        self.node_run = node_run
 
     def __enter__(self) -> Heartbeat:
-        # SQLite (embedded mode) runs one process and would lock under a second writer.
-        if connection.vendor == "postgresql":
-            _beater.add(self.node_run_id, _running_task_id())
+        _beater.add(self.node_run.pk, self.node_run.fence, _running_task_id())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if connection.vendor == "postgresql":
-            _beater.remove(self.node_run_id)
+        _beater.remove(self.node_run.pk)
+
+
+def lost(node_run_id: int) -> bool:
+    """Whether the heartbeat found this process's lease on the node run taken over."""
+    with _beater.lock:
+        return node_run_id in _beater.lost
 
 
 def _running_task_id() -> str | None:

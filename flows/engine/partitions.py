@@ -35,7 +35,7 @@ from typing import Any
 
 from celery import Task, chord, shared_task
 from celery.canvas import Signature
-from celery.exceptions import Ignore
+from django.conf import settings
 from django.db import DatabaseError
 
 from flowplatform import telemetry
@@ -63,7 +63,7 @@ from flows.engine.handoff import (
     write_manifest,
 )
 from flows.engine.heartbeat import Heartbeat
-from flows.engine.lease import NodeLease
+from flows.engine.lease import FAN_OUT
 from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
@@ -144,7 +144,8 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
         return None
     # From here the fan-out owns the source: a later delivery of its run_node (a duplicate, a
     # re-dispatch) must not start a second one (see tasks._inside_fan_out).
-    transitions.save_checkpoint(node_run.pk, {FANNED_OUT: True})
+    transitions.save_checkpoint(node_run, {FANNED_OUT: True})
+    transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
     return chord(
         [produce_partitions.si(run_id, node_run.node_key, stretch)],
         join_partitions.s(run_id, node_run.node_key, stretch),
@@ -176,14 +177,15 @@ def _slices(
 
 
 def _claim(run_id: str, node_key: str) -> bool:
-    pk = NodeRun.objects.values_list("pk", flat=True).get(run_id=run_id, node_key=node_key)
-    lease = NodeLease(pk)
-    if not lease.acquire():
-        return False  # a delivery of its own task is executing it: let that one go on
-    try:
-        return transitions.claim_node(pk).outcome == "execute"
-    finally:
-        lease.release()
+    """Take a node of the stretch for the fan-out (False: a delivery of its own task is
+    executing it, let that one go on). The fan-out's tasks hold it until the join."""
+    claim = transitions.take(run_id, node_key, owner=FAN_OUT, lease_s=_fan_out_lease_s())
+    return claim.outcome == "execute"
+
+
+def _fan_out_lease_s() -> float:
+    """How long the fan-out holds its nodes: as long as a task may run."""
+    return float(settings.FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S)
 
 
 def derived(definition: dict[str, Any], key: str, stretch: list[str]) -> bool:
@@ -242,10 +244,6 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
     starter = _Starter(self, run_id, source, stretch)
-    lease = NodeLease(node_run.pk)
-    # In embedded mode the run_node task this replaces holds the lease, in this very process.
-    if not self.request.is_eager and not _acquire(lease):
-        raise Ignore()  # a duplicate delivery: the live one owns the fan-out
     sliced = False
     redactor = Redactor()
     try:
@@ -253,7 +251,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
         rows = fan_out_rows(spec) or 1
         slices = _slices(node_run, spec, rows, [source, *stretch], redactor)
         sliced = slices is not None
-        with Heartbeat(node_run.pk), redaction.scope(redactor):
+        with Heartbeat(node_run), redaction.scope(redactor):
             if slices is not None:
                 _start_slices(starter, slices, rows)
             else:
@@ -270,8 +268,6 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
             transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
             raise PartitionStopped(f"run {run_id} ended") from None
         _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch], redactor)
-    finally:
-        lease.release()
     if not sliced:
         transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **outcome.figures())
     return {"source": source, "partitions": starter.count, "done": starter.done, "sliced": sliced}
@@ -288,16 +284,6 @@ def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
                     permanent=True,
                 )
             starter.start(index, slice_)
-
-
-def _acquire(lease: NodeLease, timeout_s: float = 10.0) -> bool:
-    # The replaced run_node task may still hold the lease for a moment after sending us.
-    deadline = time.monotonic() + timeout_s
-    while not lease.acquire():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # --- one partition through the stretch -------------------------------------------------------
@@ -322,7 +308,7 @@ def run_partition(
     )
     try:
         # One live node of the fan-out keeps the reaper away while partitions are running.
-        with Heartbeat(node_runs[fan[0]].pk), redaction.scope(pipeline.redactor), observed as seen:
+        with Heartbeat(node_runs[fan[0]]), redaction.scope(pipeline.redactor), observed as seen:
             if slice_ is not None:
                 batches = pipeline.read_slice(source, slice_)
             else:
@@ -374,7 +360,7 @@ class _Pipeline:
     def drain(self, source: Iterable[AnyBatch], stretch: list[str]) -> None:
         definition = self.run.version.definition
         # (the source's slice, when read here, counts first, as it was staged first)
-        progress = _Progress([self.node_runs[key].pk for key in [*self.counters, *stretch]])
+        progress = _Progress([self.node_runs[key] for key in [*self.counters, *stretch]])
         stream = source
         for key in stretch:
             stored = not derived(definition, key, stretch)
@@ -441,9 +427,9 @@ class _Progress:
     all nodes in one statement. Progress is only shown: a failed write is skipped (the join
     records the exact figures)."""
 
-    def __init__(self, node_run_ids: list[int]) -> None:
-        self.ids = node_run_ids
-        self.sent = [(0, 0)] * len(node_run_ids)
+    def __init__(self, node_runs: list[NodeRun]) -> None:
+        self.node_runs = node_runs
+        self.sent = [(0, 0)] * len(node_runs)
         self._last = time.monotonic()
 
     def tick(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
@@ -454,8 +440,8 @@ class _Progress:
         self._last = time.monotonic()
         now = [(rows_in.rows, rows_out.rows) for rows_in, rows_out in counters]
         deltas = {
-            node_run_id: (rows[0] - sent[0], rows[1] - sent[1])
-            for node_run_id, rows, sent in zip(self.ids, now, self.sent, strict=False)
+            node_run: (rows[0] - sent[0], rows[1] - sent[1])
+            for node_run, rows, sent in zip(self.node_runs, now, self.sent, strict=False)
             if rows != sent
         }
         try:
@@ -542,7 +528,7 @@ def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str], redactor
     """
     message, tb = redactor.redact(message), redactor.redact(tb)
     run_id = str(node_run.run_id)
-    transitions.finish_node(node_run, NodeStatus.FAILED, error=message[:10000], traceback=tb)
+    transitions.finish_node(node_run, NodeStatus.FAILED, error=message, traceback=tb)
     definition = FlowRun.objects.select_related("version").get(id=run_id).version.definition
     downstream = Graph.from_definition(definition).descendants(node_run.node_key)
     others = NodeRun.objects.filter(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import traceback
 from typing import Any
 
@@ -14,7 +13,6 @@ from django.conf import settings
 from flowplatform import telemetry
 from flows import transitions
 from flows.definition import NodePolicy
-from flows.engine import fastpath
 from flows.engine.executor import (
     Outcome,
     RunCancelled,
@@ -23,10 +21,10 @@ from flows.engine.executor import (
     node_spec,
 )
 from flows.engine.heartbeat import Heartbeat
-from flows.engine.lease import NodeLease
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes import redaction
+from nodes.backoff import jittered_backoff
 from nodes.redaction import Redactor
 from nodes.sdk import NodeError
 
@@ -45,75 +43,37 @@ class NodeFailed(Exception):
     max_retries=None,
 )
 def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
-    """Execute one node of a run. Safe to deliver twice: it never runs twice at once, a finished
-    node is not run again, and a delivery whose worker died is taken over by the next one.
+    """Execute one node of a run: take it (``transitions.take``), execute it, finish it
+    (``transitions.finish_node``), or retry or fail it. Safe to deliver twice: it never runs
+    twice at once, a finished node is not run again, and a delivery whose worker died is taken
+    over by the next one.
 
     ``close``: this is the run's last task; it ends the run once the node has succeeded.
     """
-    taken = _take(run_id, node_key)
-    if taken is None:
-        raise Ignore()
-    if taken.status == NodeStatus.SUCCEEDED:  # a duplicate delivery, or run by its partitions
+    claim = transitions.take(run_id, node_key)
+    if claim.outcome == "done":  # a duplicate delivery, or run by its partitions
         if close:
             transitions.close_run(run_id)
         return node_key  # let the canvas go on
-    if taken.lease is None:
-        if taken.status in (NodeStatus.PENDING, NodeStatus.RUNNING):
-            logger.info(
-                "run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key
-            )
+    if claim.outcome == "busy":
+        logger.info("run %s node %s is executing elsewhere; duplicate dropped", run_id, node_key)
+    if claim.outcome != "execute" or claim.node_run is None:
         raise Ignore()
-    lease = taken.lease
-    try:
-        claim = taken.claim
-        if claim is None:
-            if taken.status == NodeStatus.RUNNING and _inside_fan_out(taken.node_run_id):
-                # Its partitions run it; a second, whole execution would send its records twice.
-                raise Ignore()
-            claim = transitions.claim_node(taken.node_run_id)
-        if claim.outcome == "done":
-            if close:
-                transitions.close_run(run_id)
-            return node_key
-        if claim.outcome == "stop" or claim.node_run is None:
-            raise Ignore()
-        node_run = claim.node_run
-        if (replaced := _prepare(self, claim)) is not None:
-            return replaced  # (in embedded mode) the fan-out's result, after it ran
-        outcome = _execute(self, node_run, claim.outputs, lease)
-        figures = outcome.figures()
-        if fastpath.available():
-            done, closed = fastpath.finish_succeeded(node_run, lease, close=close, **figures)
-        else:
-            done = transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **figures)
-            closed = False
-        if not done:  # cancelled, or failed by a timeout, while it ran
-            logger.warning("run %s node %s finished, but the run had ended", run_id, node_key)
-            raise Ignore()
-        logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
-        if closed:
-            # closed by the fast path: announced here, once
-            transitions.announce_finished(
-                run_id, RunStatus.SUCCEEDED, node_run._state.fields_cache.get("run")
-            )
-        elif close:
-            transitions.close_run(run_id)  # not every node succeeded: it fails the run
-        return node_key
-    finally:
-        lease.release()  # (a no-op when the success statement released it)
-
-
-def _take(run_id: str, node_key: str) -> fastpath.Taken | None:
-    """Find the node run and take its lease; on PostgreSQL, claim it too when it is pending."""
-    if fastpath.available():
-        return fastpath.take_node(run_id, node_key)
-    node_run = NodeRun.objects.filter(run_id=run_id, node_key=node_key).first()
-    if node_run is None:
-        return None
-    lease = NodeLease(node_run.pk)
-    executable = node_run.status in (NodeStatus.PENDING, NodeStatus.RUNNING)
-    held = lease if executable and lease.acquire() else None
-    return fastpath.Taken(node_run.pk, node_run.status, held, None)
+    node_run = claim.node_run
+    if claim.took_over and _inside_fan_out(node_run.pk):
+        # Its partitions run it; a second, whole execution would send its records twice.
+        raise Ignore()
+    if (replaced := _prepare(self, claim)) is not None:
+        return replaced  # (in embedded mode) the fan-out's result, after it ran
+    outcome = _execute(self, node_run, claim.outputs)
+    if not transitions.finish_node(
+        node_run, NodeStatus.SUCCEEDED, close=close, **outcome.figures()
+    ):
+        # cancelled, failed by a timeout, or taken over while it ran
+        logger.warning("run %s node %s finished, but no longer held it", run_id, node_key)
+        raise Ignore()
+    logger.info("run %s node %s succeeded: %s rows out", run_id, node_key, outcome.rows_out)
+    return node_key
 
 
 def _inside_fan_out(node_run_id: int) -> bool:
@@ -128,16 +88,14 @@ def _inside_fan_out(node_run_id: int) -> bool:
 
 
 def _prepare(task: Any, claim: transitions.Claim) -> Any:
-    """Checks after a claim: a poison node fails, a queued run starts, a partitioned source is
-    replaced by its fan-out (whose result is returned: ``None`` otherwise)."""
+    """Checks after a claim: a poison node fails, a partitioned source is replaced by its
+    fan-out (whose result is returned: ``None`` otherwise)."""
     node_run = claim.node_run
     assert node_run is not None
     if claim.took_over:
         logger.warning("run %s node %s: worker lost, resuming", node_run.run_id, node_run.node_key)
         if node_run.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(node_run, f"worker lost {node_run.workers_lost} times", "")
-    if node_run.run.status == RunStatus.QUEUED:
-        transitions.mark_run_running(str(node_run.run_id))
     from flows.engine.partitions import fan_out  # imports this module
 
     if (partitioned := fan_out(task, node_run)) is not None:
@@ -145,9 +103,7 @@ def _prepare(task: Any, claim: transitions.Claim) -> Any:
     return None
 
 
-def _execute(
-    task: Any, node_run: NodeRun, outputs: dict[str, str] | None, lease: NodeLease
-) -> Outcome:
+def _execute(task: Any, node_run: NodeRun, outputs: dict[str, str] | None) -> Outcome:
     """Run the node; a failure is retried (the task raises Retry) or fails the run.
 
     While the node runs, its redactor learns the secrets of the connections it uses and hides
@@ -157,7 +113,7 @@ def _execute(
     version = load_run(node_run).version
     try:
         with (
-            Heartbeat(node_run.pk),
+            Heartbeat(node_run),
             redaction.scope(redactor),
             telemetry.node_execution(node_run, version.flow.slug, version.number, redactor) as seen,
         ):
@@ -167,13 +123,19 @@ def _execute(
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise Ignore() from None
+    except transitions.LeaseLost:
+        logger.warning(
+            "run %s node %s was taken over by another delivery; this one stops",
+            node_run.run_id, node_run.node_key,
+        )  # fmt: skip
+        raise Ignore() from None
     except NodeError as exc:
-        _retry_or_fail(task, node_run, str(exc), exc.permanent, lease, redactor)
+        _retry_or_fail(task, node_run, str(exc), exc.permanent, redactor)
     except SoftTimeLimitExceeded:
         timeout = f"timed out after {_timeout(node_run)}s"
-        _retry_or_fail(task, node_run, timeout, False, lease, redactor)
+        _retry_or_fail(task, node_run, timeout, False, redactor)
     except Exception as exc:  # noqa: BLE001 - any bug in a node must fail the run, not hang it
-        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False, lease, redactor)
+        _retry_or_fail(task, node_run, f"{type(exc).__name__}: {exc}", False, redactor)
     raise AssertionError("unreachable: a failure either retries or fails")
 
 
@@ -187,18 +149,13 @@ def _timeout(node_run: NodeRun) -> float | None:
 
 
 def retry_delay(policy: NodePolicy, attempt: int) -> float:
-    """Exponential backoff with full jitter, capped: the delay before retry number ``attempt``."""
-    ceiling = min(policy.retry_backoff_max_s, policy.retry_backoff_s * 2 ** (attempt - 1))
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter
+    """The delay before retry number ``attempt`` (1-based): exponential backoff with full
+    jitter, capped."""
+    return jittered_backoff(policy.retry_backoff_s, policy.retry_backoff_max_s, attempt - 1)
 
 
 def _retry_or_fail(
-    task: Any,
-    node_run: NodeRun,
-    message: str,
-    permanent: bool,
-    lease: NodeLease | None,
-    redactor: Redactor,
+    task: Any, node_run: NodeRun, message: str, permanent: bool, redactor: Redactor
 ) -> None:
     """Retry a failure a retry can help while the node's policy allows; otherwise fail.
     Call it while handling the failure (its traceback is recorded).
@@ -207,32 +164,30 @@ def _retry_or_fail(
     task raises (Retry, NodeFailed) does not chain the original exception, so the result
     backend and the worker log never see its unredacted text.
 
-    The lease is released before the retry is sent: a retry due at once may be received by
-    another process before this one has returned, and must not find the node leased.
+    The node goes back to pending, its lease ended, before the retry is sent: a retry due at
+    once may be received by another process before this one has returned.
     """
     message = redactor.redact(message)
     policy = _policy(node_run)
     retries_done = node_run.attempts - 1 - node_run.workers_lost
     if not permanent and retries_done < policy.max_retries:
         delay = retry_delay(policy, retries_done + 1)
-        transitions.retry_node(node_run, message, delay)
+        if not transitions.retry_node(node_run, message, delay):
+            raise Ignore()  # cancelled or taken over meanwhile: nothing to retry here
         logger.warning(
             "run %s node %s attempt %s failed (%s); retrying in %.1fs",
             node_run.run_id, node_run.node_key, node_run.attempts, message, delay,
         )  # fmt: skip
-        if lease is not None:
-            lease.release()
         raise task.retry(countdown=delay, throw=False) from None
     _fail(node_run, message, redactor.redact(traceback.format_exc()))
 
 
 def _fail(node_run: NodeRun, message: str, tb: str) -> None:
-    transitions.finish_node(node_run, NodeStatus.FAILED, error=message[:10000], traceback=tb)
+    """Fail the node, skip its descendants and fail the run; raises NodeFailed (or Ignore when
+    the node was no longer this delivery's)."""
     graph = Graph.from_definition(load_run(node_run).version.definition)
-    transitions.skip_nodes(node_run.run_id, graph.descendants(node_run.node_key))
-    transitions.finish_run(
-        str(node_run.run_id), RunStatus.FAILED, f"node '{node_run.node_key}' failed: {message}"
-    )
+    if not transitions.fail_node(node_run, message, tb, graph.descendants(node_run.node_key)):
+        raise Ignore()
     logger.warning("run %s node %s failed: %s", node_run.run_id, node_run.node_key, message)
     raise NodeFailed(f"node '{node_run.node_key}' failed: {message}") from None
 

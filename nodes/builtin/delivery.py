@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import requests
 from django.conf import settings
 from requests import Response
 
+from nodes.backoff import jittered_backoff
 from nodes.netguard import GuardedSession
 from nodes.redaction import Redactor, basic_auth_secrets, header_secrets
 from nodes.sdk.context import ExecutionContext
@@ -42,8 +42,6 @@ NETWORK_ERRORS = (
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 #: How much of a peer's answer an error quotes (after redaction).
 QUOTED_CHARS = 200
-
-_jitter = random.SystemRandom()
 
 
 def _sleep(delay: float, stop: threading.Event | None = None) -> None:
@@ -66,7 +64,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (0-based)."""
         if retry_after is not None:
             return min(retry_after, self.backoff_max_s)
-        return _jitter.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**retry))
+        return jittered_backoff(self.backoff_s, self.backoff_max_s, retry)
 
 
 @dataclass

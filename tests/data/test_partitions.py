@@ -115,6 +115,7 @@ def test_a_failing_partition_fails_its_node_with_the_partition_named(
     assert statuses["paid"] in ("succeeded", "cancelled")  # stopped when shape failed
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize("read_in_slices", [False, True], ids=["read-once", "slices"])
 def test_partitioned_run_in_embedded_mode(
     transactional_db: None,

@@ -99,3 +99,20 @@ def posted_records(httpserver: Any) -> list[dict[str, Any]]:
         body = json.loads(request.get_data())
         records.extend(body if isinstance(body, list) else [body])
     return records
+
+
+def queued_run(flow_file: dict[str, Any]) -> Any:
+    """A run of the flow recorded but never dispatched, so that its state changes can be
+    driven by hand."""
+    from flows.flowfile import apply_flow_file
+    from flows.models import FlowRun, NodeRun
+    from flows.versions import ensure_current_version
+
+    flow, _created = apply_flow_file(flow_file)
+    version = ensure_current_version(flow)
+    run = FlowRun.objects.create(flow=flow, version=version, trigger="api")
+    NodeRun.objects.bulk_create(
+        NodeRun(run=run, node_key=node["key"], node_type=node["type"], position=index)
+        for index, node in enumerate(version.definition["nodes"])
+    )
+    return run

@@ -169,6 +169,7 @@ def test_redelivery_of_a_finished_node_changes_nothing(
     assert len(crm.log) == requests_before
 
 
+@pytest.mark.embedded
 def test_embedded_mode_runs_the_canvas_in_process(
     transactional_db: None, eager: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
@@ -183,6 +184,7 @@ def test_embedded_mode_runs_the_canvas_in_process(
     assert len(posted_records(httpserver)) == len(table.expected_paid())
 
 
+@pytest.mark.embedded
 def test_embedded_mode_records_a_failure(
     transactional_db: None, eager: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:

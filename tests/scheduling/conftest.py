@@ -19,7 +19,7 @@ from django.conf import settings
 from flows.flowfile import apply_flow_file
 from flows.models import Flow
 from scheduling.models import FlowSchedule
-from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_until
+from tests.conftest import ROOT, WorkerProcess, platform_db_url, wait_until
 from tests.flows.helpers import SOURCE_DB_URL, add_connection
 
 #: A one-node flow whose single row exists only when the data interval reached the query
@@ -76,7 +76,7 @@ class BeatProcess:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": f"{PG_URL}/{settings.DATABASES['default']['NAME']}",
+            "DATABASE_URL": platform_db_url(),
             "CELERY_BEAT_MAX_LOOP_INTERVAL": "1",
             "FLOWPLATFORM_BEAT_LOCK_KEY": lease_key,
             "FLOWPLATFORM_BEAT_LOCK_TTL_S": str(lease_ttl_s),

@@ -1,0 +1,93 @@
+"""The one place where the platform's own SQL differs between PostgreSQL and SQLite.
+
+The statements themselves are written once, in SQL both databases run (``UPDATE ...
+RETURNING``, CTEs, ``CAST``); what differs is said here:
+
+- :func:`chain` runs a few statements as one state change, each able to read the rows the
+  earlier ones returned by name. PostgreSQL runs them as one statement of data-modifying CTEs
+  (one round trip, one commit); SQLite, which has no data-modifying CTEs, runs them one by one
+  in a transaction, each earlier result given to the next as a ``VALUES`` CTE of that name.
+- :func:`render` fills the few words that differ: ``{json_object_agg}`` and ``{skip_locked}``.
+- :func:`serialize` makes transactions of one kind run one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db import connection, transaction
+
+_WORDS = {
+    "postgresql": {"json_object_agg": "json_object_agg", "skip_locked": "FOR UPDATE SKIP LOCKED"},
+    "sqlite": {"json_object_agg": "json_group_object", "skip_locked": ""},
+}
+
+
+def render(sql: str, **names: str) -> str:
+    """``sql`` with ``names`` (tables, from model metadata) and this database's words filled in."""
+    return sql.format(**names, **_WORDS[connection.vendor])
+
+
+def chain(
+    steps: Sequence[tuple[str, str]], final: str, params: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Run ``steps`` (name, statement) then ``final``, all with ``params``; the rows of ``final``
+    (none when it returns none).
+
+    Each step and ``final`` may read the rows an earlier step returned (its ``RETURNING``) as a
+    table of the step's name. Every step runs, whatever the earlier ones changed: a step that
+    must only act after another gates itself (``AND EXISTS (SELECT 1 FROM name)``). All of
+    them see the database as it was before the first: a step must not count on the changes of
+    an earlier one except through its returned rows.
+    """
+    if connection.vendor == "postgresql":
+        ctes = ", ".join(f"{name} AS ({sql})" for name, sql in steps)
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH {ctes} {final}", params)
+            return cursor.fetchall() if cursor.description else []
+    with transaction.atomic(), connection.cursor() as cursor:
+        returned: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+        for name, sql in steps:
+            prefix, values = _as_ctes(returned)
+            cursor.execute(prefix + sql, {**params, **values})
+            columns = [column[0] for column in cursor.description or ()]
+            returned[name] = (columns, cursor.fetchall() if columns else [])
+        prefix, values = _as_ctes(returned)
+        cursor.execute(prefix + final, {**params, **values})
+        return cursor.fetchall() if cursor.description else []
+
+
+def _as_ctes(
+    returned: Mapping[str, tuple[list[str], list[tuple[Any, ...]]]],
+) -> tuple[str, dict[str, Any]]:
+    """``WITH name(columns) AS (VALUES ...)`` for each earlier step's rows, and their values."""
+    ctes, values = [], {}
+    for name, (columns, rows) in returned.items():
+        if not columns:
+            continue
+        if not rows:  # no row: the columns, and nothing
+            nulls = ", ".join("NULL" for _ in columns)
+            ctes.append(f"{name}({', '.join(columns)}) AS (SELECT {nulls} WHERE 0)")
+            continue
+        tuples = []
+        for r, row in enumerate(rows):
+            keys = [f"_{name}_{r}_{c}" for c in range(len(columns))]
+            values.update(zip(keys, row, strict=True))
+            tuples.append("(" + ", ".join(f"%({key})s" for key in keys) + ")")
+        ctes.append(f"{name}({', '.join(columns)}) AS (VALUES {', '.join(tuples)})")
+    return ("WITH " + ", ".join(ctes) + " ") if ctes else "", values
+
+
+#: Keys of :func:`serialize` (arbitrary constants, one per kind of transaction).
+ADMISSIONS = 0x666C6F77_61646D
+
+
+def serialize(key: int) -> None:
+    """Inside a transaction: wait until no other transaction of kind ``key`` runs, and keep the
+    others waiting until this one ends. PostgreSQL: a transaction-level advisory lock (released
+    by the commit, so it passes a transaction-mode pooler); SQLite runs one writer at a time
+    by itself."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])

@@ -1,0 +1,55 @@
+"""Which nodes a partitioned source runs partition by partition, and what a redelivery of
+them does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows.definition import FlowSpec
+from flows.engine.partitions import in_partitioned_stretch
+from flows.models import NodeRun
+from flows.versions import resolved_definition
+from tests.flows.helpers import queued_run
+
+pytestmark = [
+    pytest.mark.usefixtures("transactional_db", "example_connections"),
+    pytest.mark.embedded,
+]
+
+
+def test_only_the_stretch_after_a_partitioned_source_is_run_by_partitions(
+    minimal_flow: dict[str, Any],
+) -> None:
+    flow = dict(minimal_flow, nodes=[dict(n) for n in minimal_flow["nodes"]])
+    flow["nodes"][0] = dict(flow["nodes"][0], config={**flow["nodes"][0]["config"]})
+    flow["nodes"][0]["config"]["partition_rows"] = 10
+    definition = resolved_definition(FlowSpec.model_validate(flow))
+    assert [
+        k for k in ("orders", "paid", "shape", "push") if in_partitioned_stretch(definition, k)
+    ] == [
+        "paid",
+        "shape",
+        "push",
+    ]
+    flow["nodes"][1] = dict(flow["nodes"][1], type="dummy_audit", config={})
+    definition = resolved_definition(FlowSpec.model_validate(flow))
+    # The node after the source is not partitionable: nothing runs by partitions.
+    assert not any(in_partitioned_stretch(definition, k) for k in ("paid", "shape", "push"))
+
+
+def test_a_partitioned_source_that_has_fanned_out_is_not_run_again_by_a_redelivery(
+    minimal_flow: dict[str, Any],
+) -> None:
+    from flows.engine.tasks import _inside_fan_out
+
+    flow = {**minimal_flow, "nodes": [dict(n) for n in minimal_flow["nodes"]]}
+    flow["nodes"][0]["config"] = {**flow["nodes"][0]["config"], "partition_rows": 10}
+    run = queued_run(flow)
+    source = NodeRun.objects.get(run=run, node_key="orders")
+    NodeRun.objects.filter(pk=source.pk).update(status="running")
+    assert not _inside_fan_out(source.pk)  # its worker died before fanning out: take it over
+    NodeRun.objects.filter(pk=source.pk).update(checkpoint={"fanned_out": True})
+    assert _inside_fan_out(source.pk)  # its partitions own it now
+    assert _inside_fan_out(NodeRun.objects.get(run=run, node_key="paid").pk)

@@ -1,0 +1,104 @@
+"""The reaper tells orphaned runs (every running node's lease has run out) and idle runs (lost
+messages) from runs that are merely busy or waiting, on every platform database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from pytest_httpserver import HTTPServer
+
+from flows import transitions
+from flows.models import FlowRun, NodeRun
+from flows.reaper import idle, orphaned, reap
+from tests.flows.helpers import (
+    SOURCE_DB_URL,
+    accepting_crm,
+    add_connection,
+    orders_table,
+    point_minimal_flow_at,
+    posted_records,
+    queued_run,
+)
+
+pytestmark = [
+    pytest.mark.usefixtures("transactional_db", "example_connections"),
+    pytest.mark.embedded,
+]
+
+STALE = timedelta(seconds=120)
+
+
+def running(run: FlowRun, key: str, lease_s: float) -> None:
+    """``key`` taken by a process whose lease ends ``lease_s`` from now (negative: ran out)."""
+    claim = transitions.take(str(run.id), key)
+    assert claim.outcome == "execute"
+    expires = timezone.now() + timedelta(seconds=lease_s)
+    NodeRun.objects.filter(run=run, node_key=key).update(lease_expires_at=expires)
+
+
+def test_a_run_is_orphaned_only_when_every_running_lease_has_run_out(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    now = timezone.now()
+    running(run, "orders", 10)
+    assert run.id not in orphaned(now, now - STALE)  # busy
+    running(run, "paid", -1)
+    assert run.id not in orphaned(now, now - STALE)  # one owner is still alive
+    NodeRun.objects.filter(run=run, node_key="orders").update(lease_expires_at=now)
+    assert run.id in orphaned(now + timedelta(seconds=1), now - STALE)
+
+
+def test_a_re_dispatch_not_taken_up_yet_is_not_repeated_before_the_staleness(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    running(run, "orders", -1)
+    now = timezone.now()
+    assert transitions.mark_redispatched(str(run.id), None) == 1
+    assert transitions.mark_redispatched(str(run.id), None) == 0  # another reaper: once
+    later = now + timedelta(seconds=30)
+    assert run.id not in orphaned(later, later - STALE)  # (a backlog: the message waits)
+    assert run.id in orphaned(now + STALE + timedelta(seconds=1), now + timedelta(seconds=1))
+    # Taken up, and orphaned again: re-dispatched at once.
+    NodeRun.objects.filter(run=run, node_key="orders").update(status="pending")
+    running(run, "orders", -1)
+    assert run.id in orphaned(later, later - STALE)
+
+
+def test_a_dispatched_run_with_nothing_running_is_idle_after_the_staleness(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    long_ago = timezone.now() - STALE - timedelta(seconds=5)
+    FlowRun.objects.filter(pk=run.pk).update(created_at=long_ago)
+    assert run.id not in idle(timezone.now() - STALE)  # waiting for a slot: not dispatched
+    FlowRun.objects.filter(pk=run.pk).update(dispatched_at=long_ago)
+    assert run.id in idle(timezone.now() - STALE)
+    NodeRun.objects.filter(run=run, node_key="orders").update(
+        status="succeeded", finished_at=timezone.now()
+    )
+    assert run.id not in idle(timezone.now() - STALE)  # something happened since
+
+
+def test_an_orphaned_run_is_re_dispatched_and_its_node_taken_over(
+    eager: None, httpserver: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    accepting_crm(httpserver)
+    add_connection("warehouse", SOURCE_DB_URL)
+    with orders_table(30) as table:
+        point_minimal_flow_at(minimal_flow, table.name)
+        run = queued_run(minimal_flow)
+        FlowRun.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+        running(run, "orders", -1)  # its worker died mid-node, the lease ran out
+        counts = reap()  # (embedded mode: the re-dispatched canvas runs in-process)
+    assert counts["redispatched"] == 1
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.redispatches == 1
+    orders = run.node_runs.get(node_key="orders")
+    assert (orders.attempts, orders.workers_lost, orders.fence) == (2, 1, 2)
+    assert len(posted_records(httpserver)) == len(table.expected_paid())

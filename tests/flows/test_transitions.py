@@ -1,0 +1,225 @@
+"""Node-run state changes under leases and fencing tokens (``flows.transitions``), driven by
+hand on the platform database, whichever backend it is (the suite runs them on PostgreSQL,
+through PgBouncer and on SQLite)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from flows import transitions
+from flows.engine import lease
+from flows.models import FlowRun, NodeRun
+from flows.services import cancel_run
+from tests.flows.helpers import queued_run
+
+pytestmark = [
+    pytest.mark.usefixtures("transactional_db", "example_connections"),
+    pytest.mark.embedded,
+]
+
+
+def node(run: FlowRun, key: str) -> NodeRun:
+    return NodeRun.objects.get(run=run, node_key=key)
+
+
+def expire_lease(node_run: NodeRun) -> None:
+    past = timezone.now() - timedelta(seconds=1)
+    NodeRun.objects.filter(pk=node_run.pk).update(lease_expires_at=past)
+
+
+def test_take_claims_a_pending_node_under_a_lease_and_starts_the_run(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    before = timezone.now()
+    claim = transitions.take(str(run.id), "orders")
+    assert claim.outcome == "execute" and claim.node_run is not None and not claim.took_over
+    taken = node(run, "orders")
+    assert (taken.status, taken.attempts, taken.deliveries, taken.fence) == ("running", 1, 1, 1)
+    assert taken.lease_owner == lease.owner()
+    ttl = timedelta(seconds=settings.FLOWPLATFORM_LEASE_TTL_S)
+    assert before + ttl <= taken.lease_expires_at <= timezone.now() + ttl
+    assert claim.node_run.fence == 1 and claim.node_run.run.params == {}
+    assert FlowRun.objects.get(id=run.id).status == "running"
+    assert transitions.take(str(run.id), "orders").outcome == "busy"  # not twice at once
+    assert node(run, "orders").attempts == 1
+
+
+def test_finish_records_the_node_ends_its_lease_and_leaves_the_run_to_its_last_node(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    claim = transitions.take(str(run.id), "orders")
+    assert claim.node_run is not None
+    assert transitions.finish_node(
+        claim.node_run, "succeeded", close=True, rows_in=0, rows_out=3, output_ref="x"
+    )
+    done = node(run, "orders")
+    assert (done.status, done.rows_out, done.output_ref) == ("succeeded", 3, "x")
+    assert (done.lease_owner, done.lease_expires_at) == ("", None)
+    assert done.duration_ms is not None and done.duration_ms >= 0
+    # close=True and the other nodes have not run: the run fails ("not every node succeeded")
+    assert FlowRun.objects.get(id=run.id).status == "failed"
+    assert transitions.take(str(run.id), "orders").outcome == "done"
+
+
+def test_the_last_node_closes_the_run_when_every_node_succeeded(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    for key in ("orders", "paid", "shape"):
+        NodeRun.objects.filter(run=run, node_key=key).update(
+            status="succeeded", output_ref=f"runs/{key}"
+        )
+    claim = transitions.take(str(run.id), "push")
+    assert claim.node_run is not None
+    assert claim.outputs == {k: f"runs/{k}" for k in ("orders", "paid", "shape")}
+    assert transitions.finish_node(
+        claim.node_run, "succeeded", close=True, rows_in=1, rows_out=1, output_ref="y"
+    )
+    finished = FlowRun.objects.get(id=run.id)
+    assert finished.status == "succeeded" and finished.finished_at is not None
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_take_and_finish_are_one_statement_each_on_postgresql(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    NodeRun.objects.filter(run=run).exclude(node_key="push").update(status="succeeded")
+    with CaptureQueriesContext(connection) as take:
+        claim = transitions.take(str(run.id), "push")
+    assert claim.node_run is not None
+    with CaptureQueriesContext(connection) as finish:
+        transitions.finish_node(
+            claim.node_run, "succeeded", close=True, rows_in=0, rows_out=0, output_ref=""
+        )
+    assert len(take) == 1
+    # the node's success and the run's close in one statement (then the run's end is announced)
+    assert finish[0]["sql"].count("UPDATE") == 2
+    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
+def test_a_lease_run_out_is_taken_over_and_the_first_owner_can_change_nothing(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    first = transitions.take(str(run.id), "push").node_run
+    assert first is not None
+    expire_lease(first)  # its owner stopped beating (paused, cut off, dead)
+    second = transitions.take(str(run.id), "push")
+    assert second.outcome == "execute" and second.took_over and second.node_run is not None
+    now = node(run, "push")
+    assert (now.fence, now.attempts, now.workers_lost) == (2, 2, 1)
+    # Every change the first owner tries is refused: its fence is gone.
+    assert not transitions.heartbeat(first, rows_in=5)
+    assert not transitions.save_checkpoint(first, {"sent": 5})
+    assert not transitions.retry_node(first, "boom", 1)
+    assert not transitions.fail_node(first, "boom")
+    assert not transitions.finish_node(first, "succeeded", rows_in=1, rows_out=1, output_ref="z")
+    assert transitions.heartbeat_many({first.pk: first.fence}) == set()
+    unchanged = node(run, "push")
+    assert (unchanged.status, unchanged.fence, unchanged.rows_in) == ("running", 2, 0)
+    assert unchanged.checkpoint is None and unchanged.error == ""
+    assert FlowRun.objects.get(id=run.id).status == "running"
+    # The second owner's changes go through.
+    assert transitions.save_checkpoint(second.node_run, {"sent": 7})
+    assert transitions.heartbeat_many({first.pk: 2}) == {first.pk}
+    assert transitions.finish_node(second.node_run, "succeeded", rows_in=1, rows_out=1)
+    assert node(run, "push").status == "succeeded"
+
+
+def test_a_node_whose_owner_on_this_machine_is_gone_is_taken_over_at_once(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    transitions.take(str(run.id), "push")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    machine = lease.owner().split(":")[0]
+    NodeRun.objects.filter(run=run, node_key="push").update(
+        lease_owner=f"{machine}:{int(dead.stdout)}:0123abcd"
+    )
+    claim = transitions.take(str(run.id), "push")  # the lease is live, its owner is not
+    assert claim.outcome == "execute" and claim.took_over
+    assert (node(run, "push").workers_lost, node(run, "push").fence) == (1, 2)
+
+
+def test_a_node_leased_by_a_live_or_unknown_owner_is_left_to_it(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    transitions.take(str(run.id), "push")
+    for owner in ("other-host/4026531836:4242:0123abcd", lease.FAN_OUT, lease.owner()):
+        NodeRun.objects.filter(run=run, node_key="push").update(lease_owner=owner)
+        assert transitions.take(str(run.id), "push").outcome == "busy", owner
+    assert node(run, "push").fence == 1
+
+
+def test_nothing_is_taken_in_a_cancelled_run(minimal_flow: dict[str, Any]) -> None:
+    run = queued_run(minimal_flow)
+    cancel_run(run)
+    assert transitions.take(str(run.id), "orders").outcome == "stop"
+    assert transitions.take(str(run.id), "no-such-node").outcome == "missing"
+    assert node(run, "orders").attempts == 0
+
+
+def test_a_retry_ends_the_lease_and_the_retry_takes_the_node_under_a_new_fence(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    first = transitions.take(str(run.id), "orders").node_run
+    assert first is not None
+    assert transitions.retry_node(first, "peer busy", 30)
+    waiting = node(run, "orders")
+    assert (waiting.status, waiting.error, waiting.lease_owner) == ("pending", "peer busy", "")
+    assert waiting.heartbeat_at is not None and waiting.heartbeat_at > timezone.now()
+    retried = transitions.take(str(run.id), "orders")
+    assert retried.outcome == "execute" and not retried.took_over
+    assert (node(run, "orders").attempts, node(run, "orders").fence) == (2, 2)
+
+
+def test_a_failure_skips_the_descendants_and_fails_the_run_with_a_clipped_error(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    failing = transitions.take(str(run.id), "paid").node_run
+    assert failing is not None
+    assert transitions.fail_node(failing, "x" * 20_000, "Traceback ...", ["shape", "push"])
+    statuses = dict(NodeRun.objects.filter(run=run).values_list("node_key", "status"))
+    assert statuses == {"orders": "skipped", "paid": "failed", "shape": "skipped",
+                        "push": "skipped"}  # fmt: skip
+    failed = node(run, "paid")
+    assert len(failed.error) == transitions.ERROR_MAX_CHARS
+    assert failed.traceback == "Traceback ..."
+    ended = FlowRun.objects.get(id=run.id)
+    assert ended.status == "failed" and ended.error.startswith("node 'paid' failed: xxx")
+    assert len(ended.error) == transitions.ERROR_MAX_CHARS
+
+
+def test_partition_progress_adds_to_every_running_node_in_one_statement(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    NodeRun.objects.filter(run=run).update(status="running", rows_in=5, rows_out=1, fence=3)
+    NodeRun.objects.filter(run=run, node_key="push").update(status="succeeded")
+    NodeRun.objects.filter(run=run, node_key="shape").update(fence=4)  # taken over since
+    nodes = {n.node_key: n for n in NodeRun.objects.filter(run=run)}
+    for key in ("orders", "paid", "shape", "push"):
+        nodes[key].fence = 3
+    deltas = {nodes["orders"]: (0, 100), nodes["paid"]: (100, 30), nodes["shape"]: (7, 7),
+              nodes["push"]: (30, 1)}  # fmt: skip
+    with CaptureQueriesContext(connection) as queries:
+        assert transitions.add_rows(deltas) == 2  # not a finished node, nor one taken over
+    assert len(queries) == 1
+    rows = {n.node_key: (n.rows_in, n.rows_out) for n in NodeRun.objects.filter(run=run)}
+    assert rows == {"orders": (5, 101), "paid": (105, 31), "shape": (5, 1), "push": (5, 1)}
