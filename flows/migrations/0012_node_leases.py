@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0009_run_trace_id'),
+        ('flows', '0011_node_rows_out_by_port'),
     ]
 
     operations = [
