@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import is_, itemgetter
 from typing import Any, ClassVar, TypeVar, overload
@@ -86,11 +87,24 @@ class Node:
 
     @classmethod
     def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
-        """Whether a source with this (raw) config plans slices (:meth:`plan_slices`) without
-        ``partition_rows``, so that the partitionable nodes after it run once per slice, in
-        parallel (``file_read``: one slice per file). Without a stretch after it, such a source
-        runs and stores its output whole, as any other."""
+        """Whether a source with this (raw) config may partition its output without
+        ``partition_rows``, so that the partitionable nodes after it run once per partition, in
+        parallel (``file_read``: one slice per file; ``sql_query``: when its query is large).
+        Decided without I/O; :meth:`partition_rows_for_run` decides for each run. Without a
+        stretch after it, such a source runs and stores its output whole, as any other."""
         return False
+
+    def partition_rows_for_run(
+        self, context: ExecutionContext, policy: PartitionPolicy
+    ) -> int | None:
+        """For a source that partitions by default: the rows per partition of this run, or
+        ``None`` to run it whole, unpartitioned. Called as the run reaches the source, before
+        anything is read or any node after it is claimed; it may ask the source cheap questions
+        (a planner's row estimate), and must not fail the run for want of an answer (``None``).
+        The partitions are then planned by :meth:`plan_slices` with that many rows per slice,
+        or, when it plans none, cut from the output as it streams. The default: always
+        (``policy.rows_per_partition``)."""
+        return policy.rows_per_partition
 
     @property
     def is_source(self) -> bool:
@@ -188,6 +202,26 @@ class Node:
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
         """The batches of one slice planned by :meth:`plan_slices`."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """The platform's settings for sources that partition on their own when large
+    (``FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS``, ``FLOWPLATFORM_AUTO_PARTITION_ROWS``)."""
+
+    #: Partition only a source expected to produce at least this many rows (0: never).
+    min_rows: int
+    #: Aim for partitions of this many rows.
+    rows_per_partition: int
+    #: At most this many partitions: a larger source gets larger partitions.
+    max_partitions: int
+
+    def rows_for(self, estimate: int | None) -> int | None:
+        """Rows per partition for a source expected to produce ``estimate`` rows (``None``:
+        unknown), or ``None`` when it is better read whole."""
+        if estimate is None or self.min_rows <= 0 or estimate < self.min_rows:
+            return None
+        return max(self.rows_per_partition, -(-estimate // self.max_partitions))
 
 
 class RowBatch(Sequence[Record]):
@@ -306,6 +340,7 @@ __all__ = [
     "AnyBatch",
     "Node",
     "NodeConfig",
+    "PartitionPolicy",
     "PortKind",
     "RowBatch",
     "as_records",
