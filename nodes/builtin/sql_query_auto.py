@@ -149,21 +149,38 @@ def _estimate(run: Run, mysql: bool, query: str, params: dict[str, Any] | None) 
     statement = query.strip().rstrip(";")
     if mysql:
         check_reading_statement(statement)
-        return _mysql_estimate(run(f"EXPLAIN {statement}\n", params))
+        return _mysql_estimate(run, statement, params)
     plan = run(f"EXPLAIN (FORMAT JSON) {statement}\n", params)[0]["QUERY PLAN"]
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def _mysql_estimate(rows: list[dict[str, Any]]) -> int | None:
+def _mysql_estimate(run: Run, statement: str, params: dict[str, Any] | None) -> int | None:
     """The outer select's rows: the product, over its tables, of the rows each reads and the
-    share of them it keeps (``filtered``, when the server gives it)."""
+    share of them it keeps (``filtered``, when the server gives it).
+
+    InnoDB caps a range's estimate at half the table's rows, so a plain select reading a
+    range at that cap may read anything up to the whole table: its estimate is then the
+    table's rows (``information_schema.TABLES``)."""
+    rows = [row for row in run(f"EXPLAIN {statement}\n", params) if row.get("id") == 1]
     estimate: float | None = None
     for row in rows:
-        if row.get("id") != 1 or row.get("rows") is None:
-            continue
-        kept = float(row.get("filtered") or 100) / 100
-        estimate = (estimate or 1) * float(row["rows"]) * kept
+        if row.get("rows") is not None:
+            kept = float(row.get("filtered") or 100) / 100
+            estimate = (estimate or 1) * float(row["rows"]) * kept
+    plain = plain_select(statement, mysql=True)
+    if plain is not None and len(rows) == 1 and rows[0].get("type") == "range":
+        schema = plain.table[0].name if len(plain.table) == 2 else None
+        table = run(_MYSQL_TABLE_ROWS, {"schema": schema, "table": plain.table[-1].name})
+        total = table[0]["rows"] if table and table[0]["rows"] is not None else None
+        if total is not None and estimate is not None and 2 * estimate >= total - 1:
+            estimate = float(total)
     return None if estimate is None else int(estimate)
+
+
+_MYSQL_TABLE_ROWS = """
+SELECT TABLE_ROWS AS "rows" FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = COALESCE(%(schema)s, DATABASE()) AND TABLE_NAME = %(table)s
+"""
 
 
 # --- key ranges ----------------------------------------------------------------------------
