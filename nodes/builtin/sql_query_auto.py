@@ -65,27 +65,38 @@ _estimates: OrderedDict[tuple[str, ...], tuple[float, int | None]] = OrderedDict
 
 # --- sessions ------------------------------------------------------------------------------
 @contextlib.contextmanager
-def session(url: str, mysql: bool, timeout_s: float) -> Iterator[Run]:
+def session(url: str, mysql: bool, timeout_s: float, watched: bool = True) -> Iterator[Run]:
     """A read-only transaction on the database, as a function that runs one statement and
-    returns its rows as dicts; rolled back at the end."""
-    with (_mysql if mysql else _postgres)(url, timeout_s) as run:
-        yield run
+    returns its rows as dicts; rolled back at the end. ``watched``: on PostgreSQL, a watchdog
+    also ends a statement that lifted its own timeout (needless when nothing is executed, as
+    for ``EXPLAIN``)."""
+    if mysql:
+        with _mysql(url, timeout_s) as run:
+            yield run
+    else:
+        with _postgres(url, timeout_s, watched) as run:
+            yield run
 
 
 @contextlib.contextmanager
-def _postgres(url: str, timeout_s: float) -> Iterator[Run]:
+def _postgres(url: str, timeout_s: float, watched: bool) -> Iterator[Run]:
     with (
         postgres_errors(url, timeout_s),
         pg_pool.connection(url, read_only_begin(timeout_s)) as conn,
     ):
-        with StatementWatchdog(conn, timeout_s + WATCHDOG_GRACE_S) as watchdog:
+        watchdog = StatementWatchdog(conn, timeout_s + WATCHDOG_GRACE_S) if watched else None
+        armed = watchdog.armed if watchdog is not None else contextlib.nullcontext
+        try:
 
             def run(statement: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-                with watchdog.armed(), conn.cursor(row_factory=dict_row) as cursor:
+                with armed(), conn.cursor(row_factory=dict_row) as cursor:
                     cursor.execute(statement, params)
                     return cursor.fetchall()
 
             yield run
+        finally:
+            if watchdog is not None:
+                watchdog.close()
         conn.rollback()
 
 
@@ -122,20 +133,24 @@ def estimated_rows(
     url: str, mysql: bool, query: str, params: dict[str, Any] | None, timeout_s: float
 ) -> int | None:
     """The planner's estimate of the query's rows (``None``: it gave none), reused for
-    ``ESTIMATE_KEPT_S`` per process. Raises :class:`NodeError` when the database cannot say."""
+    ``ESTIMATE_KEPT_S`` per process. Raises ``NodeError`` when the database cannot say (and
+    answers ``None`` for the same query until then)."""
     key = (url, str(mysql), query, repr(sorted((params or {}).items())))
     now = time.monotonic()
     with _lock:
         kept = _estimates.get(key)
         if kept is not None and now - kept[0] < ESTIMATE_KEPT_S:
             return kept[1]
-    with session(url, mysql, min(timeout_s, ESTIMATE_TIMEOUT_S)) as run:
-        estimate = _estimate(run, mysql, query, params)
-    with _lock:
-        _estimates[key] = (now, estimate)
-        _estimates.move_to_end(key)
-        while len(_estimates) > _ESTIMATES_KEPT:
-            _estimates.popitem(last=False)
+    estimate = None  # (a failure is kept too: the next runs do not ask again at once)
+    try:
+        with session(url, mysql, min(timeout_s, ESTIMATE_TIMEOUT_S), watched=False) as run:
+            estimate = _estimate(run, mysql, query, params)
+    finally:
+        with _lock:
+            _estimates[key] = (now, estimate)
+            _estimates.move_to_end(key)
+            while len(_estimates) > _ESTIMATES_KEPT:
+                _estimates.popitem(last=False)
     return estimate
 
 
