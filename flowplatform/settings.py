@@ -337,6 +337,15 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # seconds, and the most bytes of records one answer carries.
 FLOWPLATFORM_PREVIEW_TIMEOUT_S = env_int("FLOWPLATFORM_PREVIEW_TIMEOUT_S", 30)
 FLOWPLATFORM_PREVIEW_MAX_BYTES = env_int("FLOWPLATFORM_PREVIEW_MAX_BYTES", 2 * 1024 * 1024)
+# Sources that partition on their own (sql_query without partition_rows, docs/nodes.md): only
+# from this many expected rows (0: never), in partitions of about this many rows.
+FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS = env_int("FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS", 50_000)
+FLOWPLATFORM_AUTO_PARTITION_ROWS = env_int("FLOWPLATFORM_AUTO_PARTITION_ROWS", 25_000)
+if FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS < 0 or FLOWPLATFORM_AUTO_PARTITION_ROWS < 1:
+    raise SettingsError(
+        "FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS must be 0 (never) or more, and "
+        "FLOWPLATFORM_AUTO_PARTITION_ROWS 1 or more"
+    )
 # Longest node hard time limit; the visibility timeout must stay above it (docs/operations.md).
 FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S = env_int("FLOWPLATFORM_NODE_MAX_TIME_LIMIT_S", 3600)
 CELERY_VISIBILITY_TIMEOUT_S = env_int(

@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from pydantic import ValidationError
 
 from flows import transitions
 from flows.engine import heartbeat
 from flows.engine.handoff import (
+    MAX_PARTITIONS,
     Part,
     flow_data_storage,
     manifest_name,
@@ -35,10 +37,12 @@ from flows.models import (
     RunStatus,
 )
 from flows.validation import pydantic_problems
+from nodes import redaction
 from nodes.models import lookup_connection
 from nodes.redaction import Redactor
 from nodes.registry import registry
 from nodes.sdk import ExecutionContext, Node, NodeError, capabilities
+from nodes.sdk.capabilities import PartitionPolicy
 from nodes.sdk.node import AnyBatch, Output, per_port
 
 logger = logging.getLogger("flowplatform.engine")
@@ -187,26 +191,56 @@ def build_node(spec: dict[str, Any]) -> Node:
 
 
 def partition_rows(spec: dict[str, Any]) -> int | None:
-    """Rows per partition when the node splits its output (``partition_rows`` in its config)."""
+    """Rows per partition when the node splits its output (a number in ``partition_rows``)."""
     rows = spec["config"].get("partition_rows")
-    return int(rows) if rows else None
+    if isinstance(rows, bool) or not isinstance(rows, int | float) or rows < 1:
+        return None  # unset, null, or sql_query's "auto"
+    return int(rows)
 
 
-#: ``rows_per_slice`` given to a source that partitions by default (it plans its own slices).
-DEFAULT_SLICE_ROWS = 100_000
+def partition_policy() -> PartitionPolicy:
+    """The settings of sources that partition on their own when large."""
+    return PartitionPolicy(
+        min_rows=settings.FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS,
+        rows_per_partition=settings.FLOWPLATFORM_AUTO_PARTITION_ROWS,
+        max_partitions=MAX_PARTITIONS,
+    )
 
 
 def fan_out_rows(spec: dict[str, Any]) -> int | None:
-    """Rows per partition when the node's output runs partition by partition through the nodes
-    after it: its ``partition_rows``, or for a source that partitions by default
-    (``Node.partitions_by_default``: ``file_read``, per file) ``DEFAULT_SLICE_ROWS``."""
+    """Rows per partition when the node's output may run partition by partition through the
+    nodes after it, decided without I/O: its ``partition_rows``, or for a source that
+    partitions by default (``Node.partitions_by_default``: ``file_read`` per file,
+    ``sql_query`` when large) the policy's ``rows_per_partition``; each run then decides
+    (:func:`run_fan_out_rows`)."""
     rows = partition_rows(spec)
     if rows is not None:
         return rows
     cls = registry.get(spec["type"])
     if cls is not None and capabilities.partitions_by_default(cls, spec.get("config") or {}):
-        return DEFAULT_SLICE_ROWS
+        return partition_policy().rows_per_partition
     return None
+
+
+def run_fan_out_rows(node_run: NodeRun, spec: dict[str, Any]) -> int | None:
+    """Rows per partition of this run of a source that may fan out (:func:`fan_out_rows`),
+    decided as the run reaches it: its ``partition_rows``, or what a source that partitions
+    by default answers (``Node.partition_rows_for_run``: ``sql_query`` asks its database for
+    the query's row estimate). ``None``: the source runs whole, as any other node."""
+    rows = partition_rows(spec)
+    if rows is not None or fan_out_rows(spec) is None:
+        return rows
+    run = load_run(node_run)
+    redactor = Redactor()
+    try:
+        node = build_node(spec)
+    except NodeError:
+        return None  # its own execution fails it, as any node's
+    context = make_context(
+        run, spec, node_run.attempts, CancelProbe(str(run.id)), redactor=redactor
+    )
+    with redaction.scope(redactor):
+        return capabilities.partition_rows_for_run(node, context, partition_policy())
 
 
 def make_context(
@@ -290,11 +324,13 @@ def execute_node(
     on_partition: Callable[[int, Part], None] | None = None,
     outputs: dict[str, str] | None = None,
     redactor: Redactor | None = None,
+    rows: int | None = None,
 ) -> Outcome:
     """Run ``node_run``'s node to completion and store its output; raises NodeError on failure.
 
-    A node with ``partition_rows`` writes its output as partitions plus a manifest (the output
-    reference); ``on_partition(index, part)`` is called as each partition is stored.
+    A node with ``partition_rows`` (or ``rows``: the fan-out's decision for this run) writes
+    its output as partitions of that many rows plus a manifest (the output reference);
+    ``on_partition(index, part)`` is called as each partition is stored.
     ``outputs``: the run's succeeded outputs when the claim read them already.
     ``redactor`` learns the secrets of the connections the node uses.
     """
@@ -313,7 +349,7 @@ def execute_node(
     )
     progress = Progress(node_run, rows_in, cancelled)
     output = progress.wrap(node.run(context, inputs))
-    rows = partition_rows(spec)
+    rows = rows or partition_rows(spec)
     try:
         if per_port(node):
             ports = [port.name for port in node.output_ports()]

@@ -51,6 +51,8 @@ from flows.engine.executor import (
     load_run,
     make_context,
     node_spec,
+    partition_rows,
+    run_fan_out_rows,
     version_of,
 )
 from flows.engine.handoff import (
@@ -112,13 +114,19 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
     return stretch
 
 
-def in_partitioned_stretch(definition: dict[str, Any], key: str) -> bool:
-    """Whether ``key`` is run partition by partition, after a source with ``partition_rows``."""
-    return any(
-        key in stretch_after(definition, node["key"])
-        for node in definition["nodes"]
-        if fan_out_rows(node) is not None
-    )
+def in_partitioned_stretch(definition: dict[str, Any], key: str, run_id: str) -> bool:
+    """Whether ``key`` is run partition by partition in run ``run_id``: it follows a source
+    with ``partition_rows``, or a source that partitions by default and fanned out in this
+    run (``sql_query`` decides as the run reaches it)."""
+    decided_by_run = []
+    for node in definition["nodes"]:
+        if fan_out_rows(node) is None or key not in stretch_after(definition, node["key"]):
+            continue
+        if partition_rows(node) is not None:
+            return True
+        decided_by_run.append(node["key"])
+    sources = NodeRun.objects.filter(run_id=run_id, node_key__in=decided_by_run)
+    return bool(decided_by_run) and any(fanned_out(source) for source in sources)
 
 
 def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
@@ -130,13 +138,18 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     """
     definition = load_run(node_run).version.definition
     spec = node_spec(definition, node_run.node_key)
-    rows = fan_out_rows(spec)
     # Inside a group the canvas has no chain to hand the replacement to: run plainly there.
-    if rows is None or task.request.group:
+    if fan_out_rows(spec) is None or task.request.group:
+        return None
+    candidates = stretch_after(definition, node_run.node_key)
+    if not candidates:
+        return None
+    rows = run_fan_out_rows(node_run, spec)  # (a source may ask its database first)
+    if rows is None:
         return None
     run_id = str(node_run.run_id)
     stretch: list[str] = []
-    for key in stretch_after(definition, node_run.node_key):
+    for key in candidates:
         if not _claim(run_id, key):
             break
         stretch.append(key)
@@ -147,7 +160,7 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     transitions.save_checkpoint(node_run, {FANNED_OUT: True})
     transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
     return chord(
-        [produce_partitions.si(run_id, node_run.node_key, stretch)],
+        [produce_partitions.si(run_id, node_run.node_key, stretch, rows)],
         join_partitions.s(run_id, node_run.node_key, stretch),
     )
 
@@ -234,12 +247,15 @@ class _Starter:
 
 
 @shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
-def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str]) -> dict[str, Any]:
+def produce_partitions(
+    self: Task, run_id: str, source: str, stretch: list[str], rows: int | None = None
+) -> dict[str, Any]:
     """Start one ``run_partition`` per partition of the source as soon as it is known.
 
     A source that plans slices (``Node.plan_slices``) only plans here: each partition task
     reads its own slice (``Node.execute_slice``). Any other source is read here and cut, each
-    partition started as soon as it is stored.
+    partition started as soon as it is stored. ``rows``: rows per partition, as the fan-out
+    decided.
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
@@ -248,7 +264,7 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
     redactor = Redactor()
     try:
         spec = node_spec(node_run.run.version.definition, source)
-        rows = fan_out_rows(spec) or 1
+        rows = rows or fan_out_rows(spec) or 1
         slices = _slices(node_run, spec, rows, [source, *stretch], redactor)
         sliced = slices is not None
         with Heartbeat(node_run), redaction.scope(redactor):
@@ -256,7 +272,10 @@ def produce_partitions(self: Task, run_id: str, source: str, stretch: list[str])
                 _start_slices(starter, slices, rows)
             else:
                 outcome = execute_node(
-                    node_run, on_partition=lambda i, _part: starter.start(i), redactor=redactor
+                    node_run,
+                    on_partition=lambda i, _part: starter.start(i),
+                    redactor=redactor,
+                    rows=rows,
                 )
     except (NodeFailed, PartitionStopped):
         raise

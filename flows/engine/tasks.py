@@ -84,7 +84,9 @@ def _inside_fan_out(node_run_id: int) -> bool:
 
     node_run = NodeRun.objects.get(pk=node_run_id)
     definition = load_run(node_run).version.definition
-    return fanned_out(node_run) or in_partitioned_stretch(definition, node_run.node_key)
+    return fanned_out(node_run) or in_partitioned_stretch(
+        definition, node_run.node_key, str(node_run.run_id)
+    )
 
 
 def _prepare(task: Any, claim: transitions.Claim) -> Any:

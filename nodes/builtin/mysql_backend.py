@@ -234,6 +234,30 @@ def _parse_json_columns(
         yield batch
 
 
+def begin_read_only(conn: Any, timeout_s: float) -> None:
+    """The session in UTC under the time limit, in a read-only transaction."""
+    setup = conn.cursor()
+    setup.execute(*_session_settings(conn, timeout_s))
+    setup.execute("START TRANSACTION READ ONLY")
+    setup.close()
+
+
+def node_error(
+    exc: MySQLdb.Error, redact: _Redactor, timeout_s: float, fired: bool = False
+) -> NodeError:
+    """A driver error as a :class:`NodeError`: the time limit (``fired``: the watchdog ended
+    the statement) or an unavailable server may pass on a retry, anything else will not."""
+    code = _code(exc)
+    if code in TIMEOUT_ERRORS or (fired and code in INTERRUPTED_ERRORS):
+        return NodeError(
+            f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
+            permanent=False,
+        )
+    if code >= 2000 or code in TRANSIENT_ERRORS:
+        return NodeError(f"database unavailable: {_redacted(redact, exc)}", permanent=False)
+    return NodeError(f"query failed: {_redacted(redact, exc)}", permanent=True)
+
+
 def mysql_rows(
     url: str,
     query: str,
@@ -258,10 +282,7 @@ def mysql_rows(
     streaming = False
     watchdog: KillQueryWatchdog | None = None
     try:
-        setup = conn.cursor()
-        setup.execute(*_session_settings(conn, timeout_s))
-        setup.execute("START TRANSACTION READ ONLY")
-        setup.close()
+        begin_read_only(conn, timeout_s)
         watchdog = KillQueryWatchdog(url, conn.thread_id(), timeout_s + WATCHDOG_GRACE_S)
         cursor = conn.cursor(MySQLdb.cursors.SSCursor)
         with watchdog.armed():
@@ -276,18 +297,8 @@ def mysql_rows(
         conn.rollback()  # never committed: nothing the query did in the transaction persists
     except MySQLdb.Error as exc:
         streaming = False  # the server ended the statement
-        code = _code(exc)
         fired = watchdog is not None and watchdog.fired
-        if code in TIMEOUT_ERRORS or (fired and code in INTERRUPTED_ERRORS):
-            raise NodeError(
-                f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
-                permanent=False,
-            ) from None
-        if code >= 2000 or code in TRANSIENT_ERRORS:
-            raise NodeError(
-                f"database unavailable: {_redacted(redact, exc)}", permanent=False
-            ) from None
-        raise NodeError(f"query failed: {_redacted(redact, exc)}", permanent=True) from None
+        raise node_error(exc, redact, timeout_s, fired) from None
     finally:
         if watchdog is not None:
             watchdog.close()

@@ -131,11 +131,17 @@ def postgres_slice_bounds(
 
 
 def slice_query(
-    query: str, params: dict[str, Any] | None, column: str, low: str | None, high: str | None
+    query: str,
+    params: dict[str, Any] | None,
+    column: str,
+    low: Any,
+    high: Any,
+    quote_name: Callable[[str], str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The query restricted to ``low <= column < high`` (either end open when ``None``; the
-    last slice, open above, also takes the rows whose ``column`` is NULL)."""
-    col = f"flowplatform_q.{_identifier(column)}"
+    last slice, open above, also takes the rows whose ``column`` is NULL). ``quote_name``: how
+    the database quotes a name (PostgreSQL's double quotes by default)."""
+    col = f"flowplatform_q.{(quote_name or _identifier)(column)}"
     conditions = []
     if low is not None:
         conditions.append(f"{col} >= %(flowplatform_low)s")
@@ -160,7 +166,7 @@ def limited_query(
 
 
 def _identifier(name: str) -> str:
-    """A column name as a quoted SQL identifier (names are checked to be plain by the config)."""
+    """A name as a quoted PostgreSQL (and SQLite) identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -246,7 +252,23 @@ def postgres_rows(
 ) -> Iterator[RowBatch]:
     """Rows from PostgreSQL: read-only transaction, statement timeout, server-side cursor, on a
     connection kept from an earlier query when there is one (``pg_pool``)."""
-    redact = _Redactor(url)
+    with (
+        postgres_errors(url, timeout_s),
+        pg_pool.connection(url, read_only_begin(timeout_s)) as conn,
+    ):
+        with StatementWatchdog(conn, timeout_s + WATCHDOG_GRACE_S) as watchdog:
+            name = f"flowplatform_{uuid.uuid4().hex[:12]}"
+            with conn.cursor(name=name) as cursor:
+                cursor.itersize = batch_size
+                with watchdog.armed():
+                    cursor.execute(query, params)
+                yield from _batches(cursor, batch_size, is_cancelled, watchdog.armed)
+        # Rolled back, never committed: nothing the query did in the transaction persists.
+        conn.rollback()
+
+
+def read_only_begin(timeout_s: float) -> Callable[[psycopg.Connection], None]:
+    """What starts a read-only transaction with the statement timeout (``pg_pool``'s begin)."""
     timeout_ms = str(max(1, round(timeout_s * 1000)))
 
     def begin(conn: psycopg.Connection) -> None:
@@ -262,26 +284,24 @@ def postgres_rows(
         else:
             conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
 
+    return begin
+
+
+@contextlib.contextmanager
+def postgres_errors(url: str, timeout_s: float) -> Iterator[None]:
+    """Driver errors as :class:`NodeError`: a timeout or an unavailable server may pass on a
+    retry, any other failure will not; messages redacted."""
     try:
-        with pg_pool.connection(url, begin) as conn:
-            with StatementWatchdog(conn, timeout_s + WATCHDOG_GRACE_S) as watchdog:
-                name = f"flowplatform_{uuid.uuid4().hex[:12]}"
-                with conn.cursor(name=name) as cursor:
-                    cursor.itersize = batch_size
-                    with watchdog.armed():
-                        cursor.execute(query, params)
-                    yield from _batches(cursor, batch_size, is_cancelled, watchdog.armed)
-            # Rolled back, never committed: nothing the query did in the transaction persists.
-            conn.rollback()
+        yield
     except psycopg.errors.QueryCanceled:
         raise NodeError(
             f"the query was cancelled after the statement timeout ({timeout_s:g} s)",
             permanent=False,
         ) from None
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise NodeError(f"database unavailable: {redact(exc)}", permanent=False) from None
+        raise NodeError(f"database unavailable: {_Redactor(url)(exc)}", permanent=False) from None
     except psycopg.Error as exc:
-        raise NodeError(f"query failed: {redact(exc)}", permanent=True) from None
+        raise NodeError(f"query failed: {_Redactor(url)(exc)}", permanent=True) from None
 
 
 def _sqlite_value(value: Any) -> Any:

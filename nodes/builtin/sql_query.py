@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,8 +16,9 @@ from nodes.builtin.sql_backends import (
     slice_query,
     sqlite_rows,
 )
+from nodes.builtin.sql_query_auto import estimated_rows, key_slices, quote_mysql
 from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream
-from nodes.sdk.capabilities import SlicedSource
+from nodes.sdk.capabilities import PartitionPolicy, SlicedSource
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node, NodeConfig
@@ -26,6 +27,8 @@ from nodes.sdk.schema import FieldType, RecordSchema
 
 #: The longest statement timeout a node may ask for (the node's hard time limit ends it sooner).
 MAX_STATEMENT_TIMEOUT_S = 86_400
+#: ``partition_rows`` when the platform decides (the default).
+AUTO: Literal["auto"] = "auto"
 
 BACKENDS = {
     "postgresql": postgres_rows,
@@ -53,21 +56,25 @@ class SqlQueryConfig(NodeConfig):
     batch_size: int = Field(
         DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Rows fetched per batch."
     )
-    partition_rows: int | None = Field(
-        None,
-        ge=1,
-        le=100_000_000,
+    partition_rows: Annotated[int, Field(ge=1, le=100_000_000)] | Literal["auto"] | None = Field(
+        AUTO,
         description="Cut the output into partitions of this many rows: the partitionable nodes "
         "that follow (filter, map_fields, http_post...) then run once per partition, in "
-        "parallel across workers. Unset: one output.",
+        'parallel across workers. "auto" (the default): the platform decides as each run '
+        "starts, from the database's row estimate of the query: at least "
+        "FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS rows (50,000) are read in partitions of about "
+        "FLOWPLATFORM_AUTO_PARTITION_ROWS (25,000), in parallel ranges of the table's integer "
+        "key when the query is a plain select of one table, otherwise cut as it streams; "
+        "fewer are read whole. null: never partitioned.",
     )
     partition_column: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="With partition_rows on PostgreSQL: read the partitions in parallel, each "
-        "partition task its own range of this output column (a key such as id: ordered, "
-        "ideally indexed). The ranges are cut by row count when the run starts. Unset: the "
-        "query is read once and cut as it streams.",
+        description='With partition_rows (a number, or "auto" when the run partitions) on '
+        "PostgreSQL: read the partitions in parallel, each partition task its own range of "
+        "this output column (a key such as id: ordered, ideally indexed). The ranges are cut "
+        "by row count when the run starts. Unset: the query is read once and cut as it "
+        'streams, or, with "auto", in ranges of a key the platform finds.',
     )
     statement_timeout_s: float = Field(
         300,
@@ -84,7 +91,9 @@ class SqlQueryConfig(NodeConfig):
     @model_validator(mode="after")
     def _partition_column_needs_rows(self) -> SqlQueryConfig:
         if self.partition_column and not self.partition_rows:
-            raise ValueError("partition_column needs partition_rows (rows per partition)")
+            raise ValueError(
+                'partition_column needs partition_rows (rows per partition, or "auto")'
+            )
         return self
 
 
@@ -148,17 +157,62 @@ class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
             **self._backend_options(backend),
         )
 
+    @classmethod
+    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
+        """With ``partition_rows`` ``"auto"`` (or unset): each run decides
+        (:meth:`partition_rows_for_run`)."""
+        return bool(config.get("partition_rows", AUTO) == AUTO)
+
+    def partition_rows_for_run(
+        self, context: ExecutionContext, policy: PartitionPolicy
+    ) -> int | None:
+        """From the database's estimate of the query's rows: partitions when there are many
+        (``policy``), ``None`` when there are few, on SQLite, or when the estimate fails (the
+        query is then read whole, and its own errors reported as usual)."""
+        try:
+            url, backend = self._backend(context)
+            if backend is sqlite_rows:
+                return None
+            estimate = estimated_rows(
+                url,
+                backend is mysql_rows,
+                self.config.query,
+                self._bound_values(context),
+                self.config.statement_timeout_s,
+            )
+        except NodeError as exc:
+            context.logger.info("no row estimate, the query is read whole: %s", exc)
+            return None
+        return policy.rows_for(estimate)
+
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """With ``partition_column`` on PostgreSQL: ranges of that column of about
         ``rows_per_slice`` rows each, ``{"from": ..., "to": ...}`` (text; open ends ``None``),
-        each produced as soon as the database reaches its end."""
-        column = self.config.partition_column
-        if not column:
-            return None
+        each produced as soon as the database reaches its end. With ``partition_rows``
+        ``"auto"`` (and no column) on PostgreSQL or MariaDB/MySQL: ranges of the table's
+        integer key, ``{"column": ..., "from": ..., "to": ...}``, when the query is a plain
+        select of one table (:mod:`nodes.builtin.sql_query_auto`). ``None``: read once, cut."""
         url, backend = self._backend(context)
-        if backend is not postgres_rows:
-            return None  # SQLite (the embedded demo): read once and cut
-        return self._slices(context, url, column, rows_per_slice)
+        column = self.config.partition_column
+        if column:
+            if backend is not postgres_rows:
+                return None  # MariaDB/MySQL, SQLite: read once and cut
+            return self._slices(context, url, column, rows_per_slice)
+        if self.config.partition_rows != AUTO or backend is sqlite_rows:
+            return None
+        try:
+            slices = key_slices(
+                url,
+                backend is mysql_rows,
+                self.config.query,
+                self._bound_values(context),
+                rows_per_slice,
+                self.config.statement_timeout_s,
+            )
+        except NodeError as exc:
+            context.logger.info("no key ranges, the query is read once: %s", exc)
+            return None
+        return None if slices is None else (slice_ for slice_ in slices)
 
     def _slices(
         self, context: ExecutionContext, url: str, column: str, rows_per_slice: int
@@ -181,13 +235,15 @@ class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
         url, backend = self._backend(context)
-        assert self.config.partition_column is not None
+        column = slice_.get("column") or self.config.partition_column
+        assert column is not None
         query, values = slice_query(
             self.config.query,
             self._bound_values(context),
-            self.config.partition_column,
+            column,
             slice_["from"],
             slice_["to"],
+            quote_mysql if backend is mysql_rows else None,
         )
         yield from backend(
             url,
@@ -196,6 +252,7 @@ class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
             batch_size=self.config.batch_size,
             timeout_s=self.config.statement_timeout_s,
             is_cancelled=context.is_cancelled,
+            **self._backend_options(backend),
         )
 
     def _backend(self, context: ExecutionContext) -> tuple[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nodes.sdk.batches import AnyBatch
@@ -63,16 +64,50 @@ class AcceptsRows:
     accepts_rows: ClassVar[bool] = True
 
 
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """The platform's settings for sources that partition on their own when large
+    (``FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS``, ``FLOWPLATFORM_AUTO_PARTITION_ROWS``)."""
+
+    #: Partition only a source expected to produce at least this many rows (0: never).
+    min_rows: int
+    #: Aim for partitions of this many rows.
+    rows_per_partition: int
+    #: At most this many partitions: a larger source gets larger partitions.
+    max_partitions: int
+
+    def rows_for(self, estimate: int | None) -> int | None:
+        """Rows per partition for a source expected to produce ``estimate`` rows (``None``:
+        unknown), or ``None`` when it is better read whole."""
+        if estimate is None or self.min_rows <= 0 or estimate < self.min_rows:
+            return None
+        return max(self.rows_per_partition, -(-estimate // self.max_partitions))
+
+
 class SlicedSource(ABC):
     """A source whose output can be read in independent slices, each read by a task of its own,
     in parallel across workers, as soon as it is planned."""
 
     @classmethod
     def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
-        """Whether a source with this (raw) config plans slices without ``partition_rows``, so
-        that the partitionable nodes after it run once per slice (``file_read``: one slice per
-        file). Without partitionable nodes after it, such a source runs whole, as any other."""
+        """Whether a source with this (raw) config may partition its output without
+        ``partition_rows``, so that the partitionable nodes after it run once per partition, in
+        parallel (``file_read``: one slice per file; ``sql_query``: when its query is large).
+        Decided without I/O; :meth:`partition_rows_for_run` decides for each run. Without
+        partitionable nodes after it, such a source runs whole, as any other."""
         return False
+
+    def partition_rows_for_run(
+        self, context: ExecutionContext, policy: PartitionPolicy
+    ) -> int | None:
+        """For a source that partitions by default: the rows per partition of this run, or
+        ``None`` to run it whole, unpartitioned. Called as the run reaches the source, before
+        anything is read or any node after it is claimed; it may ask the source cheap questions
+        (a planner's row estimate), and must not fail the run for want of an answer (``None``).
+        The partitions are then planned by :meth:`plan_slices` with that many rows per slice,
+        or, when it plans none, cut from the output as it streams. The default: always
+        (``policy.rows_per_partition``)."""
+        return policy.rows_per_partition
 
     @abstractmethod
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
@@ -129,14 +164,29 @@ def plan_slices(
     return slices
 
 
+def partition_rows_for_run(
+    node: object, context: ExecutionContext, policy: PartitionPolicy
+) -> int | None:
+    """Rows per partition of this run of a source that partitions by default (see
+    :meth:`SlicedSource.partition_rows_for_run`); always the policy's for a source that does
+    not decide."""
+    decide = getattr(node, "partition_rows_for_run", None)
+    if not callable(decide):
+        return policy.rows_per_partition
+    rows: int | None = decide(context, policy)
+    return rows
+
+
 __all__ = [
     "AcceptsRows",
+    "PartitionPolicy",
     "Partitionable",
     "Pure",
     "SlicedSource",
     "accepts_rows",
     "is_partitionable",
     "is_pure",
+    "partition_rows_for_run",
     "partitionable_with",
     "partitions_by_default",
     "plan_slices",

@@ -362,7 +362,16 @@ def test_a_literal_percent_survives_slicing_a_query_without_parameters(keyed_tab
 
 def test_slicing_needs_rows_and_a_plain_column_name() -> None:
     with pytest.raises(ValidationError, match="partition_column needs partition_rows"):
-        SqlQueryNode({"connection": "w", "query": "select 1", "partition_column": "id"})
+        SqlQueryNode(
+            {
+                "connection": "w",
+                "query": "select 1",
+                "partition_rows": None,
+                "partition_column": "id",
+            }
+        )
+    # unset, partition_rows is "auto": the column is used when the run partitions
+    SqlQueryNode({"connection": "w", "query": "select 1", "partition_column": "id"})
     with pytest.raises(ValidationError, match="partition_column"):
         SqlQueryNode(
             {"connection": "w", "query": "select 1", "partition_rows": 5, "partition_column": "a;b"}
