@@ -41,7 +41,7 @@ BUILTIN_CAPABILITIES = {
     "map_fields": (True, True, True, False, False),
     "http_post": (True, False, True, False, False),
     "sql_write": (True, False, True, False, False),
-    "sql_query": (False, False, False, True, False),
+    "sql_query": (False, False, False, True, True),  # automatic partitioning (decision 0030)
     "file_read": (False, False, False, True, True),
     "file_write": (False, False, False, False, False),
     "http_request": (False, False, False, False, False),
@@ -61,6 +61,7 @@ SPEED_NAMES = (
     "plan_slices",
     "execute_slice",
     "partitions_by_default",
+    "partition_rows_for_run",
 )
 
 
