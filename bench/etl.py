@@ -15,8 +15,10 @@ amount (one third), reshape them, and POST them in batches of 500 to a local HTT
   ``requests`` with a keep-alive session.
 
 Both flows run on one ``celery worker`` with 2 pool processes (this machine has 2 cores); wall
-time from ``start_run`` to the run's ``finished_at``. Rounds alternate (hand-written, default,
-tuned, ...) and the medians are compared. Peak RSS is each process's VmHWM; the worker's figure
+time from ``start_run`` to the run's ``finished_at``. Each round runs the hand-written job,
+then the two flows (their order alternating) and the medians are compared, as is the median of
+each round's ratio to its own hand-written run (the load of a shared machine changes between
+rounds). Peak RSS is each process's VmHWM; the worker's figure
 is the largest of its parent and pool processes. ``--big-rows`` then runs all three once more
 on a larger table with a fresh worker, to show that the workers' memory stays flat as rows
 grow. The ratios are printed last.
@@ -201,7 +203,13 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
         jobs = {"hand-written": lambda: run_hand_written(table, peer)}
         jobs |= {variant: (lambda v=variant: run_flow(worker, v)) for variant in VARIANTS}
         for index in range(rounds):
-            for label, job in jobs.items():
+            # The hand-written job first, then the flows, in turn first (no variant always
+            # runs right after another).
+            flows = (
+                list(VARIANTS)[index % len(VARIANTS) :] + list(VARIANTS)[: index % len(VARIANTS)]
+            )
+            for label in ["hand-written", *flows]:
+                job = jobs[label]
                 peer.reset()
                 result = job()
                 delivered = peer.stats()["records"]
@@ -214,8 +222,16 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
                     f"{result['cpu_s']:7.2f}s CPU{split}",
                     flush=True,
                 )
+        hand = [r["wall_s"] for r in results["hand-written"]]
         return {
             "rows": rows,
+            # Each round's flow against the hand-written job just before it (the same load).
+            "round_ratios": {
+                variant: statistics.median(
+                    r["wall_s"] / h for r, h in zip(results[variant], hand, strict=True)
+                )
+                for variant in VARIANTS
+            },
             "wall_s": {k: statistics.median(r["wall_s"] for r in v) for k, v in results.items()},
             "cpu_s": {k: statistics.median(r["cpu_s"] for r in v) for k, v in results.items()},
             "hand_rss_mb": max(r["peak_rss_mb"] for r in results["hand-written"]),
@@ -257,7 +273,8 @@ def main() -> None:
         return
     configure()
     print(
-        f"ETL: {args.rows:,} rows, {args.rounds} rounds, 2 worker processes, {os.cpu_count()} CPUs"
+        f"ETL: {args.rows:,} rows, {args.rounds} rounds, 2 worker processes, {os.cpu_count()} CPUs,"
+        f" load average {os.getloadavg()}"
     )
     main_result = measure(args.rows, args.rounds, args.partition_rows)
     report(main_result)
@@ -270,8 +287,10 @@ def main() -> None:
     for variant, ratio in ratios(main_result).items():
         print(
             f"ratio flow/hand-written wall time at {args.rows:,} rows, {variant}: "
-            f"{ratio:.2f} (goal <= {goals[variant]})"
+            f"{ratio:.2f} (median of rounds: {main_result['round_ratios'][variant]:.2f}; "
+            f"goal <= {goals[variant]})"
         )
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(f"peak RSS of any worker process: {main_result['worker_rss_mb']:.0f} MB (goal <= 200)")
     if big_result:
         for variant, ratio in ratios(big_result).items():

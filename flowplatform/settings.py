@@ -340,7 +340,7 @@ FLOWPLATFORM_PREVIEW_MAX_BYTES = env_int("FLOWPLATFORM_PREVIEW_MAX_BYTES", 2 * 1
 # Sources that partition on their own (sql_query without partition_rows, docs/nodes.md): only
 # from this many expected rows (0: never), in partitions of about this many rows.
 FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS = env_int("FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS", 50_000)
-FLOWPLATFORM_AUTO_PARTITION_ROWS = env_int("FLOWPLATFORM_AUTO_PARTITION_ROWS", 25_000)
+FLOWPLATFORM_AUTO_PARTITION_ROWS = env_int("FLOWPLATFORM_AUTO_PARTITION_ROWS", 50_000)
 if FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS < 0 or FLOWPLATFORM_AUTO_PARTITION_ROWS < 1:
     raise SettingsError(
         "FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS must be 0 (never) or more, and "

@@ -63,7 +63,7 @@ class SqlQueryConfig(NodeConfig):
         'parallel across workers. "auto" (the default): the platform decides as each run '
         "starts, from the database's row estimate of the query: at least "
         "FLOWPLATFORM_AUTO_PARTITION_MIN_ROWS rows (50,000) are read in partitions of about "
-        "FLOWPLATFORM_AUTO_PARTITION_ROWS (25,000), in parallel ranges of the table's integer "
+        "FLOWPLATFORM_AUTO_PARTITION_ROWS (50,000), in parallel ranges of the table's integer "
         "key when the query is a plain select of one table, otherwise cut as it streams; "
         "fewer are read whole. null: never partitioned.",
     )

@@ -194,6 +194,8 @@ def plain_select(query: str, mysql: bool) -> PlainSelect | None:
     if not found:
         return None
     if found[-1].text == ";":
+        if query[found[-1].end :].strip():
+            return None  # a comment after the ";" would swallow what a wrapper adds
         found = found[:-1]
     if not found or any(t.text == ";" for t in found) or not found[0].is_word("select"):
         return None

@@ -125,7 +125,7 @@ def orders(ids: list[Any], key_type: str = "bigint") -> Iterator[str]:
 def test_a_large_postgresql_source_is_read_in_parallel_key_ranges_by_default(
     worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
 ) -> None:
-    # 60,000 rows: above the default threshold (50,000), partitions of about 25,000
+    # 60,000 rows: above the default threshold (50,000), partitions of about 50,000
     with orders(list(range(1, 60_001))) as table:
         flow = point_minimal_flow_at(minimal_flow, table)
         auto, whole, auto_records, whole_records = auto_then_never(

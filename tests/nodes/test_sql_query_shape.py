@@ -40,6 +40,7 @@ NOT_PLAIN = [
     "select id from t for update",
     "select id from t tablesample system (10)",
     "select id from t; select 1",
+    "select id from t; -- a comment after the end",
     "select id from only t",
     "select id into x from t",
     "values (1)",
