@@ -431,9 +431,18 @@ def partition_execution(
 # --- Runs ending ----------------------------------------------------------------------------
 
 
-def run_finished(run_id: str) -> None:
-    """Count a run that has just ended (``flowplatform_runs_total``, its duration)."""
+def run_finished(run_id: str, status: str = "", run: FlowRun | None = None) -> None:
+    """Count a run that has just ended (``flowplatform_runs_total``, its duration). ``run``:
+    the run's instance when the caller has it, with its trigger, creation time and version
+    (with its flow) loaded: then no query is made (the end is now)."""
     if not metrics.collecting():
+        return
+    known = _finished_run_fields(run) if status else None
+    if known is not None:
+        flow, trigger, created_at = known
+        from django.utils import timezone
+
+        metrics.run_finished(flow, status, trigger, (timezone.now() - created_at).total_seconds())
         return
     from flows.models import FlowRun
 
@@ -447,3 +456,21 @@ def run_finished(run_id: str) -> None:
     flow, status, trigger, created_at, finished_at = row
     duration = (finished_at - created_at).total_seconds() if finished_at and created_at else None
     metrics.run_finished(flow, status, trigger, duration)
+
+
+def _finished_run_fields(run: FlowRun | None) -> tuple[str, str, Any] | None:
+    """(flow slug, trigger, created_at) of a run instance, when loaded (never a query)."""
+    if run is None:
+        return None
+    loaded = run.__dict__
+    if loaded.get("trigger") is None or loaded.get("created_at") is None:
+        return None  # deferred
+    version = run._state.fields_cache.get("version")
+    flow = (
+        version._state.fields_cache.get("flow")
+        if version is not None
+        else run._state.fields_cache.get("flow")
+    )
+    if flow is None:
+        return None
+    return flow.slug, loaded["trigger"], loaded["created_at"]

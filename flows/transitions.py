@@ -74,7 +74,7 @@ def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> N
     the ``run_finished`` signal (alerts) and the callbacks of ``flows.hooks`` (triggers, run
     slots) hear of it; their errors are logged, never raised into the run's own bookkeeping.
     ``run``: the run's instance when the caller has it (saves a query)."""
-    telemetry.run_finished(run_id)
+    telemetry.run_finished(run_id, status, run)
     hooks.run_finished(run_id, run)
     for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
         if isinstance(result, Exception):

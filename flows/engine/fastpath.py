@@ -53,7 +53,8 @@ _NODE_FIELDS = [
         "deliveries", "workers_lost", "checkpoint",
     )
 ]  # fmt: skip
-# What a node's execution reads of its run.
+# What a node's execution reads of its run (in the model's order), and its trigger and
+# creation time: the run's metrics when its last node closes it, without a query.
 _RUN_FIELDS = [
     FlowRun._meta.get_field(name)
     for name in (
@@ -61,10 +62,12 @@ _RUN_FIELDS = [
         "flow_id",
         "version_id",
         "status",
+        "trigger",
         "params",
         "interval_start",
         "interval_end",
         "payload",
+        "created_at",
         "limited",
     )
 ]
