@@ -14,7 +14,7 @@ one broker and one worker with 2 pool processes.
 - throughput: ``--concurrent`` runs started at once, divided by the time until the last ends.
 
 The ratios are printed last. ``--observe`` turns tracing and metrics on (as a deployment
-would: spans exported over OTLP/HTTP in batches, to a local sink; the worker serving
+would: spans exported over OTLP/gRPC in batches, to a local collector; the worker serving
 ``/metrics`` for its pool in multiprocess mode); ``bench/observability.py`` compares the two.
 """
 
@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -115,24 +116,28 @@ def latencies(job, runs: int) -> list[float]:  # type: ignore[no-untyped-def]
     return [job(1) for _ in range(runs)]
 
 
-def observe() -> Peer:
-    """Tracing and metrics on for this process and the worker it starts; returns the OTLP sink."""
+def observe() -> Any:
+    """Tracing and metrics on for this process and the worker it starts, as a deployment turns
+    them on: spans exported over OTLP (gRPC, the default protocol; ``OTEL_EXPORTER_OTLP_PROTOCOL
+    =http/protobuf`` for the other) to a local collector of their own, the worker serving
+    ``/metrics`` for its pool. Returns the collector."""
     import socket
 
-    sink = Peer()
+    from bench.otlp_sink import OtlpSink
+
+    http = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/protobuf"
+    sink = Peer() if http else OtlpSink()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "otlp")  # BENCH: =none for metrics alone
     os.environ.update(
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
-        FLOWPLATFORM_WORKER_METRICS_PORT=str(port),
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, FLOWPLATFORM_WORKER_METRICS_PORT=str(port)
     )
     return sink
 
 
-def observed(sink: Peer) -> str:
+def observed(sink: Any) -> str:
     """Proof that it was on: span batches received, node runs counted by the worker."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families
