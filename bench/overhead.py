@@ -17,8 +17,8 @@ recorded). Both run on one broker and one worker with 2 pool processes.
 
 Everything is measured ``--rounds`` times, flow and chain side by side in each round; the
 figures printed last are the medians over the rounds, with the ratios. ``--observe`` turns
-tracing and metrics on (as a deployment would: spans exported over OTLP/HTTP in batches, to a
-local sink; the worker serving ``/metrics`` for its pool in multiprocess mode);
+tracing and metrics on (as a deployment would: spans exported over OTLP (gRPC) in batches, to a
+local collector; the worker serving ``/metrics`` for its pool in multiprocess mode);
 ``bench/observability.py`` compares the two.
 """
 
@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -199,24 +200,28 @@ def one_round(worker: Worker, peer_url: str, runs: int, concurrent: int) -> Roun
     )  # fmt: skip
 
 
-def observe() -> Peer:
-    """Tracing and metrics on for this process and the worker it starts; returns the OTLP sink."""
+def observe() -> Any:
+    """Tracing and metrics on for this process and the worker it starts, as a deployment turns
+    them on: spans exported over OTLP (gRPC, the default protocol; ``OTEL_EXPORTER_OTLP_PROTOCOL
+    =http/protobuf`` for the other) to a local collector of their own, the worker serving
+    ``/metrics`` for its pool. Returns the collector."""
     import socket
 
-    sink = Peer()
+    from bench.otlp_sink import OtlpSink
+
+    http = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/protobuf"
+    sink = Peer() if http else OtlpSink()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "otlp")  # BENCH: =none for metrics alone
     os.environ.update(
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
-        FLOWPLATFORM_WORKER_METRICS_PORT=str(port),
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, FLOWPLATFORM_WORKER_METRICS_PORT=str(port)
     )
     return sink
 
 
-def observed(sink: Peer) -> str:
+def observed(sink: Any) -> str:
     """Proof that it was on: span batches received, node runs counted by the worker."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families

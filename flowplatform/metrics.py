@@ -133,10 +133,18 @@ def _get() -> _Metrics:
 def run_finished(flow: str, status: str, trigger: str, duration_s: float | None) -> None:
     if not _collecting:
         return
-    metrics = _get()
-    metrics.runs.labels(flow, status, trigger).inc()
+    series = _run_series_cache.get((flow, status, trigger))
+    if series is None:
+        metrics = _get()
+        series = metrics.runs.labels(flow, status, trigger), metrics.run_duration.labels(flow)
+        _run_series_cache[(flow, status, trigger)] = series
+    series[0].inc()
     if duration_s is not None:
-        metrics.run_duration.labels(flow).observe(max(duration_s, 0.0))
+        series[1].observe(max(duration_s, 0.0))
+
+
+#: The series a finished run moves, by (flow, status, trigger): looked up once per process.
+_run_series_cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def node_finished(
@@ -144,15 +152,34 @@ def node_finished(
 ) -> None:
     if not _collecting:
         return
-    metrics = _get()
-    metrics.node_runs.labels(node_type, status).inc()
-    metrics.node_duration.labels(node_type).observe(duration_s)
+    node_runs, duration, rows_read, rows_written, retries = _node_series(node_type, status)
+    node_runs.inc()
+    duration.observe(duration_s)
     if rows_in:
-        metrics.rows.labels(node_type, "in").inc(rows_in)
+        rows_read.inc(rows_in)
     if rows_out:
-        metrics.rows.labels(node_type, "out").inc(rows_out)
+        rows_written.inc(rows_out)
     if retry:
-        metrics.retries.labels(node_type).inc()
+        retries.inc()
+
+
+#: The series a node execution moves, by (node type, status): looked up once per process.
+_node_series_cache: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {}
+
+
+def _node_series(node_type: str, status: str) -> tuple[Any, Any, Any, Any, Any]:
+    series = _node_series_cache.get((node_type, status))
+    if series is None:
+        metrics = _get()
+        series = (
+            metrics.node_runs.labels(node_type, status),
+            metrics.node_duration.labels(node_type),
+            metrics.rows.labels(node_type, "in"),
+            metrics.rows.labels(node_type, "out"),
+            metrics.retries.labels(node_type),
+        )
+        _node_series_cache[(node_type, status)] = series
+    return series
 
 
 def schedule_fired(lag_s: float) -> None:

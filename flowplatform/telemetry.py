@@ -37,6 +37,17 @@ ATTR = "flowplatform"  # attribute prefix: flowplatform.flow, flowplatform.run_i
 
 _tracer: Any = None  # the platform's tracer, once tracing is on in this process
 _instrumented: list[Any] = []
+#: Whether the engine's own bookkeeping is left out of the traces (the default sampling: no
+#: ``OTEL_TRACES_SAMPLER``): the client calls (psycopg, redis, requests) made by a task
+#: outside its nodes, or while a run is being recorded, are not instrumented at all, and the
+#: messages that move a run along get no span of their own (``QuietTasks``).
+_bookkeeping_left_out = False
+# The pieces of the SDK the hooks use on every node, bound once tracing is on.
+_otel_context: Any = None
+_set_span_in_context: Any = None
+_inject: Any = None
+_QUIET: Any = None  # the context key that turns the instrumentations off (and on again)
+_STATUS_OK: Any = None
 
 
 def enabled_by_environment() -> bool:
@@ -60,14 +71,23 @@ def setup(kind: str, processor: SpanProcessor | None = None) -> bool:
     given: tests); ``kind`` names the process (web, worker, beat, cli) in the default service
     name ``flowplatform-<kind>``. Call it once, early (before the WSGI handler is built; in a
     pool process after the fork). Returns whether tracing is on."""
-    global _tracer
+    global _tracer, _bookkeeping_left_out, _otel_context, _set_span_in_context, _inject
+    global _QUIET, _STATUS_OK
     if _tracer is not None:
         return True
     if processor is None and not enabled_by_environment():
         return False
+    from opentelemetry import context as otel_context
     from opentelemetry import trace
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.propagate import inject
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Status, StatusCode
+
+    _otel_context, _set_span_in_context, _inject = otel_context, trace.set_span_in_context, inject
+    _QUIET, _STATUS_OK = _SUPPRESS_INSTRUMENTATION_KEY, Status(StatusCode.OK)
+    _bookkeeping_left_out = not os.environ.get("OTEL_TRACES_SAMPLER")
 
     attributes = (
         {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: f"flowplatform-{kind}"}
@@ -84,40 +104,13 @@ def setup(kind: str, processor: SpanProcessor | None = None) -> bool:
 def _sampler() -> Any:
     """``OTEL_TRACES_SAMPLER`` when set. Otherwise every trace, without the database and Redis
     calls made outside any trace (heartbeats, lease renewals, probes, scrapes: each would be
-    a trace of one span) and without the engine's own bookkeeping statements around a node
-    (taking, claiming, finishing it: the client calls made directly under a Celery task's
-    span). What a node does (its queries, its HTTP calls), what a request does, and every
-    message sent are traced."""
-    from opentelemetry import trace
+    a trace of one span). (The engine's bookkeeping is left out before any span is made: see
+    ``QuietTasks``.)"""
     from opentelemetry.sdk.trace import sampling
 
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return sampling._get_from_env_or_default()
     from opentelemetry.trace import SpanKind
-
-    class NoBookkeeping(sampling.Sampler):
-        def should_sample(
-            self,
-            parent_context: Any,
-            trace_id: int,
-            name: str,
-            kind: Any = None,
-            attributes: Any = None,
-            links: Any = None,
-            trace_state: Any = None,
-        ) -> sampling.SamplingResult:
-            parent = trace.get_current_span(parent_context)
-            parent_span = parent.get_span_context()
-            if not parent_span.trace_flags.sampled:
-                return sampling.SamplingResult(sampling.Decision.DROP)
-            if kind == SpanKind.CLIENT and getattr(parent, "name", "").startswith("run/"):
-                return sampling.SamplingResult(sampling.Decision.DROP)
-            return sampling.SamplingResult(
-                sampling.Decision.RECORD_AND_SAMPLE, attributes, parent_span.trace_state
-            )
-
-        def get_description(self) -> str:
-            return "NoBookkeeping"
 
     class NoLoneClientCalls(sampling.Sampler):
         def should_sample(
@@ -137,7 +130,7 @@ def _sampler() -> Any:
         def get_description(self) -> str:
             return "NoLoneClientCalls"
 
-    return sampling.ParentBased(root=NoLoneClientCalls(), local_parent_sampled=NoBookkeeping())
+    return sampling.ParentBased(root=NoLoneClientCalls())
 
 
 def _processors_from_environment() -> list[Any]:
@@ -174,9 +167,9 @@ def _otlp_exporter() -> Any:
         or "grpc"
     ).strip()
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from flowplatform.telemetry_export import SpanExporter
 
-        return OTLPSpanExporter()
+        return SpanExporter()
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HTTPSpanExporter,
@@ -195,7 +188,7 @@ def _instrument(kind: str, provider: Any) -> None:
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
     instrumentors: dict[str, Any] = {
-        "celery": CeleryInstrumentor(),
+        "celery": _quiet_tasks_class()() if _bookkeeping_left_out else CeleryInstrumentor(),
         "psycopg": PsycopgInstrumentor(),
         "requests": RequestsInstrumentor(),
         "redis": RedisInstrumentor(),
@@ -212,6 +205,86 @@ def _instrument(kind: str, provider: Any) -> None:
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=provider)
             _instrumented.append(instrumentor)
+
+
+def _quiet_tasks_class() -> type[Any]:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor, celery_getter, utils
+    from opentelemetry.propagate import extract
+    from opentelemetry.trace import SpanKind
+
+    class QuietTasks(CeleryInstrumentor):  # type: ignore[misc]
+        """Celery's instrumentation (a span ``run/<task>`` per task run, with the library's
+        attributes, a span per message sent, the trace's context in the message headers),
+        with the engine's bookkeeping left out:
+
+        - the client calls a task makes outside its nodes (taking, claiming and finishing a
+          node, storing its result): ``node_execution`` turns them on again for what a node
+          does;
+        - the messages the engine sends to move a run along (dispatching it from
+          ``run_span``, a node's next task, a retry) get no span of their own (nor their Redis
+          command): the task they start is a child of the sender's span.
+
+        A task's span is made and ended here with the library's name, kind, parent and
+        attributes, and without its task-duration histogram (there is no OpenTelemetry meter
+        provider: the platform's metrics are Prometheus'); failures and retries are recorded
+        on it by the library's own handlers."""
+
+        def _trace_prerun(self, *args: Any, **kwargs: Any) -> None:
+            task, task_id = kwargs.get("task"), kwargs.get("task_id")
+            if task is None or task_id is None:
+                return
+            parent = extract(task.request, getter=celery_getter) or None
+            span = self._tracer.start_span(
+                f"run/{task.name}", context=parent, kind=SpanKind.CONSUMER
+            )
+            context = _set_span_in_context(span, parent)
+            token = _otel_context.attach(_otel_context.set_value(_QUIET, True, context))
+            utils.attach_context(task, task_id, span, None, token)
+
+        def _trace_postrun(self, *args: Any, **kwargs: Any) -> None:
+            task, task_id = kwargs.get("task"), kwargs.get("task_id")
+            if task is None or task_id is None:
+                return
+            found = utils.retrieve_context(task, task_id)
+            if found is None:
+                return
+            span, _, token = found
+            if span.is_recording():
+                attributes = _Attributes({"celery.action": "run"})
+                utils.set_attributes_from_context(attributes, kwargs)
+                utils.set_attributes_from_context(attributes, task.request)
+                attributes.set_attribute("celery.task_name", task.name)
+                span.set_attributes(attributes.values)
+            span.end()
+            utils.detach_context(task, task_id)
+            _otel_context.detach(token)
+
+        def _trace_before_publish(self, *args: Any, **kwargs: Any) -> None:
+            if not _otel_context.get_value(_QUIET):
+                super()._trace_before_publish(*args, **kwargs)
+                return
+            headers = kwargs.get("headers")
+            if headers:
+                _inject(headers)
+
+        def _trace_after_publish(self, *args: Any, **kwargs: Any) -> None:
+            if not _otel_context.get_value(_QUIET):
+                super()._trace_after_publish(*args, **kwargs)
+
+    return QuietTasks
+
+
+class _Attributes:
+    """Collects what the Celery instrumentation's helper sets on a span, to set it at once."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.values[key] = value
 
 
 def shutdown() -> None:
@@ -264,38 +337,58 @@ class RunSpan:
 
     def started(self, run: FlowRun) -> None:
         if self.span is not None:
-            self.span.set_attribute(f"{ATTR}.run_id", str(run.id))
-            self.span.set_attribute(f"{ATTR}.version", run.version.number)
-            self.span.set_attribute(f"{ATTR}.trigger", run.trigger)
+            self.span.set_attributes(
+                {f"{ATTR}.run_id": str(run.id), f"{ATTR}.version": run.version.number}
+            )
 
     def bind(self, function: Callable[[], None]) -> Callable[[], None]:
         """``function`` run later within this span's context (its tasks join the trace)."""
         if self.span is None:
             return function
-        from opentelemetry import context as otel_context
-
-        captured = otel_context.get_current()
+        captured = _otel_context.get_current()
 
         def within() -> None:
-            token = otel_context.attach(captured)
+            token = _otel_context.attach(captured)
             try:
                 function()
             finally:
-                otel_context.detach(token)
+                _otel_context.detach(token)
 
         return within
 
 
 @contextmanager
 def run_span(flow: str, trigger: str) -> Iterator[RunSpan]:
-    """The root span ``flow_run <slug>`` of a run being started (nothing when tracing is off)."""
+    """The root span ``flow_run <slug>`` of a run being started (nothing when tracing is off).
+    Inside, the statements that record the run are left out by default (bookkeeping); the
+    message that dispatches it is traced and carries the span's context."""
     if _tracer is None:
         yield RunSpan()
         return
-    with _tracer.start_as_current_span(
+    span = _tracer.start_span(
         f"flow_run {flow}", attributes={f"{ATTR}.flow": flow, f"{ATTR}.trigger": trigger}
-    ) as span:
+    )
+    token = _otel_context.attach(_current(span, quiet=True))
+    try:
         yield RunSpan(span)
+    except BaseException as exc:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        _otel_context.detach(token)
+        span.end()
+
+
+def _current(span: Any, quiet: bool) -> Any:
+    """The current context with ``span`` as its span; its client calls traced (``quiet``
+    False: what a node does) or, when the bookkeeping is left out, not (``quiet`` True)."""
+    context = _set_span_in_context(span)
+    if _bookkeeping_left_out:
+        context = _otel_context.set_value(_QUIET, quiet, context)
+    return context
 
 
 # --- One node execution ---------------------------------------------------------------------
@@ -303,6 +396,8 @@ def run_span(flow: str, trigger: str) -> Iterator[RunSpan]:
 
 class NodeObservation:
     """Handed to the code inside ``node_execution``: report the rows when the node succeeds."""
+
+    __slots__ = ("rows_in", "rows_out", "succeeded")
 
     def __init__(self) -> None:
         self.rows_in = 0
@@ -327,8 +422,20 @@ def node_execution(
     status = "failed"
     started = time.perf_counter()
     with run_context(run_id=node_run.run_id, node_key=node_run.node_key, flow=flow):
-        span_cm = _node_span(node_run, flow, version, attempt) if _tracer is not None else None
-        span = span_cm.__enter__() if span_cm is not None else None
+        span = token = None
+        if _tracer is not None:
+            span = _tracer.start_span(
+                f"node {node_run.node_key}",
+                attributes={
+                    f"{ATTR}.flow": flow,
+                    f"{ATTR}.version": version,
+                    f"{ATTR}.run_id": str(node_run.run_id),
+                    f"{ATTR}.node_key": node_run.node_key,
+                    f"{ATTR}.node_type": node_run.node_type,
+                    f"{ATTR}.attempt": attempt,
+                },
+            )
+            token = _otel_context.attach(_current(span, quiet=False))
         error: BaseException | None = None
         try:
             yield observation
@@ -346,25 +453,9 @@ def node_execution(
                 observation.rows_out,
                 retry,
             )
-            if span_cm is not None:
+            if span is not None:
+                _otel_context.detach(token)
                 _end_node_span(span, observation, status, error, redactor)
-                span_cm.__exit__(None, None, None)
-
-
-def _node_span(node_run: NodeRun, flow: str, version: int, attempt: int) -> Any:
-    return _tracer.start_as_current_span(
-        f"node {node_run.node_key}",
-        attributes={
-            f"{ATTR}.flow": flow,
-            f"{ATTR}.version": version,
-            f"{ATTR}.run_id": str(node_run.run_id),
-            f"{ATTR}.node_key": node_run.node_key,
-            f"{ATTR}.node_type": node_run.node_type,
-            f"{ATTR}.attempt": attempt,
-        },
-        record_exception=False,
-        set_status_on_exception=False,
-    )
 
 
 def _end_node_span(
@@ -374,19 +465,24 @@ def _end_node_span(
     error: BaseException | None,
     redactor: Redactor | None,
 ) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
-    span.set_attribute(f"{ATTR}.rows_in", observation.rows_in)
-    span.set_attribute(f"{ATTR}.rows_out", observation.rows_out)
-    span.set_attribute(f"{ATTR}.status", status)
+    attributes: dict[str, Any] = {
+        f"{ATTR}.rows_in": observation.rows_in,
+        f"{ATTR}.rows_out": observation.rows_out,
+        f"{ATTR}.status": status,
+    }
     if status == "failed":
+        from opentelemetry.trace import Status, StatusCode
+
         message = f"{type(error).__name__}: {error}" if error is not None else "failed"
         if redactor is not None:
             message = redactor.redact(message)
-        span.set_attribute(f"{ATTR}.error", message[:2000])
+        attributes[f"{ATTR}.error"] = message[:2000]
+        span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, message[:2000]))
     else:
-        span.set_status(Status(StatusCode.OK))
+        span.set_attributes(attributes)
+        span.set_status(_STATUS_OK)
+    span.end()
 
 
 @contextmanager
@@ -400,40 +496,51 @@ def partition_execution(
         if _tracer is None:
             yield lambda rows: None
             return
-        attributes = {
-            f"{ATTR}.flow": flow,
-            f"{ATTR}.version": version,
-            f"{ATTR}.run_id": run_id,
-            f"{ATTR}.node_key": source,
-            f"{ATTR}.partition": partition,
-        }
-        with _tracer.start_as_current_span(
+        span = _tracer.start_span(
             f"node {source}",
-            attributes=attributes,
-            record_exception=False,  # its text may hold a secret: the run records it redacted
-            set_status_on_exception=False,
-        ) as span:
+            attributes={
+                f"{ATTR}.flow": flow,
+                f"{ATTR}.version": version,
+                f"{ATTR}.run_id": run_id,
+                f"{ATTR}.node_key": source,
+                f"{ATTR}.partition": partition,
+            },
+        )
+        token = _otel_context.attach(_current(span, quiet=False))
 
-            def rows(counts: dict[str, list[int]]) -> None:
-                for key, (rows_in, rows_out) in counts.items():
-                    span.set_attribute(f"{ATTR}.rows_in.{key}", rows_in)
-                    span.set_attribute(f"{ATTR}.rows_out.{key}", rows_out)
+        def rows(counts: dict[str, list[int]]) -> None:
+            for key, (rows_in, rows_out) in counts.items():
+                span.set_attribute(f"{ATTR}.rows_in.{key}", rows_in)
+                span.set_attribute(f"{ATTR}.rows_out.{key}", rows_out)
 
+        try:
+            yield rows
+        except BaseException as exc:
             from opentelemetry.trace import Status, StatusCode
 
-            try:
-                yield rows
-            except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
+            # Its text may hold a secret: the run records it redacted.
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            _otel_context.detach(token)
+            span.end()
 
 
 # --- Runs ending ----------------------------------------------------------------------------
 
 
-def run_finished(run_id: str) -> None:
-    """Count a run that has just ended (``flowplatform_runs_total``, its duration)."""
+def run_finished(run_id: str, status: str = "", run: FlowRun | None = None) -> None:
+    """Count a run that has just ended (``flowplatform_runs_total``, its duration). ``run``:
+    the run's instance when the caller has it, with its trigger, creation time and version
+    (with its flow) loaded: then no query is made (the end is now)."""
     if not metrics.collecting():
+        return
+    known = _finished_run_fields(run) if status else None
+    if known is not None:
+        flow, trigger, created_at = known
+        from django.utils import timezone
+
+        metrics.run_finished(flow, status, trigger, (timezone.now() - created_at).total_seconds())
         return
     from flows.models import FlowRun
 
@@ -447,3 +554,21 @@ def run_finished(run_id: str) -> None:
     flow, status, trigger, created_at, finished_at = row
     duration = (finished_at - created_at).total_seconds() if finished_at and created_at else None
     metrics.run_finished(flow, status, trigger, duration)
+
+
+def _finished_run_fields(run: FlowRun | None) -> tuple[str, str, Any] | None:
+    """(flow slug, trigger, created_at) of a run instance, when loaded (never a query)."""
+    if run is None:
+        return None
+    loaded = run.__dict__
+    if loaded.get("trigger") is None or loaded.get("created_at") is None:
+        return None  # deferred
+    version = run._state.fields_cache.get("version")
+    flow = (
+        version._state.fields_cache.get("flow")
+        if version is not None
+        else run._state.fields_cache.get("flow")
+    )
+    if flow is None:
+        return None
+    return flow.slug, loaded["trigger"], loaded["created_at"]

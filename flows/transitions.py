@@ -72,9 +72,10 @@ _NODE_FIELDS = (
     "id", "run", "node_key", "node_type", "position", "status", "attempts", "deliveries",
     "workers_lost", "checkpoint", "fence", "started_at",
 )  # fmt: skip
+# (Its trigger and creation time: the run's metrics when its last node closes it, no query.)
 _RUN_FIELDS = (
-    "id", "flow", "version", "status", "params", "interval_start", "interval_end", "payload",
-    "limited",
+    "id", "flow", "version", "status", "trigger", "params", "interval_start", "interval_end",
+    "payload", "created_at", "limited",
 )  # fmt: skip
 
 
@@ -463,7 +464,7 @@ def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> N
 
     Those waiting for the run (``flows.runend``) hear first, once the change commits."""
     runend.publish(run_id)
-    telemetry.run_finished(run_id)
+    telemetry.run_finished(run_id, status, run)
     hooks.run_finished(run_id, run)
     for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
         if isinstance(result, Exception):

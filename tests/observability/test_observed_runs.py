@@ -200,6 +200,49 @@ def test_one_trace_from_the_api_request_to_the_last_node(
     assert detail["trace_id"] == run.trace_id and detail["trace_url"] == ""
 
 
+def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    web, worker = observed["web"], observed["worker"]
+    run = start_and_finish(api, web)
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s
+            for s in spans_in(worker.log()) + spans_in(web.log())
+            if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        nodes = [s for s in spans if s["name"].startswith("node ")]
+        return spans if len(nodes) == len(FLOW["nodes"]) else None
+
+    spans = wait_until(trace, 30, 0.2, "the run's trace was not exported")
+    by_id = {s["context"]["span_id"]: s for s in spans}
+    tasks = [s for s in spans if s["name"] == "run/flows.run_node"]
+    assert len(tasks) == len(FLOW["nodes"])  # Celery's span of each task
+    for span in spans:
+        parent = by_id.get(span["parent_id"] or "")
+        if span["kind"] == "SpanKind.CLIENT":
+            # What a node or the request does; never taking, claiming or finishing a node,
+            # nor recording the run.
+            assert parent is not None, span["name"]
+            assert parent["name"].startswith("node ") or parent["kind"] == "SpanKind.SERVER"
+        # The messages that move the run along carry the trace without spans of their own.
+        assert not span["name"].startswith("apply_async/"), span["name"]
+    rows = next(s for s in spans if s["name"] == "node rows")
+    statements = [
+        s["attributes"].get("db.statement", "")
+        for s in spans
+        if s["parent_id"] == rows["context"]["span_id"]
+    ]
+    assert any("statement_timeout" in statement for statement in statements), statements
+    # Each task's span is a child of the span that sent it: the root, then the task before.
+    root = next(s for s in spans if s["name"] == "flow_run observed")
+    first = next(s for s in tasks if s["parent_id"] == root["context"]["span_id"])
+    chain = [first]
+    while len(chain) < len(tasks):
+        chain.append(next(s for s in tasks if s["parent_id"] == chain[-1]["context"]["span_id"]))
+
+
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(
     observed: dict[str, Any], api: requests.Session
 ) -> None:
