@@ -10,10 +10,10 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from flowplatform import metrics, telemetry
-from flows.engine import fastpath
+from flows import transitions
 from flows.engine.executor import load_run
 from flows.models import NodeRun
-from tests.flows.test_fastpath import queued_run
+from tests.flows.helpers import queued_run
 
 pytestmark = pytest.mark.usefixtures("transactional_db", "example_connections")
 
@@ -30,15 +30,16 @@ def test_the_last_node_closing_a_run_counts_it_without_a_query(
     run = queued_run(minimal_flow)
     slug = run.flow.slug
     NodeRun.objects.filter(run=run).exclude(node_key="push").update(status="succeeded")
-    taken = fastpath.take_node(str(run.id), "push")
-    assert taken is not None and taken.claim is not None and taken.lease is not None
-    node_run = taken.claim.node_run
+    claim = transitions.take(str(run.id), "push")
+    assert claim.outcome == "execute"
+    node_run = claim.node_run
     assert node_run is not None
     load_run(node_run)  # as the node's execution does (its version, with its flow)
-    done, closed = fastpath.finish_succeeded(
-        node_run, taken.lease, rows_in=3, rows_out=3, output_ref="x", close=True
+    assert transitions.finish_node(
+        node_run, "succeeded", close=True, rows_in=3, rows_out=3, output_ref="x"
     )
-    assert (done, closed) == (True, True)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
     runs_before = counted(slug, status="succeeded", trigger="api")
     durations_before = counted(slug, "flowplatform_run_duration_seconds_count")
 
