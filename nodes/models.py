@@ -107,7 +107,11 @@ def lookup_connection(name: str) -> ConnectionInfo:
     """The default ``ExecutionContext.connection_lookup``: read the named Connection."""
     from nodes.sdk.errors import NodeError
 
-    try:
-        return Connection.objects.get(name=name).info()
-    except Connection.DoesNotExist:
-        raise NodeError(f"connection '{name}' does not exist", permanent=True) from None
+    stored = (
+        Connection.objects.filter(name=name)
+        .values_list("encrypted_url", "encrypted_headers")
+        .first()
+    )
+    if stored is None:
+        raise NodeError(f"connection '{name}' does not exist", permanent=True)
+    return connection_info(name, *stored)
