@@ -1,6 +1,7 @@
 """Observability overhead: the overhead benchmark's flow with tracing and metrics off and on.
 
-    .venv/bin/python bench/observability.py [--rounds 20] [--runs 20] [--concurrent 20]
+    .venv/bin/python bench/observability.py [--sessions 3] [--rounds 15] [--runs 15]
+        [--concurrent 10]
         [--on-env NAME=VALUE ...] [--variant 'NAME:VAR=VALUE ...' ...] [--also NAME=PATH ...]
 
 Sides run side by side, each a starting process with a worker of its own (2 pool processes,
@@ -17,16 +18,18 @@ its own queue), on one database and one broker:
 - ``--also NAME=PATH``: one more on side running the code checked out at PATH (an earlier
   commit, ``git worktree add`` or ``git archive``): before and after in one invocation.
 
-Each round runs ``--runs`` sequential runs of the 4-node flow on each side, the sides taking
-turns run by run (so that all see the same machine), then ``--concurrent`` at once on each.
-Latency: from ``start_run`` to the run's ``finished_at``; a round's figure is the median of its
-runs. CPU: the worker's processes (every thread: the span exporter's, gRPC's, the heartbeat's)
-and the starting process (less its polling for the end of its runs), since the side's previous
-round, per run; and over the whole session, from after the warm-up to the worker's exit (the
-last spans' export included; the worker's shutdown too, the same on every side). Reported: the
-median over the rounds and the spread, the per-round ratios to off (median and quartiles),
-the load average. CPU time is the robust figure on a loaded machine: latency moves with the
-load of the moment. Goal: at most 10 % more latency.
+A session starts new processes for every side (two processes of the same program differ by a
+few per cent in speed, from their memory layout: ``--sessions`` of them average that out; all
+run with one hash seed). Each round runs ``--runs`` sequential runs of the 4-node flow on each
+side, the sides taking turns run by run (so that all see the same machine), then
+``--concurrent`` at once on each. Latency: from ``start_run`` to the run's ``finished_at``; a
+round's figure is the median of its runs, a session's the median of its rounds'. CPU: the
+worker's processes (every thread: the span exporter's, gRPC's, the heartbeat's) and the
+starting process (less its polling for the end of its runs), per run: over the rounds, and
+over the whole session (from after the warm-up to 6 s after the last round, every span
+exported). Reported per session, then the median over the sessions of each side's ratio to
+off, with the load average. CPU time is the robust figure on a loaded machine: latency moves
+with the load of the moment. Goal: at most 10 % more latency.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -75,6 +77,11 @@ def thread_cpu_s(pid: int, main: bool = True) -> float:
 #: A run not finished by then is taken as lost (its message flushed from the shared broker by
 #: some other test run): its round is left out.
 LOST_AFTER_S = 60
+
+
+#: Waited after a session's last round before its CPU is read: the span processors export
+#: what they hold every 5 s (``OTEL_BSP_SCHEDULE_DELAY``).
+EXPORT_WAIT_S = 6
 
 
 class Lost(Exception):
@@ -125,7 +132,7 @@ class Side:
         self.poll_cpu = 0.0
         self.runs(5)  # warm-up: imports, connections, the version cache
         self.mark()
-        # The whole session, from here to the worker's exit (its last spans flushed).
+        # The whole session, from here to its end (its spans exported).
         self.session = {
             "worker": sum(process_cpu_s(pid) for pid in self.worker.pids()),
             "starter": time.process_time(),
@@ -210,14 +217,22 @@ class Side:
         return figures
 
     def close(self) -> dict[str, Any]:
-        """Stop the worker (its pool processes flush their last spans) and the sink; what was
-        observed, and the CPU of the whole session per run (the final flush included)."""
+        """What was observed, the CPU of the whole session per run (from after the warm-up to
+        now: the last rounds' spans exported), then stop the worker and the sink."""
         figures = ""
         session: dict[str, float] = {}
         try:
             if self.sink is not None and self.worker is not None:
                 figures = self.observed()
         finally:
+            if hasattr(self, "session") and self.session["runs"] and self.worker is not None:
+                # (the caller has waited for the span processors' last scheduled export)
+                runs = self.session["runs"]
+                worker = sum(process_cpu_s(pid) for pid in self.worker.pids())
+                worker -= self.session["worker"]
+                starter = time.process_time() - self.session["starter"]
+                starter -= self.session["poll"] + self.poll_cpu
+                session = {"worker": worker / runs * 1000, "starter": starter / runs * 1000}
             if self.worker is not None:
                 self.worker.stop()
             if getattr(self, "peer", None) is not None:
@@ -226,13 +241,6 @@ class Side:
                 from flowplatform import telemetry
 
                 telemetry.shutdown()  # the starting process's last spans
-            if hasattr(self, "session") and self.session["runs"]:
-                runs = self.session["runs"]
-                ended = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker, now reaped
-                worker = ended.ru_utime + ended.ru_stime - self.session["worker"]
-                starter = time.process_time() - self.session["starter"]
-                starter -= self.session["poll"] + self.poll_cpu
-                session = {"worker": worker / runs * 1000, "starter": starter / runs * 1000}
             if self.sink is not None:
                 time.sleep(0.5)
                 stats = self.sink.stats()
@@ -340,9 +348,10 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=20, help="sequential runs per round")
-    parser.add_argument("--concurrent", type=int, default=20, help="runs at once per round")
+    parser.add_argument("--sessions", type=int, default=3, help="each with new processes")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per session")
+    parser.add_argument("--runs", type=int, default=15, help="sequential runs per round")
+    parser.add_argument("--concurrent", type=int, default=10, help="runs at once per round")
     parser.add_argument(
         "--on-env", action="append", default=[], metavar="NAME=VALUE", help="for the on sides"
     )
@@ -377,23 +386,39 @@ def main() -> None:
     # Every process of every side with the same hash seed: with a seed of their own, two
     # identical sides differed by about 3 % in CPU per run.
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    load_before = os.getloadavg()
-    sides = [Child("off", False, extra, ROOT), Child("on", True, extra, ROOT)]
+    specs: list[tuple[str, bool, dict[str, str], Path]] = [
+        ("off", False, extra, ROOT),
+        ("on", True, extra, ROOT),
+    ]
     if args.off_twice:
-        sides.append(Child("off-again", False, extra, ROOT))
+        specs.append(("off-again", False, extra, ROOT))
     for item in args.also:
         name, path = item.split("=", 1)
-        sides.append(Child(name, True, extra, Path(path).resolve()))
+        specs.append((name, True, extra, Path(path).resolve()))
     for item in args.variant:
         name, _, assignments = item.partition(":")
         variables = dict(a.split("=", 1) for a in assignments.split())
-        sides.append(Child(name, True, {**extra, **variables}, ROOT))
-    results: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
+        specs.append((name, True, {**extra, **variables}, ROOT))
+    load_before = os.getloadavg()
+    sessions = []
+    for number in range(1, args.sessions + 1):
+        print(f"session {number} of {args.sessions}: new processes for every side", flush=True)
+        sessions.append(session(specs, args))
+    summary(sessions, [spec[0] for spec in specs], args, load_before, extra)
+
+
+def session(specs: list[tuple[str, bool, dict[str, str], Path]], args: argparse.Namespace) -> Any:
+    """Rounds on new processes for every side; what each side measured in them."""
+    sides: list[Child] = []
+    results: dict[str, list[dict[str, Any]]] = {spec[0]: [] for spec in specs}
+    closed: dict[str, dict[str, Any]] = {}
     try:
+        for spec in specs:
+            sides.append(Child(*spec))
         for number in range(1, args.rounds + 1):
             outcome = one_round(sides, number, args.runs, args.concurrent)
             if isinstance(outcome, str):
-                print(f"round {number:2}: left out, {outcome}", flush=True)
+                print(f"  round {number:2}: left out, {outcome}", flush=True)
                 continue
             figures = []
             for side in sides:
@@ -403,13 +428,16 @@ def main() -> None:
                     f"{side.name} {answer['latency'] * 1000:5.1f} ms {cpu_per_run([answer]):5.1f} ms"
                 )
             print(
-                f"round {number:2} (latency, CPU/run): {'; '.join(figures)}; "
+                f"  round {number:2} (latency, CPU/run): {'; '.join(figures)}; "
                 f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     finally:
-        closed = {side.name: side.close() for side in sides}
-    report(results, args, load_before, closed, extra)
+        time.sleep(EXPORT_WAIT_S)  # the spans of the last rounds exported, as they would be
+        for side in sides:
+            closed[side.name] = side.close()
+    report(results, args, closed)
+    return {"results": results, "closed": closed}
 
 
 def one_round(
@@ -455,72 +483,128 @@ def cpu_per_run(rounds: list[dict[str, Any]], part: str = "") -> float:
 def report(
     results: dict[str, list[dict[str, Any]]],
     args: argparse.Namespace,
-    load_before: tuple[float, float, float],
     closed: dict[str, dict[str, Any]],
-    extra: dict[str, str],
 ) -> None:
+    """One session's figures."""
     off = results["off"]
     names = list(results)
+    if not off:
+        print("  no round completed")
+        return
+    for name in names[1:]:
+        print(f"  {name}: {closed[name]['observed']}")
+    print(f"  {len(off)} rounds; latency, median of the rounds' medians (quartiles, range):")
+    for name in names:
+        values = [r["latency"] * 1000 for r in results[name]]
+        print(f"    {name}: {statistics.median(values):.1f} ms ({spread(values)})")
+    print("  CPU per run over the rounds: worker (its pool processes' other threads: span")
+    print("  export, gRPC, heartbeat) + starting process (its other threads) = total;")
+    print("  over the whole session (every span exported):")
+    for name in names:
+        rounds, whole = results[name], closed[name]["session"]
+        print(
+            f"    {name}: {cpu_per_run(rounds, 'worker_cpu'):.2f} "
+            f"({cpu_per_run(rounds, 'threads_cpu'):.2f}) + {cpu_per_run(rounds, 'starter_cpu'):.2f}"
+            f" ({cpu_per_run(rounds, 'starter_threads_cpu'):.2f}) = {cpu_per_run(rounds):.2f} ms;"
+            f" whole session {whole['worker'] + whole['starter']:.2f} ms"
+        )
+    if args.concurrent:
+        figures = [
+            f"{name} {statistics.median(r['throughput'] for r in results[name]):.1f}"
+            for name in names
+        ]
+        print(f"  throughput, {args.concurrent} at once, runs/s: {'; '.join(figures)}")
+    for name in names[1:]:
+        ratios = session_ratios(results, closed, name)
+        print(
+            f"  {name}/off: latency {ratios['latency']:.3f} (per round: quartiles "
+            f"{ratios['latency_q1']:.2f}-{ratios['latency_q3']:.2f}), CPU {ratios['cpu']:.3f} "
+            f"(per round: {ratios['cpu_q1']:.2f}-{ratios['cpu_q3']:.2f}), whole session CPU "
+            f"{ratios['whole']:.3f}",
+            flush=True,
+        )
+
+
+def session_ratios(
+    results: dict[str, list[dict[str, Any]]], closed: dict[str, dict[str, Any]], name: str
+) -> dict[str, float]:
+    """A side's figures over off's in one session: latency (median of the rounds' medians),
+    CPU per run (all rounds; whole session), and the quartiles of the per-round ratios."""
+    off, on = results["off"], results[name]
+    latency = [b["latency"] / a["latency"] for a, b in zip(off, on, strict=True)]
+    cpu = [cpu_per_run([b]) / cpu_per_run([a]) for a, b in zip(off, on, strict=True)]
+    quartile = (
+        (lambda v: statistics.quantiles(v, n=4))
+        if len(off) >= 4
+        else (lambda v: [min(v), 0, max(v)])
+    )
+    whole_off, whole_on = closed["off"]["session"], closed[name]["session"]
+    lat_q = quartile(latency)
+    cpu_q = quartile(cpu)
+    return {
+        "latency": statistics.median(r["latency"] for r in on)
+        / statistics.median(r["latency"] for r in off),
+        "latency_q1": lat_q[0],
+        "latency_q3": lat_q[2],
+        "cpu": cpu_per_run(on) / cpu_per_run(off),
+        "cpu_q1": cpu_q[0],
+        "cpu_q3": cpu_q[2],
+        "whole": (whole_on["worker"] + whole_on["starter"])
+        / (whole_off["worker"] + whole_off["starter"]),
+        "latency_ms": statistics.median(r["latency"] for r in on) * 1000,
+        "cpu_ms": cpu_per_run(on),
+    }
+
+
+def summary(
+    sessions: list[Any],
+    names: list[str],
+    args: argparse.Namespace,
+    load_before: tuple[float, float, float],
+    extra: dict[str, str],
+) -> None:
+    """The figures over the sessions: the median of the sessions' and their range."""
+    done = [s for s in sessions if s["results"]["off"]]
     load_after = os.getloadavg()
     print()
     print(f"on sides: every default, plus {extra}" if extra else "on sides: every default")
-    for name in names[1:]:
-        print(f"{name}: {closed[name]['observed']}")
+    print(
+        f"{len(done)} sessions of {args.rounds} rounds; in each round every side ran "
+        f"{args.runs} runs in a row"
+        + (f" and {args.concurrent} at once" if args.concurrent else "")
+    )
     print(
         f"load average (1, 5, 15 min): before {' '.join(f'{x:.1f}' for x in load_before)}, "
         f"after {' '.join(f'{x:.1f}' for x in load_after)} (2 cores)"
     )
-    print(f"{len(off)} rounds; in each, every side ran {args.runs} runs in a row", end="")
-    print(f" and {args.concurrent} at once" if args.concurrent else "")
-    print("latency, median over the rounds of each round's median (quartiles, range):")
-    for name in names:
-        values = [r["latency"] * 1000 for r in results[name]]
-        print(f"  {name}: {statistics.median(values):.1f} ms ({spread(values)})")
-    print("CPU per run over all rounds: worker (of which its pool processes' threads other than")
-    print("the main one: span export, heartbeat) + starting process (of which its threads other")
-    print("than the main one) = total")
-    for name in names:
-        rounds = results[name]
-        print(
-            f"  {name}: {cpu_per_run(rounds, 'worker_cpu'):.2f} "
-            f"({cpu_per_run(rounds, 'threads_cpu'):.2f}) + {cpu_per_run(rounds, 'starter_cpu'):.2f}"
-            f" ({cpu_per_run(rounds, 'starter_threads_cpu'):.2f}) = {cpu_per_run(rounds):.2f} ms"
-        )
-    print("CPU per run over the whole session, the last spans' export and the worker's shutdown")
-    print("included: worker + starting process = total")
-    whole: dict[str, float] = {}
-    for name in names:
-        session = closed[name]["session"]
-        if session:
-            whole[name] = session["worker"] + session["starter"]
-            print(
-                f"  {name}: {session['worker']:.2f} + {session['starter']:.2f} = {whole[name]:.2f} ms"
-            )
-    if args.concurrent:
-        print(f"throughput, {args.concurrent} at once, median of the rounds:")
-        for name in names:
-            print(
-                f"  {name}: {statistics.median(r['throughput'] for r in results[name]):.1f} runs/s"
-            )
-    lat_off = statistics.median(r["latency"] for r in off)
+    off_latency = [
+        statistics.median(r["latency"] for r in s["results"]["off"]) * 1000 for s in done
+    ]
+    off_cpu = [cpu_per_run(s["results"]["off"]) for s in done]
+    print(
+        f"off: latency {statistics.median(off_latency):.1f} ms (sessions {fmt(off_latency)}), "
+        f"CPU per run {statistics.median(off_cpu):.2f} ms (sessions {fmt(off_cpu)})"
+    )
     for name in names[1:]:
-        on = results[name]
-        lat_ratios = [b["latency"] / a["latency"] for a, b in zip(off, on, strict=True)]
-        cpu_ratios = [cpu_per_run([b]) / cpu_per_run([a]) for a, b in zip(off, on, strict=True)]
-        lat_on = statistics.median(r["latency"] for r in on)
+        ratios = [session_ratios(s["results"], s["closed"], name) for s in done]
+        column = {key: [r[key] for r in ratios] for key in ratios[0]}
         print(
-            f"latency ratio {name}/off: {lat_on / lat_off:.3f} of the medians; per round: median "
-            f"{statistics.median(lat_ratios):.3f} ({spread(lat_ratios)}) (goal <= 1.10)"
+            f"{name}: latency {statistics.median(column['latency_ms']):.1f} ms, CPU per run "
+            f"{statistics.median(column['cpu_ms']):.2f} ms"
         )
         print(
-            f"CPU ratio {name}/off: {cpu_per_run(on) / cpu_per_run(off):.3f} over all rounds; "
-            f"per round: median {statistics.median(cpu_ratios):.3f} ({spread(cpu_ratios)})"
-            + (
-                f"; whole session {whole[name] / whole['off']:.3f}"
-                if "off" in whole and name in whole
-                else ""
-            )
+            f"  {name}/off latency: median of the sessions {statistics.median(column['latency']):.3f}"
+            f" (sessions {fmt(column['latency'])}) (goal <= 1.10)"
         )
+        print(
+            f"  {name}/off CPU per run: median of the sessions {statistics.median(column['cpu']):.3f}"
+            f" (sessions {fmt(column['cpu'])}); whole sessions "
+            f"{statistics.median(column['whole']):.3f} ({fmt(column['whole'])})"
+        )
+
+
+def fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":
