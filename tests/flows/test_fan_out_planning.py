@@ -3,6 +3,7 @@ them does."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -26,8 +27,11 @@ def test_only_the_stretch_after_a_partitioned_source_is_run_by_partitions(
     flow["nodes"][0] = dict(flow["nodes"][0], config={**flow["nodes"][0]["config"]})
     flow["nodes"][0]["config"]["partition_rows"] = 10
     definition = resolved_definition(FlowSpec.model_validate(flow))
+    run_id = str(uuid.uuid4())
     assert [
-        k for k in ("orders", "paid", "shape", "push") if in_partitioned_stretch(definition, k)
+        k
+        for k in ("orders", "paid", "shape", "push")
+        if in_partitioned_stretch(definition, k, run_id)
     ] == [
         "paid",
         "shape",
@@ -36,7 +40,21 @@ def test_only_the_stretch_after_a_partitioned_source_is_run_by_partitions(
     flow["nodes"][1] = dict(flow["nodes"][1], type="dummy_audit", config={})
     definition = resolved_definition(FlowSpec.model_validate(flow))
     # The node after the source is not partitionable: nothing runs by partitions.
-    assert not any(in_partitioned_stretch(definition, k) for k in ("paid", "shape", "push"))
+    assert not any(in_partitioned_stretch(definition, k, run_id) for k in ("paid", "shape", "push"))
+
+
+def test_the_stretch_after_an_automatic_source_is_run_by_partitions_once_it_fanned_out(
+    minimal_flow: dict[str, Any],
+) -> None:
+    from flows.engine.tasks import _inside_fan_out
+
+    run = queued_run(minimal_flow)  # sql_query without partition_rows: decided by the run
+    paid = NodeRun.objects.get(run=run, node_key="paid")
+    NodeRun.objects.filter(pk=paid.pk).update(status="running")
+    # Read whole (a small source): a redelivery of a node whose worker died takes it over.
+    assert not _inside_fan_out(paid.pk)
+    NodeRun.objects.filter(run=run, node_key="orders").update(checkpoint={"fanned_out": True})
+    assert _inside_fan_out(paid.pk)  # partitioned: the partitions own it
 
 
 def test_a_partitioned_source_that_has_fanned_out_is_not_run_again_by_a_redelivery(
