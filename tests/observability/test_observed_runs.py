@@ -213,7 +213,10 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
             if hex_id(s["context"]["trace_id"]) == run.trace_id
         ]
         nodes = [s for s in spans if s["name"].startswith("node ")]
-        return spans if len(nodes) == len(FLOW["nodes"]) else None
+        tasks = [s for s in spans if s["name"] == "run/flows.run_node"]
+        # A task's span ends (and is exported) a moment after its node's: wait for both.
+        complete = len(nodes) == len(FLOW["nodes"]) and len(tasks) >= len(FLOW["nodes"])
+        return spans if complete else None
 
     spans = wait_until(trace, 30, 0.2, "the run's trace was not exported")
     by_id = {s["context"]["span_id"]: s for s in spans}
