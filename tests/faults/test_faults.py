@@ -269,7 +269,7 @@ def test_broker_flushed_mid_run_is_resolved_by_the_reaper(
     with orders_table(30) as table:
         apply_flow_file(point_minimal_flow_at(minimal_flow, table.name))
         run = start_run("paid-orders-to-crm")  # queued; no worker is consuming yet
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushall()
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
         flushed_at = time.monotonic()
         fault_workers()
         run = reap_until_finished(run, 60)
