@@ -24,6 +24,9 @@ from hypothesis import settings as hypothesis_settings
 
 from flowplatform.celery import app as celery_app
 
+#: Fixture modules every test may use: moto's S3 server (``s3_endpoint``, ``s3``, ``bucket``).
+pytest_plugins = ["tests.s3"]
+
 # Property tests explore the same cases on every run (CI is never red by chance) and keep no
 # example database in the checkout.
 hypothesis_settings.register_profile("flowplatform", derandomize=True, database=None)

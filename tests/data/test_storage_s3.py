@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
 from django.conf import settings
-from moto.server import ThreadedMotoServer
 from pytest_httpserver import HTTPServer
 from storages.backends.s3 import S3Storage
 
@@ -34,25 +31,7 @@ from tests.flows.helpers import (
     point_minimal_flow_at,
     posted_records,
 )
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str) -> str:
-    name = f"flowdata-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
-    client.create_bucket(Bucket=name)
-    return name
+from tests.s3 import CREDENTIALS
 
 
 def keys_in(endpoint: str, bucket: str) -> list[str]:

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 from django.conf import settings
-from moto.server import ThreadedMotoServer
 
 from flows.flowfile import apply_flow_file
 from flows.models import NodeRun
@@ -33,32 +31,11 @@ from tests.conftest import WorkerProcess
 from tests.flows.helpers import add_connection
 
 SECRET = "s3cr3t/Key+With=Symbols"
-CREDENTIALS = {"aws_access_key_id": "AKIATESTING", "aws_secret_access_key": SECRET}
+ACCESS_KEY = "AKIATESTING"
 INTERVAL = datetime(2026, 3, 1, tzinfo=UTC)
 TYPES = {"id": "integer", "status": "string", "amount": "decimal", "at": "datetime"}
 STATUSES = ("paid", "pending", "refunded")
 CENT = Decimal("0.01")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"files-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -69,7 +46,7 @@ def root() -> Path:
 
 
 def s3_url(endpoint: str, bucket: str, prefix: str = "") -> str:
-    user = f"{quote(CREDENTIALS['aws_access_key_id'], safe='')}:{quote(SECRET, safe='')}"
+    user = f"{quote(ACCESS_KEY, safe='')}:{quote(SECRET, safe='')}"
     return f"s3://{user}@{bucket}/{prefix}?endpoint={quote(endpoint, safe='')}&region=us-east-1"
 
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pytest
 from django.conf import settings
-from moto.server import ThreadedMotoServer
 
 from nodes.filestore import FileStore, open_store
 from nodes.sdk import NodeError
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture
@@ -26,27 +21,6 @@ def root() -> Path:
     path = Path(settings.FLOWPLATFORM_FILE_ROOTS[0]) / uuid.uuid4().hex[:10]
     (path / "orders").mkdir(parents=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"store-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def s3_store(endpoint: str, bucket: str) -> FileStore:

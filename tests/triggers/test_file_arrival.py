@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, RunStatus
@@ -22,8 +18,6 @@ from scheduling.triggers.files import poll, poll_due
 from scheduling.triggers.models import FlowTrigger
 from tests.conftest import WorkerProcess
 from tests.flows.helpers import add_connection
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def watching(path: str = "orders/*.csv") -> FlowTrigger:
@@ -128,26 +122,14 @@ def test_globs(pattern: str, matches: list[str], misses: list[str]) -> None:
     assert not any(regex.match(m) for m in misses)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_three_objects_under_a_watched_s3_prefix_give_three_runs_and_a_fourth_poll_none(
-    worker: WorkerProcess, s3_endpoint: str
+    worker: WorkerProcess, s3: Any, s3_endpoint: str, bucket: str
 ) -> None:
-    bucket = f"landing-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
-    client.create_bucket(Bucket=bucket)
     add_connection("inbox", f"s3://testing:testing@{bucket}/partner?endpoint={s3_endpoint}")
     trigger = watching()
     for name in ("a.csv", "b.csv", "c.csv"):
-        client.put_object(Bucket=bucket, Key=f"partner/orders/{name}", Body=b"id\n1\n")
-    client.put_object(Bucket=bucket, Key="elsewhere/orders/d.csv", Body=b"id\n")
+        s3.put_object(Bucket=bucket, Key=f"partner/orders/{name}", Body=b"id\n1\n")
+    s3.put_object(Bucket=bucket, Key="elsewhere/orders/d.csv", Body=b"id\n")
 
     first = poll(trigger)
     again = poll(trigger)

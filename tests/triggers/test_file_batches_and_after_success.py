@@ -7,15 +7,12 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pytest
 from django.conf import settings
-from moto.server import ThreadedMotoServer
 
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, NodeRun, RunStatus
@@ -26,8 +23,6 @@ from scheduling.triggers.hooks import run_finished
 from scheduling.triggers.models import AfterSuccess, FlowTrigger, TriggerEvent
 from tests.conftest import WorkerProcess, wait_until
 from tests.flows.helpers import add_connection
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def orders_flow(**trigger: Any) -> FlowTrigger:
@@ -227,27 +222,6 @@ def test_concurrent_deliveries_of_a_run_end_move_the_file_once(
 
 
 # --- after success, on S3 -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"landing-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
 def s3_url(endpoint: str, bucket: str) -> str:
     return f"s3://testing:testing@{bucket}/partner?endpoint={quote(endpoint, safe='')}"
 
