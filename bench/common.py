@@ -1,4 +1,5 @@
-"""What the benchmarks share: settings from the environment, a worker, the peer, peak RSS.
+"""What the benchmarks share: settings from the environment, a worker, the peer, peak RSS,
+rounds and their medians.
 
 Defaults (override with the usual variables): ``DATABASE_URL`` =
 ``postgres://postgres@127.0.0.1:5432/fp_bench`` (created if missing; the source tables live
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,6 +170,56 @@ def own_figures(started: float, cpu_before: float, records: int) -> dict[str, An
         "records": records,
         "peak_rss_mb": vm_hwm_kb(os.getpid()) / 1024,
     }
+
+
+def run_flow_sampled(
+    worker: Worker, slug: str, params: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Start a run of flow ``slug`` and wait for it to succeed, sampling the worker's peak RSS
+    meanwhile. Return the run and its figures: ``wall_s`` from ``start_run`` to the run's
+    ``finished_at``, ``cpu_s`` used by the worker's processes."""
+    from flows.models import FlowRun
+    from flows.services import start_run
+
+    cpu_before = worker.cpu_s()
+    started = time.time()
+    run = start_run(slug, params=params)
+
+    def finished() -> FlowRun | None:
+        worker.sample()
+        run.refresh_from_db()
+        return run if run.is_finished else None
+
+    wait_for(finished, 3600, "the flow run")
+    if run.status != "succeeded":
+        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
+    assert run.finished_at is not None
+    return run, {
+        "wall_s": run.finished_at.timestamp() - started,
+        "cpu_s": worker.cpu_s() - cpu_before,
+    }
+
+
+def print_round(index: int, label: str, result: dict[str, Any], extra: str = "") -> None:
+    """One line per job and round (``index`` from 0): its wall and CPU seconds, then ``extra``."""
+    print(
+        f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
+        f"{result['cpu_s']:7.2f}s CPU{extra}",
+        flush=True,
+    )
+
+
+def median_of(results: list[dict[str, Any]], key: str = "wall_s") -> float:
+    """The median of one figure over the rounds."""
+    return statistics.median(r[key] for r in results)
+
+
+def round_ratio(
+    flow: list[dict[str, Any]], hand: list[dict[str, Any]], key: str = "wall_s"
+) -> float:
+    """The median of each round's ratio flow / hand-written: each pair ran back to back, under
+    the same load (which changes between rounds on a shared machine)."""
+    return statistics.median(f[key] / h[key] for f, h in zip(flow, hand, strict=True))
 
 
 def run_child(args: list[str], timeout: float = 3600) -> dict[str, Any]:

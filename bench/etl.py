@@ -30,7 +30,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,11 +42,14 @@ from bench.common import (
     Peer,
     Worker,
     configure,
+    median_of,
     own_cpu_s,
     own_figures,
+    print_round,
+    round_ratio,
     run_child,
+    run_flow_sampled,
     source_url,
-    wait_for,
 )
 
 BATCH = 500
@@ -159,26 +161,10 @@ def install_flows(table: str, peer: Peer, partition_rows: int = PARTITION_ROWS) 
 
 
 def run_flow(worker: Worker, variant: str, min_id: int = 0) -> dict[str, Any]:
-    from flows.models import FlowRun
-    from flows.services import start_run
-
-    cpu_before = worker.cpu_s()
-    started = time.time()
-    run = start_run(f"bench-etl-{variant}", params={"min_id": min_id})
-
-    def finished() -> FlowRun | None:
-        worker.sample()
-        run.refresh_from_db()
-        return run if run.is_finished else None
-
-    wait_for(finished, 3600, "the flow run")
-    if run.status != "succeeded":
-        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
-    assert run.finished_at is not None
+    run, figures = run_flow_sampled(worker, f"bench-etl-{variant}", {"min_id": min_id})
     nodes = {n.node_key: n for n in run.node_runs.all()}
     return {
-        "wall_s": run.finished_at.timestamp() - started,
-        "cpu_s": worker.cpu_s() - cpu_before,
+        **figures,
         "records": nodes["shape"].rows_out,
         "partitions": partitions(nodes["orders"].output_ref),
     }
@@ -217,23 +203,16 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
                     raise SystemExit(f"{label} delivered {delivered} records, not {rows // 3}")
                 results[label].append(result)
                 split = f" {result['partitions']:4} partitions" if "partitions" in result else ""
-                print(
-                    f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
-                    f"{result['cpu_s']:7.2f}s CPU{split}",
-                    flush=True,
-                )
-        hand = [r["wall_s"] for r in results["hand-written"]]
+                print_round(index, label, result, split)
         return {
             "rows": rows,
             # Each round's flow against the hand-written job just before it (the same load).
             "round_ratios": {
-                variant: statistics.median(
-                    r["wall_s"] / h for r, h in zip(results[variant], hand, strict=True)
-                )
+                variant: round_ratio(results[variant], results["hand-written"])
                 for variant in VARIANTS
             },
-            "wall_s": {k: statistics.median(r["wall_s"] for r in v) for k, v in results.items()},
-            "cpu_s": {k: statistics.median(r["cpu_s"] for r in v) for k, v in results.items()},
+            "wall_s": {k: median_of(v) for k, v in results.items()},
+            "cpu_s": {k: median_of(v, "cpu_s") for k, v in results.items()},
             "hand_rss_mb": max(r["peak_rss_mb"] for r in results["hand-written"]),
             "worker_rss_mb": worker.peak_mb(),
         }

@@ -25,7 +25,6 @@ import csv
 import gzip
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,11 +37,14 @@ from bench.common import (
     Worker,
     configure,
     count_rows,
+    median_of,
     own_cpu_s,
     own_figures,
+    print_round,
+    round_ratio,
     run_child,
+    run_flow_sampled,
     source_url,
-    wait_for,
 )
 from bench.file_read import COLUMNS, make_files
 
@@ -123,23 +125,7 @@ def install_flow(directory: Path, target: str, typed: bool, tuned: bool) -> None
 
 
 def run_flow(worker: Worker) -> dict[str, Any]:
-    from flows.models import FlowRun
-    from flows.services import start_run
-
-    cpu_before = worker.cpu_s()
-    started = time.time()
-    run = start_run("bench-file-load")
-
-    def finished() -> FlowRun | None:
-        worker.sample()
-        run.refresh_from_db()
-        return run if run.is_finished else None
-
-    wait_for(finished, 3600, "the flow run")
-    if run.status != "succeeded":
-        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
-    assert run.finished_at is not None
-    return {"wall_s": run.finished_at.timestamp() - started, "cpu_s": worker.cpu_s() - cpu_before}
+    return run_flow_sampled(worker, "bench-file-load")[1]
 
 
 def measure(rows: int, files: int, rounds: int, typed: bool, tuned: bool) -> dict[str, Any]:
@@ -162,24 +148,16 @@ def measure(rows: int, files: int, rounds: int, typed: bool, tuned: bool) -> dic
                 if (loaded := count_rows(target)) != rows:
                     raise SystemExit(f"{label} loaded {loaded} rows, not {rows}")
                 results.append(result)
-                print(
-                    f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
-                    f"{result['cpu_s']:7.2f}s CPU",
-                    flush=True,
-                )
+                print_round(index, label, result)
         return {
             "rows": rows,
-            "hand_s": statistics.median(r["wall_s"] for r in hand),
-            "flow_s": statistics.median(r["wall_s"] for r in flow),
-            "round_ratio": statistics.median(
-                f["wall_s"] / h["wall_s"] for h, f in zip(hand, flow, strict=True)
-            ),
-            "cpu_ratio": statistics.median(
-                f["cpu_s"] / h["cpu_s"] for h, f in zip(hand, flow, strict=True)
-            ),
+            "hand_s": median_of(hand),
+            "flow_s": median_of(flow),
+            "round_ratio": round_ratio(flow, hand),
+            "cpu_ratio": round_ratio(flow, hand, "cpu_s"),
             "ranges": {
                 f"{label} {kind}": (
-                    statistics.median(r[kind] for r in results),
+                    median_of(results, kind),
                     min(r[kind] for r in results),
                     max(r[kind] for r in results),
                 )

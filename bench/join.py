@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from decimal import Decimal
@@ -34,11 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     Worker,
     configure,
+    median_of,
     own_cpu_s,
     own_figures,
+    print_round,
     run_child,
+    run_flow_sampled,
     source_url,
-    wait_for,
 )
 
 FETCH = 2000
@@ -137,27 +138,12 @@ def install_flow(orders: str, customers: str) -> None:
 
 def run_flow(worker: Worker) -> dict[str, Any]:
     from flows.engine.handoff import read_output
-    from flows.models import FlowRun
-    from flows.services import start_run
 
-    cpu_before = worker.cpu_s()
-    started = time.time()
-    run = start_run("bench-join")
-
-    def finished() -> FlowRun | None:
-        worker.sample()
-        run.refresh_from_db()
-        return run if run.is_finished else None
-
-    wait_for(finished, 3600, "the flow run")
-    if run.status != "succeeded":
-        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
-    assert run.finished_at is not None
+    run, figures = run_flow_sampled(worker, "bench-join")
     nodes = {n.node_key: n for n in run.node_runs.all()}
     rows = [r for batch in read_output(nodes["per_country"].output_ref) for r in batch]
     return {
-        "wall_s": run.finished_at.timestamp() - started,
-        "cpu_s": worker.cpu_s() - cpu_before,
+        **figures,
         "join_s": (nodes["joined"].duration_ms or 0) / 1000,
         "records": nodes["joined"].rows_out,
         "totals": {r["country"]: [r["orders"], str(r["revenue"])] for r in rows},
@@ -181,12 +167,8 @@ def measure(left: int, right: int, rounds: int) -> dict[str, Any]:
                     raise SystemExit(f"{label} joined {result['records']} records, not {left}")
                 results.append(result)
                 rss = result.get("peak_rss_mb", worker.peak_mb())
-                print(
-                    f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
-                    f"{result['cpu_s']:7.2f}s CPU  peak RSS {rss:6.0f} MB"
-                    + (f"  (join node {result['join_s']:.2f}s)" if "join_s" in result else ""),
-                    flush=True,
-                )
+                join = f"  (join node {result['join_s']:.2f}s)" if "join_s" in result else ""
+                print_round(index, label, result, f"  peak RSS {rss:6.0f} MB{join}")
         # Compared as numbers: the flow's sums are exact (20 decimal places here), where the
         # hand-written job's Decimal context rounds them to 28 significant digits.
         if any(_numbers(f["totals"]) != _numbers(hand[0]["totals"]) for f in flow):
@@ -194,9 +176,9 @@ def measure(left: int, right: int, rounds: int) -> dict[str, Any]:
         return {
             "left": left,
             "right": right,
-            "hand_s": statistics.median(r["wall_s"] for r in hand),
-            "flow_s": statistics.median(r["wall_s"] for r in flow),
-            "join_s": statistics.median(r["join_s"] for r in flow),
+            "hand_s": median_of(hand),
+            "flow_s": median_of(flow),
+            "join_s": median_of(flow, "join_s"),
             "hand_rss_mb": max(r["peak_rss_mb"] for r in hand),
             "worker_rss_mb": worker.peak_mb(),
         }

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,11 +35,14 @@ from bench.common import (
     Worker,
     configure,
     count_rows,
+    median_of,
     own_cpu_s,
     own_figures,
+    print_round,
+    round_ratio,
     run_child,
+    run_flow_sampled,
     source_url,
-    wait_for,
 )
 from bench.etl import create_table
 
@@ -113,23 +115,7 @@ def install_flow(source: str, target: str, partition_rows: int) -> None:
 
 
 def run_flow(worker: Worker) -> dict[str, Any]:
-    from flows.models import FlowRun
-    from flows.services import start_run
-
-    cpu_before = worker.cpu_s()
-    started = time.time()
-    run = start_run("bench-sql-write")
-
-    def finished() -> FlowRun | None:
-        worker.sample()
-        run.refresh_from_db()
-        return run if run.is_finished else None
-
-    wait_for(finished, 3600, "the flow run")
-    if run.status != "succeeded":
-        raise SystemExit(f"flow run {run.id} {run.status}: {run.error}")
-    assert run.finished_at is not None
-    return {"wall_s": run.finished_at.timestamp() - started, "cpu_s": worker.cpu_s() - cpu_before}
+    return run_flow_sampled(worker, "bench-sql-write")[1]
 
 
 def measure(rows: int, rounds: int, partition_rows: int) -> dict[str, Any]:
@@ -150,21 +136,13 @@ def measure(rows: int, rounds: int, partition_rows: int) -> dict[str, Any]:
                 if (copied := count_rows(target)) != rows:
                     raise SystemExit(f"{label} wrote {copied} rows, not {rows}")
                 results.append(result)
-                print(
-                    f"  round {index + 1} {label:<12} {result['wall_s']:7.2f}s wall "
-                    f"{result['cpu_s']:7.2f}s CPU",
-                    flush=True,
-                )
+                print_round(index, label, result)
         return {
             "rows": rows,
-            "hand_s": statistics.median(r["wall_s"] for r in hand),
-            "flow_s": statistics.median(r["wall_s"] for r in flow),
-            "round_ratio": statistics.median(
-                f["wall_s"] / h["wall_s"] for h, f in zip(hand, flow, strict=True)
-            ),
-            "cpu_ratio": statistics.median(
-                f["cpu_s"] / h["cpu_s"] for h, f in zip(hand, flow, strict=True)
-            ),
+            "hand_s": median_of(hand),
+            "flow_s": median_of(flow),
+            "round_ratio": round_ratio(flow, hand),
+            "cpu_ratio": round_ratio(flow, hand, "cpu_s"),
             "hand_rss_mb": max(r["peak_rss_mb"] for r in hand),
             "worker_rss_mb": worker.peak_mb(),
         }
