@@ -238,10 +238,8 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
     for record in waiting:
         orphaned = orphaned_reason(schedule)
         if orphaned is not None:
-            record.state, record.error = ScheduledRunState.FAILED, orphaned
-            record.save(update_fields=["state", "error"])
             logger.warning("schedule %s: interval not run: %s", schedule.pk, orphaned)
-            outcome.failed.append(record)
+            _fail(record, orphaned, outcome)
             continue
         try:
             with transaction.atomic():
@@ -254,18 +252,21 @@ def _start_waiting(schedule: FlowSchedule) -> Outcome:
                     user=schedule.owner,  # None here: run_as_operator (set up by an operator)
                 )
         except AccessDenied as exc:
-            record.state, record.error = ScheduledRunState.FAILED, clip_error(str(exc))
-            record.save(update_fields=["state", "error"])
             logger.warning("schedule %s: interval not run: %s", schedule.pk, exc)
-            outcome.failed.append(record)
+            _fail(record, str(exc), outcome)
             continue
         except FlowValidationError as exc:
-            record.state, record.error = ScheduledRunState.FAILED, clip_error(str(exc))
-            record.save(update_fields=["state", "error"])
             logger.warning("schedule %s: flow is invalid, interval not run: %s", schedule.pk, exc)
-            outcome.failed.append(record)
+            _fail(record, str(exc), outcome)
             continue
         record.run, record.state, record.started_at = run, ScheduledRunState.STARTED, run.created_at
         record.save(update_fields=["run", "state", "started_at"])
         outcome.started.append(record)
     return outcome
+
+
+def _fail(record: ScheduledRun, error: str, outcome: Outcome) -> None:
+    """The interval will not run: failed, with why (clipped as a run's error is)."""
+    record.state, record.error = ScheduledRunState.FAILED, clip_error(error)
+    record.save(update_fields=["state", "error"])
+    outcome.failed.append(record)
