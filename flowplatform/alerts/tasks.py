@@ -16,6 +16,7 @@ from flowplatform.alerts import late, notify
 from flowplatform.alerts.models import AlertDelivery, DeliveryStatus
 from flowplatform.alerts.send import SendError, send
 from flows.models import FlowRun
+from flows.transitions import clip_error
 
 logger = logging.getLogger("flowplatform.alerts")
 
@@ -50,7 +51,7 @@ def deliver(self: Any, delivery_id: int) -> str:
             out_of_attempts = attempt >= settings.FLOWPLATFORM_ALERT_MAX_ATTEMPTS
             final = exc.permanent or out_of_attempts
             AlertDelivery.objects.filter(pk=delivery_id).update(
-                error=str(exc)[:2000],
+                error=clip_error(str(exc)),
                 status=DeliveryStatus.FAILED if final else DeliveryStatus.PENDING,
             )
             logger.warning(

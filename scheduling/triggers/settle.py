@@ -22,6 +22,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from flows.models import RunStatus
+from flows.transitions import clip_error
 from nodes.filestore import FileStore, open_store
 from nodes.models import Connection
 from nodes.sdk.errors import NodeError
@@ -102,7 +103,7 @@ def _act(event: TriggerEvent, stores: dict[str, FileStore | NodeError]) -> bool:
         retry = not exc.permanent and attempts < MAX_ATTEMPTS
         TriggerEvent.objects.filter(pk=event.pk, after_success=AfterSuccess.DOING).update(
             after_success=AfterSuccess.PENDING if retry else AfterSuccess.FAILED,
-            error=exc.message[:2000],
+            error=clip_error(exc.message),
         )
         logger.warning("trigger %s: file %s: %s", event.trigger_id, details.get("name"), exc)
         return False
