@@ -7,13 +7,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from flowplatform.alerts.access import check_connections
 from flowplatform.alerts.flowfile import export_item, parse_item
 from flowplatform.alerts.models import AlertDelivery, FlowAlert
 from flows import access
+from flows.admin.access import FlowPartAdmin
 from flows.validation import FlowProblem
 
 
@@ -47,7 +47,7 @@ class FlowAlertForm(forms.ModelForm):
 
 
 @admin.register(FlowAlert)
-class FlowAlertAdmin(admin.ModelAdmin):
+class FlowAlertAdmin(FlowPartAdmin):
     list_display = ("flow", "events", "connection", "emails", "late_after_s")
     list_filter = (("flow", admin.RelatedOnlyFieldListFilter),)
     form = FlowAlertForm
@@ -61,9 +61,6 @@ class FlowAlertAdmin(admin.ModelAdmin):
                 super().__init__(*args, user=user, **kw)
 
         return WithUser
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[FlowAlert]:
-        return access.related_for(request.user, super().get_queryset(request))  # type: ignore[no-any-return]
 
     def _may_change(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is None:
@@ -79,17 +76,9 @@ class FlowAlertAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._may_change(request, obj)
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is None:
-            return access.has_any(request.user, "view")
-        return access.can(request.user, obj.flow, "view")
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.has_any(request.user, "view")
-
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(admin.ModelAdmin):
+class AlertDeliveryAdmin(FlowPartAdmin):
     list_display = ("created_at", "flow", "event", "target", "status", "attempts", "sent_at")
     list_filter = ("status", "event", ("flow", admin.RelatedOnlyFieldListFilter))
     readonly_fields = (
@@ -98,19 +87,8 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     )  # fmt: skip
     fields = readonly_fields
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[AlertDelivery]:
-        return access.related_for(request.user, super().get_queryset(request))  # type: ignore[no-any-return]
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is None:
-            return access.has_any(request.user, "view")
-        return access.can(request.user, obj.flow, "view")
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.has_any(request.user, "view")

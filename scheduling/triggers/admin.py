@@ -18,6 +18,7 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html
 
 from flows import access
+from flows.admin.access import FlowPartAdmin
 from scheduling.triggers.dependencies import dependency_picture
 from scheduling.triggers.models import FlowTrigger, TriggerEvent, TriggerKind
 from scheduling.triggers.secrets import new_secret
@@ -37,7 +38,7 @@ class TriggerEventInline(admin.TabularInline):
 
 
 @admin.register(FlowTrigger)
-class FlowTriggerAdmin(admin.ModelAdmin):
+class FlowTriggerAdmin(FlowPartAdmin):
     list_display = ("flow", "kind", "name", "enabled", "has_secret", "owner", "updated_at")
     list_filter = ("kind", "enabled")
     list_select_related = ("flow", "owner")
@@ -96,19 +97,6 @@ class FlowTriggerAdmin(admin.ModelAdmin):
             if self.has_change_permission(request, trigger):
                 trigger.enabled = False
                 trigger.save(update_fields=["enabled", "updated_at"])
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[FlowTrigger]:
-        return access.related_for(request.user, super().get_queryset(request))  # type: ignore[no-any-return]
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.has_any(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return (
-            access.has_any(request.user)
-            if obj is None
-            else access.can(request.user, obj.flow, "view")
-        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # through the flow file

@@ -152,3 +152,30 @@ def test_scheduled_intervals_follow_the_flow(
         )
     page = listed(actors["viewer"], "/admin/scheduling/scheduledrun/")
     assert "alpha: every 1m" in page and "beta: every 1m" not in page
+
+
+def test_a_flows_alerts_deliveries_and_triggers_are_seen_by_whoever_may_view_the_flow(
+    actors: dict[str, User], alpha: Flow, beta: Flow
+) -> None:
+    from flowplatform.alerts.models import AlertDelivery, FlowAlert
+    from scheduling.triggers.models import FlowTrigger, TriggerKind
+
+    def parts(flow: Flow) -> dict[str, Any]:
+        return {
+            "/admin/alerts/flowalert/": FlowAlert.objects.create(flow=flow, events=["failed"]),
+            "/admin/alerts/alertdelivery/": AlertDelivery.objects.create(
+                flow=flow, event="failed", key=flow.slug, target="email:ops@example.test"
+            ),
+            "/admin/scheduling/flowtrigger/": FlowTrigger.objects.create(
+                flow=flow, kind=TriggerKind.WEBHOOK, name="in"
+            ),
+        }
+
+    seen, unseen = parts(alpha), parts(beta)
+    viewer = admin_client(actors["viewer"])
+    for changelist, row in seen.items():
+        assert viewer.get(changelist).status_code == 200, changelist
+        assert viewer.get(f"{changelist}{row.pk}/change/").status_code == 200, changelist
+        # "doesn't exist": back to the index
+        assert viewer.get(f"{changelist}{unseen[changelist].pk}/change/").status_code == 302
+        assert admin_client(actors["nobody"]).get(changelist).status_code == 403, changelist
