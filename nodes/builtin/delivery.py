@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Annotated
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
+from pydantic import Field
 from requests import Response
 
 from nodes.backoff import jittered_backoff
@@ -42,6 +44,36 @@ NETWORK_ERRORS = (
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 #: How much of a peer's answer an error quotes (after redaction).
 QUOTED_CHARS = 200
+
+# The config fields both HTTP nodes have (default, bounds and description), defined once.
+TargetUrl = Annotated[
+    str,
+    Field(
+        "",
+        description="Absolute http(s) URL; with a connection, a path below its base URL "
+        "(empty: the base URL itself).",
+    ),
+]
+HttpConnection = Annotated[
+    str | None,
+    Field(None, description="Name of an HTTP connection: base URL, auth headers, basic auth."),
+]
+ExtraHeaders = Annotated[
+    dict[str, str], Field(default_factory=dict, description="Extra request headers.")
+]
+TimeoutS = Annotated[
+    float, Field(30, gt=0, description="Connect and read timeout per request, seconds.")
+]
+MaxRetries = Annotated[
+    int, Field(5, ge=0, le=20, description="Retries on 429, 5xx and network errors.")
+]
+RetryBackoffS = Annotated[
+    float,
+    Field(1.0, ge=0, description="Base of the exponential backoff: up to base * 2**retry seconds."),
+]
+RetryBackoffMaxS = Annotated[
+    float, Field(60, ge=0, description="Cap of one wait, Retry-After included, in seconds.")
+]
 
 
 def _sleep(delay: float, stop: threading.Event | None = None) -> None:

@@ -15,7 +15,14 @@ from pydantic import Field, field_validator, model_validator
 from nodes.builtin.delivery import (
     CREDENTIAL_HEADERS,
     Delivery,
+    ExtraHeaders,
+    HttpConnection,
+    MaxRetries,
+    RetryBackoffMaxS,
+    RetryBackoffS,
     RetryPolicy,
+    TargetUrl,
+    TimeoutS,
     check_headers,
     check_url_fits,
     endpoint,
@@ -55,26 +62,16 @@ SUMMARY_SCHEMA = RecordSchema(
 class HttpPostConfig(NodeConfig):
     """Where and how to send the records."""
 
-    url: str = Field(
-        "",
-        description="Absolute http(s) URL; with a connection, a path below its base URL "
-        "(empty: the base URL itself).",
-    )
-    connection: str | None = Field(
-        None, description="Name of an HTTP connection: base URL, auth headers, basic auth."
-    )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    url: TargetUrl
+    connection: HttpConnection
+    headers: ExtraHeaders
     batch_size: int = Field(
         1, ge=1, le=100_000, description="1: one JSON object per request; more: a JSON array."
     )
-    timeout_s: float = Field(30, gt=0, description="Connect and read timeout per request, seconds.")
-    max_retries: int = Field(5, ge=0, le=20, description="Retries on 429, 5xx and network errors.")
-    retry_backoff_s: float = Field(
-        1.0, ge=0, description="Base of the exponential backoff: up to base * 2**retry seconds."
-    )
-    retry_backoff_max_s: float = Field(
-        60, ge=0, description="Cap of one wait, Retry-After included, in seconds."
-    )
+    timeout_s: TimeoutS
+    max_retries: MaxRetries
+    retry_backoff_s: RetryBackoffS
+    retry_backoff_max_s: RetryBackoffMaxS
 
     @field_validator("headers")
     @classmethod

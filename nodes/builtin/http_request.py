@@ -11,7 +11,14 @@ from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from nodes.builtin.delivery import (
     Delivery,
+    ExtraHeaders,
+    HttpConnection,
+    MaxRetries,
+    RetryBackoffMaxS,
+    RetryBackoffS,
     RetryPolicy,
+    TargetUrl,
+    TimeoutS,
     check_headers,
     check_url_fits,
     endpoint,
@@ -48,14 +55,8 @@ QueryValue = str | int | float | bool | RunValue
 class HttpRequestConfig(NodeConfig):
     """Which API to read and how its records and pages are laid out."""
 
-    url: str = Field(
-        "",
-        description="Absolute http(s) URL; with a connection, a path below its base URL "
-        "(empty: the base URL itself).",
-    )
-    connection: str | None = Field(
-        None, description="Name of an HTTP connection: base URL, auth headers, basic auth."
-    )
+    url: TargetUrl
+    connection: HttpConnection
     method: Literal["GET", "POST"] = Field("GET", description="GET, or POST with a body.")
     body: Any = Field(None, description="JSON body of a POST (sent with every page).")
     query: dict[str, QueryValue] = Field(
@@ -63,7 +64,7 @@ class HttpRequestConfig(NodeConfig):
         description='Query parameters; a value {"run": "interval_start"} binds a run value '
         "(interval_start, interval_end, logical_date, run_id, run params).",
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    headers: ExtraHeaders
     records_path: str = Field(
         "",
         description='Dotted path of the records in the answer ("": the answer itself); '
@@ -76,14 +77,10 @@ class HttpRequestConfig(NodeConfig):
     rate_limit_per_s: float | None = Field(
         None, gt=0, description="Most requests a second (retries included); unset: no limit."
     )
-    timeout_s: float = Field(30, gt=0, description="Connect and read timeout per request, seconds.")
-    max_retries: int = Field(5, ge=0, le=20, description="Retries on 429, 5xx and network errors.")
-    retry_backoff_s: float = Field(
-        1.0, ge=0, description="Base of the exponential backoff: up to base * 2**retry seconds."
-    )
-    retry_backoff_max_s: float = Field(
-        60, ge=0, description="Cap of one wait, Retry-After included, in seconds."
-    )
+    timeout_s: TimeoutS
+    max_retries: MaxRetries
+    retry_backoff_s: RetryBackoffS
+    retry_backoff_max_s: RetryBackoffMaxS
     columns: dict[str, FieldType] | None = Field(
         None,
         description="Declared output fields and their types: the records carry exactly these "
