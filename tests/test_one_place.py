@@ -1,0 +1,60 @@
+"""What the platform defines once stays defined once: each rule below is written in exactly one
+module of the code (tests aside), wherever that module is. A second copy is a copy that drifts
+(the zone names that mean UTC had two lists, one without ``Etc/Zulu``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("flowplatform", "flows", "nodes", "scheduling")
+
+#: What only one module may contain (a pattern of its one definition), by concern.
+ONE_HOME = {
+    "the zone names that mean UTC": r"Etc/Universal",
+    "jittered backoff": r"\.uniform\(0, ",
+    "a node type missing on a worker": r"not installed on this worker",
+    "a node run's duration": r"total_seconds\(\)\s*\*\s*1000",
+    "how much of an error message is kept": r"^ERROR_MAX_CHARS = ",
+}
+
+
+def code_files() -> list[Path]:
+    return sorted(
+        path
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.parts
+    )
+
+
+def homes(pattern: str) -> list[str]:
+    """The modules whose text matches ``pattern``."""
+    found = re.compile(pattern, re.MULTILINE)
+    return [
+        str(path.relative_to(ROOT))
+        for path in code_files()
+        if found.search(path.read_text(encoding="utf-8"))
+    ]
+
+
+@pytest.mark.parametrize("concern", sorted(ONE_HOME))
+def test_a_rule_is_written_in_one_module(concern: str) -> None:
+    assert len(homes(ONE_HOME[concern])) == 1, homes(ONE_HOME[concern])
+
+
+def test_no_message_is_cut_at_a_length_of_its_own() -> None:
+    assert homes(r"\[:\s*10_?000\]") == []
+
+
+@pytest.mark.xfail(reason="two copies, in flows/engine/partitions.py and flows/engine/handoff.py")
+def test_the_partition_limit_message_is_written_in_one_module() -> None:
+    assert len(homes(r"more than \{MAX_PARTITIONS\} partitions")) == 1
+
+
+def test_the_check_finds_the_code() -> None:
+    assert len(code_files()) > 100
+    assert homes(r"^class FlowRun\(") == ["flows/models.py"]
