@@ -24,7 +24,7 @@ from nodes.builtin.accumulators import Accumulator, AggregateError, accumulator
 from nodes.builtin.keys import Key, hashable, key_reader
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
 from nodes.builtin.time_buckets import bucketer, check_every, check_zone
-from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, Batch, Record, first_input
+from nodes.sdk.batches import DEFAULT_BATCH_SIZE, Batch, Record, first_input
 from nodes.sdk.capabilities import Combinable
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
@@ -341,7 +341,7 @@ class AggregateNode(Combinable, Node[AggregateConfig]):
 
     # --- per partition, then one combine (Combinable) ---------------------------------------
     def execute_partial(
-        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
     ) -> list[list[Any]]:
         """This partition's groups (:meth:`Groups.state`)."""
         return self._aggregated(context, inputs).state()
@@ -356,7 +356,7 @@ class AggregateNode(Combinable, Node[AggregateConfig]):
         return _batched(groups.records())
 
     def _aggregated(
-        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
     ) -> Groups:
         groups = Groups(self.config)
         for batch in first_input(inputs):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nodes.packing import packer, unpack
-from nodes.sdk.batches import AnyBatch, as_records
+from nodes.sdk.batches import AnyBatch, RecordStream, as_records
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 
@@ -112,11 +112,10 @@ class Combinable(ABC):
         return cls.combinable
 
     @abstractmethod
-    def execute_partial(
-        self, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
-    ) -> Any:
+    def execute_partial(self, context: ExecutionContext, inputs: Mapping[str, RecordStream]) -> Any:
         """The partial state of one partition's input (``context.partition`` tells which),
-        in the format described on the class."""
+        in the format described on the class. Its inputs are what ``execute`` would get (row
+        batches only for a node that accepts rows)."""
 
     @abstractmethod
     def combine(self, context: ExecutionContext, partials: Iterable[Any]) -> Iterator[AnyBatch]:
@@ -233,9 +232,12 @@ def run_partial(
     """One partition's partial state, packed (:func:`pack_partial`): what the engine stores
     for the partition. Row batches reach the node as lists of dicts unless it accepts rows,
     as in ``Node.run``."""
-    if not accepts_rows(type(node)):
-        inputs = {port: map(as_records, stream) for port, stream in inputs.items()}
-    return pack_partial(node.execute_partial(context, inputs))
+    converted: Mapping[str, RecordStream]
+    if accepts_rows(type(node)):
+        converted = inputs  # type: ignore[assignment]  # the node reads AnyBatch
+    else:
+        converted = {port: map(as_records, stream) for port, stream in inputs.items()}
+    return pack_partial(node.execute_partial(context, converted))
 
 
 def run_combine(
