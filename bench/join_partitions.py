@@ -91,9 +91,11 @@ def main() -> None:
             done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
             figures = json.loads(done.stdout)
             results[variant].append(figures)
-            load = Path("/proc/loadavg").read_text().split()[:3]
-            print(f"round {round_} {variant:8} {figures['wall']:7.2f} s  builds "
-                  f"{figures['builds']}  peak RSS {figures['rss_mb']:.0f} MB  load {' '.join(load)}")  # fmt: skip
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            print(
+                f"round {round_} {variant:8} {figures['wall']:7.2f} s  builds "
+                f"{figures['builds']}  peak RSS {figures['rss_mb']:.0f} MB  load {load}"
+            )
     same = {(r["records"], r["checksum"]) for rows in results.values() for r in rows}
     assert len(same) == 1, f"the variants disagree: {same}"
     medians = {v: statistics.median(r["wall"] for r in rows) for v, rows in results.items()}

@@ -19,10 +19,10 @@ The contract of every node is small (:class:`~nodes.sdk.node.Node`: ports, confi
   per partition, merged by one combine step (``aggregate``, ``dedupe``).
 
 The engine asks through the functions at the end of this module (``partitionable_with(cls,
-config)``, ``plan_slices(node, ...)``, ``run_partial(node, ...)``, ...), never through ``Node``. They read each capability
-by its attribute name, as a protocol: a node type written before the mixins existed, that sets
-``partitionable = True`` (``pure``, ``accepts_rows``) on its class or defines ``plan_slices``,
-keeps working unchanged.
+config)``, ``plan_slices(node, ...)``, ``run_partial(node, ...)``, ...), never through
+``Node``. They read each capability by its attribute name, as a protocol: a node type written
+before the mixins existed, that sets ``partitionable = True`` (``pure``, ``accepts_rows``) on
+its class or defines ``plan_slices``, keeps working unchanged.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def strictly(records: Records) -> list[list[tuple[str, str, str]]]:
 def test_combined_partials_equal_the_whole_input(seed: int, amounts: str) -> None:
     rng = random.Random(seed * 1000 + len(amounts))
     records = random_orders(rng, rng.choice([0, 1, rng.randint(2, 700)]), amounts)
-    bucket = {"field": "at", "every": rng.choice(["1d", "1h", "15m"]),
-              "timezone": rng.choice(["Europe/Madrid", "UTC", "America/New_York"]), "as": "b"}  # fmt: skip
+    zone = rng.choice(["Europe/Madrid", "UTC", "America/New_York"])
+    bucket = {"field": "at", "every": rng.choice(["1d", "1h", "15m"]), "timezone": zone, "as": "b"}
     node = AggregateNode(
         {
             "group_by": rng.choice([[], ["country"], ["country", "customer"]]),
@@ -83,10 +83,8 @@ def test_combined_partials_equal_the_whole_input(seed: int, amounts: str) -> Non
 
 
 def test_decimal_sums_and_averages_combine_exactly() -> None:
-    node = AggregateNode(
-        {"aggregations": [{"op": "sum", "field": "x", "as": "s"}, {"op": "avg", "field": "x",
-                                                                  "as": "m"}]}
-    )  # fmt: skip
+    sums = [{"op": "sum", "field": "x", "as": "s"}, {"op": "avg", "field": "x", "as": "m"}]
+    node = AggregateNode({"aggregations": sums})
     parts = [
         [{"x": Decimal("12345678901234567890123456.01")}, {"x": None}],
         [],
@@ -147,8 +145,9 @@ def test_first_and_last_follow_partition_order_then_row_order() -> None:
 
 
 def test_no_partition_or_only_empty_ones_give_what_no_input_gives() -> None:
-    total = AggregateNode({"aggregations": [{"op": "count", "as": "n"}, {"op": "avg",
-                                                                          "field": "x"}]})  # fmt: skip
+    total = AggregateNode(
+        {"aggregations": [{"op": "count", "as": "n"}, {"op": "avg", "field": "x"}]}
+    )
     assert (
         combined(total, [])
         == combined(total, [[], []])
