@@ -259,9 +259,14 @@ def pack_partial(state: Any) -> bytes:
 
 def unpack_partial(data: bytes) -> Any:
     """The partial state :func:`pack_partial` wrote."""
-    envelope = unpack(data)
+    try:
+        envelope = unpack(data)
+    except ValueError:  # not msgpack, cut short, or with bytes after it
+        envelope = None
     if not isinstance(envelope, dict) or envelope.get("format") != PARTIAL_FORMAT:
-        raise NodeError("a stored partial state is not in a format this version reads")
+        raise NodeError(
+            "a stored partial state is not in a format this version reads", permanent=True
+        )
     return envelope["state"]
 
 

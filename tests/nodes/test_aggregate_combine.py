@@ -215,10 +215,21 @@ def test_time_buckets_come_back_in_their_zone() -> None:
     ]
 
 
-def test_a_partial_state_of_another_format_is_refused() -> None:
+@pytest.mark.parametrize("data", [b"\x90", b"", b"\xc1", caps.pack_partial([]) + b"\x01"])
+def test_a_partial_state_of_another_format_is_refused(data: bytes) -> None:
     node = AggregateNode({"aggregations": [{"op": "count"}]})
-    with pytest.raises(NodeError, match="not in a format this version reads"):
-        list(caps.run_combine(node, ExecutionContext(), [b"\x90"]))
+    with pytest.raises(NodeError, match="not in a format this version reads") as caught:
+        list(caps.run_combine(node, ExecutionContext(), [data]))
+    assert caught.value.permanent
+
+
+def test_a_state_of_values_the_platform_cannot_store_is_refused() -> None:
+    with pytest.raises(NodeError, match="a partial state cannot be stored") as caught:
+        caps.pack_partial([object()])
+    assert caught.value.permanent
+    assert caps.unpack_partial(caps.pack_partial({"a": [Decimal("1.10"), 2**70]})) == {
+        "a": [Decimal("1.10"), 2**70]
+    }
 
 
 def test_aggregate_declares_the_capability() -> None:
