@@ -1,5 +1,6 @@
 """Values in msgpack with their Python types kept: ``Decimal``, ``date``, ``datetime``,
-``time`` and ``UUID`` travel as extension types and come back as themselves.
+``time``, ``UUID`` and integers beyond 64 bits (an exact sum of large integers) travel as
+extension types and come back as themselves.
 
 The hand-off between nodes (``flows.engine.codec``) and a node that keeps records packed in
 memory (``join``'s right side) use the same types, so a value reads back identically either way.
@@ -14,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-DECIMAL, DATE, DATETIME, TIME, UUID = 1, 2, 3, 4, 5
+DECIMAL, DATE, DATETIME, TIME, UUID, BIGINT = 1, 2, 3, 4, 5, 6
 
 
 def default(value: Any) -> Any:
@@ -31,6 +32,8 @@ def default(value: Any) -> Any:
         return msgpack.ExtType(UUID, value.bytes)
     if isinstance(value, tuple | set | frozenset):
         return list(value)
+    if type(value) is int:  # msgpack writes 64 bits; it asks here for larger integers
+        return msgpack.ExtType(BIGINT, str(value).encode())
     raise TypeError(f"cannot hand off a value of type {type(value).__name__}")
 
 
@@ -46,6 +49,8 @@ def ext_hook(code: int, data: bytes) -> Any:
         return dt.time.fromisoformat(data.decode())
     if code == UUID:
         return uuid.UUID(bytes=data)
+    if code == BIGINT:
+        return int(data.decode())
     return msgpack.ExtType(code, data)
 
 

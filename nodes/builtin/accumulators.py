@@ -12,6 +12,11 @@ lets each partition aggregate its part and one step combine them.
   ``math.fsum``), rounded once at the end — so the order of the additions never changes the
   result. A sum with floats is a float; else with decimals a ``Decimal``; else an integer.
 - ``count_distinct`` keeps a set, bounded: past ``limit`` values it fails, naming the bound.
+
+Each partial result can also leave the process: ``state()`` gives it as a value of the
+platform's types (what ``nodes.packing`` writes, Decimals exact, integers of any size, floats
+bit for bit) and ``load(state)`` sets a new accumulator to it, so that a partition's partial
+result is stored and merged by another process exactly as if it had never left.
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ class Accumulator(ABC):
     @abstractmethod
     def result(self) -> Any: ...
 
+    @abstractmethod
+    def state(self) -> Any:
+        """The partial result as a storable value (see the module's docstring)."""
+
+    @abstractmethod
+    def load(self, state: Any) -> None:
+        """Become the partial result ``state()`` gave (on a new accumulator)."""
+
 
 class Count(Accumulator):
     """Non-null values (every record when ``rows``)."""
@@ -62,6 +75,12 @@ class Count(Accumulator):
 
     def result(self) -> int:
         return self.n
+
+    def state(self) -> int:
+        return self.n
+
+    def load(self, state: Any) -> None:
+        self.n = int(state)
 
 
 class Sum(Accumulator):
@@ -118,6 +137,18 @@ class Sum(Accumulator):
         if other.nonfinite is not None:
             self._add_float(other.nonfinite)
 
+    def state(self) -> list[Any] | None:
+        if not self.seen:
+            return None
+        return [self.ints, self.decimal, list(self.floats), self.nonfinite]
+
+    def load(self, state: Any) -> None:
+        if state is None:
+            return
+        self.seen = True
+        self.ints, self.decimal, floats, self.nonfinite = state
+        self.floats = [float(partial) for partial in floats]
+
     def result(self) -> int | Decimal | float | None:
         if not self.seen:
             return None
@@ -147,6 +178,13 @@ class Avg(Accumulator):
     def merge(self, other: Avg) -> None:
         self.sum.merge(other.sum)
         self.count += other.count
+
+    def state(self) -> list[Any]:
+        return [self.sum.state(), self.count]
+
+    def load(self, state: Any) -> None:
+        self.sum.load(state[0])
+        self.count = int(state[1])
 
     def result(self) -> Decimal | float | None:
         total = self.sum.result()
@@ -190,6 +228,12 @@ class _Extreme(Accumulator):
     def result(self) -> Any:
         return self.best
 
+    def state(self) -> Any:
+        return self.best  # null: no value seen (nulls are never kept)
+
+    def load(self, state: Any) -> None:
+        self.best, self.seen = state, state is not None
+
 
 class Min(_Extreme):
     __slots__ = ()
@@ -219,6 +263,12 @@ class First(Accumulator):
 
     def result(self) -> Any:
         return self.value
+
+    def state(self) -> Any:
+        return self.value  # null: no value seen (nulls are never kept)
+
+    def load(self, state: Any) -> None:
+        self.value, self.seen = state, state is not None
 
 
 class Last(First):
@@ -261,6 +311,16 @@ class CountDistinct(Accumulator):
     def result(self) -> int:
         return len(self.values)
 
+    def state(self) -> list[Any]:
+        return list(self.values)
+
+    def load(self, state: Any) -> None:
+        # The values are kept as keys.hashable() made them: scalars and tuples, which a
+        # stored state gives back as lists.
+        self.values = {_refrozen(value) for value in state}
+        if len(self.values) > self.limit:
+            self._too_many()
+
 
 def accumulator(op: str, counts_rows: bool, limit: int) -> Accumulator:
     """A new accumulator for the aggregate function ``op``."""
@@ -280,6 +340,12 @@ _SIMPLE: dict[str, type[Accumulator]] = {
     "first": First,
     "last": Last,
 }
+
+
+def _refrozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(map(_refrozen, value))
+    return value
 
 
 def _shown(value: Any) -> str:

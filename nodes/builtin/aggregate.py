@@ -3,7 +3,9 @@ time bucket) with the aggregate functions of its records.
 
 The groups are kept as mergeable partial results (:class:`Groups`, over the accumulators of
 :mod:`nodes.builtin.accumulators`): the part of the input one partition saw aggregates on its
-own, and merging the parts in order gives exactly the whole input's result. Groups come out in
+own, and merging the parts in order gives exactly the whole input's result; as a
+:class:`~nodes.sdk.capabilities.Combinable` node, each partition's groups are a storable
+partial state (:meth:`Groups.state`) and one combine step merges them. Groups come out in
 the order they first appear; with no ``group_by`` and no time bucket there is exactly one
 record, even for no input (``count`` 0, the others null, as SQL's ``GROUP BY ()``). The number
 of groups is bounded (``max_groups``).
@@ -14,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
 from nodes.builtin.accumulators import Accumulator, AggregateError, accumulator
-from nodes.builtin.keys import Key, key_reader
+from nodes.builtin.keys import Key, hashable, key_reader
 from nodes.builtin.paths import MISSING, get_path, set_path, upstream_problem
 from nodes.builtin.time_buckets import bucketer, check_every, check_zone
 from nodes.sdk.batches import DEFAULT_BATCH_SIZE, Batch, Record, first_input
+from nodes.sdk.capabilities import Combinable
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node, NodeConfig
@@ -162,6 +166,47 @@ class Groups:
                 except AggregateError as exc:
                     raise _failure(index, self.config.aggregations[index], exc) from None
 
+    def state(self) -> list[list[Any]]:
+        """These groups as a storable partial state: ``[[values, [accumulator state, ...]],
+        ...]``, one entry per group in the order the groups first appeared, ``values`` being
+        the group's ``group_by`` values then its bucket's start (see :meth:`load`)."""
+        return [
+            [shown, [acc.state() for acc in accumulators]]
+            for shown, accumulators in self.groups.values()
+        ]
+
+    @classmethod
+    def load(cls, config: AggregateConfig, state: Iterable[Any]) -> Groups:
+        """The groups a partial :meth:`state` describes (written by a node with the same
+        config). Each group's key is worked out from its values again, exactly as from a record:
+        the values of a key, made hashable, and the bucket's instant."""
+        groups = cls(config)
+        width = len(config.group_by)
+        zone = ZoneInfo(config.time_bucket.timezone) if config.time_bucket else None
+        for shown, states in state:
+            if zone is not None and shown[width] is not None:
+                shown[width] = shown[width].astimezone(zone)  # stored at its fixed offset
+            key: Key = tuple(hashable(value) for value in shown[:width])
+            if zone is not None:
+                start = shown[width]
+                key = (*key, None if start is None else start.astimezone(UTC))
+            held = groups.groups.get(key)
+            if held is not None and key != ():
+                raise NodeError("a partial state repeats a group", permanent=True)
+            accumulators = (held or groups._group(key, shown))[1]
+            for index, (acc, acc_state) in enumerate(zip(accumulators, states, strict=True)):
+                try:
+                    acc.load(acc_state)
+                except AggregateError as exc:
+                    raise _failure(index, config.aggregations[index], exc) from None
+                except (TypeError, ValueError):
+                    raise NodeError(
+                        f"a partial state does not match aggregations[{index}]: it was written "
+                        "with another config",
+                        permanent=True,
+                    ) from None
+        return groups
+
     def records(self) -> Iterator[Record]:
         paths = list(self.config.group_by)
         if self.config.time_bucket is not None:
@@ -227,7 +272,7 @@ def _failure(index: int, aggregation: Aggregation, exc: AggregateError) -> NodeE
     return NodeError(f"aggregations[{index}] ({what}): {exc}", permanent=True)
 
 
-class AggregateNode(Node[AggregateConfig]):
+class AggregateNode(Combinable, Node[AggregateConfig]):
     """Group records and compute counts, exact sums, averages, extremes per group."""
 
     type = "aggregate"
@@ -292,19 +337,48 @@ class AggregateNode(Node[AggregateConfig]):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
     ) -> Iterator[Batch]:
+        return _batched(self._aggregated(context, inputs).records())
+
+    # --- per partition, then one combine (Combinable) ---------------------------------------
+    def execute_partial(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
+    ) -> list[list[Any]]:
+        """This partition's groups (:meth:`Groups.state`)."""
+        return self._aggregated(context, inputs).state()
+
+    def combine(self, context: ExecutionContext, partials: Iterable[Any]) -> Iterator[Batch]:
+        """The partitions' groups merged in partition order: the whole input's groups, in the
+        order they first appear in it, ``first``/``last`` as over the whole input."""
+        groups = Groups(self.config)
+        for partial in partials:
+            _check_cancel(context)
+            groups.merge(Groups.load(self.config, partial))
+        return _batched(groups.records())
+
+    def _aggregated(
+        self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
+    ) -> Groups:
         groups = Groups(self.config)
         for batch in first_input(inputs):
-            if context.is_cancelled():
-                raise NodeError("the run was cancelled", permanent=True)
+            _check_cancel(context)
             groups.add(batch)
-        out: Batch = []
-        for record in groups.records():
-            out.append(record)
-            if len(out) >= DEFAULT_BATCH_SIZE:
-                yield out
-                out = []
-        if out:
+        return groups
+
+
+def _check_cancel(context: ExecutionContext) -> None:
+    if context.is_cancelled():
+        raise NodeError("the run was cancelled", permanent=True)
+
+
+def _batched(records: Iterable[Record]) -> Iterator[Batch]:
+    out: Batch = []
+    for record in records:
+        out.append(record)
+        if len(out) >= DEFAULT_BATCH_SIZE:
             yield out
+            out = []
+    if out:
+        yield out
 
 
 def _result_type(aggregation: Aggregation, schema: RecordSchema) -> FieldType:

@@ -4,6 +4,11 @@ A route is a ``filter`` config with a port name: its conditions are tested exact
 ``filter`` tests them (one definition, :func:`nodes.builtin.filter.matcher`). With ``mode``
 ``first`` a record leaves by the first route it matches, with ``all`` by every route it
 matches; a record no route takes leaves by ``otherwise`` (or is dropped when it is null).
+
+A record's ports depend on that record alone, so ``branch`` is
+:class:`~nodes.sdk.capabilities.Partitionable`: run on each partition of its input, each
+port's batches of partition after partition are the batches the whole input sends by that port
+(an engine keeping a partition's output per port runs it so, ``by_port=True``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from nodes.builtin.filter import FilterConfig, condition_problems, matcher
 from nodes.sdk.batches import Batch, PortBatch, Record, first_input
+from nodes.sdk.capabilities import Partitionable
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
@@ -74,7 +80,7 @@ class BranchConfig(NodeConfig):
         return otherwise
 
 
-class BranchNode(Node[BranchConfig]):
+class BranchNode(Partitionable, Node[BranchConfig]):
     """Routes records to output ports; every port carries the input's schema."""
 
     type = "branch"

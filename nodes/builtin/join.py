@@ -7,6 +7,11 @@ fields null); ``semi`` gives the left records that have a match, ``anti`` those 
 each once and unchanged. A right field whose name the left record already has is renamed
 ``right_prefix + name``. Keys compare as Python values (``1``, ``1.0`` and ``Decimal(1)`` are
 equal; ``"1"`` is not); a key with a null part matches nothing, as in SQL.
+
+When the left side runs per partition, every partition probes the same right side: a worker
+process builds it once per run and reuses it for the partitions it runs after
+(:data:`RIGHT_TABLES`, keyed by the run, the node, the right input's stored reference and the
+config that shapes the table); ``right_max_rows`` bounds it as it is built.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node, NodeConfig
 from nodes.sdk.ports import Port
+from nodes.sdk.run_cache import RunCache
 from nodes.sdk.schema import FieldType, Problem, RecordSchema
 
 _NUMBERS = frozenset({FieldType.INTEGER, FieldType.FLOAT, FieldType.DECIMAL})
@@ -59,6 +65,12 @@ class JoinConfig(NodeConfig):
         le=100_000_000,
         description="The most records the right side may have; past it the node fails.",
     )
+
+
+#: The right sides this worker process built for partitions of a join, reused by the next
+#: partitions of the same run: one table, as a right side of ``right_max_rows`` records is most
+#: of a worker's memory budget (``docs/benchmarks.md``, join memory).
+RIGHT_TABLES: RunCache[RightTable] = RunCache("join right sides", size=1)
 
 
 class JoinNode(Node[JoinConfig]):
@@ -138,12 +150,7 @@ class JoinNode(Node[JoinConfig]):
     def execute(
         self, context: ExecutionContext, inputs: Mapping[str, Iterable[Batch]]
     ) -> Iterator[Batch]:
-        table = RightTable(
-            _reader([pair.right for pair in self.config.on]),
-            self.config.right_max_rows,
-            composite=len(self.config.on) > 1,
-        )
-        table.load(_cancellable(context, inputs.get("right", ())))
+        table = self._right_table(context, inputs.get("right", ()))
         left_key = _reader([pair.left for pair in self.config.on])
         how, select = self.config.how, self.config.select
         merged = self._merger(table.names)
@@ -165,6 +172,29 @@ class JoinNode(Node[JoinConfig]):
                     out = []
         if out:
             yield out
+
+    def _right_table(self, context: ExecutionContext, right: Iterable[Batch]) -> RightTable:
+        """The right side as a table: built from ``right``, or, when the left side runs per
+        partition and the engine says where the right side is stored, the table this worker
+        process built for an earlier partition of the same run (``right`` is then not read)."""
+        refs = context.input_refs.get("right")
+        if context.partition is None or not refs:
+            return self._build_right(context, right)
+        key = (
+            context.node_key,
+            tuple(refs),
+            tuple(pair.right for pair in self.config.on),
+            self.config.right_max_rows,
+        )
+        return RIGHT_TABLES.get(context.run_id, key, lambda: self._build_right(context, right))
+
+    def _build_right(self, context: ExecutionContext, right: Iterable[Batch]) -> RightTable:
+        table = RightTable(
+            _reader([pair.right for pair in self.config.on]),
+            self.config.right_max_rows,
+            composite=len(self.config.on) > 1,
+        )
+        return table.load(_cancellable(context, right))
 
     def _merger(self, names: list[str]) -> Callable[[Record, list[Any]], Record]:
         """A function merging a left record with a right record's values. The right names a

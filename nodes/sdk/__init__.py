@@ -3,7 +3,8 @@
 A node is a pure unit: a validated config, record streams on its input ports and an
 :class:`ExecutionContext` go in; a stream of record batches comes out. The contract is
 :class:`Node`; what a node may do beyond it for speed are the optional capabilities
-(:class:`Partitionable`, :class:`Pure`, :class:`AcceptsRows`, :class:`SlicedSource`).
+(:class:`Partitionable`, :class:`Pure`, :class:`AcceptsRows`, :class:`SlicedSource`,
+:class:`Combinable`).
 """
 
 from nodes.sdk.batches import (
@@ -19,7 +20,7 @@ from nodes.sdk.batches import (
     first_input,
     rebatch,
 )
-from nodes.sdk.capabilities import AcceptsRows, Partitionable, Pure, SlicedSource
+from nodes.sdk.capabilities import AcceptsRows, Combinable, Partitionable, Pure, SlicedSource
 from nodes.sdk.context import ConnectionInfo, ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node, NodeConfig
@@ -31,6 +32,7 @@ __all__ = [
     "AcceptsRows",
     "AnyBatch",
     "Batch",
+    "Combinable",
     "ConnectionInfo",
     "ExecutionContext",
     "FieldType",

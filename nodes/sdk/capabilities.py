@@ -7,19 +7,22 @@ The contract of every node is small (:class:`~nodes.sdk.node.Node`: ports, confi
     class FilterNode(Partitionable, Pure, AcceptsRows, Node[FilterConfig]): ...
 
 - :class:`Partitionable`: record by record, it may run once per partition of a partitioned
-  source's output, in parallel (``filter``, ``map_fields``, ``http_post``, ``sql_write``);
+  source's output, in parallel (``filter``, ``map_fields``, ``http_post``, ``sql_write``, and
+  ``branch``, whose output is then kept per partition and per port);
 - :class:`Pure`: its output depends only on its config and input records, so inside a
   partitioned stretch it is recomputed when read instead of stored (``filter``, ``map_fields``);
 - :class:`AcceptsRows`: it takes :class:`~nodes.sdk.batches.RowBatch` batches as they come
   instead of lists of dicts (``filter``, ``map_fields``, ``http_post``, ``sql_write``);
 - :class:`SlicedSource`: a source that reads its output in independent slices, each in a task
-  of its own (``sql_query`` with ``partition_column``, ``file_read`` per file).
+  of its own (``sql_query`` with ``partition_column``, ``file_read`` per file);
+- :class:`Combinable`: a whole-input node whose output can be computed from one partial state
+  per partition, merged by one combine step (``aggregate``, ``dedupe``).
 
 The engine asks through the functions at the end of this module (``partitionable_with(cls,
-config)``, ``plan_slices(node, ...)``, ...), never through ``Node``. They read each capability
-by its attribute name, as a protocol: a node type written before the mixins existed, that sets
-``partitionable = True`` (``pure``, ``accepts_rows``) on its class or defines ``plan_slices``,
-keeps working unchanged.
+config)``, ``plan_slices(node, ...)``, ``run_partial(node, ...)``, ...), never through
+``Node``. They read each capability by its attribute name, as a protocol: a node type written
+before the mixins existed, that sets ``partitionable = True`` (``pure``, ``accepts_rows``) on
+its class or defines ``plan_slices``, keeps working unchanged.
 """
 
 from __future__ import annotations
@@ -29,14 +32,23 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nodes.sdk.batches import AnyBatch
+from nodes.packing import packer, unpack
+from nodes.sdk.batches import AnyBatch, RecordStream, as_records
 from nodes.sdk.context import ExecutionContext
+from nodes.sdk.errors import NodeError
 
 
 class Partitionable:
     """A record-by-record node: after a partitioned source it runs once per partition, in
     parallel across workers (``context.partition`` tells which), instead of once on the whole
-    output. Whatever it keeps between records must be per partition."""
+    output. Whatever it keeps between records must be per partition.
+
+    A node with several output ports (``branch``) may be partitionable too: each partition's
+    :class:`~nodes.sdk.batches.PortBatch` es are kept per partition and per port, and port
+    ``p``'s output is its partitions' ``p`` batches in partition order — exactly what the node
+    run on the whole input gives on ``p``. The engine says that it keeps outputs so by asking
+    ``partitionable_with(cls, config, by_port=True)``; an engine asking without ``by_port``
+    never runs such a node per partition."""
 
     partitionable: ClassVar[bool] = True
 
@@ -62,6 +74,54 @@ class AcceptsRows:
     receives every batch as a list of dicts (``Node.run`` converts them, in C)."""
 
     accepts_rows: ClassVar[bool] = True
+
+
+#: The version of the envelope :func:`pack_partial` writes around a partial state.
+PARTIAL_FORMAT = 1
+
+
+class Combinable(ABC):
+    """A node that needs its whole input (``aggregate``, ``dedupe``) but whose output can be
+    computed in two steps: each partition of the input gives a *partial state*
+    (:meth:`execute_partial`, run where the partition is, in parallel), and one *combine* step
+    (:meth:`combine`) merges the partial states of every partition into exactly the batches
+    that ``execute`` gives on the whole input.
+
+    - **Order.** The partitions are consecutive parts of the input: partition ``i`` holds rows
+      that come before partition ``i + 1``'s. ``combine`` receives one partial state per
+      partition, in partition order (a partition with no rows gives the partial state of no
+      rows; leaving it out changes nothing). Whatever depends on order — ``aggregate``'s
+      ``first``/``last`` and the order of its groups, ``dedupe``'s kept record — is defined by
+      partition order, then row order within a partition: the order of the whole input.
+    - **Format.** A partial state is a value made of ``None``, ``bool``, ``int`` (any size),
+      ``float``, ``str``, ``bytes``, ``Decimal``, ``date``, ``datetime``, ``time``, ``UUID``,
+      lists and dicts: what :func:`pack_partial` writes (msgpack with the hand-off's types,
+      ``nodes.packing``) and :func:`unpack_partial` reads back equal, Decimals exact. Tuples
+      come back as lists, and an aware datetime at the fixed offset it had.
+    - **Bounds.** A partial state is bounded by the node's own bound (``max_groups``,
+      ``max_keys``); merging may pass it, and ``combine`` then fails with the error naming
+      it, as ``execute`` would.
+    """
+
+    combinable: ClassVar[bool] = True
+
+    @classmethod
+    def combinable_with(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a node of this type with this (raw) config may run as partials and one
+        combine; override when a mode of the node cannot."""
+        return cls.combinable
+
+    @abstractmethod
+    def execute_partial(self, context: ExecutionContext, inputs: Mapping[str, RecordStream]) -> Any:
+        """The partial state of one partition's input (``context.partition`` tells which),
+        in the format described on the class. Its inputs are what ``execute`` would get (row
+        batches only for a node that accepts rows)."""
+
+    @abstractmethod
+    def combine(self, context: ExecutionContext, partials: Iterable[Any]) -> Iterator[AnyBatch]:
+        """The node's output from the partial states of every partition, in partition order:
+        exactly the batches ``execute`` gives on the whole input (a node with several output
+        ports yields ``PortBatch`` es, as its ``execute`` does)."""
 
 
 @dataclass(frozen=True)
@@ -128,12 +188,86 @@ def is_partitionable(node_type: type) -> bool:
     return getattr(node_type, "partitionable", False) is True
 
 
-def partitionable_with(node_type: type, config: Mapping[str, Any]) -> bool:
-    """Whether a node of ``node_type`` with this raw config may run once per partition."""
+def partitionable_with(
+    node_type: type, config: Mapping[str, Any], *, by_port: bool = False
+) -> bool:
+    """Whether a node of ``node_type`` with this raw config may run once per partition.
+
+    A node with several output ports (ports from its config, or more than one declared) is
+    run per partition only by an engine that keeps each partition's output per port: it
+    passes ``by_port=True``."""
+    if not by_port and several_ports(node_type):
+        return False
     decide = getattr(node_type, "partitionable_with", None)
     if callable(decide):
         return bool(decide(config))
     return is_partitionable(node_type)
+
+
+def several_ports(node_type: type) -> bool:
+    """Whether the type's output is kept port by port (``PortBatch`` es): its ports come from
+    its config, or it declares more than one."""
+    return getattr(node_type, "dynamic_outputs", False) is True or (
+        len(getattr(node_type, "outputs", ())) > 1
+    )
+
+
+def is_combinable(node_type: type) -> bool:
+    """Whether the type may run as partials and one combine in some config."""
+    return getattr(node_type, "combinable", False) is True
+
+
+def combinable_with(node_type: type, config: Mapping[str, Any]) -> bool:
+    """Whether a node of ``node_type`` with this raw config may run as one partial state per
+    partition (:func:`run_partial`) and one combine step (:func:`run_combine`)."""
+    decide = getattr(node_type, "combinable_with", None)
+    if callable(decide):
+        return bool(decide(config))
+    return is_combinable(node_type)
+
+
+def run_partial(
+    node: Combinable, context: ExecutionContext, inputs: Mapping[str, Iterable[AnyBatch]]
+) -> bytes:
+    """One partition's partial state, packed (:func:`pack_partial`): what the engine stores
+    for the partition. Row batches reach the node as lists of dicts unless it accepts rows,
+    as in ``Node.run``."""
+    converted: Mapping[str, RecordStream]
+    if accepts_rows(type(node)):
+        converted = inputs  # type: ignore[assignment]  # the node reads AnyBatch
+    else:
+        converted = {port: map(as_records, stream) for port, stream in inputs.items()}
+    return pack_partial(node.execute_partial(context, converted))
+
+
+def run_combine(
+    node: Combinable, context: ExecutionContext, partials: Iterable[bytes]
+) -> Iterator[AnyBatch]:
+    """The node's output from the packed partial states of every partition, in partition
+    order (each unpacked as it is reached)."""
+    return node.combine(context, map(unpack_partial, partials))
+
+
+def pack_partial(state: Any) -> bytes:
+    """A partial state as bytes: msgpack of ``{"format": 1, "state": state}`` with the platform's
+    value types (``nodes.packing``)."""
+    try:
+        return bytes(packer().pack({"format": PARTIAL_FORMAT, "state": state}))
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"a partial state cannot be stored: {exc}", permanent=True) from None
+
+
+def unpack_partial(data: bytes) -> Any:
+    """The partial state :func:`pack_partial` wrote."""
+    try:
+        envelope = unpack(data)
+    except ValueError:  # not msgpack, cut short, or with bytes after it
+        envelope = None
+    if not isinstance(envelope, dict) or envelope.get("format") != PARTIAL_FORMAT:
+        raise NodeError(
+            "a stored partial state is not in a format this version reads", permanent=True
+        )
+    return envelope["state"]
 
 
 def is_pure(node_type: type) -> bool:
@@ -178,16 +312,25 @@ def partition_rows_for_run(
 
 
 __all__ = [
+    "PARTIAL_FORMAT",
     "AcceptsRows",
+    "Combinable",
     "PartitionPolicy",
     "Partitionable",
     "Pure",
     "SlicedSource",
     "accepts_rows",
+    "combinable_with",
+    "is_combinable",
     "is_partitionable",
     "is_pure",
+    "pack_partial",
     "partition_rows_for_run",
     "partitionable_with",
     "partitions_by_default",
     "plan_slices",
+    "run_combine",
+    "run_partial",
+    "several_ports",
+    "unpack_partial",
 ]

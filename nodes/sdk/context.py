@@ -80,6 +80,10 @@ class ExecutionContext:
     sample_limit: int | None = None
     #: ``time.monotonic()`` by which the node must be done (a preview's time bound), or None.
     deadline: float | None = None
+    #: The stored references each input port is read from, in order, when the engine reads
+    #: them from storage (empty when unknown). What is behind a reference does not change
+    #: within a run, so a node may key a cache with them (``join``'s right side per process).
+    input_refs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def previewing(self) -> bool:

@@ -128,3 +128,13 @@ def test_a_repeated_column_name_keeps_its_last_value_as_a_dict_would() -> None:
     batch = RowBatch(["id", "id"], [(1, 2)])
     assert batch == [{"id": 2}]
     assert round_trip(batch) == [[{"id": 2}]]
+
+
+def test_integers_past_64_bits_travel_exactly() -> None:
+    # An exact sum of large integers (aggregate) is an int msgpack cannot write in 64 bits.
+    big = [2**63, -(2**63) - 1, 10**40, -(10**30)]
+    by_column = [{"total": value, "n": i} for i, value in enumerate(big)]
+    mixed = [{"total": big[0]}, {"other": big[2], "nested": [big[3], {"x": big[1]}]}]
+    [columns], [records] = round_trip(by_column), round_trip(mixed)
+    assert list(columns) == by_column and [type(r["total"]) for r in columns] == [int] * 4
+    assert list(records) == mixed

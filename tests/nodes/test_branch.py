@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from nodes.builtin.branch import BranchNode
 from nodes.builtin.filter import FilterNode
-from nodes.sdk import ExecutionContext, FieldType, PortBatch, RecordSchema
+from nodes.sdk import ExecutionContext, FieldType, PortBatch, RecordSchema, RowBatch
+from nodes.sdk import capabilities as caps
 
 ORDERS: list[dict[str, Any]] = [
     {"id": 1, "status": "paid", "amount": Decimal("10.50"), "country": "ES"},
@@ -157,3 +158,48 @@ def test_each_route_gives_what_filter_gives(seed: int) -> None:
     untaken = [r["id"] for r in records if r["id"] not in taken]
     assert [r["id"] for r in every["else"]] == untaken
     assert [r["id"] for r in first["else"]] == untaken
+
+
+def test_branch_runs_per_partition_for_an_engine_that_keeps_ports() -> None:
+    assert caps.is_partitionable(BranchNode)
+    assert caps.partitionable_with(BranchNode, {"routes": [PAID]}, by_port=True)
+    # an engine that keeps one output per partition cannot run it so
+    assert not caps.partitionable_with(BranchNode, {"routes": [PAID]})
+    assert caps.partitionable_with(FilterNode, {}) and caps.partitionable_with(
+        FilterNode, {}, by_port=True
+    )
+
+
+def _ports_of(node: BranchNode, partition: int | None, batches: list[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {port.name: [] for port in node.output_ports()}
+    for item in node.run(ExecutionContext(partition=partition), {"in": iter(batches)}):
+        assert isinstance(item, PortBatch)
+        out[item.port].extend(item.batch)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_each_port_per_partition_in_order_equals_the_whole_input(seed: int) -> None:
+    rng = random.Random(seed)
+    records = [
+        {"id": i, "status": rng.choice(["paid", "refunded", None]),
+         "amount": rng.choice([None, Decimal(rng.randint(0, 20000)) / 100]),
+         "country": rng.choice(["ES", "FR", None])}
+        for i in range(rng.randint(0, 400))
+    ]  # fmt: skip
+    config = {
+        "routes": [PAID, BIG, {"port": "es", "conditions": [
+            {"field": "country", "op": "eq", "value": "ES"}]}],
+        "mode": rng.choice(["first", "all"]),
+        "otherwise": rng.choice(["else", None]),
+    }  # fmt: skip
+    node = BranchNode(config)
+    whole = _ports_of(node, None, [records])
+    cuts = sorted(rng.choice(range(len(records) + 1)) for _ in range(rng.randint(0, 6)))
+    parts = [records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    per_port: dict[str, list[Any]] = {port: [] for port in whole}
+    for index, part in enumerate(parts):
+        batches = [RowBatch(list(part[0]), [tuple(r.values()) for r in part])] if part else []
+        for port, got in _ports_of(node, index, batches).items():
+            per_port[port].extend(got)  # partition after partition
+    assert per_port == whole

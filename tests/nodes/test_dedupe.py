@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from nodes.builtin.dedupe import DedupeNode
 from nodes.sdk import ExecutionContext, FieldType, NodeError, RecordSchema
+from nodes.sdk import capabilities as caps
 
 Records = list[dict[str, Any]]
 
@@ -56,3 +58,41 @@ def test_schema_passes_through_and_keys_are_checked() -> None:
     assert node.output_schema({"in": schema}) == schema
     (problem,) = node.check({"in": schema})
     assert problem.path == "config.key[1]"
+
+
+def combined(config: dict[str, Any], partitions: list[Records]) -> Records:
+    node = DedupeNode(config)
+    partials = [
+        caps.run_partial(node, ExecutionContext(partition=index), {"in": iter([part])})
+        for index, part in enumerate(partitions)
+    ]
+    return [
+        record for batch in caps.run_combine(node, ExecutionContext(), partials) for record in batch
+    ]
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_partials_combined_equal_the_whole_input(seed: int, keep: str) -> None:
+    rng = random.Random(seed)
+    records = [
+        {"i": i, "email": rng.choice(["a@x", "b@x", "c@x", None]), "tags": rng.choice([[1], [2]]),
+         "at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=i)}
+        for i in range(rng.randint(0, 1500))
+    ]  # fmt: skip
+    config = {"key": ["email", "tags"] if seed % 2 else ["email"], "keep": keep}
+    cuts = sorted(rng.choice(range(len(records) + 1)) for _ in range(rng.randint(0, 8)))
+    parts = [records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    expected = deduped(config, [records] if records else [])
+    assert combined(config, parts) == expected == reference(records, config["key"], keep)
+
+
+def test_the_key_bound_holds_when_partials_combine() -> None:
+    for keep in ("first", "last"):
+        config = {"key": ["k"], "keep": keep, "max_keys": 3}
+        parts = [[{"k": 1}, {"k": 2}], [{"k": 2}, {"k": 3}], [{"k": 1}]]
+        assert [r["k"] for r in combined(config, parts)] == (
+            [1, 2, 3] if keep == "first" else [2, 3, 1]
+        )
+        with pytest.raises(NodeError, match=r"more than 3 different keys \(max_keys = 3\)"):
+            combined(config, [*parts, [{"k": 4}]])

@@ -46,12 +46,18 @@ BUILTIN_CAPABILITIES = {
     "file_write": (False, False, False, False, False),
     "http_request": (False, False, False, False, False),
     "payload": (False, False, False, False, False),
-    # Whole-input nodes: none runs per partition yet (decision 0036).
+    # Whole-input nodes (decision 0036); branch runs per partition only where each partition's
+    # output is kept per port, aggregate as partials and one combine (decision 0037).
     "branch": (False, False, False, False, False),
     "join": (False, False, False, False, False),
     "aggregate": (False, False, False, False, False),
     "dedupe": (False, False, False, False, False),
 }
+
+#: Partitionable for an engine that keeps each partition's output per port (``by_port``).
+BY_PORT = {"filter", "map_fields", "http_post", "sql_write", "branch"}
+#: Run as one partial state per partition and one combine.
+COMBINABLE = {"aggregate", "dedupe"}
 
 SPEED_NAMES = (
     "partitionable",
@@ -62,6 +68,10 @@ SPEED_NAMES = (
     "execute_slice",
     "partitions_by_default",
     "partition_rows_for_run",
+    "combinable",
+    "combinable_with",
+    "execute_partial",
+    "combine",
 )
 
 
@@ -82,6 +92,8 @@ def test_each_builtin_declares_the_capabilities_the_engine_relied_on(type_name: 
     )
     assert seen == BUILTIN_CAPABILITIES[type_name]
     assert cls.describe()["partitionable"] is caps.is_partitionable(cls)
+    assert caps.partitionable_with(cls, {}, by_port=True) is (type_name in BY_PORT)
+    assert caps.is_combinable(cls) is (type_name in COMBINABLE)
 
 
 def test_sql_write_replace_is_not_partitionable() -> None:

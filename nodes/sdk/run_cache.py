@@ -1,0 +1,81 @@
+"""Values a node builds once per worker process and reuses across the node runs of one run.
+
+When a node runs once per partition, several partitions of one run often execute in the same
+worker process one after the other, and each would build the same thing from the same stored
+input: ``join``'s right side is the case. A :class:`RunCache` keeps what was built, keyed by
+the run and what it was built from (the node, the input's stored reference, the config that
+shapes it), so that the next partition of that run in that process reuses it.
+
+It is bounded by count, not by bytes: it holds at most ``size`` values, and drops the least
+recently used one *before* building another, so that a process never holds more than ``size``
+of them at once (plus one being used by a thread that still holds it). A run's values are
+dropped by :func:`forget_run` (the engine calls it in a worker process once it knows the run
+ended there), or when another run's value replaces them. Nothing here survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+_CACHES: weakref.WeakSet[RunCache[object]] = weakref.WeakSet()
+
+
+class RunCache(Generic[V]):
+    """At most ``size`` values of this process, each belonging to one run."""
+
+    def __init__(self, name: str, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError("a run cache holds at least one value")
+        self.name = name
+        self.size = size
+        #: How many values were built (what a test counts).
+        self.builds = 0
+        self._held: OrderedDict[tuple[str, Hashable], V] = OrderedDict()
+        self._lock = threading.Lock()
+        _CACHES.add(self)  # type: ignore[arg-type]
+
+    def get(self, run_id: str, key: Hashable, build: Callable[[], V]) -> V:
+        """The value held for ``(run_id, key)``, else ``build()``'s, then held. A value that
+        fails to build is not held (the exception propagates; the next call builds again).
+        Built under the cache's lock: threads wanting the same value build it once."""
+        entry = (run_id, key)
+        with self._lock:
+            if entry in self._held:
+                self._held.move_to_end(entry)
+                return self._held[entry]
+            while len(self._held) >= self.size:
+                self._held.popitem(last=False)  # before building: never size + 1 at once
+            value = build()
+            self.builds += 1
+            self._held[entry] = value
+            return value
+
+    def forget_run(self, run_id: str) -> int:
+        """Drop the values of ``run_id``; returns how many were held."""
+        with self._lock:
+            gone = [entry for entry in self._held if entry[0] == run_id]
+            for entry in gone:
+                del self._held[entry]
+            return len(gone)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+def forget_run(run_id: str) -> int:
+    """Drop every value this process holds for ``run_id``, in every cache: what the engine calls
+    in a worker process when the run has ended. Returns how many values were dropped."""
+    return sum(cache.forget_run(run_id) for cache in list(_CACHES))
+
+
+__all__ = ["RunCache", "forget_run"]
