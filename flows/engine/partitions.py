@@ -371,10 +371,10 @@ def run_partition(
     }
     for node_run in node_runs.values():
         node_run.run = run
-    if not _active(run, list(node_runs.values())):
-        transitions.finish_partition(part, NodeStatus.CANCELLED, error="run ended")
-        raise PartitionStopped(f"run {run_id} is {run.status}")
     fan = [node_runs[key] for key in part.nodes]
+    if not _active(run, fan):
+        _stop(part, fan)
+        raise PartitionStopped(f"run {run_id} is {run.status}")
     if claim.took_over:
         logger.warning("run %s %s partition %s: worker lost, resuming", run_id, source, partition)
         if part.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
@@ -413,7 +413,7 @@ def run_partition(
                        run_id, source, partition)  # fmt: skip
         raise Ignore() from None
     except PartitionStopped:
-        transitions.finish_partition(part, NodeStatus.CANCELLED, error="run ended")
+        _stop(part, fan)
         raise
     except _NodeRaised as raised:
         tb = "".join(traceback.format_exception(raised.error))
@@ -425,6 +425,16 @@ def run_partition(
                        run_id, source, partition)  # fmt: skip
         raise Ignore()
     return {"partition": partition}
+
+
+def _stop(part: PartitionRun, fan: list[NodeRun]) -> None:
+    """The run has ended (cancelled, failed elsewhere, timed out) while the partition ran: it
+    ends cancelled, and so do the fan-out's node runs still running (the first partition to
+    stop ends them; the others find them ended)."""
+    transitions.finish_partition(part, NodeStatus.CANCELLED, error="run ended")
+    for node_run in fan:
+        if node_run.status == NodeStatus.RUNNING:
+            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
 
 
 def _retry_or_fail(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from flows.engine.handoff import flow_data_storage, read_manifest, read_output
 from flows.flowfile import apply_flow_file
-from flows.models import FlowRun
-from flows.services import rerun, start_run, wait_for_run
-from tests.conftest import WorkerProcess
+from flows.models import FlowRun, PartitionRun
+from flows.services import cancel_run, rerun, start_run, wait_for_run
+from tests.conftest import WorkerProcess, wait_until
 from tests.flows.helpers import (
     SOURCE_DB_URL,
     OrdersTable,
@@ -221,3 +223,128 @@ def records(ref: str) -> Iterator[dict[str, Any]]:
 def list_output_objects(run: FlowRun, key: str) -> list[str]:
     _dirs, files = flow_data_storage().listdir(f"runs/{run.id}")
     return [name for name in files if re.fullmatch(rf"{key}\.p\d+\.msgpack", name)]
+
+
+# --- partitions as node runs: a sliced source planning a list, retries, cancel ---------------
+def sliced_list_flow(policy: dict[str, Any] | None = None, **source: Any) -> dict[str, Any]:
+    """A ``dummy_slices`` source (its slices planned as a list) posting its ``{"id": n}``
+    records to the ``crm`` peer, partition by partition."""
+    return {
+        "slug": "sliced-list",
+        "name": "Sliced list",
+        "nodes": [
+            {
+                "key": "ids",
+                "type": "dummy_slices",
+                "config": {"slices": 3, "rows": 10, **source},
+                "policy": policy or {},
+            },
+            {
+                "key": "push",
+                "type": "http_post",
+                "config": {"url": "/ingest", "connection": "crm", "batch_size": 5},
+            },
+        ],
+        "edges": [{"from": "ids", "to": "push"}],
+    }
+
+
+def partitions_of(run: FlowRun) -> list[PartitionRun]:
+    return list(PartitionRun.objects.filter(run=run).order_by("index"))
+
+
+@pytest.mark.embedded
+def test_a_source_planning_its_slices_as_a_list_runs_one_partition_per_slice(
+    transactional_db: None, eager: None, httpserver: HTTPServer
+) -> None:
+    accepting_crm(httpserver)
+    apply_flow_file(sliced_list_flow())
+    run = start_run("sliced-list")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert sorted(r["id"] for r in posted_records(httpserver)) == list(range(30))
+    parts = partitions_of(run)
+    assert [(p.index, p.status, p.attempts, p.nodes) for p in parts] == [
+        (i, "succeeded", 1, ["ids", "push"]) for i in range(3)
+    ]
+    # (http_post's output: one summary per batch of 5)
+    assert all((p.rows_of("ids"), p.rows_of("push")) == ((0, 10), (10, 2)) for p in parts)
+    for key, rows in (("ids", (0, 30)), ("push", (30, 6))):
+        node_run = run.node_runs.get(node_key=key)
+        assert node_run.partitioned and node_run.status == "succeeded"
+        assert (node_run.rows_in, node_run.rows_out) == rows
+        assert node_run.checkpoint is None  # nothing of the engine's in the node's checkpoint
+
+
+@pytest.mark.worker
+def test_a_partition_failing_once_is_retried_by_its_node_policy_alone(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    accepting_crm(httpserver)
+    policy = {"max_retries": 2, "retry_backoff_s": 0.1}
+    apply_flow_file(sliced_list_flow(policy, fail_slice=1, fail_times=1))
+    run = wait_for_run(start_run("sliced-list"), timeout=60)
+    assert run.status == "succeeded", run.error
+    parts = partitions_of(run)
+    assert [(p.status, p.attempts) for p in parts] == [
+        ("succeeded", 1), ("succeeded", 2), ("succeeded", 1),
+    ]  # fmt: skip
+    assert parts[1].error == "ids: slice 1 failed on attempt 1"  # the retried attempt's error
+    source = run.node_runs.get(node_key="ids")
+    assert (source.status, source.attempts, source.rows_out) == ("succeeded", 1, 30)
+    records = sorted(r["id"] for r in posted_records(httpserver))
+    assert records == list(range(30))  # each partition delivered once
+
+
+@pytest.mark.worker
+def test_a_partition_failing_past_its_policy_fails_its_node_and_the_run(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    accepting_crm(httpserver)
+    policy = {"max_retries": 1, "retry_backoff_s": 0.1}
+    apply_flow_file(sliced_list_flow(policy, fail_slice=2, fail_times=5))
+    run = wait_for_run(start_run("sliced-list"), timeout=60)
+    assert run.status == "failed"
+    assert run.error == "node 'ids' failed: partition 2: slice 2 failed on attempt 2"
+    failed = partitions_of(run)[2]
+    assert (failed.status, failed.attempts, failed.failed_node) == ("failed", 2, "ids")
+    statuses = dict(run.node_runs.values_list("node_key", "status"))
+    assert statuses == {"ids": "failed", "push": "skipped"}
+
+
+def slow_crm(httpserver: HTTPServer, delay_s: float) -> None:
+    def handler(request: Request) -> Response:
+        time.sleep(delay_s)
+        return Response('{"ok": true}', status=200, content_type="application/json")
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    add_connection("crm", httpserver.url_for("/"))
+
+
+@pytest.mark.worker
+def test_cancel_stops_every_partition_within_seconds(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    slow_crm(httpserver, 0.1)
+    flow = sliced_list_flow(slices=4, rows=50)
+    flow["nodes"][1]["config"]["batch_size"] = 1
+    apply_flow_file(flow)
+    run = start_run("sliced-list")
+    wait_until(lambda: len(httpserver.log) >= 3, 30)
+    assert cancel_run(run)
+
+    def all_stopped() -> bool:
+        parts = PartitionRun.objects.filter(run=run)
+        nodes = run.node_runs.all()
+        return not any(p.status in ("pending", "running") for p in parts) and not any(
+            n.status == "running" for n in nodes
+        )
+
+    wait_until(all_stopped, 10, 0.1, "partitions still running 10 s after the cancel")
+    sent = len(httpserver.log)
+    assert sent < 200
+    assert {p.status for p in partitions_of(run)} <= {"cancelled", "succeeded"}
+    assert dict(run.node_runs.values_list("node_key", "status")) == {
+        "ids": "cancelled", "push": "cancelled",
+    }  # fmt: skip
+    assert len(httpserver.log) == sent  # the tasks have ended: nothing more is sent
