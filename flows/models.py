@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -360,6 +361,32 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.node_key}"
+
+    def partition_summaries(self) -> list[dict[str, Any]]:
+        """The partitions this node run was executed by, in order, with this node's rows in
+        each (what the API and the run page show); empty for a node run executed whole."""
+        if not self.partitioned:
+            return []
+        shown = []
+        for part in PartitionRun.objects.filter(run_id=self.run_id).order_by("source", "index"):
+            if self.node_key not in part.nodes:
+                continue
+            rows_in, rows_out = part.rows_of(self.node_key)
+            shown.append(
+                {
+                    "partition": part.index,
+                    "status": part.status,
+                    "attempts": part.attempts,
+                    "workers_lost": part.workers_lost,
+                    "rows_in": rows_in,
+                    "rows_out": rows_out,
+                    "started_at": part.started_at,
+                    "finished_at": part.finished_at,
+                    "duration_ms": part.duration_ms,
+                    "error": part.error,
+                }
+            )
+        return shown
 
     @property
     def rows_by_port(self) -> dict[str, int] | None:

@@ -9,9 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from flows.api.serializers import RunDetailSerializer
 from flows.engine.handoff import flow_data_storage, read_manifest, read_output
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, PartitionRun
@@ -255,7 +258,7 @@ def partitions_of(run: FlowRun) -> list[PartitionRun]:
 
 @pytest.mark.embedded
 def test_a_source_planning_its_slices_as_a_list_runs_one_partition_per_slice(
-    transactional_db: None, eager: None, httpserver: HTTPServer
+    transactional_db: None, eager: None, httpserver: HTTPServer, admin_client: Client
 ) -> None:
     accepting_crm(httpserver)
     apply_flow_file(sliced_list_flow())
@@ -274,6 +277,12 @@ def test_a_source_planning_its_slices_as_a_list_runs_one_partition_per_slice(
         assert node_run.partitioned and node_run.status == "succeeded"
         assert (node_run.rows_in, node_run.rows_out) == rows
         assert node_run.checkpoint is None  # nothing of the engine's in the node's checkpoint
+    # Each node run shows its partitions, in the API and on the run page.
+    shown = {n["node_key"]: n for n in RunDetailSerializer(run).data["node_runs"]}
+    assert [(p["partition"], p["status"], p["attempts"], p["rows_in"], p["rows_out"])
+            for p in shown["push"]["partitions"]] == [(i, "succeeded", 1, 10, 2) for i in range(3)]  # fmt: skip
+    page = admin_client.get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert page.count('class="fp-partition" data-partition="2" data-status="succeeded"') == 2
 
 
 @pytest.mark.worker
