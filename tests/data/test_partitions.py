@@ -357,3 +357,56 @@ def test_cancel_stops_every_partition_within_seconds(
         "ids": "cancelled", "push": "cancelled",
     }  # fmt: skip
     assert len(httpserver.log) == sent  # the tasks have ended: nothing more is sent
+
+
+@pytest.mark.embedded
+def test_each_partition_is_traced_and_counted_node_by_node(
+    transactional_db: None, eager: None, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per partition, a span ``node <key>`` for every node it runs (``flowplatform.partition``)
+    and the node metrics, as for a whole node's execution."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+    from prometheus_client import REGISTRY
+
+    from flowplatform import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(telemetry, "_STATUS_OK", Status(StatusCode.OK))
+    # (what telemetry.setup sets, without instrumenting this process's libraries)
+    monkeypatch.setattr(telemetry, "_otel_context", otel_context)
+    monkeypatch.setattr(telemetry, "_set_span_in_context", trace.set_span_in_context)
+    monkeypatch.setattr(telemetry, "_inject", inject)
+    monkeypatch.setattr(telemetry, "_QUIET", _SUPPRESS_INSTRUMENTATION_KEY)
+
+    def executions(node_type: str) -> float:
+        labels = {"node_type": node_type, "status": "succeeded"}
+        return REGISTRY.get_sample_value("flowplatform_node_runs_total", labels) or 0.0
+
+    before = executions("dummy_slices"), executions("http_post")
+    accepting_crm(httpserver)
+    apply_flow_file(sliced_list_flow())
+    run = start_run("sliced-list")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("node ")]
+    seen = sorted(
+        (s.name, s.attributes["flowplatform.partition"], s.attributes["flowplatform.status"],
+         s.attributes["flowplatform.rows_in"], s.attributes["flowplatform.rows_out"])
+        for s in spans
+    )  # fmt: skip
+    assert seen == sorted(
+        [("node ids", i, "succeeded", 0, 10) for i in range(3)]
+        + [("node push", i, "succeeded", 10, 2) for i in range(3)]
+    )
+    assert {s.attributes["flowplatform.run_id"] for s in spans} == {str(run.id)}
+    assert (executions("dummy_slices"), executions("http_post")) == (before[0] + 3, before[1] + 3)
