@@ -468,7 +468,12 @@ def take_partition(
     """Take a partition for execution under a new lease, as :func:`take` takes a node: a pending
     partition, or a running one whose lease has run out or whose owner is a process of this
     machine that no longer exists, in an active run (``running``, ``attempts + 1``,
-    ``deliveries + 1``, ``fence + 1``; a take-over also counts ``workers_lost + 1``)."""
+    ``deliveries + 1``, ``fence + 1``; a take-over also counts ``workers_lost + 1``).
+
+    Two statements when a pending partition is taken (claim, read); otherwise what is seen
+    decides."""
+    if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
+        return _taken_partition(run_id, source, index, took_over=False)
     seen = (
         PartitionRun.objects.filter(run_id=run_id, source=source, index=index)
         .values_list("status", "fence", "lease_owner", "run__status")
@@ -489,24 +494,28 @@ def take_partition(
         NodeStatus.RUNNING,
     ):
         return PartitionClaim("stop")
-    taken = _claim_partition(run_id, source, index, owner, gone_fence=-1)
-    if not taken and status == NodeStatus.RUNNING and lease.gone(owner_seen):
-        logger.warning("run %s %s partition %s: its owner %s is gone", run_id, source, index,
-                       owner_seen)  # fmt: skip
-        taken = _claim_partition(run_id, source, index, owner, gone_fence=fence)
-    if not taken:
-        return PartitionClaim("busy")
+    if status == NodeStatus.RUNNING:
+        # Its lease has run out, or its owner (a process of this machine) is gone: take over.
+        now = timezone.now()
+        over = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+        if lease.gone(owner_seen):
+            logger.warning("run %s %s partition %s: its owner %s is gone", run_id, source,
+                           index, owner_seen)  # fmt: skip
+            over |= Q(fence=fence)
+        if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.RUNNING) & over):
+            return _taken_partition(run_id, source, index, took_over=True)
+    elif _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
+        return _taken_partition(run_id, source, index, took_over=False)  # (pending since)
+    return PartitionClaim("busy")
+
+
+def _taken_partition(run_id: str, source: str, index: int, took_over: bool) -> PartitionClaim:
     partition = PartitionRun.objects.get(run_id=run_id, source=source, index=index)
-    return PartitionClaim("execute", partition, status == NodeStatus.RUNNING)
+    return PartitionClaim("execute", partition, took_over)
 
 
-def _claim_partition(
-    run_id: str, source: str, index: int, owner: str | None, gone_fence: int
-) -> bool:
+def _claim_partition(run_id: str, source: str, index: int, owner: str | None, claimable: Q) -> bool:
     now = timezone.now()
-    claimable = Q(status=NodeStatus.PENDING) | Q(status=NodeStatus.RUNNING) & (
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(fence=gone_fence)
-    )
     return bool(
         PartitionRun.objects.filter(
             claimable,
