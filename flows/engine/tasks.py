@@ -20,7 +20,7 @@ from flows.engine.executor import (
     load_run,
     node_spec,
 )
-from flows.engine.failures import NodeFailed, next_retry, node_policy, retry_delay
+from flows.engine.failures import NodeFailed, next_retry, node_policy
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.partitions import fan_out, in_partitioned_stretch
 from flows.graph import Graph
@@ -30,8 +30,6 @@ from nodes.redaction import Redactor
 from nodes.sdk import NodeError
 
 logger = logging.getLogger("flowplatform.engine")
-
-__all__ = ["NodeFailed", "barrier", "fail_run", "finish_run", "retry_delay", "run_node"]
 
 
 @shared_task(
