@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -485,45 +485,80 @@ def _end_node_span(
     span.end()
 
 
+class PartitionObservation:
+    """Handed to the code inside ``partition_execution``: the rows of each node ({key: [in,
+    out]}), whether the partition succeeded, and which node failed it."""
+
+    __slots__ = ("failed_node", "rows", "succeeded")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[int]] = {}
+        self.succeeded = False
+        self.failed_node = ""
+
+
 @contextmanager
 def partition_execution(
-    run_id: str, flow: str, version: int, source: str, partition: int
-) -> Iterator[Callable[[dict[str, list[int]]], None]]:
-    """Around one partition of a fan-out: the span ``node <source>`` with
-    ``flowplatform.partition`` (tracing on) and the run of its log lines. Call what it yields
-    with the rows of each node ({key: [in, out]}) when the partition is through."""
-    with run_context(run_id=run_id, node_key=source, flow=flow):
-        if _tracer is None:
-            yield lambda rows: None
-            return
-        span = _tracer.start_span(
-            f"node {source}",
-            attributes={
-                f"{ATTR}.flow": flow,
-                f"{ATTR}.version": version,
-                f"{ATTR}.run_id": run_id,
-                f"{ATTR}.node_key": source,
-                f"{ATTR}.partition": partition,
-            },
-        )
-        token = _otel_context.attach(_current(span, quiet=False))
-
-        def rows(counts: dict[str, list[int]]) -> None:
-            for key, (rows_in, rows_out) in counts.items():
-                span.set_attribute(f"{ATTR}.rows_in.{key}", rows_in)
-                span.set_attribute(f"{ATTR}.rows_out.{key}", rows_out)
-
+    node_runs: Sequence[NodeRun],
+    flow: str,
+    version: int,
+    partition: int,
+    attempt: int,
+    retry: bool,
+    redactor: Redactor | None = None,
+) -> Iterator[PartitionObservation]:
+    """Around one partition of a fan-out, executed through ``node_runs`` by one task: per node,
+    a span ``node <key>`` with ``flowplatform.partition`` (tracing on) and the node metrics,
+    counted as a whole node's execution is (``node_execution``); and the run of its log
+    lines. When it fails, the node that raised counts ``failed`` and the others ``cancelled``;
+    a cancelled partition counts ``cancelled``."""
+    observation = PartitionObservation()
+    started = time.perf_counter()
+    first = node_runs[0]
+    with run_context(run_id=first.run_id, node_key=first.node_key, flow=flow):
+        spans = []
+        if _tracer is not None:
+            spans = [
+                _tracer.start_span(
+                    f"node {node_run.node_key}",
+                    attributes={
+                        f"{ATTR}.flow": flow,
+                        f"{ATTR}.version": version,
+                        f"{ATTR}.run_id": str(node_run.run_id),
+                        f"{ATTR}.node_key": node_run.node_key,
+                        f"{ATTR}.node_type": node_run.node_type,
+                        f"{ATTR}.attempt": attempt,
+                        f"{ATTR}.partition": partition,
+                    },
+                )
+                for node_run in node_runs
+            ]
+        error: BaseException | None = None
+        cancelled = False
         try:
-            yield rows
+            yield observation
         except BaseException as exc:
-            from opentelemetry.trace import Status, StatusCode
-
-            # Its text may hold a secret: the run records it redacted.
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            error = exc
+            cancelled = type(exc).__name__ in ("RunCancelled", "PartitionStopped")
             raise
         finally:
-            _otel_context.detach(token)
-            span.end()
+            elapsed = time.perf_counter() - started
+            for i, node_run in enumerate(node_runs):
+                status = _partition_status(observation, node_run.node_key, cancelled)
+                rows_in, rows_out = observation.rows.get(node_run.node_key, (0, 0))
+                seen = NodeObservation()
+                seen.rows_in, seen.rows_out = rows_in, rows_out
+                metrics.node_finished(node_run.node_type, status, elapsed, rows_in, rows_out, retry)
+                if spans:
+                    _end_node_span(spans[i], seen, status, error, redactor)
+
+
+def _partition_status(observation: PartitionObservation, key: str, cancelled: bool) -> str:
+    if observation.succeeded:
+        return "succeeded"
+    if cancelled or (observation.failed_node and observation.failed_node != key):
+        return "cancelled"
+    return "failed"
 
 
 # --- Runs ending ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -338,6 +339,12 @@ class NodeRun(models.Model):
         related_name="+",
         help_text="The run whose output this node reused (reruns from a later node).",
     )
+    partitioned = models.BooleanField(
+        "run by partitions",
+        default=False,
+        help_text="The node ran partition by partition (a partitioned source and the stretch "
+        "after it): its partitions are listed with it, its rows are their sum.",
+    )
 
     class Meta:
         ordering = ["run", "position", "id"]
@@ -354,6 +361,32 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.node_key}"
+
+    def partition_summaries(self) -> list[dict[str, Any]]:
+        """The partitions this node run was executed by, in order, with this node's rows in
+        each (what the API and the run page show); empty for a node run executed whole."""
+        if not self.partitioned:
+            return []
+        shown = []
+        for part in PartitionRun.objects.filter(run_id=self.run_id).order_by("source", "index"):
+            if self.node_key not in part.nodes:
+                continue
+            rows_in, rows_out = part.rows_of(self.node_key)
+            shown.append(
+                {
+                    "partition": part.index,
+                    "status": part.status,
+                    "attempts": part.attempts,
+                    "workers_lost": part.workers_lost,
+                    "rows_in": rows_in,
+                    "rows_out": rows_out,
+                    "started_at": part.started_at,
+                    "finished_at": part.finished_at,
+                    "duration_ms": part.duration_ms,
+                    "error": part.error,
+                }
+            )
+        return shown
 
     @property
     def rows_by_port(self) -> dict[str, int] | None:
@@ -419,3 +452,63 @@ class FlowAccess(models.Model):
         rights = [r for r in ("view", "change", "run") if getattr(self, f"can_{r}")]
         who = f"user {self.user}" if self.user_id else f"group {self.group}"
         return f"{who}: {', '.join(rights) or 'nothing'}"
+
+
+class PartitionRun(models.Model):
+    """One partition of a partitioned source's output, executed through the stretch of nodes
+    after the source by one task: leased, retried, checkpointed and cancelled as a node run is
+    (``flows.transitions``). The node runs of the source and of the stretch are finished once
+    every partition has succeeded, with the partitions' rows summed."""
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="partition_runs")
+    source = models.CharField("source", max_length=100, help_text="The partitioned source node.")
+    index = models.PositiveIntegerField("partition")
+    nodes = models.JSONField(
+        "nodes", default=list, help_text="The nodes the partition runs through, in order."
+    )
+    status = models.CharField(
+        "status", max_length=20, choices=NodeStatus.choices, default=NodeStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField("attempts", default=0, help_text="Executions started.")
+    deliveries = models.PositiveIntegerField("deliveries", default=0)
+    workers_lost = models.PositiveIntegerField("workers lost", default=0)
+    rows = models.JSONField(
+        "rows",
+        default=dict,
+        blank=True,
+        help_text="Rows in and out of each node: {key: [in, out]}.",
+    )
+    failed_node = models.CharField(
+        "failed node", max_length=100, blank=True, default="", help_text="The node that raised."
+    )
+    error = models.TextField("error", blank=True, default="")
+    traceback = models.TextField("traceback", blank=True, default="")
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    heartbeat_at = models.DateTimeField("heartbeat", null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField("duration (ms)", null=True, blank=True)
+    fence = models.PositiveBigIntegerField("fence", default=0)
+    lease_owner = models.CharField("lease owner", max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField("lease expires", null=True, blank=True)
+    checkpoint = models.JSONField(
+        "checkpoint",
+        null=True,
+        blank=True,
+        help_text="Where each node of a re-delivered partition resumes from: {key: value}.",
+    )
+
+    class Meta:
+        ordering = ["run", "source", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "source", "index"], name="partitionrun_unique_partition"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.source}:p{self.index}"
+
+    def rows_of(self, node_key: str) -> tuple[int, int]:
+        """(rows in, rows out) of one node of the partition (zeros before it ran)."""
+        rows_in, rows_out = (self.rows or {}).get(node_key, (0, 0))
+        return int(rows_in), int(rows_out)

@@ -22,7 +22,7 @@ from flowplatform.jsonfields import same_json
 from flows import admission, dialect, transitions
 from flows.access import check_run
 from flows.engine.canvas import build_canvas, node_task_id
-from flows.engine.tasks import NodeFailed
+from flows.engine.failures import NodeFailed
 from flows.graph import Graph
 from flows.models import Flow, FlowRun, FlowVersion, NodeRun, NodeStatus, RunStatus, Trigger
 from flows.runend import RunEndListener

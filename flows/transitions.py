@@ -11,6 +11,11 @@ one commit): :func:`take` (claim the node, start a queued run, read the run and 
 its succeeded nodes) and :func:`finish_node` (record the outcome; for the run's last task,
 close the run). They are written once in SQL both backends run; ``flows.dialect`` runs them
 (``chain``). The other changes are single ORM updates.
+
+A partition of a partitioned source (``PartitionRun``, executed by ``flows.engine.partitions``)
+is leased and changed the same way: :func:`take_partition` claims it with a new fence, and the
+changes made while it runs (:func:`heartbeat_many`, :func:`save_checkpoint`, :func:`retry_node`,
+:func:`finish_partition`, :func:`fail_partition`) are the node run's own, fenced alike.
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ from django.utils import timezone
 from flowplatform import telemetry
 from flows import dialect, hooks, runend
 from flows.engine import lease
-from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.models import (
+    ACTIVE_RUN_STATUSES,
+    FlowRun,
+    NodeRun,
+    NodeStatus,
+    PartitionRun,
+    RunStatus,
+)
 from flows.signals import run_finished
 
 logger = logging.getLogger("flowplatform.engine")
@@ -300,22 +312,23 @@ def fail_node(node_run: NodeRun, error: str, traceback: str = "", skip: Iterable
     return True
 
 
-def _finish_orm(node_run: NodeRun, status: str, **fields: Any) -> int:
+def _finish_orm(row: Leased, status: str, **fields: Any) -> int:
     now = timezone.now()
-    return _mine(node_run).update(
+    return _mine(row).update(
         status=status,
         finished_at=now,
-        duration_ms=duration_ms(node_run.started_at, now),
+        duration_ms=duration_ms(row.started_at, now),
         lease_owner="",
         lease_expires_at=None,
         **fields,
     )
 
 
-def retry_node(node_run: NodeRun, error: str, delay_s: float) -> bool:
-    """Put a failed attempt back to pending (its error kept) and end its lease, before the task
-    is retried. The heartbeat is set to the retry time, so that the reaper does not take the
-    wait for a stall. False when it was no longer running under its fence."""
+def retry_node(node_run: Leased, error: str, delay_s: float) -> bool:
+    """Put a failed attempt of a node run (or partition) back to pending (its error kept) and
+    end its lease, before the task is retried. The heartbeat is set to the retry time, so that
+    the reaper does not take the wait for a stall. False when it was no longer running under
+    its fence."""
     return bool(
         _mine(node_run).update(
             status=NodeStatus.PENDING,
@@ -334,9 +347,13 @@ def skip_nodes(run_id: str, node_keys: Iterable[str]) -> int:
 
 
 # --- while a node runs -----------------------------------------------------------------------
-def _mine(node_run: NodeRun) -> Any:
-    """The node run while it runs under ``node_run.fence`` (a queryset of it, or of nothing)."""
-    return NodeRun.objects.filter(pk=node_run.pk, fence=node_run.fence, status=NodeStatus.RUNNING)
+Leased = NodeRun | PartitionRun
+
+
+def _mine(row: Leased) -> Any:
+    """The node run (or partition) while it runs under ``row.fence`` (a queryset of it, or of
+    nothing)."""
+    return type(row)._default_manager.filter(pk=row.pk, fence=row.fence, status=NodeStatus.RUNNING)
 
 
 def _renewed(now: datetime) -> Case:
@@ -356,25 +373,27 @@ def heartbeat(node_run: NodeRun, **progress: Any) -> bool:
     )
 
 
-def save_checkpoint(node_run: NodeRun, value: Any) -> bool:
-    """Store where a re-delivered node resumes from (and renew its lease). False when it is no
-    longer running under its fence."""
+def save_checkpoint(node_run: Leased, value: Any) -> bool:
+    """Store where a re-delivered node (or partition) resumes from (and renew its lease). False
+    when it is no longer running under its fence."""
     now = timezone.now()
     return bool(
         _mine(node_run).update(checkpoint=value, heartbeat_at=now, lease_expires_at=_renewed(now))
     )
 
 
-def heartbeat_many(leases: Mapping[int, int]) -> set[int]:
-    """Renew the leases of several node runs (id -> fence) in one statement; the ids still held
-    (a missing one was taken over, or has ended)."""
+def heartbeat_many(
+    leases: Mapping[int, int], model: type[NodeRun] | type[PartitionRun] = NodeRun
+) -> set[int]:
+    """Renew the leases of several node runs (or partitions: ``model``), id -> fence, in one
+    statement; the ids still held (a missing one was taken over, or has ended)."""
     if not leases:
         return set()
     held = Q()
     for pk, fence in leases.items():
         held |= Q(pk=pk, fence=fence)
     now = timezone.now()
-    mine = NodeRun.objects.filter(held, status=NodeStatus.RUNNING)
+    mine = model._default_manager.filter(held, status=NodeStatus.RUNNING)
     if mine.update(heartbeat_at=now, lease_expires_at=_renewed(now)) == len(leases):
         return set(leases)
     return set(mine.values_list("pk", flat=True))
@@ -411,6 +430,170 @@ def hand_over(node_run: NodeRun, owner: str, lease_s: float) -> bool:
     return bool(
         _mine(node_run).update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s))
     )
+
+
+def mark_partitioned(node_runs: Iterable[NodeRun]) -> int:
+    """Record that these node runs, held under their fences, are run partition by partition
+    (a source handing its work to its fan-out, and the stretch after it)."""
+    held = Q()
+    for node_run in node_runs:
+        held |= Q(pk=node_run.pk, fence=node_run.fence)
+    return NodeRun.objects.filter(held, status=NodeStatus.RUNNING).update(partitioned=True)
+
+
+# --- partitions ------------------------------------------------------------------------------
+@dataclass
+class PartitionClaim:
+    """The outcome of taking a partition, as :class:`Claim` for a node: ``execute`` (with the
+    partition under its new fence; ``took_over`` when a previous owner died or its lease ran
+    out), ``done``, ``busy``, ``stop`` or ``missing``."""
+
+    outcome: str
+    partition: PartitionRun | None = None
+    took_over: bool = False
+
+
+def add_partitions(run_id: str, source: str, indexes: Iterable[int], nodes: list[str]) -> None:
+    """Record partitions of a source's output, pending, as they are planned (one already
+    recorded is left as it is: a re-planned fan-out)."""
+    PartitionRun.objects.bulk_create(
+        [PartitionRun(run_id=run_id, source=source, index=i, nodes=nodes) for i in indexes],
+        ignore_conflicts=True,
+    )
+
+
+def take_partition(
+    run_id: str, source: str, index: int, *, owner: str | None = None
+) -> PartitionClaim:
+    """Take a partition for execution under a new lease, as :func:`take` takes a node: a pending
+    partition, or a running one whose lease has run out or whose owner is a process of this
+    machine that no longer exists, in an active run (``running``, ``attempts + 1``,
+    ``deliveries + 1``, ``fence + 1``; a take-over also counts ``workers_lost + 1``).
+
+    Two statements when a pending partition is taken (claim, read); otherwise what is seen
+    decides."""
+    if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
+        return _taken_partition(run_id, source, index, took_over=False)
+    seen = (
+        PartitionRun.objects.filter(run_id=run_id, source=source, index=index)
+        .values_list("status", "fence", "lease_owner", "run__status")
+        .first()
+    )
+    if seen is None:
+        return PartitionClaim("missing")
+    status, fence, owner_seen, run_status = seen
+    if status == NodeStatus.SUCCEEDED:
+        return PartitionClaim("done")
+    if run_status not in ACTIVE_RUN_STATUSES and status == NodeStatus.PENDING:
+        # The run has ended (cancelled, failed elsewhere): the partition never starts.
+        PartitionRun.objects.filter(
+            run_id=run_id, source=source, index=index, status=NodeStatus.PENDING
+        ).update(status=NodeStatus.CANCELLED, finished_at=timezone.now())
+    if run_status not in ACTIVE_RUN_STATUSES or status not in (
+        NodeStatus.PENDING,
+        NodeStatus.RUNNING,
+    ):
+        return PartitionClaim("stop")
+    if status == NodeStatus.RUNNING:
+        # Its lease has run out, or its owner (a process of this machine) is gone: take over.
+        now = timezone.now()
+        over = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+        if lease.gone(owner_seen):
+            logger.warning("run %s %s partition %s: its owner %s is gone", run_id, source,
+                           index, owner_seen)  # fmt: skip
+            over |= Q(fence=fence)
+        if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.RUNNING) & over):
+            return _taken_partition(run_id, source, index, took_over=True)
+    elif _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
+        return _taken_partition(run_id, source, index, took_over=False)  # (pending since)
+    return PartitionClaim("busy")
+
+
+def _taken_partition(run_id: str, source: str, index: int, took_over: bool) -> PartitionClaim:
+    partition = PartitionRun.objects.get(run_id=run_id, source=source, index=index)
+    return PartitionClaim("execute", partition, took_over)
+
+
+def _claim_partition(run_id: str, source: str, index: int, owner: str | None, claimable: Q) -> bool:
+    now = timezone.now()
+    return bool(
+        PartitionRun.objects.filter(
+            claimable,
+            run_id=run_id,
+            source=source,
+            index=index,
+            run__status__in=ACTIVE_RUN_STATUSES,
+        ).update(
+            status=NodeStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            deliveries=F("deliveries") + 1,
+            workers_lost=F("workers_lost")
+            + Case(When(status=NodeStatus.RUNNING, then=Value(1)), default=Value(0)),
+            fence=F("fence") + 1,
+            lease_owner=owner or lease.owner(),
+            lease_expires_at=lease.expiry(now),
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+        )
+    )
+
+
+def finish_partition(partition: PartitionRun, status: str, **fields: Any) -> bool:
+    """Move a partition running under its fence to a final status (``rows``, ``error``,
+    ``traceback``, ``failed_node``) and end its lease. False when it was no longer running under
+    that fence."""
+    if "error" in fields:
+        fields["error"] = clip_error(fields["error"])
+    return bool(_finish_orm(partition, status, **fields))
+
+
+def fail_fan_out(
+    node_run: NodeRun,
+    error: str,
+    traceback: str,
+    others: Iterable[NodeRun],
+    skip: Iterable[str],
+    partition: PartitionRun | None = None,
+) -> bool:
+    """A node run partition by partition failed for good (in ``partition``, then recorded
+    ``partition N: ERROR`` on both): in one transaction, record it failed, end the other running
+    node runs of its fan-out ``others`` (skipped when listed in ``skip``, its descendants, else
+    cancelled), skip the pending nodes ``skip`` and fail the run. False (nothing changed) when
+    the partition, or else the node run, was no longer running under its fence."""
+    if partition is not None:
+        error = f"partition {partition.index}: {error}"
+    error = clip_error(error)
+    run_id = str(node_run.run_id)
+    skip = set(skip)
+    with transaction.atomic():
+        if partition is not None:
+            mine = _finish_orm(
+                partition,
+                NodeStatus.FAILED,
+                error=error,
+                traceback=traceback,
+                failed_node=node_run.node_key,
+            )
+            if mine:
+                _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback)
+        else:
+            mine = _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback)
+        if not mine:
+            return False
+        stopped = f"stopped: node '{node_run.node_key}' failed"
+        for other in others:
+            if other.pk == node_run.pk:
+                continue
+            if other.node_key in skip:
+                _finish_orm(other, NodeStatus.SKIPPED)
+            else:
+                _finish_orm(other, NodeStatus.CANCELLED, error=stopped)
+        skip_nodes(run_id, skip)
+        ended = _end_run(run_id, RunStatus.FAILED, f"node '{node_run.node_key}' failed: {error}")
+    if ended:
+        announce_finished(run_id, RunStatus.FAILED)
+    return True
 
 
 # --- runs ------------------------------------------------------------------------------------

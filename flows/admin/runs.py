@@ -311,6 +311,18 @@ def _node_row(node: NodeRun) -> dict[str, Any]:
         "rows_in": _count(node.node_type, node.rows_in, 0),
         "rows_out": _count(node.node_type, node.rows_out, 1),
         "ports": [(port, f"{rows:,}") for port, rows in (node.rows_by_port or {}).items()],
+        "partitions": [
+            {
+                **part,
+                "badge": status_badge(part["status"]),
+                "rows_in": _count(node.node_type, part["rows_in"], 0),
+                "rows_out": _count(node.node_type, part["rows_out"], 1),
+                "duration": duration(
+                    part["duration_ms"] / 1000 if part["duration_ms"] is not None else None
+                ),
+            }
+            for part in node.partition_summaries()
+        ],
     }
 
 

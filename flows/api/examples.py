@@ -86,6 +86,7 @@ NODE_RUN: dict[str, Any] = {
     "duration_ms": 840,
     "error": "",
     "traceback": "",
+    "partitions": [],
 }
 
 RUN_DETAIL: dict[str, Any] = {**RUN, "node_runs": [NODE_RUN]}

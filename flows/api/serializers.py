@@ -14,7 +14,7 @@ from rest_framework import serializers
 from flowplatform.api.serializers import ErrorItemSerializer, StrictSerializer
 from flows.api import examples
 from flows.counts import count_labels, rows_by_port
-from flows.models import FlowRun, FlowVersion, NodeRun
+from flows.models import FlowRun, FlowVersion, NodeRun, NodeStatus
 from flows.sections import run_details
 
 KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
@@ -251,6 +251,36 @@ class NodeRunSerializer(serializers.ModelSerializer):
     def get_rows_out_by_port(self, node: NodeRun) -> dict[str, int]:
         return rows_by_port(node.node_type, node.rows_out, node.rows_by_port)
 
+    partitions = serializers.SerializerMethodField(
+        help_text="For a node run partition by partition (a partitioned source and the stretch "
+        "of nodes after it), each partition in order: its status, attempts, this node's rows in "
+        "and out within it, timings and error. Empty for a node run executed whole."
+    )
+
+    @extend_schema_field(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "partition": {"type": "integer"},
+                    "status": {"type": "string", "enum": [s.value for s in NodeStatus]},
+                    "attempts": {"type": "integer"},
+                    "workers_lost": {"type": "integer"},
+                    "rows_in": {"type": "integer", "format": "int64"},
+                    "rows_out": {"type": "integer", "format": "int64"},
+                    "started_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "duration_ms": {"type": "integer", "format": "int64", "nullable": True},
+                    "error": {"type": "string"},
+                },
+                "required": ["partition", "status", "attempts", "rows_in", "rows_out", "error"],
+            },
+        }
+    )
+    def get_partitions(self, node: NodeRun) -> list[dict[str, Any]]:
+        return node.partition_summaries()
+
     class Meta:
         model = NodeRun
         fields = [
@@ -269,6 +299,7 @@ class NodeRunSerializer(serializers.ModelSerializer):
             "duration_ms",
             "error",
             "traceback",
+            "partitions",
         ]
 
 

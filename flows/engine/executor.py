@@ -109,7 +109,7 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= PROGRESS_EVERY_S:
                 self._last = now
-                if heartbeat.lost(self.node_run.pk) or not transitions.heartbeat(
+                if heartbeat.lost(self.node_run) or not transitions.heartbeat(
                     self.node_run, rows_in=self.rows_in.rows, rows_out=self.rows_out
                 ):
                     raise transitions.LeaseLost()
@@ -251,8 +251,11 @@ def make_context(
     partition: int | None = None,
     node_run: NodeRun | None = None,
     redactor: Redactor | None = None,
+    checkpoint: tuple[Any, Callable[[Any], None]] | None = None,
 ) -> ExecutionContext:
-    """The context of one node; ``node_run`` (unpartitioned runs) gives it checkpoints.
+    """The context of one node; ``node_run`` (a node run executed whole) gives it the node
+    run's checkpoint, ``checkpoint`` (a node inside a partition: what it saved in this
+    partition, and how to save more) another.
 
     ``redactor`` learns the secrets of the connections the node looks up: the task that runs
     the node redacts what it records and raises with it."""
@@ -262,6 +265,8 @@ def make_context(
             "checkpoint": node_run.checkpoint,
             "save_checkpoint": lambda value: _save_checkpoint(node_run, value),
         }
+    elif checkpoint is not None:
+        checkpoints = {"checkpoint": checkpoint[0], "save_checkpoint": checkpoint[1]}
     return ExecutionContext(
         run_id=str(run.id),
         node_key=spec["key"],

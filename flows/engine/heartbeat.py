@@ -1,8 +1,8 @@
 """Background heartbeats for running nodes, independent of how fast their batches come.
 
-One daemon thread per process renews the lease (``flows.engine.lease``) of every node executing
-in the process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement; starting and ending a
-node's heartbeat costs no thread and no query. A lease found taken over is remembered
+One daemon thread per process renews the lease (``flows.engine.lease``) of every node run and
+partition executing in the process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement per
+kind; starting and ending a heartbeat costs no thread and no query. A lease found taken over is remembered
 (:func:`lost`): the node's own progress then stops it. With no node executing, the thread holds
 no database connection.
 
@@ -29,7 +29,7 @@ from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 
 from flows import transitions
-from flows.models import NodeRun, NodeStatus, RunStatus
+from flows.models import NodeRun, NodeStatus, PartitionRun, RunStatus
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -45,42 +45,47 @@ def _mark_pool_process(**_kwargs: object) -> None:
     _in_pool_process = True
 
 
+#: A leased row as the heartbeat knows it: its model and id.
+Key = tuple[type[NodeRun] | type[PartitionRun], int]
+
+
 class _Beater:
-    """The process's heartbeat thread and the node runs it keeps alive."""
+    """The process's heartbeat thread and the node runs (and partitions) it keeps alive."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.beating: dict[int, int] = {}  # node run id -> nesting count
-        self.fences: dict[int, int] = {}  # node run id -> fence of its lease
+        self.beating: dict[Key, int] = {}  # leased row -> nesting count
+        self.fences: dict[Key, int] = {}  # leased row -> fence of its lease
         self.tasks: dict[int, str] = {}  # node run id -> id of the task executing it
-        self.lost: set[int] = set()  # node runs whose lease was taken over
+        self.lost: set[Key] = set()  # rows whose lease was taken over
         self.terminated: set[str] = set()
         self.thread: threading.Thread | None = None
         self.pid = 0
 
-    def add(self, node_run_id: int, fence: int, task_id: str | None = None) -> None:
+    def add(self, key: Key, fence: int, task_id: str | None = None) -> None:
         with self.lock:
-            self.beating[node_run_id] = self.beating.get(node_run_id, 0) + 1
-            self.fences[node_run_id] = fence
-            self.lost.discard(node_run_id)
-            if task_id is not None:
-                self.tasks.setdefault(node_run_id, task_id)
+            self.beating[key] = self.beating.get(key, 0) + 1
+            self.fences[key] = fence
+            self.lost.discard(key)
+            if task_id is not None and key[0] is NodeRun:
+                self.tasks.setdefault(key[1], task_id)
             if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
                 # (After a fork the parent's thread does not exist in the child.)
                 self.pid = os.getpid()
                 self.thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
                 self.thread.start()
 
-    def remove(self, node_run_id: int) -> None:
+    def remove(self, key: Key) -> None:
         with self.lock:
-            count = self.beating.get(node_run_id, 0) - 1
+            count = self.beating.get(key, 0) - 1
             if count > 0:
-                self.beating[node_run_id] = count
+                self.beating[key] = count
             else:
-                self.beating.pop(node_run_id, None)
-                self.fences.pop(node_run_id, None)
-                self.tasks.pop(node_run_id, None)
-                self.lost.discard(node_run_id)
+                self.beating.pop(key, None)
+                self.fences.pop(key, None)
+                if key[0] is NodeRun:
+                    self.tasks.pop(key[1], None)
+                self.lost.discard(key)
 
     def _beat(self) -> None:
         interval = settings.FLOWPLATFORM_HEARTBEAT_S
@@ -98,9 +103,11 @@ class _Beater:
             try:
                 if time.monotonic() - last_beat >= interval:
                     last_beat = time.monotonic()
-                    held = transitions.heartbeat_many(leases)
-                    with self.lock:
-                        self.lost.update(pk for pk in leases if pk not in held)
+                    for model in (NodeRun, PartitionRun):
+                        of_model = {pk: f for (m, pk), f in leases.items() if m is model}
+                        held = transitions.heartbeat_many(of_model, model)
+                        with self.lock:
+                            self.lost.update((model, pk) for pk in of_model if pk not in held)
                 if tasks:
                     self._stop_cancelled(tasks)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
@@ -120,12 +127,12 @@ class _Beater:
         )
         for node_run in overdue:
             task_id = tasks[node_run.pk]
-            if node_run.fence != self.fences.get(node_run.pk):
+            if node_run.fence != self.fences.get((NodeRun, node_run.pk)):
                 continue  # taken over: no longer this process's to stop
             if task_id in self.terminated:
                 continue
             with self.lock:
-                if node_run.pk not in self.beating:
+                if (NodeRun, node_run.pk) not in self.beating:
                     continue  # it has just returned by itself
             self.terminated.add(task_id)
             stopped = f"cancelled: stopped after {grace.total_seconds():g}s of grace"
@@ -151,23 +158,28 @@ _beater = _Beater()
 
 
 class Heartbeat:
-    """Keeps the lease of a node run executing in this process alive (a context manager)."""
+    """Keeps the leases of node runs (or partitions) executing in this process alive (a
+    context manager)."""
 
-    def __init__(self, node_run: NodeRun) -> None:
-        self.node_run = node_run
+    def __init__(self, *rows: NodeRun | PartitionRun) -> None:
+        self.rows = rows
 
     def __enter__(self) -> Heartbeat:
-        _beater.add(self.node_run.pk, self.node_run.fence, _running_task_id())
+        task_id = _running_task_id()
+        for row in self.rows:
+            _beater.add((type(row), row.pk), row.fence, task_id)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _beater.remove(self.node_run.pk)
+        for row in self.rows:
+            _beater.remove((type(row), row.pk))
 
 
-def lost(node_run_id: int) -> bool:
-    """Whether the heartbeat found this process's lease on the node run taken over."""
+def lost(row: NodeRun | PartitionRun) -> bool:
+    """Whether the heartbeat found this process's lease on the node run (or partition) taken
+    over."""
     with _beater.lock:
-        return node_run_id in _beater.lost
+        return (type(row), row.pk) in _beater.lost
 
 
 def _running_task_id() -> str | None:

@@ -1,32 +1,40 @@
 """Partitioned execution: a source cuts its output by row count and the stretch of partitionable
 nodes after it runs once per partition, in parallel across workers.
 
-When ``run_node`` claims a source with ``partition_rows`` that is followed by a *stretch* (a
-straight line of partitionable nodes, each with one parent and alone in its level of the
-canvas), :func:`fan_out` gives it a replacement canvas::
+When ``run_node`` takes a source with ``partition_rows`` (or one that partitions by default and
+decides to in this run) that is followed by a *stretch* (a straight line of partitionable
+nodes, each with one parent and alone in its level of the canvas), :func:`fan_out` takes the
+nodes of the stretch too (leased by the fan-out, ``lease.FAN_OUT``), records them run
+partition by partition (``NodeRun.partitioned``) and gives the source a replacement canvas::
 
-    chord([produce_partitions(source, stretch)], join_partitions(stretch))
+    chord([produce_partitions(source, stretch)], join_partitions(source, stretch))
 
-``produce_partitions`` runs the source and, as each partition is stored, adds
-``run_partition(i)`` to its own chord (``add_to_chord``), so the other workers start on
-partition 0 while the source is still reading. A source that plans slices
-(``Node.plan_slices``, e.g. ``sql_query`` with ``partition_column``) is only planned there:
-each ``run_partition(i, slice)`` is added as soon as its slice is known and reads it itself.
-``run_partition`` streams one partition through the whole stretch in one task, node after node
-in memory, storing each node's partition output on the way (a pure node's is derived instead,
-recomputed when read). The chord joins when the source and
-every partition are done; ``join_partitions`` writes each node's manifest, sums the rows and
-marks the stretch succeeded, and the run's chain goes on past the stretch (its ``run_node``
-tasks find those nodes done). In embedded mode (eager) the partitions run one after the other
-inside ``produce_partitions``.
+``produce_partitions`` runs the source and, as each partition is stored, records it
+(``PartitionRun``, pending) and adds ``run_partition(i)`` to its own chord (``add_to_chord``),
+so the other workers start on partition 0 while the source is still reading. A source that
+plans slices (``SlicedSource.plan_slices``, e.g. ``sql_query`` with ``partition_column``) is
+only planned there: each ``run_partition(i, slice)`` reads its slice itself.
 
-A failing partition fails its node with ``partition N: ...`` and the run; the other partitions
-stop at their next batch, and the chord's error reaches the run's error callback.
+A partition is executed as any node run is, through ``flows.transitions``: ``run_partition``
+takes it (:func:`~flows.transitions.take_partition`: a fenced lease, a take-over when its
+owner died), streams it through the whole stretch in one task, node after node in memory
+(storing each node's partition output on the way; a pure node's is derived instead,
+recomputed when read), and finishes it with the rows of each node. Its heartbeat renews its
+own lease and those of the stretch's node runs. Inside a partition a node gets the
+partition's own checkpoint (``http_post`` resumes after its last acknowledged batch of that
+partition, with the same Idempotency-Key); a failure is retried after a backoff per the
+failing node's policy (the partition alone, not the source), else it fails its node
+(``partition N: ...``) and the run; the other partitions stop at their next batch. A cancelled
+run stops every partition at its next batch.
+
+The chord joins when the source and every partition are done; ``join_partitions`` writes each
+node's manifest, sums the partitions' rows and finishes the stretch's node runs succeeded,
+and the run's chain goes on past the stretch (its ``run_node`` tasks find those nodes done). In
+embedded mode (eager) the partitions run one after the other inside ``produce_partitions``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import traceback
@@ -35,11 +43,13 @@ from typing import Any
 
 from celery import Task, chord, shared_task
 from celery.canvas import Signature
+from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import DatabaseError
 
 from flowplatform import telemetry
 from flows import transitions
+from flows.engine import heartbeat
 from flows.engine.executor import (
     PROGRESS_EVERY_S,
     CancelProbe,
@@ -55,6 +65,7 @@ from flows.engine.executor import (
     run_fan_out_rows,
     version_of,
 )
+from flows.engine.failures import NodeFailed, message, next_retry, node_policy
 from flows.engine.handoff import (
     MAX_PARTITIONS,
     BatchWriter,
@@ -66,9 +77,14 @@ from flows.engine.handoff import (
 )
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import FAN_OUT
-from flows.engine.tasks import NodeFailed
 from flows.graph import Graph
-from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.models import (
+    ACTIVE_RUN_STATUSES,
+    FlowRun,
+    NodeRun,
+    NodeStatus,
+    PartitionRun,
+)
 from nodes import redaction
 from nodes.redaction import Redactor
 from nodes.registry import registry
@@ -125,8 +141,12 @@ def in_partitioned_stretch(definition: dict[str, Any], key: str, run_id: str) ->
         if partition_rows(node) is not None:
             return True
         decided_by_run.append(node["key"])
-    sources = NodeRun.objects.filter(run_id=run_id, node_key__in=decided_by_run)
-    return bool(decided_by_run) and any(fanned_out(source) for source in sources)
+    return (
+        bool(decided_by_run)
+        and NodeRun.objects.filter(
+            run_id=run_id, node_key__in=decided_by_run, partitioned=True
+        ).exists()
+    )
 
 
 def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
@@ -148,52 +168,29 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     if rows is None:
         return None
     run_id = str(node_run.run_id)
-    stretch: list[str] = []
+    stretch: list[NodeRun] = []
     for key in candidates:
-        if not _claim(run_id, key):
+        if (taken := _claim(run_id, key)) is None:
             break
-        stretch.append(key)
+        stretch.append(taken)
     if not stretch:
         return None
-    # From here the fan-out owns the source: a later delivery of its run_node (a duplicate, a
-    # re-dispatch) must not start a second one (see tasks._inside_fan_out).
-    transitions.save_checkpoint(node_run, {FANNED_OUT: True})
+    # From here the fan-out owns the source and the stretch: a later delivery of their
+    # run_node (a duplicate, a re-dispatch) must not start a second one (tasks._inside_fan_out).
+    transitions.mark_partitioned([node_run, *stretch])
     transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
+    keys = [taken.node_key for taken in stretch]
     return chord(
-        [produce_partitions.si(run_id, node_run.node_key, stretch, rows)],
-        join_partitions.s(run_id, node_run.node_key, stretch),
+        [produce_partitions.si(run_id, node_run.node_key, keys, rows)],
+        join_partitions.si(run_id, node_run.node_key, keys),
     )
 
 
-FANNED_OUT = "fanned_out"
-
-
-def fanned_out(node_run: NodeRun) -> bool:
-    """Whether a partitioned source has handed its work to a fan-out (which finishes it)."""
-    return isinstance(node_run.checkpoint, dict) and bool(node_run.checkpoint.get(FANNED_OUT))
-
-
-def _slices(
-    node_run: NodeRun, spec: dict[str, Any], rows: int, stretch: list[str], redactor: Redactor
-) -> Iterator[Any] | None:
-    """The source's slices, planned lazily (``None`` when it reads once instead); a failure to
-    plan fails the source and the run. Planning stops once the run has ended any way."""
-    run = load_run(node_run)
-    probe = CancelProbe(str(run.id), stop_when_finished=True)
-    context = make_context(run, spec, node_run.attempts, probe, redactor=redactor)
-    try:
-        slices = capabilities.plan_slices(build_node(spec), context, rows)
-    except Exception as exc:  # noqa: BLE001 - any failure to plan fails the source and the run
-        fan = [node_run.node_key, *stretch]
-        _fail(node_run, _message(exc), traceback.format_exc(), fan, redactor)
-    return None if slices is None else iter(slices)
-
-
-def _claim(run_id: str, node_key: str) -> bool:
-    """Take a node of the stretch for the fan-out (False: a delivery of its own task is
+def _claim(run_id: str, node_key: str) -> NodeRun | None:
+    """Take a node of the stretch for the fan-out (None: a delivery of its own task is
     executing it, let that one go on). The fan-out's tasks hold it until the join."""
     claim = transitions.take(run_id, node_key, owner=FAN_OUT, lease_s=_fan_out_lease_s())
-    return claim.outcome == "execute"
+    return claim.node_run if claim.outcome == "execute" else None
 
 
 def _fan_out_lease_s() -> float:
@@ -225,49 +222,56 @@ def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str
 
 # --- the source ------------------------------------------------------------------------------
 class _Starter:
-    """Starts partition tasks: added to the running chord, or run inline in embedded mode."""
+    """Records and starts partition tasks: added to the running chord, or run inline in
+    embedded mode."""
 
     def __init__(self, task: Task, run_id: str, source: str, stretch: list[str]) -> None:
         self.task = task
-        self.args = (run_id, source, stretch)
+        self.run_id, self.source, self.stretch = run_id, source, stretch
         self.inline = bool(task.request.is_eager or not task.request.chord)
         self.count = 0
-        self.done: list[dict[str, Any]] = []
 
     def start(self, index: int, slice_: Any = None) -> None:
+        nodes = [self.source, *self.stretch] if slice_ is not None else self.stretch
+        transitions.add_partitions(self.run_id, self.source, [index], nodes)
         self.count += 1
-        signature = run_partition.si(*self.args, index, slice_)
+        signature = run_partition.si(self.run_id, self.source, self.stretch, index, slice_)
         if not self.inline:
             self.task.add_to_chord(signature)
             return
         result = signature.apply()
         if result.failed():
             raise NodeFailed(str(result.result))
-        self.done.append(result.get())
 
 
-@shared_task(bind=True, name="flows.produce_partitions", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    bind=True,
+    name="flows.produce_partitions",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def produce_partitions(
     self: Task, run_id: str, source: str, stretch: list[str], rows: int | None = None
 ) -> dict[str, Any]:
     """Start one ``run_partition`` per partition of the source as soon as it is known.
 
-    A source that plans slices (``Node.plan_slices``) only plans here: each partition task
-    reads its own slice (``Node.execute_slice``). Any other source is read here and cut, each
+    A source that plans slices (``SlicedSource.plan_slices``) only plans here: each partition
+    task reads its own slice (``execute_slice``). Any other source is read here and cut, each
     partition started as soon as it is stored. ``rows``: rows per partition, as the fan-out
-    decided.
+    decided. A failure before any partition has started is retried per the source's policy.
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
     starter = _Starter(self, run_id, source, stretch)
     sliced = False
     redactor = Redactor()
+    spec = node_spec(node_run.run.version.definition, source)
+    rows = rows or fan_out_rows(spec) or 1
     try:
-        spec = node_spec(node_run.run.version.definition, source)
-        rows = rows or fan_out_rows(spec) or 1
-        slices = _slices(node_run, spec, rows, [source, *stretch], redactor)
-        sliced = slices is not None
         with Heartbeat(node_run), redaction.scope(redactor):
+            slices = _slices(node_run, spec, rows, redactor)
+            sliced = slices is not None
             if slices is not None:
                 _start_slices(starter, slices, rows)
             else:
@@ -282,19 +286,42 @@ def produce_partitions(
     except RunCancelled:
         transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
         raise PartitionStopped(f"run {run_id} was cancelled") from None
-    except Exception as exc:  # noqa: BLE001 - any failure of the source fails the run
-        if sliced and _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
+    except transitions.LeaseLost:
+        raise Ignore() from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the source retries or fails it
+        if _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
             transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
             raise PartitionStopped(f"run {run_id} ended") from None
-        _fail(node_run, _message(exc), traceback.format_exc(), [source, *stretch], redactor)
+        text = redactor.redact(message(exc))
+        permanent = isinstance(exc, NodeError) and exc.permanent
+        policy = node_policy(spec)
+        delay = next_retry(policy, self.request.retries + 1, 0, permanent)
+        if delay is not None and starter.count == 0:
+            logger.warning(
+                "run %s source %s failed (%s); retrying in %.1fs", run_id, source, text, delay
+            )
+            raise self.retry(countdown=delay, throw=False) from None
+        _fail(node_run, text, redactor.redact(traceback.format_exc()), [source, *stretch])
     if not sliced:
         transitions.finish_node(node_run, NodeStatus.SUCCEEDED, **outcome.figures())
-    return {"source": source, "partitions": starter.count, "done": starter.done, "sliced": sliced}
+    return {"source": source, "partitions": starter.count, "sliced": sliced}
+
+
+def _slices(
+    node_run: NodeRun, spec: dict[str, Any], rows: int, redactor: Redactor
+) -> Iterator[Any] | None:
+    """The source's slices, planned lazily (``None`` when it reads once instead)."""
+    run = load_run(node_run)
+    probe = CancelProbe(str(run.id), stop_when_finished=True)
+    context = make_context(run, spec, node_run.attempts, probe, redactor=redactor)
+    slices = capabilities.plan_slices(build_node(spec), context, rows)
+    return None if slices is None else iter(slices)
 
 
 def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
-    """One partition task per slice, started as each is planned (at most ``MAX_PARTITIONS``)."""
-    with contextlib.closing(slices):
+    """One partition task per slice, started as each is planned (at most ``MAX_PARTITIONS``).
+    A generator of slices is closed at the end, whatever happened (a list needs no closing)."""
+    try:
         for index, slice_ in enumerate(slices):
             if index >= MAX_PARTITIONS:
                 raise NodeError(
@@ -303,62 +330,179 @@ def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
                     permanent=True,
                 )
             starter.start(index, slice_)
+    finally:
+        close = getattr(slices, "close", None)
+        if callable(close):
+            close()
 
 
 # --- one partition through the stretch -------------------------------------------------------
-@shared_task(name="flows.run_partition", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    bind=True,
+    name="flows.run_partition",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def run_partition(
-    run_id: str, source: str, stretch: list[str], partition: int, slice_: Any = None
+    self: Task, run_id: str, source: str, stretch: list[str], partition: int, slice_: Any = None
 ) -> dict[str, Any]:
-    """Stream partition ``partition`` of ``source``'s output through every node of ``stretch``.
+    """Execute partition ``partition`` of ``source``'s output through every node of
+    ``stretch``: take it (``transitions.take_partition``), stream it, finish it, or retry or
+    fail it. Safe to deliver twice, as ``run_node``: never run twice at once, a finished
+    partition is not run again, a delivery whose worker died is taken over.
 
     With ``slice_`` the partition is read from the source itself (its ``execute_slice``) and
     stored as the source's partition on the way; otherwise it is read from storage.
     """
+    claim = transitions.take_partition(run_id, source, partition)
+    if claim.outcome == "done":
+        return {"partition": partition}
+    if claim.outcome == "busy":
+        logger.info("run %s %s partition %s is executing elsewhere", run_id, source, partition)
+        raise Ignore()
+    if claim.outcome != "execute" or claim.partition is None:
+        raise PartitionStopped(f"run {run_id} has ended")
+    part = claim.partition
     run = FlowRun.objects.get(id=run_id)
     run.version = version_of(run.version_id)
-    fan = [source, *stretch] if slice_ is not None else stretch
-    node_runs = {nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=fan)}
-    _check_active(run, list(node_runs.values()))
+    node_runs = {
+        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=part.nodes)
+    }
+    for node_run in node_runs.values():
+        node_run.run = run
+    fan = [node_runs[key] for key in part.nodes]
+    if not _active(run, fan):
+        _stop(part, fan)
+        raise PartitionStopped(f"run {run_id} is {run.status}")
+    if claim.took_over:
+        logger.warning("run %s %s partition %s: worker lost, resuming", run_id, source, partition)
+        if part.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
+            _fail(fan[0], f"worker lost {part.workers_lost} times", "", part.nodes, part)
     probe = CancelProbe(run_id, stop_when_finished=True)
-    pipeline = _Pipeline(run, node_runs, partition, probe)
+    pipeline = _Pipeline(run, node_runs, part, probe)
+    retry = part.attempts - 1 - part.workers_lost > 0
     observed = telemetry.partition_execution(
-        run_id, run.version.flow.slug, run.version.number, source, partition
-    )
+        fan, run.version.flow.slug, run.version.number, partition, part.attempts, retry,
+        pipeline.redactor,
+    )  # fmt: skip
     try:
-        # One live node of the fan-out keeps the reaper away while partitions are running.
-        with Heartbeat(node_runs[fan[0]]), redaction.scope(pipeline.redactor), observed as seen:
-            if slice_ is not None:
-                batches = pipeline.read_slice(source, slice_)
-            else:
-                batches = read_batches(output_name(run_id, source, partition))
-            pipeline.drain(batches, stretch)
-            seen(pipeline.rows())
+        with (
+            Heartbeat(part, *fan),
+            redaction.scope(pipeline.redactor),
+            observed as seen,
+        ):
+            try:
+                if slice_ is not None:
+                    batches = pipeline.read_slice(source, slice_)
+                else:
+                    batches = read_batches(output_name(run_id, source, partition))
+                pipeline.drain(batches, stretch)
+            except _NodeRaised as raised:
+                seen.rows = pipeline.rows()
+                if isinstance(raised.error, transitions.LeaseLost):
+                    raise raised.error from None
+                if probe() or _run_ended(run_id):
+                    raise PartitionStopped(f"run {run_id} ended") from None
+                seen.failed_node = raised.node_key
+                raise
+            seen.rows = pipeline.rows()
+            seen.succeeded = True
+    except transitions.LeaseLost:
+        logger.warning("run %s %s partition %s was taken over; this delivery stops",
+                       run_id, source, partition)  # fmt: skip
+        raise Ignore() from None
+    except PartitionStopped:
+        _stop(part, fan)
+        raise
     except _NodeRaised as raised:
-        if probe() or _run_ended(run_id):
-            raise PartitionStopped(f"run {run_id} ended") from None
-        message = f"partition {partition}: {_message(raised.error)}"
         tb = "".join(traceback.format_exception(raised.error))
-        _fail(node_runs[raised.node_key], message, tb, [source, *stretch], pipeline.redactor)
+        _retry_or_fail(self, part, node_runs, raised, tb, pipeline.redactor)
     finally:
         pipeline.close()
-    return {"partition": partition, "rows": pipeline.rows()}
+    if not transitions.finish_partition(part, NodeStatus.SUCCEEDED, rows=pipeline.rows()):
+        logger.warning("run %s %s partition %s finished, but no longer held it",
+                       run_id, source, partition)  # fmt: skip
+        raise Ignore()
+    return {"partition": partition}
+
+
+def _stop(part: PartitionRun, fan: list[NodeRun]) -> None:
+    """The run has ended (cancelled, failed elsewhere, timed out) while the partition ran: it
+    ends cancelled, and so do the fan-out's node runs still running (the first partition to
+    stop ends them; the others find them ended)."""
+    transitions.finish_partition(part, NodeStatus.CANCELLED, error="run ended")
+    for node_run in fan:
+        if node_run.status == NodeStatus.RUNNING:
+            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
+
+
+def _retry_or_fail(
+    task: Task,
+    part: PartitionRun,
+    node_runs: dict[str, NodeRun],
+    raised: _NodeRaised,
+    tb: str,
+    redactor: Redactor,
+) -> None:
+    """Retry the partition after a backoff while the failing node's policy allows (the node
+    runs and the other partitions go on), else fail the node and the run."""
+    error = raised.error
+    text = redactor.redact(message(error))
+    spec = node_spec(load_run(node_runs[raised.node_key]).version.definition, raised.node_key)
+    permanent = isinstance(error, NodeError) and error.permanent
+    delay = next_retry(node_policy(spec), part.attempts, part.workers_lost, permanent)
+    if delay is not None:
+        if not transitions.retry_node(part, f"{raised.node_key}: {text}", delay):
+            raise Ignore()  # cancelled or taken over meanwhile
+        logger.warning(
+            "run %s %s partition %s attempt %s failed in %s (%s); retrying in %.1fs",
+            part.run_id, part.source, part.index, part.attempts, raised.node_key, text, delay,
+        )  # fmt: skip
+        raise task.retry(countdown=delay, throw=False) from None
+    _fail(node_runs[raised.node_key], text, redactor.redact(tb), part.nodes, part)
 
 
 class _Pipeline:
     """One partition streamed through a stretch of nodes, each node's output teed to storage."""
 
     def __init__(
-        self, run: FlowRun, node_runs: dict[str, NodeRun], partition: int, probe: CancelProbe
+        self,
+        run: FlowRun,
+        node_runs: dict[str, NodeRun],
+        partition: PartitionRun,
+        probe: CancelProbe,
     ) -> None:
         self.run = run
         self.node_runs = node_runs
         self.partition = partition
+        self.index = partition.index
         self.probe = probe
         #: Learns the secrets of the connections the stretch's nodes use.
         self.redactor = Redactor()
         self.writers: dict[str, BatchWriter] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
+
+    def _context(self, spec: dict[str, Any]) -> Any:
+        key = spec["key"]
+        saved = (self.partition.checkpoint or {}).get(key)
+        return make_context(
+            self.run,
+            spec,
+            self.partition.attempts,
+            self.probe,
+            self.index,
+            redactor=self.redactor,
+            checkpoint=(saved, lambda value: self._save_checkpoint(key, value)),
+        )
+
+    def _save_checkpoint(self, key: str, value: Any) -> None:
+        """A node's checkpoint in this partition, saved only while the partition is this
+        delivery's (a partition taken over stops at its next checkpoint)."""
+        checkpoint = {**(self.partition.checkpoint or {}), key: value}
+        if not transitions.save_checkpoint(self.partition, checkpoint):
+            raise transitions.LeaseLost()
+        self.partition.checkpoint = checkpoint
 
     def read_slice(self, key: str, slice_: Any) -> Iterator[AnyBatch]:
         """A source's slice, stored as its partition as it streams."""
@@ -367,12 +511,9 @@ class _Pipeline:
             node = build_node(spec)
         except Exception as exc:
             raise _NodeRaised(key, exc) from exc
-        attempt = self.node_runs[key].attempts
-        context = make_context(
-            self.run, spec, attempt, self.probe, self.partition, redactor=self.redactor
-        )
+        context = self._context(spec)
         rows_in, rows_out = RowCounter(), RowCounter()
-        writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
+        writer = BatchWriter(output_name(str(self.run.id), key, self.index))
         self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
         return self._tee(writer, rows_out.wrap(_blame(key, node.execute_slice(context, slice_))))
 
@@ -402,15 +543,12 @@ class _Pipeline:
         except Exception as exc:
             raise _NodeRaised(key, exc) from exc
         port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
-        attempt = self.node_runs[key].attempts
-        context = make_context(
-            self.run, spec, attempt, self.probe, self.partition, redactor=self.redactor
-        )
+        context = self._context(spec)
         rows_in, rows_out = RowCounter(), RowCounter()
         self.counters[key] = (rows_in, rows_out)
         writer = None
         if stored:
-            writer = BatchWriter(output_name(str(self.run.id), key, self.partition))
+            writer = BatchWriter(output_name(str(self.run.id), key, self.index))
             self.writers[key] = writer
         output = node.run(context, {port: rows_in.wrap(stream)})
         return self._tee(writer, rows_out.wrap(_blame(key, output)))
@@ -419,6 +557,8 @@ class _Pipeline:
         for batch in batches:
             if self.probe():
                 raise PartitionStopped(f"run {self.run.id} ended")
+            if heartbeat.lost(self.partition):
+                raise transitions.LeaseLost()
             if writer is not None:
                 writer.write(batch)
             yield batch
@@ -473,94 +613,84 @@ class _Progress:
 
 # --- the join --------------------------------------------------------------------------------
 @shared_task(name="flows.join_partitions", acks_late=True)
-def join_partitions(
-    results: list[dict[str, Any]], run_id: str, source: str, stretch: list[str]
-) -> str:
-    """Chord body: record each node's partitions and totals, and mark it succeeded.
+def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
+    """Chord body: once every partition has succeeded, write each node's manifest, sum the
+    partitions' rows on its node run and finish it succeeded.
 
     When the source was read slice by slice in the partition tasks, it is joined here too;
-    otherwise ``produce_partitions`` has recorded it.
+    otherwise ``produce_partitions`` has finished it.
     """
-    expected, by_partition, joined = None, {}, stretch
-    for result in results:
-        if "source" in result:
-            expected = result["partitions"]
-            by_partition.update({done["partition"]: done for done in result["done"]})
-            if result.get("sliced"):
-                joined = [source, *stretch]
-        else:
-            by_partition[result["partition"]] = result
+    parts = list(PartitionRun.objects.filter(run_id=run_id, source=source).order_by("index"))
+    joined = list(parts[0].nodes) if parts else stretch
     node_runs = {
         nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=joined)
     }
     run = FlowRun.objects.get(id=run_id)
     _check_active(run, list(node_runs.values()))
-    if expected is None or sorted(by_partition) != list(range(expected)):
-        message = f"partitions missing after the join: got {sorted(by_partition)} of {expected}"
-        _fail(node_runs[joined[0]], message, "", [source, *stretch], Redactor())
+    done = [p.index for p in parts if p.status == NodeStatus.SUCCEEDED]
+    if not parts or done != list(range(len(parts))):
+        text = f"partitions missing after the join: {len(done)} of {len(parts)} succeeded"
+        _fail(node_runs[joined[0]], text, "", [source, *stretch])
     definition = version_of(run.version_id).definition
     for key in joined:
         is_derived = key in stretch and derived(definition, key, stretch)
-        parts = [
-            Part("" if is_derived else output_name(run_id, key, i), *by_partition[i]["rows"][key])
-            for i in range(expected)
+        manifest = [
+            Part("" if is_derived else output_name(run_id, key, p.index), *p.rows_of(key))
+            for p in parts
         ]
         if is_derived:
             upstream = source if key == stretch[0] else stretch[stretch.index(key) - 1]
             recipe = derivation(definition, key, manifest_name(run_id, upstream))
-            ref = write_manifest(manifest_name(run_id, key), parts, derived_from=recipe)
+            ref = write_manifest(manifest_name(run_id, key), manifest, derived_from=recipe)
         else:
-            ref = write_manifest(manifest_name(run_id, key), parts)
+            ref = write_manifest(manifest_name(run_id, key), manifest)
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,
-            rows_in=sum(part.rows_in for part in parts),
-            rows_out=sum(part.rows_out for part in parts),
+            rows_in=sum(part.rows_in for part in manifest),
+            rows_out=sum(part.rows_out for part in manifest),
             output_ref=ref,
         )
-    logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), expected)
+    logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), len(parts))
     return stretch[-1]
 
 
 # --- shared ----------------------------------------------------------------------------------
-def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
-
-
 def _run_ended(run_id: str) -> bool:
     status = FlowRun.objects.filter(id=run_id).values_list("status", flat=True).first()
     return status not in ACTIVE_RUN_STATUSES
 
 
+def _active(run: FlowRun, node_runs: list[NodeRun]) -> bool:
+    return run.status in ACTIVE_RUN_STATUSES and all(
+        nr.status == NodeStatus.RUNNING for nr in node_runs
+    )
+
+
 def _check_active(run: FlowRun, node_runs: list[NodeRun]) -> None:
     """Stop (without recording anything) when the run or a node has already finished."""
-    if run.status not in ACTIVE_RUN_STATUSES or any(
-        nr.status != NodeStatus.RUNNING for nr in node_runs
-    ):
+    if not _active(run, node_runs):
         raise PartitionStopped(f"run {run.id} is {run.status}")
 
 
-def _fail(node_run: NodeRun, message: str, tb: str, fan_out: list[str], redactor: Redactor) -> None:
-    """Fail a node of a fan-out and the run; close the fan-out's other running nodes.
-
-    The message and traceback are redacted first; the NodeFailed raised chains nothing.
-    """
-    message, tb = redactor.redact(message), redactor.redact(tb)
-    run_id = str(node_run.run_id)
-    transitions.finish_node(node_run, NodeStatus.FAILED, error=message, traceback=tb)
-    definition = FlowRun.objects.select_related("version").get(id=run_id).version.definition
+def _fail(
+    node_run: NodeRun,
+    text: str,
+    tb: str,
+    fan_out: list[str],
+    partition: PartitionRun | None = None,
+) -> None:
+    """Fail a node of a fan-out (in ``partition``) and the run, closing the fan-out's other
+    running nodes (``transitions.fail_fan_out``); raises NodeFailed, chaining nothing (the
+    message and traceback are redacted already), or Ignore when no longer this delivery's."""
+    definition = load_run(node_run).version.definition
     downstream = Graph.from_definition(definition).descendants(node_run.node_key)
     others = NodeRun.objects.filter(
-        run_id=run_id, node_key__in=fan_out, status=NodeStatus.RUNNING
-    ).exclude(pk=node_run.pk)
-    for other in others:
-        if other.node_key in downstream:
-            transitions.finish_node(other, NodeStatus.SKIPPED)
-        else:
-            stopped = f"stopped: node '{node_run.node_key}' failed"
-            transitions.finish_node(other, NodeStatus.CANCELLED, error=stopped)
-    transitions.skip_nodes(run_id, downstream)
-    error = f"node '{node_run.node_key}' failed: {message}"
-    transitions.finish_run(run_id, RunStatus.FAILED, error)
-    logger.warning("run %s %s", run_id, error)
+        run_id=node_run.run_id, node_key__in=fan_out, status=NodeStatus.RUNNING
+    )
+    if not transitions.fail_fan_out(node_run, text, tb, list(others), downstream, partition):
+        raise Ignore()
+    where = f"partition {partition.index}: " if partition is not None else ""
+    error = f"node '{node_run.node_key}' failed: {where}{text}"
+    logger.warning("run %s %s", node_run.run_id, error)
     raise NodeFailed(error) from None

@@ -20,19 +20,16 @@ from flows.engine.executor import (
     load_run,
     node_spec,
 )
+from flows.engine.failures import NodeFailed, next_retry, node_policy
 from flows.engine.heartbeat import Heartbeat
+from flows.engine.partitions import fan_out, in_partitioned_stretch
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes import redaction
-from nodes.backoff import jittered_backoff
 from nodes.redaction import Redactor
 from nodes.sdk import NodeError
 
 logger = logging.getLogger("flowplatform.engine")
-
-
-class NodeFailed(Exception):
-    """Raised by a node task after recording the failure, to stop the rest of the canvas."""
 
 
 @shared_task(
@@ -80,13 +77,11 @@ def _inside_fan_out(node_run_id: int) -> bool:
     """Whether a running node is run partition by partition: a source that has handed its
     work to a fan-out, or a node of the stretch after a partitioned source (the fan-out, not a
     delivery of its own task, finishes it)."""
-    from flows.engine.partitions import fanned_out, in_partitioned_stretch  # imports this module
-
     node_run = NodeRun.objects.get(pk=node_run_id)
+    if node_run.partitioned:
+        return True
     definition = load_run(node_run).version.definition
-    return fanned_out(node_run) or in_partitioned_stretch(
-        definition, node_run.node_key, str(node_run.run_id)
-    )
+    return in_partitioned_stretch(definition, node_run.node_key, str(node_run.run_id))
 
 
 def _prepare(task: Any, claim: transitions.Claim) -> Any:
@@ -98,8 +93,6 @@ def _prepare(task: Any, claim: transitions.Claim) -> Any:
         logger.warning("run %s node %s: worker lost, resuming", node_run.run_id, node_run.node_key)
         if node_run.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(node_run, f"worker lost {node_run.workers_lost} times", "")
-    from flows.engine.partitions import fan_out  # imports this module
-
     if (partitioned := fan_out(task, node_run)) is not None:
         return task.replace(partitioned)
     return None
@@ -142,18 +135,11 @@ def _execute(task: Any, node_run: NodeRun, outputs: dict[str, str] | None) -> Ou
 
 
 def _policy(node_run: NodeRun) -> NodePolicy:
-    spec = node_spec(load_run(node_run).version.definition, node_run.node_key)
-    return NodePolicy.model_validate(spec.get("policy") or {})
+    return node_policy(node_spec(load_run(node_run).version.definition, node_run.node_key))
 
 
 def _timeout(node_run: NodeRun) -> float | None:
     return _policy(node_run).timeout_s
-
-
-def retry_delay(policy: NodePolicy, attempt: int) -> float:
-    """The delay before retry number ``attempt`` (1-based): exponential backoff with full
-    jitter, capped."""
-    return jittered_backoff(policy.retry_backoff_s, policy.retry_backoff_max_s, attempt - 1)
 
 
 def _retry_or_fail(
@@ -170,10 +156,8 @@ def _retry_or_fail(
     once may be received by another process before this one has returned.
     """
     message = redactor.redact(message)
-    policy = _policy(node_run)
-    retries_done = node_run.attempts - 1 - node_run.workers_lost
-    if not permanent and retries_done < policy.max_retries:
-        delay = retry_delay(policy, retries_done + 1)
+    delay = next_retry(_policy(node_run), node_run.attempts, node_run.workers_lost, permanent)
+    if delay is not None:
         if not transitions.retry_node(node_run, message, delay):
             raise Ignore()  # cancelled or taken over meanwhile: nothing to retry here
         logger.warning(

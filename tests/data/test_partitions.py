@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
+from flows.api.serializers import RunDetailSerializer
 from flows.engine.handoff import flow_data_storage, read_manifest, read_output
 from flows.flowfile import apply_flow_file
-from flows.models import FlowRun
-from flows.services import rerun, start_run, wait_for_run
-from tests.conftest import WorkerProcess
+from flows.models import FlowRun, PartitionRun
+from flows.services import cancel_run, rerun, start_run, wait_for_run
+from tests.conftest import WorkerProcess, wait_until
 from tests.flows.helpers import (
     SOURCE_DB_URL,
     OrdersTable,
@@ -221,3 +226,187 @@ def records(ref: str) -> Iterator[dict[str, Any]]:
 def list_output_objects(run: FlowRun, key: str) -> list[str]:
     _dirs, files = flow_data_storage().listdir(f"runs/{run.id}")
     return [name for name in files if re.fullmatch(rf"{key}\.p\d+\.msgpack", name)]
+
+
+# --- partitions as node runs: a sliced source planning a list, retries, cancel ---------------
+def sliced_list_flow(policy: dict[str, Any] | None = None, **source: Any) -> dict[str, Any]:
+    """A ``dummy_slices`` source (its slices planned as a list) posting its ``{"id": n}``
+    records to the ``crm`` peer, partition by partition."""
+    return {
+        "slug": "sliced-list",
+        "name": "Sliced list",
+        "nodes": [
+            {
+                "key": "ids",
+                "type": "dummy_slices",
+                "config": {"slices": 3, "rows": 10, **source},
+                "policy": policy or {},
+            },
+            {
+                "key": "push",
+                "type": "http_post",
+                "config": {"url": "/ingest", "connection": "crm", "batch_size": 5},
+            },
+        ],
+        "edges": [{"from": "ids", "to": "push"}],
+    }
+
+
+def partitions_of(run: FlowRun) -> list[PartitionRun]:
+    return list(PartitionRun.objects.filter(run=run).order_by("index"))
+
+
+@pytest.mark.embedded
+def test_a_source_planning_its_slices_as_a_list_runs_one_partition_per_slice(
+    transactional_db: None, eager: None, httpserver: HTTPServer, admin_client: Client
+) -> None:
+    accepting_crm(httpserver)
+    apply_flow_file(sliced_list_flow())
+    run = start_run("sliced-list")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert sorted(r["id"] for r in posted_records(httpserver)) == list(range(30))
+    parts = partitions_of(run)
+    assert [(p.index, p.status, p.attempts, p.nodes) for p in parts] == [
+        (i, "succeeded", 1, ["ids", "push"]) for i in range(3)
+    ]
+    # (http_post's output: one summary per batch of 5)
+    assert all((p.rows_of("ids"), p.rows_of("push")) == ((0, 10), (10, 2)) for p in parts)
+    for key, rows in (("ids", (0, 30)), ("push", (30, 6))):
+        node_run = run.node_runs.get(node_key=key)
+        assert node_run.partitioned and node_run.status == "succeeded"
+        assert (node_run.rows_in, node_run.rows_out) == rows
+        assert node_run.checkpoint is None  # nothing of the engine's in the node's checkpoint
+    # Each node run shows its partitions, in the API and on the run page.
+    shown = {n["node_key"]: n for n in RunDetailSerializer(run).data["node_runs"]}
+    assert [(p["partition"], p["status"], p["attempts"], p["rows_in"], p["rows_out"])
+            for p in shown["push"]["partitions"]] == [(i, "succeeded", 1, 10, 2) for i in range(3)]  # fmt: skip
+    page = admin_client.get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert page.count('class="fp-partition" data-partition="2" data-status="succeeded"') == 2
+
+
+@pytest.mark.worker
+def test_a_partition_failing_once_is_retried_by_its_node_policy_alone(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    accepting_crm(httpserver)
+    policy = {"max_retries": 2, "retry_backoff_s": 0.1}
+    apply_flow_file(sliced_list_flow(policy, fail_slice=1, fail_times=1))
+    run = wait_for_run(start_run("sliced-list"), timeout=60)
+    assert run.status == "succeeded", run.error
+    parts = partitions_of(run)
+    assert [(p.status, p.attempts) for p in parts] == [
+        ("succeeded", 1), ("succeeded", 2), ("succeeded", 1),
+    ]  # fmt: skip
+    assert parts[1].error == "ids: slice 1 failed on attempt 1"  # the retried attempt's error
+    source = run.node_runs.get(node_key="ids")
+    assert (source.status, source.attempts, source.rows_out) == ("succeeded", 1, 30)
+    records = sorted(r["id"] for r in posted_records(httpserver))
+    assert records == list(range(30))  # each partition delivered once
+
+
+@pytest.mark.worker
+def test_a_partition_failing_past_its_policy_fails_its_node_and_the_run(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    accepting_crm(httpserver)
+    policy = {"max_retries": 1, "retry_backoff_s": 0.1}
+    apply_flow_file(sliced_list_flow(policy, fail_slice=2, fail_times=5))
+    run = wait_for_run(start_run("sliced-list"), timeout=60)
+    assert run.status == "failed"
+    assert run.error == "node 'ids' failed: partition 2: slice 2 failed on attempt 2"
+    failed = partitions_of(run)[2]
+    assert (failed.status, failed.attempts, failed.failed_node) == ("failed", 2, "ids")
+    statuses = dict(run.node_runs.values_list("node_key", "status"))
+    assert statuses == {"ids": "failed", "push": "skipped"}
+
+
+def slow_crm(httpserver: HTTPServer, delay_s: float) -> None:
+    def handler(request: Request) -> Response:
+        time.sleep(delay_s)
+        return Response('{"ok": true}', status=200, content_type="application/json")
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    add_connection("crm", httpserver.url_for("/"))
+
+
+@pytest.mark.worker
+def test_cancel_stops_every_partition_within_seconds(
+    worker: WorkerProcess, httpserver: HTTPServer
+) -> None:
+    slow_crm(httpserver, 0.1)
+    flow = sliced_list_flow(slices=4, rows=50)
+    flow["nodes"][1]["config"]["batch_size"] = 1
+    apply_flow_file(flow)
+    run = start_run("sliced-list")
+    wait_until(lambda: len(httpserver.log) >= 3, 30)
+    assert cancel_run(run)
+
+    def all_stopped() -> bool:
+        parts = PartitionRun.objects.filter(run=run)
+        nodes = run.node_runs.all()
+        return not any(p.status in ("pending", "running") for p in parts) and not any(
+            n.status == "running" for n in nodes
+        )
+
+    wait_until(all_stopped, 10, 0.1, "partitions still running 10 s after the cancel")
+    sent = len(httpserver.log)
+    assert sent < 200
+    assert {p.status for p in partitions_of(run)} <= {"cancelled", "succeeded"}
+    assert dict(run.node_runs.values_list("node_key", "status")) == {
+        "ids": "cancelled", "push": "cancelled",
+    }  # fmt: skip
+    assert len(httpserver.log) == sent  # the tasks have ended: nothing more is sent
+
+
+@pytest.mark.embedded
+def test_each_partition_is_traced_and_counted_node_by_node(
+    transactional_db: None, eager: None, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per partition, a span ``node <key>`` for every node it runs (``flowplatform.partition``)
+    and the node metrics, as for a whole node's execution."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+    from prometheus_client import REGISTRY
+
+    from flowplatform import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(telemetry, "_STATUS_OK", Status(StatusCode.OK))
+    # (what telemetry.setup sets, without instrumenting this process's libraries)
+    monkeypatch.setattr(telemetry, "_otel_context", otel_context)
+    monkeypatch.setattr(telemetry, "_set_span_in_context", trace.set_span_in_context)
+    monkeypatch.setattr(telemetry, "_inject", inject)
+    monkeypatch.setattr(telemetry, "_QUIET", _SUPPRESS_INSTRUMENTATION_KEY)
+
+    def executions(node_type: str) -> float:
+        labels = {"node_type": node_type, "status": "succeeded"}
+        return REGISTRY.get_sample_value("flowplatform_node_runs_total", labels) or 0.0
+
+    before = executions("dummy_slices"), executions("http_post")
+    accepting_crm(httpserver)
+    apply_flow_file(sliced_list_flow())
+    run = start_run("sliced-list")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("node ")]
+    seen = sorted(
+        (s.name, s.attributes["flowplatform.partition"], s.attributes["flowplatform.status"],
+         s.attributes["flowplatform.rows_in"], s.attributes["flowplatform.rows_out"])
+        for s in spans
+    )  # fmt: skip
+    assert seen == sorted(
+        [("node ids", i, "succeeded", 0, 10) for i in range(3)]
+        + [("node push", i, "succeeded", 10, 2) for i in range(3)]
+    )
+    assert {s.attributes["flowplatform.run_id"] for s in spans} == {str(run.id)}
+    assert (executions("dummy_slices"), executions("http_post")) == (before[0] + 3, before[1] + 3)

@@ -20,7 +20,7 @@ from werkzeug import Request, Response
 
 from flows.engine.handoff import read_batches
 from flows.flowfile import apply_flow_file
-from flows.models import FlowRun, NodeRun
+from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.reaper import reap
 from flows.services import cancel_run, rerun, start_run, wait_for_run
 from tests.conftest import ROOT, WorkerProcess, platform_db_url, wait_until
@@ -349,3 +349,51 @@ def test_starting_a_run_with_the_broker_down_fails_fast(
     assert elapsed < 15
     run = FlowRun.objects.get()
     assert run.status == "failed" and run.error.startswith("broker unavailable")
+
+
+def test_pool_child_killed_mid_partition_post_resumes_from_the_partitions_checkpoint(
+    fault_workers: Start, httpserver: HTTPServer
+) -> None:
+    """A pool process SIGKILLed while ``http_post`` posts inside a partition: the redelivered
+    partition task takes the partition over at once (its owner is gone) and resumes after the
+    last batch the peer acknowledged in that partition, with the same Idempotency-Keys."""
+    slow_peer(httpserver)
+    worker = fault_workers(concurrency=1, defaults=True)
+    apply_flow_file(
+        {
+            "slug": "sliced-post",
+            "name": "Sliced post",
+            "nodes": [
+                {"key": "ids", "type": "dummy_slices", "config": {"slices": 2, "rows": 20}},
+                {
+                    "key": "push",
+                    "type": "http_post",
+                    "config": {
+                        "url": "/ingest",
+                        "connection": "crm",
+                        "batch_size": 1,
+                        "retry_backoff_s": 0.05,
+                    },
+                },
+            ],
+            "edges": [{"from": "ids", "to": "push"}],
+        }
+    )
+    run = start_run("sliced-post")
+    wait_until(lambda: len(httpserver.log) >= 5, 30)
+    os.kill(worker.pool_children()[0], signal.SIGKILL)
+    first = PartitionRun.objects.filter(run=run, index=0)
+    wait_until(lambda: first.get().workers_lost, 30, 0.05)
+    run = wait_for_run(run, timeout=60)
+    assert run.status == "succeeded", run.error
+    keys: dict[int, set[str]] = defaultdict(set)
+    for request, _ in httpserver.log:
+        keys[request.get_json()["id"]].add(request.headers["Idempotency-Key"])
+    assert sorted(keys) == list(range(40))
+    assert all(len(k) == 1 for k in keys.values())  # any repeat carried the same key
+    assert len(httpserver.log) - len(keys) <= 1  # resumed after the last acknowledged batch
+    partition = first.get()
+    assert (partition.status, partition.workers_lost, partition.attempts) == ("succeeded", 1, 2)
+    assert partition.checkpoint is not None and "push" in partition.checkpoint
+    push = run.node_runs.get(node_key="push")
+    assert (push.status, push.rows_in, push.checkpoint) == ("succeeded", 40, None)

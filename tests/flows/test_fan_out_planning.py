@@ -53,7 +53,7 @@ def test_the_stretch_after_an_automatic_source_is_run_by_partitions_once_it_fann
     NodeRun.objects.filter(pk=paid.pk).update(status="running")
     # Read whole (a small source): a redelivery of a node whose worker died takes it over.
     assert not _inside_fan_out(paid.pk)
-    NodeRun.objects.filter(run=run, node_key="orders").update(checkpoint={"fanned_out": True})
+    NodeRun.objects.filter(run=run, node_key="orders").update(partitioned=True)
     assert _inside_fan_out(paid.pk)  # partitioned: the partitions own it
 
 
@@ -68,6 +68,6 @@ def test_a_partitioned_source_that_has_fanned_out_is_not_run_again_by_a_redelive
     source = NodeRun.objects.get(run=run, node_key="orders")
     NodeRun.objects.filter(pk=source.pk).update(status="running")
     assert not _inside_fan_out(source.pk)  # its worker died before fanning out: take it over
-    NodeRun.objects.filter(pk=source.pk).update(checkpoint={"fanned_out": True})
+    NodeRun.objects.filter(pk=source.pk).update(partitioned=True)
     assert _inside_fan_out(source.pk)  # its partitions own it now
     assert _inside_fan_out(NodeRun.objects.get(run=run, node_key="paid").pk)

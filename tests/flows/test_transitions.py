@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from flows import transitions
 from flows.engine import lease
-from flows.models import FlowRun, NodeRun
+from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.services import cancel_run
 from tests.flows.helpers import queued_run
 
@@ -223,3 +223,89 @@ def test_partition_progress_adds_to_every_running_node_in_one_statement(
     assert len(queries) == 1
     rows = {n.node_key: (n.rows_in, n.rows_out) for n in NodeRun.objects.filter(run=run)}
     assert rows == {"orders": (5, 101), "paid": (105, 31), "shape": (5, 1), "push": (5, 1)}
+
+
+# --- partitions: leased and fenced as node runs are -----------------------------------------
+def partition_of(run: FlowRun, index: int = 0) -> PartitionRun:
+    return PartitionRun.objects.get(run=run, source="orders", index=index)
+
+
+def test_a_partition_is_taken_under_a_lease_and_a_stale_owner_cannot_finish_it(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    transitions.add_partitions(str(run.id), "orders", [0, 1], ["paid", "shape", "push"])
+    transitions.add_partitions(str(run.id), "orders", [1], ["paid"])  # re-planned: kept as is
+    assert partition_of(run, 1).nodes == ["paid", "shape", "push"]
+    first = transitions.take_partition(str(run.id), "orders", 0)
+    assert first.outcome == "execute" and first.partition is not None and not first.took_over
+    assert transitions.take_partition(str(run.id), "orders", 0).outcome == "busy"
+    stale = first.partition
+    assert (stale.status, stale.attempts, stale.fence) == ("running", 1, 1)
+    assert stale.lease_owner == lease.owner()
+    # Its lease runs out (the owner paused, cut off): the next delivery takes it over.
+    past = timezone.now() - timedelta(seconds=1)
+    PartitionRun.objects.filter(pk=stale.pk).update(lease_expires_at=past)
+    second = transitions.take_partition(str(run.id), "orders", 0)
+    assert second.outcome == "execute" and second.took_over and second.partition is not None
+    assert (second.partition.fence, second.partition.workers_lost) == (2, 1)
+    # The first owner can change nothing any more.
+    assert not transitions.save_checkpoint(stale, {"push": {"acked": 3}})
+    assert transitions.heartbeat_many({stale.pk: stale.fence}, PartitionRun) == set()
+    assert not transitions.retry_node(stale, "peer busy", 1)
+    assert not transitions.finish_partition(stale, "succeeded", rows={"push": [1, 1]})
+    assert not transitions.fail_fan_out(node(run, "push"), "boom", "", [], [], stale)
+    assert partition_of(run).status == "running" and partition_of(run).rows == {}
+    assert node(run, "push").status == "pending"
+    # The new owner can.
+    assert transitions.save_checkpoint(second.partition, {"push": {"acked": 3}})
+    assert transitions.finish_partition(second.partition, "succeeded", rows={"push": [4, 4]})
+    done = partition_of(run)
+    assert (done.status, done.checkpoint, done.rows_of("push")) == (
+        "succeeded", {"push": {"acked": 3}}, (4, 4),
+    )  # fmt: skip
+    assert transitions.take_partition(str(run.id), "orders", 0).outcome == "done"
+
+
+def test_a_retried_partition_is_taken_again_under_a_new_fence_with_its_checkpoint(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    transitions.add_partitions(str(run.id), "orders", [0], ["paid", "shape", "push"])
+    first = transitions.take_partition(str(run.id), "orders", 0).partition
+    assert first is not None
+    assert transitions.save_checkpoint(first, {"push": {"acked": 0}})
+    assert transitions.retry_node(first, "push: HTTP 503", 5)
+    waiting = partition_of(run)
+    assert (waiting.status, waiting.error, waiting.lease_owner) == ("pending", "push: HTTP 503", "")
+    again = transitions.take_partition(str(run.id), "orders", 0)
+    assert again.outcome == "execute" and not again.took_over and again.partition is not None
+    assert (again.partition.attempts, again.partition.fence) == (2, 2)
+    assert again.partition.checkpoint == {"push": {"acked": 0}}
+
+
+def test_a_failed_partition_fails_its_node_and_the_run_and_closes_the_fan_out(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    for key in ("paid", "shape", "push"):
+        transitions.take(str(run.id), key, owner=lease.FAN_OUT)
+    transitions.add_partitions(str(run.id), "orders", [0, 1], ["paid", "shape", "push"])
+    part = transitions.take_partition(str(run.id), "orders", 1).partition
+    assert part is not None
+    fan = list(NodeRun.objects.filter(run=run, status="running"))
+    assert transitions.fail_fan_out(
+        node(run, "shape"), "bad cast", "Traceback", fan, ["push"], part
+    )
+    statuses = dict(NodeRun.objects.filter(run=run).values_list("node_key", "status"))
+    assert statuses == {"orders": "skipped", "paid": "cancelled", "shape": "failed",
+                        "push": "skipped"}  # fmt: skip
+    assert node(run, "shape").error == "partition 1: bad cast"
+    assert (partition_of(run, 1).status, partition_of(run, 1).failed_node) == ("failed", "shape")
+    ended = FlowRun.objects.get(id=run.id)
+    assert (ended.status, ended.error) == ("failed", "node 'shape' failed: partition 1: bad cast")
+    # A partition not started yet never starts: it is cancelled when its task comes.
+    assert transitions.take_partition(str(run.id), "orders", 0).outcome == "stop"
+    assert partition_of(run, 0).status == "cancelled"

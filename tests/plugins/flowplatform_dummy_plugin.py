@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydantic import Field
 
@@ -20,6 +21,7 @@ from nodes.sdk import (
     PortKind,
     RecordSchema,
     RecordStream,
+    SlicedSource,
     first_input,
 )
 
@@ -109,3 +111,37 @@ class SpinNode(Node[SpinConfig]):
         while time.monotonic() < deadline:
             turns += 1
         yield [{"turns": turns}]
+
+
+class SlicesConfig(NodeConfig):
+    slices: int = Field(3, description="How many slices the source plans.")
+    rows: int = Field(10, description="Records per slice.")
+    fail_slice: int = Field(-1, description="A slice whose reading fails (-1: none).")
+    fail_times: int = Field(0, description="Attempts of that slice that fail.")
+
+
+class SlicesNode(SlicedSource, Node[SlicesConfig]):
+    """A sliced source planning its slices as a list (not a generator): ``{"id": n}`` records,
+    ``rows`` per slice; the slice ``fail_slice`` fails its first ``fail_times`` attempts."""
+
+    type = "dummy_slices"
+    inputs = ()
+
+    @classmethod
+    def partitions_by_default(cls, config: Mapping[str, Any]) -> bool:
+        return True
+
+    def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> list[Any]:
+        return [{"first": i * self.config.rows, "slice": i} for i in range(self.config.slices)]
+
+    def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[Batch]:
+        if slice_["slice"] == self.config.fail_slice and context.attempt <= self.config.fail_times:
+            raise NodeError(f"slice {slice_['slice']} failed on attempt {context.attempt}")
+        first = slice_["first"]
+        yield [{"id": n} for n in range(first, first + self.config.rows)]
+
+    def execute(
+        self, context: ExecutionContext, inputs: Mapping[str, RecordStream]
+    ) -> Iterator[Batch]:
+        for slice_ in self.plan_slices(context, self.config.rows):
+            yield from self.execute_slice(context, slice_)
