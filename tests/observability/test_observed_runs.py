@@ -109,8 +109,8 @@ def api(observed: dict[str, Any], transactional_db: None) -> requests.Session:
     return session
 
 
-def start_and_finish(api: requests.Session, web: WebProcess) -> FlowRun:
-    response = api.post(f"{web.url}/api/v1/flows/observed/runs/", json={}, timeout=30)
+def start_and_finish(api: requests.Session, web: WebProcess, slug: str = "observed") -> FlowRun:
+    response = api.post(f"{web.url}/api/v1/flows/{slug}/runs/", json={}, timeout=30)
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
 
@@ -239,6 +239,52 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
         if s["parent_id"] == rows["context"]["span_id"]
     ]
     assert any("statement_timeout" in statement for statement in statements), statements
+
+
+def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    web, worker = observed["web"], observed["worker"]
+    flaky = {
+        "key": "flaky",
+        "type": "dummy_flaky",
+        "config": {"fail_times": 1},
+        "policy": {"max_retries": 1, "retry_backoff_s": 0.1},
+    }
+    apply_flow_file(
+        {
+            **FLOW,
+            "slug": "observed-retry",
+            "name": "Observed retry",
+            "nodes": [FLOW["nodes"][0], flaky],
+            "edges": [{"from": "rows", "to": "flaky"}],
+        }
+    )
+    run = start_and_finish(api, web, "observed-retry")
+    assert run.node_runs.get(node_key="flaky").attempts == 2
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s
+            for s in spans_in(worker.log()) + spans_in(web.log())
+            if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        attempts = [s for s in spans if s["name"] == "node flaky"]
+        roots = [s for s in spans if s["name"] == "flow_run observed-retry"]
+        return spans if len(attempts) == 2 and roots else None
+
+    spans = wait_until(trace, 30, 0.2, "the retried node's spans were not exported")
+    root = next(s for s in spans if s["name"] == "flow_run observed-retry")
+    attempts = sorted(
+        (s for s in spans if s["name"] == "node flaky"),
+        key=lambda s: s["attributes"]["flowplatform.attempt"],
+    )
+    assert [s["attributes"]["flowplatform.attempt"] for s in attempts] == [1, 2]
+    assert [s["status"]["status_code"] for s in attempts] == ["ERROR", "OK"]
+    assert "flaky failure on attempt 1" in attempts[0]["attributes"]["flowplatform.error"]
+    for span in attempts:
+        assert span["parent_id"] == root["context"]["span_id"]
+    assert not [s for s in spans if s["name"].startswith(("run/flows.", "apply_async/"))]
 
 
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(
