@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from django.conf import settings
+from pytest_httpserver import HTTPServer
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
@@ -28,7 +29,7 @@ from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, RunStatus
 from tests.api.conftest import make_user
 from tests.conftest import PG_URL, WorkerProcess, wait_until
-from tests.flows.helpers import SOURCE_DB_URL, add_connection
+from tests.flows.helpers import SOURCE_DB_URL, accepting_crm, add_connection
 from tests.observability.processes import Process, WebProcess, free_port, hex_id, spans_in
 
 pytestmark = pytest.mark.worker
@@ -242,9 +243,15 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
 
 
 def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
-    observed: dict[str, Any], api: requests.Session
+    observed: dict[str, Any], api: requests.Session, httpserver: HTTPServer
 ) -> None:
     web, worker = observed["web"], observed["worker"]
+    accepting_crm(httpserver)
+    push = {
+        "key": "push",
+        "type": "http_post",
+        "config": {"url": "/ingest", "connection": "crm", "batch_size": 100},
+    }
     flaky = {
         "key": "flaky",
         "type": "dummy_flaky",
@@ -256,8 +263,8 @@ def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
             **FLOW,
             "slug": "observed-retry",
             "name": "Observed retry",
-            "nodes": [FLOW["nodes"][0], flaky],
-            "edges": [{"from": "rows", "to": "flaky"}],
+            "nodes": [FLOW["nodes"][0], flaky, push],
+            "edges": [{"from": "rows", "to": "flaky"}, {"from": "flaky", "to": "push"}],
         }
     )
     run = start_and_finish(api, web, "observed-retry")
@@ -271,7 +278,8 @@ def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
         ]
         attempts = [s for s in spans if s["name"] == "node flaky"]
         roots = [s for s in spans if s["name"] == "flow_run observed-retry"]
-        return spans if len(attempts) == 2 and roots else None
+        pushed = [s for s in spans if s["name"] == "node push"]
+        return spans if len(attempts) == 2 and roots and pushed else None
 
     spans = wait_until(trace, 30, 0.2, "the retried node's spans were not exported")
     root = next(s for s in spans if s["name"] == "flow_run observed-retry")
@@ -285,6 +293,14 @@ def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
     for span in attempts:
         assert span["parent_id"] == root["context"]["span_id"]
     assert not [s for s in spans if s["name"].startswith(("run/flows.", "apply_async/"))]
+    # What the node sends is traced (requests), under the node's span.
+    node_push = next(s for s in spans if s["name"] == "node push")
+    assert node_push["parent_id"] == root["context"]["span_id"]
+    under_push = [s for s in spans if s["parent_id"] == node_push["context"]["span_id"]]
+    [post] = [s for s in under_push if s["kind"] == "SpanKind.CLIENT" and s["name"] == "POST"]
+    status = {"http.status_code", "http.response.status_code"} & post["attributes"].keys()
+    assert [post["attributes"][key] for key in status] == [200]
+    assert len(httpserver.log) == 1
 
 
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(
