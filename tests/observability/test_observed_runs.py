@@ -15,18 +15,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from django.conf import settings
-from pytest_httpserver import HTTPServer
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import HTTPServer
 from rest_framework.authtoken.models import Token
 
 from flows.flowfile import apply_flow_file
-from flows.models import FlowRun, RunStatus
+from flows.models import Flow, FlowRun, RunStatus
 from tests.api.conftest import make_user
 from tests.conftest import PG_URL, WorkerProcess, wait_until
 from tests.flows.helpers import SOURCE_DB_URL, accepting_crm, add_connection
@@ -301,6 +302,56 @@ def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
     status = {"http.status_code", "http.response.status_code"} & post["attributes"].keys()
     assert [post["attributes"][key] for key in status] == [200]
     assert len(httpserver.log) == 1
+
+
+def test_a_scheduled_runs_root_span_is_a_child_of_the_schedule_firing_task(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    from django.utils import timezone
+
+    from flowplatform.celery import app
+    from tests.scheduling.conftest import make_schedule
+
+    worker = observed["worker"]
+    flow = Flow.objects.get(slug="observed")
+    schedule = make_schedule(flow, kind="interval", every_seconds=2)
+    before = scrape(observed["worker_metrics"])
+    # The first fire time after the schedule was made, sent once it has passed, as beat would.
+    due = datetime.fromtimestamp(int(schedule.timing_changed_at.timestamp()) // 2 * 2 + 2, tz=UTC)
+    wait_until(lambda: timezone.now() > due, 5, 0.05)
+    app.send_task("scheduling.fire", args=[schedule.pk, due.isoformat()], queue=OBSERVED_QUEUE)
+    run = wait_until(
+        lambda: (
+            FlowRun.objects.filter(flow=flow, trigger="schedule", finished_at__isnull=False)
+            .order_by("-created_at")
+            .first()
+        ),
+        60,
+        0.2,
+        "the scheduled run did not finish",
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s for s in spans_in(worker.log()) if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        nodes = [s for s in spans if s["name"].startswith("node ")]
+        fired = [s for s in spans if s["name"] == "run/scheduling.fire"]
+        return spans if len(nodes) == len(FLOW["nodes"]) and fired else None
+
+    spans = wait_until(trace, 30, 0.2, "the scheduled run's trace was not exported")
+    [fired] = [s for s in spans if s["name"] == "run/scheduling.fire"]
+    [root] = [s for s in spans if s["name"] == "flow_run observed"]
+    # The task beat sent keeps Celery's span; the run's root is its child, the nodes the root's.
+    assert root["parent_id"] == fired["context"]["span_id"]
+    assert root["attributes"]["flowplatform.trigger"] == "schedule"
+    for span in spans:
+        if span["name"].startswith("node "):
+            assert span["parent_id"] == root["context"]["span_id"]
+    after = scrape(observed["worker_metrics"])
+    lag = "flowplatform_schedule_fire_lag_seconds_count"
+    assert value(after, lag) - value(before, lag) == 1
 
 
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(
