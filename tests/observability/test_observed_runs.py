@@ -354,6 +354,72 @@ def test_a_scheduled_runs_root_span_is_a_child_of_the_schedule_firing_task(
     assert value(after, lag) - value(before, lag) == 1
 
 
+def test_runs_started_by_the_cli_and_by_a_rerun_get_their_root_span(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    web, worker = observed["web"], observed["worker"]
+    env = {
+        **worker.env,
+        "OTEL_TRACES_EXPORTER": "console",
+        "CELERY_TASK_DEFAULT_QUEUE": OBSERVED_QUEUE,
+        "FLOWPLATFORM_LOG_FORMAT": "json",
+    }
+    cli = subprocess.run(
+        [sys.executable, "manage.py", "runflow", "observed", "--wait", "--timeout", "60"],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    [cli_root] = [s for s in spans_in(cli.stdout) if s["name"] == "flow_run observed"]
+    assert cli_root["attributes"]["flowplatform.trigger"] == "manual"
+    by_cli = FlowRun.objects.get(id=cli_root["attributes"]["flowplatform.run_id"])
+    assert hex_id(cli_root["context"]["trace_id"]) == by_cli.trace_id
+
+    original = start_and_finish(api, web)
+    response = api.post(f"{web.url}/api/v1/runs/{original.id}/rerun/", json={}, timeout=30)
+    assert response.status_code == 202, response.text
+    rerun = wait_until(
+        lambda: FlowRun.objects.filter(id=response.json()["id"], finished_at__isnull=False).first(),
+        60,
+        0.1,
+        "the rerun did not finish",
+    )
+    assert rerun.trigger == "rerun" and rerun.trace_id not in ("", original.trace_id)
+
+    def traces() -> dict[str, list[dict[str, Any]]] | None:
+        spans = spans_in(worker.log()) + spans_in(web.log()) + spans_in(cli.stdout)
+        found = {
+            run.trace_id: [s for s in spans if hex_id(s["context"]["trace_id"]) == run.trace_id]
+            for run in (by_cli, rerun)
+        }
+        complete = all(
+            len([s for s in trace if s["name"].startswith("node ")]) == len(FLOW["nodes"])
+            for trace in found.values()
+        )
+        return found if complete else None
+
+    found = wait_until(traces, 30, 0.2, "the runs' traces were not exported")
+    for run in (by_cli, rerun):
+        trace = found[run.trace_id]
+        [root] = [s for s in trace if s["name"] == "flow_run observed"]
+        assert root["attributes"]["flowplatform.trigger"] == run.trigger
+        for span in trace:
+            if span["name"].startswith("node "):
+                assert span["parent_id"] == root["context"]["span_id"]
+    # The rerun's root is a child of the API request that asked for it.
+    [rerun_root] = [s for s in found[rerun.trace_id] if s["name"] == "flow_run observed"]
+    request = next(
+        s
+        for s in found[rerun.trace_id]
+        if s["kind"] == "SpanKind.SERVER" and s["context"]["span_id"] == rerun_root["parent_id"]
+    )
+    assert "rerun" in request["attributes"].get("http.route", request["name"])
+
+
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(
     observed: dict[str, Any], api: requests.Session
 ) -> None:
