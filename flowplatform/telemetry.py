@@ -207,16 +207,30 @@ def _instrument(kind: str, provider: Any) -> None:
             _instrumented.append(instrumentor)
 
 
+#: The tasks that move a run along (run a node or a partition, close or fail a run, reap
+#: stalled runs): by default they get no span of their own (``QuietTasks``); the spans of
+#: the nodes they execute tell what a run did.
+ENGINE_TASK_PREFIX = "flows."
+
+
+def is_engine_task(name: str) -> bool:
+    return name.startswith(ENGINE_TASK_PREFIX)
+
+
 def _quiet_tasks_class() -> type[Any]:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor, celery_getter, utils
     from opentelemetry.propagate import extract
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import INVALID_SPAN, SpanKind
 
     class QuietTasks(CeleryInstrumentor):  # type: ignore[misc]
         """Celery's instrumentation (a span ``run/<task>`` per task run, with the library's
         attributes, a span per message sent, the trace's context in the message headers),
         with the engine's bookkeeping left out:
 
+        - the engine's tasks (``is_engine_task``) get no span of their own: such a task
+          runs in the context its message carried, so the node it executes is a child of
+          the run's root span (a retry's too), and that context goes on in the headers of
+          what it sends (the next task, a retry, a fan-out);
         - the client calls a task makes outside its nodes (taking, claiming and finishing a
           node, storing its result): ``node_execution`` turns them on again for what a node
           does;
@@ -234,10 +248,16 @@ def _quiet_tasks_class() -> type[Any]:
             if task is None or task_id is None:
                 return
             parent = extract(task.request, getter=celery_getter) or None
-            span = self._tracer.start_span(
-                f"run/{task.name}", context=parent, kind=SpanKind.CONSUMER
-            )
-            context = _set_span_in_context(span, parent)
+            if is_engine_task(task.name):
+                # No span: the task runs in the context its message carried (a node span is
+                # then a child of the run's root span), which goes on in what it sends.
+                span = INVALID_SPAN
+                context = parent
+            else:
+                span = self._tracer.start_span(
+                    f"run/{task.name}", context=parent, kind=SpanKind.CONSUMER
+                )
+                context = _set_span_in_context(span, parent)
             token = _otel_context.attach(_otel_context.set_value(_QUIET, True, context))
             utils.attach_context(task, task_id, span, None, token)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 import time
@@ -194,7 +195,14 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
                         yield summary
                     if context.is_cancelled():
                         raise NodeError("cancelled", permanent=True)
-                    future = sender.submit(delivery.post, body, {"Idempotency-Key": key})
+                    # In the node's context: its span (the request is traced under it),
+                    # its run in the log lines.
+                    future = sender.submit(
+                        contextvars.copy_context().run,
+                        delivery.post,
+                        body,
+                        {"Idempotency-Key": key},
+                    )
                     in_flight = _Request(index, len(batch), key, future)
                 if in_flight is not None:
                     summary, in_flight = self._settle(in_flight, context, stop, acked), None

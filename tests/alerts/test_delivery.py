@@ -162,6 +162,30 @@ def test_a_late_interval_alerts_once_and_the_next_success_recovers(
     assert check_late(now=succeeded.interval_end + timedelta(minutes=31)) == 0
 
 
+def test_a_succeeded_alert_is_sent_once_per_run_when_asked_for(
+    nightly: Flow, httpserver: HTTPServer, inbox: Inbox
+) -> None:
+    httpserver.expect_request(HOOK_PATH, method="POST").respond_with_json({"ok": True})
+    every_success = flow_file("warehouse")
+    every_success["alerts"][0]["on"] = ["succeeded"]
+    del every_success["alerts"][0]["late_after"]
+    apply_flow_file(every_success)
+    run = fire(nightly, 1)
+    assert run.status == RunStatus.SUCCEEDED
+    sent(run, "succeeded", 2)
+    assert notify_run(str(run.pk)) == 0  # noticed twice, still sent once
+    [(_, body)] = hooks(httpserver)
+    assert body["event"] == "succeeded" and body["status"] == "succeeded"
+    assert body["run_id"] == str(run.pk) and not body["error"]
+    assert "succeeded" in body["text"]
+    [mail] = inbox.to("ops@example.test")
+    assert "succeeded" in mail["Subject"]
+    # The next success is alerted again (another run): once per run and event.
+    second = fire(nightly, 2)
+    sent(second, "succeeded", 2)
+    assert [b["run_id"] for _, b in hooks(httpserver)] == [str(run.pk), str(second.pk)]
+
+
 def test_a_failing_webhook_is_retried_with_backoff_then_given_up_redacted(
     nightly: Flow, httpserver: HTTPServer, inbox: Inbox
 ) -> None:

@@ -95,3 +95,33 @@ def test_an_unknown_key_and_an_empty_event_list_are_refused(minimal_flow: dict[s
     found = problems(minimal_flow, [{"on": [], "connection": "ops-webhook", "channel": "#ops"}])
     assert any(p.startswith("alerts[0].on") for p in found)
     assert any(p.startswith("alerts[0].channel") for p in found)
+
+
+def test_alerts_are_edited_in_the_admin_checked_like_the_flow_file(
+    admin_client: Any, minimal_flow: dict[str, Any]
+) -> None:
+    flow, _ = apply_flow_file(minimal_flow)
+    form = {
+        "flow": str(flow.pk),
+        "position": "0",
+        "events": '["failed", "late"]',
+        "connection": "ops-webhook",
+        "emails": '["ops@example.test"]',
+        "late_after_s": "1800",
+    }
+    response = admin_client.post("/admin/alerts/flowalert/add/", form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    exported = export_flow(flow)["alerts"]
+    assert exported == [
+        {
+            "on": ["failed", "late"],
+            "connection": "ops-webhook",
+            "email": ["ops@example.test"],
+            "late_after": "30m",
+        }
+    ]
+    # The flow file's rules and messages: late_after only with 'late'.
+    refused = admin_client.post("/admin/alerts/flowalert/add/", {**form, "events": '["failed"]'})
+    assert refused.status_code == 200
+    assert "applies to alerts on &#x27;late&#x27; only" in refused.content.decode()
+    assert len(export_flow(flow)["alerts"]) == 1

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ import pytest
 import requests
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import HTTPServer
 from rest_framework.authtoken.models import Token
 
 from flows.flowfile import apply_flow_file
-from flows.models import FlowRun, RunStatus
+from flows.models import Flow, FlowRun, RunStatus
 from tests.api.conftest import make_user
 from tests.conftest import PG_URL, WorkerProcess, wait_until
-from tests.flows.helpers import SOURCE_DB_URL, add_connection
+from tests.flows.helpers import SOURCE_DB_URL, accepting_crm, add_connection
 from tests.observability.processes import Process, WebProcess, free_port, hex_id, spans_in
 
 pytestmark = pytest.mark.worker
@@ -109,8 +111,8 @@ def api(observed: dict[str, Any], transactional_db: None) -> requests.Session:
     return session
 
 
-def start_and_finish(api: requests.Session, web: WebProcess) -> FlowRun:
-    response = api.post(f"{web.url}/api/v1/flows/observed/runs/", json={}, timeout=30)
+def start_and_finish(api: requests.Session, web: WebProcess, slug: str = "observed") -> FlowRun:
+    response = api.post(f"{web.url}/api/v1/flows/{slug}/runs/", json={}, timeout=30)
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
 
@@ -213,15 +215,12 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
             if hex_id(s["context"]["trace_id"]) == run.trace_id
         ]
         nodes = [s for s in spans if s["name"].startswith("node ")]
-        tasks = [s for s in spans if s["name"] == "run/flows.run_node"]
-        # A task's span ends (and is exported) a moment after its node's: wait for both.
-        complete = len(nodes) == len(FLOW["nodes"]) and len(tasks) >= len(FLOW["nodes"])
-        return spans if complete else None
+        roots = [s for s in spans if s["name"] == "flow_run observed"]
+        return spans if len(nodes) == len(FLOW["nodes"]) and roots else None
 
     spans = wait_until(trace, 30, 0.2, "the run's trace was not exported")
     by_id = {s["context"]["span_id"]: s for s in spans}
-    tasks = [s for s in spans if s["name"] == "run/flows.run_node"]
-    assert len(tasks) == len(FLOW["nodes"])  # Celery's span of each task
+    root = next(s for s in spans if s["name"] == "flow_run observed")
     for span in spans:
         parent = by_id.get(span["parent_id"] or "")
         if span["kind"] == "SpanKind.CLIENT":
@@ -229,8 +228,12 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
             # nor recording the run.
             assert parent is not None, span["name"]
             assert parent["name"].startswith("node ") or parent["kind"] == "SpanKind.SERVER"
-        # The messages that move the run along carry the trace without spans of their own.
-        assert not span["name"].startswith("apply_async/"), span["name"]
+        # The engine's tasks, and the messages that move the run along, carry the trace
+        # without spans of their own.
+        assert not span["name"].startswith(("run/flows.", "apply_async/")), span["name"]
+        # Every node is a child of the run's root span, whichever task ran it.
+        if span["name"].startswith("node "):
+            assert span["parent_id"] == root["context"]["span_id"], span["name"]
     rows = next(s for s in spans if s["name"] == "node rows")
     statements = [
         s["attributes"].get("db.statement", "")
@@ -238,12 +241,183 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
         if s["parent_id"] == rows["context"]["span_id"]
     ]
     assert any("statement_timeout" in statement for statement in statements), statements
-    # Each task's span is a child of the span that sent it: the root, then the task before.
-    root = next(s for s in spans if s["name"] == "flow_run observed")
-    first = next(s for s in tasks if s["parent_id"] == root["context"]["span_id"])
-    chain = [first]
-    while len(chain) < len(tasks):
-        chain.append(next(s for s in tasks if s["parent_id"] == chain[-1]["context"]["span_id"]))
+
+
+def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
+    observed: dict[str, Any], api: requests.Session, httpserver: HTTPServer
+) -> None:
+    web, worker = observed["web"], observed["worker"]
+    accepting_crm(httpserver)
+    push = {
+        "key": "push",
+        "type": "http_post",
+        "config": {"url": "/ingest", "connection": "crm", "batch_size": 100},
+    }
+    flaky = {
+        "key": "flaky",
+        "type": "dummy_flaky",
+        "config": {"fail_times": 1},
+        "policy": {"max_retries": 1, "retry_backoff_s": 0.1},
+    }
+    apply_flow_file(
+        {
+            **FLOW,
+            "slug": "observed-retry",
+            "name": "Observed retry",
+            "nodes": [FLOW["nodes"][0], flaky, push],
+            "edges": [{"from": "rows", "to": "flaky"}, {"from": "flaky", "to": "push"}],
+        }
+    )
+    run = start_and_finish(api, web, "observed-retry")
+    assert run.node_runs.get(node_key="flaky").attempts == 2
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s
+            for s in spans_in(worker.log()) + spans_in(web.log())
+            if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        attempts = [s for s in spans if s["name"] == "node flaky"]
+        roots = [s for s in spans if s["name"] == "flow_run observed-retry"]
+        pushed = [s for s in spans if s["name"] == "node push"]
+        return spans if len(attempts) == 2 and roots and pushed else None
+
+    spans = wait_until(trace, 30, 0.2, "the retried node's spans were not exported")
+    root = next(s for s in spans if s["name"] == "flow_run observed-retry")
+    attempts = sorted(
+        (s for s in spans if s["name"] == "node flaky"),
+        key=lambda s: s["attributes"]["flowplatform.attempt"],
+    )
+    assert [s["attributes"]["flowplatform.attempt"] for s in attempts] == [1, 2]
+    assert [s["status"]["status_code"] for s in attempts] == ["ERROR", "OK"]
+    assert "flaky failure on attempt 1" in attempts[0]["attributes"]["flowplatform.error"]
+    for span in attempts:
+        assert span["parent_id"] == root["context"]["span_id"]
+    assert not [s for s in spans if s["name"].startswith(("run/flows.", "apply_async/"))]
+    # What the node sends is traced (requests), under the node's span.
+    node_push = next(s for s in spans if s["name"] == "node push")
+    assert node_push["parent_id"] == root["context"]["span_id"]
+    under_push = [s for s in spans if s["parent_id"] == node_push["context"]["span_id"]]
+    [post] = [s for s in under_push if s["kind"] == "SpanKind.CLIENT" and s["name"] == "POST"]
+    status = {"http.status_code", "http.response.status_code"} & post["attributes"].keys()
+    assert [post["attributes"][key] for key in status] == [200]
+    assert len(httpserver.log) == 1
+
+
+def test_a_scheduled_runs_root_span_is_a_child_of_the_schedule_firing_task(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    from django.utils import timezone
+
+    from flowplatform.celery import app
+    from tests.scheduling.conftest import make_schedule
+
+    worker = observed["worker"]
+    flow = Flow.objects.get(slug="observed")
+    schedule = make_schedule(flow, kind="interval", every_seconds=2)
+    before = scrape(observed["worker_metrics"])
+    # The first fire time after the schedule was made, sent once it has passed, as beat would.
+    due = datetime.fromtimestamp(int(schedule.timing_changed_at.timestamp()) // 2 * 2 + 2, tz=UTC)
+    wait_until(lambda: timezone.now() > due, 5, 0.05)
+    app.send_task("scheduling.fire", args=[schedule.pk, due.isoformat()], queue=OBSERVED_QUEUE)
+    run = wait_until(
+        lambda: (
+            FlowRun.objects.filter(flow=flow, trigger="schedule", finished_at__isnull=False)
+            .order_by("-created_at")
+            .first()
+        ),
+        60,
+        0.2,
+        "the scheduled run did not finish",
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s for s in spans_in(worker.log()) if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        nodes = [s for s in spans if s["name"].startswith("node ")]
+        fired = [s for s in spans if s["name"] == "run/scheduling.fire"]
+        return spans if len(nodes) == len(FLOW["nodes"]) and fired else None
+
+    spans = wait_until(trace, 30, 0.2, "the scheduled run's trace was not exported")
+    [fired] = [s for s in spans if s["name"] == "run/scheduling.fire"]
+    [root] = [s for s in spans if s["name"] == "flow_run observed"]
+    # The task beat sent keeps Celery's span; the run's root is its child, the nodes the root's.
+    assert root["parent_id"] == fired["context"]["span_id"]
+    assert root["attributes"]["flowplatform.trigger"] == "schedule"
+    for span in spans:
+        if span["name"].startswith("node "):
+            assert span["parent_id"] == root["context"]["span_id"]
+    after = scrape(observed["worker_metrics"])
+    lag = "flowplatform_schedule_fire_lag_seconds_count"
+    assert value(after, lag) - value(before, lag) == 1
+
+
+def test_runs_started_by_the_cli_and_by_a_rerun_get_their_root_span(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    web, worker = observed["web"], observed["worker"]
+    env = {
+        **worker.env,
+        "OTEL_TRACES_EXPORTER": "console",
+        "CELERY_TASK_DEFAULT_QUEUE": OBSERVED_QUEUE,
+        "FLOWPLATFORM_LOG_FORMAT": "json",
+    }
+    cli = subprocess.run(
+        [sys.executable, "manage.py", "runflow", "observed", "--wait", "--timeout", "60"],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    [cli_root] = [s for s in spans_in(cli.stdout) if s["name"] == "flow_run observed"]
+    assert cli_root["attributes"]["flowplatform.trigger"] == "manual"
+    by_cli = FlowRun.objects.get(id=cli_root["attributes"]["flowplatform.run_id"])
+    assert hex_id(cli_root["context"]["trace_id"]) == by_cli.trace_id
+
+    original = start_and_finish(api, web)
+    response = api.post(f"{web.url}/api/v1/runs/{original.id}/rerun/", json={}, timeout=30)
+    assert response.status_code == 202, response.text
+    rerun = wait_until(
+        lambda: FlowRun.objects.filter(id=response.json()["id"], finished_at__isnull=False).first(),
+        60,
+        0.1,
+        "the rerun did not finish",
+    )
+    assert rerun.trigger == "rerun" and rerun.trace_id not in ("", original.trace_id)
+
+    def traces() -> dict[str, list[dict[str, Any]]] | None:
+        spans = spans_in(worker.log()) + spans_in(web.log()) + spans_in(cli.stdout)
+        found = {
+            run.trace_id: [s for s in spans if hex_id(s["context"]["trace_id"]) == run.trace_id]
+            for run in (by_cli, rerun)
+        }
+        complete = all(
+            len([s for s in trace if s["name"].startswith("node ")]) == len(FLOW["nodes"])
+            for trace in found.values()
+        )
+        return found if complete else None
+
+    found = wait_until(traces, 30, 0.2, "the runs' traces were not exported")
+    for run in (by_cli, rerun):
+        trace = found[run.trace_id]
+        [root] = [s for s in trace if s["name"] == "flow_run observed"]
+        assert root["attributes"]["flowplatform.trigger"] == run.trigger
+        for span in trace:
+            if span["name"].startswith("node "):
+                assert span["parent_id"] == root["context"]["span_id"]
+    # The rerun's root is a child of the API request that asked for it.
+    [rerun_root] = [s for s in found[rerun.trace_id] if s["name"] == "flow_run observed"]
+    request = next(
+        s
+        for s in found[rerun.trace_id]
+        if s["kind"] == "SpanKind.SERVER" and s["context"]["span_id"] == rerun_root["parent_id"]
+    )
+    assert "rerun" in request["attributes"].get("http.route", request["name"])
 
 
 def test_worker_log_lines_are_json_with_the_run_and_its_trace(

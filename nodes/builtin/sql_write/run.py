@@ -4,6 +4,7 @@ table created, staged and swapped as the mode asks."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
@@ -92,7 +93,8 @@ class Loader:
                     if job is None:
                         yield done[index].as_record()
                     else:
-                        in_flight = writer.submit(self._write, job)
+                        # In the node's context (its span, its run in the log lines).
+                        in_flight = writer.submit(contextvars.copy_context().run, self._write, job)
                 if in_flight is not None:
                     summary, in_flight = in_flight.result(), None
                     yield summary.as_record()
