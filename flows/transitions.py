@@ -266,14 +266,22 @@ def finish_node(node_run: NodeRun, status: str, *, close: bool = False, **fields
         "run": _db_uuid(node_run.run_id),
     }
     steps = [("finished", _sql(_FINISH.replace("{figures}", figures)))]
+    names: list[str] = []
     if close:
+        # Closing the run also asks whether its end concerns the run-end hooks (flows.hooks).
+        names, asked, values = hooks.concerns_sql(connection.vendor)
         steps.append(("closed", _sql(_CLOSE)))
         final = "SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM closed)"
+        final += "".join(f", {expression}" for expression in asked)
+        params.update(values)
     else:
         final = "SELECT (SELECT count(*) FROM finished), 0"
-    done, closed = dialect.chain(steps, final, params)[0]
+    done, closed, *answers = dialect.chain(steps, final, params)[0]
     if closed:
-        announce_finished(str(node_run.run_id), RunStatus.SUCCEEDED, _cached_run(node_run))
+        concerns = dict(zip(names, (bool(a) for a in answers), strict=True))
+        announce_finished(
+            str(node_run.run_id), RunStatus.SUCCEEDED, _cached_run(node_run), concerns
+        )
     elif done and close:
         close_run(str(node_run.run_id))  # not every node succeeded: it fails the run
     return bool(done)
@@ -456,17 +464,26 @@ def close_run(run_id: str) -> bool:
     return finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
 
 
-def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> None:
+def announce_finished(
+    run_id: str,
+    status: str,
+    run: FlowRun | None = None,
+    concerns: hooks.Concerns | None = None,
+) -> None:
     """A run has just ended (called once, by the state change that ended it): the receivers of
     the ``run_finished`` signal (alerts) and the callbacks of ``flows.hooks`` (triggers, run
     slots) hear of it; their errors are logged, never raised into the run's own bookkeeping.
-    ``run``: the run's instance when the caller has it (saves a query).
+    ``run``: the run's instance when the caller has it (saves a query); ``concerns``: what the
+    hooks' concerns answered, when the state change asked them (those answering no are not
+    called, and the signal's receivers are given the answers).
 
     Those waiting for the run (``flows.runend``) hear first, once the change commits."""
     runend.publish(run_id)
     telemetry.run_finished(run_id, status, run)
-    hooks.run_finished(run_id, run)
-    for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
+    hooks.run_finished(run_id, run, concerns)
+    for receiver, result in run_finished.send_robust(
+        FlowRun, run_id=run_id, status=status, concerns=concerns
+    ):
         if isinstance(result, Exception):
             logger.error("run %s: %s failed on run_finished: %s", run_id, receiver, result)
 
