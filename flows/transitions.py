@@ -33,6 +33,7 @@ from flows import dialect, hooks, runend
 from flows.engine import lease
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
 from flows.signals import run_finished
+from nodes import models as nodes_models
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -56,7 +57,8 @@ class Claim:
 
     ``execute``: this delivery runs it (``took_over`` when the previous owner died or its lease
     ran out); ``node_run`` carries the fence, its run and ``outputs`` (node key -> output of
-    every succeeded node of the run). ``done``: it already succeeded, the canvas may go on.
+    every succeeded node of the run); ``connections``: the connections' version, which spares
+    the node reading a connection this process read at that version. ``done``: it already succeeded, the canvas may go on.
     ``busy``: a live process executes it. ``stop``: nothing to do (the node or its run has
     ended). ``missing``: the run has no such node.
     """
@@ -65,6 +67,8 @@ class Claim:
     node_run: NodeRun | None = None
     took_over: bool = False
     outputs: dict[str, str] | None = None
+    #: The connections' version (``nodes.models.version_sql``) as the claim read it.
+    connections: str | None = None
 
 
 # What a node's execution reads of its node run and of its run (the rest stays deferred).
@@ -115,6 +119,7 @@ WHERE id = (SELECT id FROM {run} WHERE id = %(run)s AND status = 'queued'
 # What was seen; when claimed, the node, its run and the outputs of the run's succeeded nodes.
 _TAKEN = """
 SELECT seen.status, seen.fence, seen.lease_owner, seen.run_status, claimed.*, {run_columns},
+       CASE WHEN claimed.id IS NOT NULL THEN {connections_version} END,
        CASE WHEN claimed.id IS NOT NULL THEN
            (SELECT CAST({json_object_agg}(u.node_key, u.output_ref) AS TEXT) FROM {node} AS u
             WHERE u.run_id = %(run)s AND u.status = 'succeeded')
@@ -138,6 +143,7 @@ def _rendered(text: str, _vendor: str) -> str:
         run=FlowRun._meta.db_table,
         node_columns=", ".join(NodeRun._meta.get_field(n).column for n in _NODE_FIELDS),
         run_columns=_columns(FlowRun, _RUN_FIELDS, "r"),
+        connections_version=nodes_models.version_sql(),
     )
 
 
@@ -185,10 +191,10 @@ def _take(
     if claimed[0] is None:
         return Claim(_why_not(status, run_status)), row
     node_run = _from_row(NodeRun, _NODE_FIELDS, claimed)
-    node_run.run = _from_row(FlowRun, _RUN_FIELDS, row[4 + len(_NODE_FIELDS) : -1])
+    node_run.run = _from_row(FlowRun, _RUN_FIELDS, row[4 + len(_NODE_FIELDS) : -2])
     node_run.run.status = RunStatus.RUNNING  # (the statement has made it so if it was queued)
     outputs = json.loads(row[-1]) if row[-1] else {}
-    return Claim("execute", node_run, status == NodeStatus.RUNNING, outputs), row
+    return Claim("execute", node_run, status == NodeStatus.RUNNING, outputs, row[-2]), row
 
 
 def _why_not(status: str, run_status: str) -> str:
