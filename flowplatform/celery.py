@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
+import time
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -60,16 +62,83 @@ def _load_settings(**_kwargs: Any) -> None:
         settings.INSTALLED_APPS  # noqa: B018 - the first access imports the settings module
 
 
+#: A connection a task left clean at most this long ago is not health-checked again by the
+#: next task, seconds (the rule of :func:`_skip_recent_health_checks`).
+HEALTH_CHECK_AFTER_S = 1.0
+#: Per connection alias: (the client connection, when a task last left it clean: monotonic s).
+_left_clean: dict[str, tuple[int, float]] = {}
+
+
 @task_prerun.connect
-@task_postrun.connect
-def _close_old_connections(task: Any = None, **_kwargs: Any) -> None:
-    """Between tasks, treat database connections as Django does between requests: keep them
-    (``CONN_MAX_AGE``), but close those past their age or left unusable by an error."""
+def _before_task(task: Any = None, **_kwargs: Any) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     from django.db import close_old_connections
 
     close_old_connections()
+    _skip_recent_health_checks()
+
+
+@task_postrun.connect
+def _after_task(task: Any = None, **_kwargs: Any) -> None:
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
+    _note_clean_connections()
+
+
+def _note_clean_connections() -> None:
+    """After a task (and Django's between-requests check): note the connections it left clean
+    (no error since, autocommit restored: Django closed any other)."""
+    from django.db import connections
+
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.errors_occurred:
+            _left_clean[conn.alias] = (id(conn.connection), now)
+        else:
+            _left_clean.pop(conn.alias, None)
+
+
+def _skip_recent_health_checks() -> None:
+    """Between tasks, database connections are treated as Django treats them between requests:
+    kept (``CONN_MAX_AGE``), closed past their age or when an error left them unusable, and
+    health-checked (``CONN_HEALTH_CHECKS``: a ``SELECT 1`` before the next query). A worker
+    running tasks back to back would send that ``SELECT 1`` once per task, for a connection the
+    previous task used a moment ago; it is skipped when:
+
+    - the previous task left the connection clean (no error, autocommit restored) less than
+      :data:`HEALTH_CHECK_AFTER_S` ago, and
+    - nothing has arrived on its socket since: an idle PostgreSQL connection receives nothing
+      unless it is being closed (the server terminated the session, restarted, or a pooler in
+      between dropped it: an error message and/or the end of the stream are waiting), so a
+      readable socket means the ``SELECT 1`` is sent, fails, and the connection is replaced.
+    """
+    from django.db import connections
+
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        if raw is None or not conn.health_check_enabled or conn.health_check_done:
+            continue
+        clean = _left_clean.get(conn.alias)
+        if clean is None or clean[0] != id(raw) or now - clean[1] > HEALTH_CHECK_AFTER_S:
+            continue
+        fileno = getattr(raw, "fileno", None)
+        if fileno is not None and not _readable(fileno()):
+            conn.health_check_done = True
+
+
+def _readable(fd: int) -> bool:
+    """Whether anything (data, the end of the stream, an error) waits on socket ``fd``."""
+    poll = getattr(select, "poll", None)
+    if poll is None:
+        return True  # (no poll(): never skip the check)
+    poller = poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 @after_setup_logger.connect

@@ -45,6 +45,7 @@ from flows.models import (
     RunStatus,
 )
 from flows.signals import run_finished
+from nodes import models as nodes_models
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -68,7 +69,8 @@ class Claim:
 
     ``execute``: this delivery runs it (``took_over`` when the previous owner died or its lease
     ran out); ``node_run`` carries the fence, its run and ``outputs`` (node key -> output of
-    every succeeded node of the run). ``done``: it already succeeded, the canvas may go on.
+    every succeeded node of the run); ``connections``: the connections' version, which spares
+    the node reading a connection this process read at that version. ``done``: it already succeeded, the canvas may go on.
     ``busy``: a live process executes it. ``stop``: nothing to do (the node or its run has
     ended). ``missing``: the run has no such node.
     """
@@ -77,6 +79,8 @@ class Claim:
     node_run: NodeRun | None = None
     took_over: bool = False
     outputs: dict[str, str] | None = None
+    #: The connections' version (``nodes.models.version_sql``) as the claim read it.
+    connections: str | None = None
 
 
 # What a node's execution reads of its node run and of its run (the rest stays deferred).
@@ -127,6 +131,7 @@ WHERE id = (SELECT id FROM {run} WHERE id = %(run)s AND status = 'queued'
 # What was seen; when claimed, the node, its run and the outputs of the run's succeeded nodes.
 _TAKEN = """
 SELECT seen.status, seen.fence, seen.lease_owner, seen.run_status, claimed.*, {run_columns},
+       CASE WHEN claimed.id IS NOT NULL THEN {connections_version} END,
        CASE WHEN claimed.id IS NOT NULL THEN
            (SELECT CAST({json_object_agg}(u.node_key, u.output_ref) AS TEXT) FROM {node} AS u
             WHERE u.run_id = %(run)s AND u.status = 'succeeded')
@@ -150,6 +155,7 @@ def _rendered(text: str, _vendor: str) -> str:
         run=FlowRun._meta.db_table,
         node_columns=", ".join(NodeRun._meta.get_field(n).column for n in _NODE_FIELDS),
         run_columns=_columns(FlowRun, _RUN_FIELDS, "r"),
+        connections_version=nodes_models.version_sql(),
     )
 
 
@@ -197,10 +203,10 @@ def _take(
     if claimed[0] is None:
         return Claim(_why_not(status, run_status)), row
     node_run = _from_row(NodeRun, _NODE_FIELDS, claimed)
-    node_run.run = _from_row(FlowRun, _RUN_FIELDS, row[4 + len(_NODE_FIELDS) : -1])
+    node_run.run = _from_row(FlowRun, _RUN_FIELDS, row[4 + len(_NODE_FIELDS) : -2])
     node_run.run.status = RunStatus.RUNNING  # (the statement has made it so if it was queued)
     outputs = json.loads(row[-1]) if row[-1] else {}
-    return Claim("execute", node_run, status == NodeStatus.RUNNING, outputs), row
+    return Claim("execute", node_run, status == NodeStatus.RUNNING, outputs, row[-2]), row
 
 
 def _why_not(status: str, run_status: str) -> str:
@@ -278,14 +284,22 @@ def finish_node(node_run: NodeRun, status: str, *, close: bool = False, **fields
         "run": _db_uuid(node_run.run_id),
     }
     steps = [("finished", _sql(_FINISH.replace("{figures}", figures)))]
+    names: list[str] = []
     if close:
+        # Closing the run also asks whether its end concerns the run-end hooks (flows.hooks).
+        names, asked, values = hooks.concerns_sql(connection.vendor)
         steps.append(("closed", _sql(_CLOSE)))
         final = "SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM closed)"
+        final += "".join(f", {expression}" for expression in asked)
+        params.update(values)
     else:
         final = "SELECT (SELECT count(*) FROM finished), 0"
-    done, closed = dialect.chain(steps, final, params)[0]
+    done, closed, *answers = dialect.chain(steps, final, params)[0]
     if closed:
-        announce_finished(str(node_run.run_id), RunStatus.SUCCEEDED, _cached_run(node_run))
+        concerns = dict(zip(names, (bool(a) for a in answers), strict=True))
+        announce_finished(
+            str(node_run.run_id), RunStatus.SUCCEEDED, _cached_run(node_run), concerns
+        )
     elif done and close:
         close_run(str(node_run.run_id))  # not every node succeeded: it fails the run
     return bool(done)
@@ -639,17 +653,26 @@ def close_run(run_id: str) -> bool:
     return finish_run(run_id, RunStatus.FAILED, "not every node succeeded")
 
 
-def announce_finished(run_id: str, status: str, run: FlowRun | None = None) -> None:
+def announce_finished(
+    run_id: str,
+    status: str,
+    run: FlowRun | None = None,
+    concerns: hooks.Concerns | None = None,
+) -> None:
     """A run has just ended (called once, by the state change that ended it): the receivers of
     the ``run_finished`` signal (alerts) and the callbacks of ``flows.hooks`` (triggers, run
     slots) hear of it; their errors are logged, never raised into the run's own bookkeeping.
-    ``run``: the run's instance when the caller has it (saves a query).
+    ``run``: the run's instance when the caller has it (saves a query); ``concerns``: what the
+    hooks' concerns answered, when the state change asked them (those answering no are not
+    called, and the signal's receivers are given the answers).
 
     Those waiting for the run (``flows.runend``) hear first, once the change commits."""
     runend.publish(run_id)
     telemetry.run_finished(run_id, status, run)
-    hooks.run_finished(run_id, run)
-    for receiver, result in run_finished.send_robust(FlowRun, run_id=run_id, status=status):
+    hooks.run_finished(run_id, run, concerns)
+    for receiver, result in run_finished.send_robust(
+        FlowRun, run_id=run_id, status=status, concerns=concerns
+    ):
         if isinstance(result, Exception):
             logger.error("run %s: %s failed on run_finished: %s", run_id, receiver, result)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextvars import ContextVar
 
-from django.db import models
+from django.db import connection, models
 
 from nodes import crypto
 from nodes.sdk.context import ConnectionInfo
@@ -103,10 +106,52 @@ def connection_info(name: str, encrypted_url: str, encrypted_headers: str) -> Co
     return ConnectionInfo(name, crypto.decrypt(encrypted_url), _headers(encrypted_headers))
 
 
+#: The most connections a process keeps as read (then it forgets them all and reads again).
+KEPT_MAX = 256
+#: Connections this process has read, by name: (the connections' version when read, the
+#: connection as a node sees it). Held in memory only, like any connection a node uses.
+_kept: dict[str, tuple[str, ConnectionInfo]] = {}
+#: The connections' version (:func:`version_sql`) just read by the caller, while
+#: :func:`connections_read_at` says so.
+_version: ContextVar[str | None] = ContextVar("connections_version", default=None)
+
+_VERSION = (
+    "(SELECT CAST(count(*) AS TEXT) || '/' || COALESCE(CAST(max(updated_at) AS TEXT), '')"
+    " FROM {table})"
+)
+
+
+def version_sql() -> str:
+    """A SQL expression (both PostgreSQL and SQLite) of the version of the whole set of
+    connections: their number and the last time one was saved (``updated_at``), so that saving,
+    adding or removing any connection changes it. The engine reads it with the statement that
+    takes a node (no round trip of its own)."""
+    return _VERSION.format(table=connection.ops.quote_name(Connection._meta.db_table))
+
+
+@contextlib.contextmanager
+def connections_read_at(version: str | None) -> Iterator[None]:
+    """Meanwhile, :func:`lookup_connection` reads a connection only when this process has not
+    read it at ``version``, the connections' version (:func:`version_sql`) read a moment ago by
+    the caller (a node task, as it takes its node). Any change of a connection changes the
+    version, so a changed connection is always read again. ``None``: read every time."""
+    token = _version.set(version)
+    try:
+        yield
+    finally:
+        _version.reset(token)
+
+
 def lookup_connection(name: str) -> ConnectionInfo:
-    """The default ``ExecutionContext.connection_lookup``: read the named Connection."""
+    """The default ``ExecutionContext.connection_lookup``: read the named Connection (not
+    again within :func:`connections_read_at` when this process has read it at that version)."""
     from nodes.sdk.errors import NodeError
 
+    version = _version.get()
+    if version is not None:
+        kept = _kept.get(name)
+        if kept is not None and kept[0] == version:
+            return kept[1]
     stored = (
         Connection.objects.filter(name=name)
         .values_list("encrypted_url", "encrypted_headers")
@@ -114,4 +159,9 @@ def lookup_connection(name: str) -> ConnectionInfo:
     )
     if stored is None:
         raise NodeError(f"connection '{name}' does not exist", permanent=True)
-    return connection_info(name, *stored)
+    info = connection_info(name, *stored)
+    if version is not None:
+        if len(_kept) >= KEPT_MAX:
+            _kept.clear()
+        _kept[name] = (version, info)
+    return info

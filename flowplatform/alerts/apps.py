@@ -9,6 +9,7 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         from flowplatform.alerts import access, details, flowfile, notify
+        from flows import hooks
         from flows.access import SectionAccess, register_section_access
         from flows.sections import FlowFileSection, register_run_detail, register_section
         from flows.signals import run_finished
@@ -31,3 +32,4 @@ class AlertsConfig(AppConfig):
         )
         register_run_detail("alerts", details.run_alerts)
         run_finished.connect(notify.on_run_finished, dispatch_uid="alerts.on_run_finished")
+        hooks.concern("alerts", notify.concerned)

@@ -18,19 +18,35 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 
 from flowplatform.alerts.models import AlertDelivery, AlertEvent, FlowAlert
+from flows import hooks
+from flows.hooks import Concerns
 from flows.models import Flow, FlowRun, RunStatus
 
 logger = logging.getLogger("flowplatform.alerts")
 
 
-def on_run_finished(sender: Any, run_id: str, status: str, **kwargs: Any) -> None:
-    if status == RunStatus.CANCELLED:
+def on_run_finished(
+    sender: Any, run_id: str, status: str, concerns: Concerns | None = None, **kwargs: Any
+) -> None:
+    if status == RunStatus.CANCELLED or not hooks.concerned(concerns, "alerts"):
         return
     transaction.on_commit(lambda: _queue_notify(run_id))
+
+
+def concerned(_vendor: str) -> tuple[str, dict[str, Any]]:
+    """Whether the flow of the run ``%(run)s`` has alerts (a ``flows.hooks`` concern, asked by
+    the statement that ends the run: the end of a run of a flow without alerts costs no
+    query)."""
+    sql = (
+        "EXISTS (SELECT 1 FROM {alert} AS a JOIN {run} AS r ON r.flow_id = a.flow_id"
+        " WHERE r.id = %(run)s)"
+    )
+    quote = connection.ops.quote_name
+    return sql.format(alert=quote(FlowAlert._meta.db_table), run=quote(FlowRun._meta.db_table)), {}
 
 
 def _queue_notify(run_id: str) -> None:

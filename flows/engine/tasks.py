@@ -26,6 +26,7 @@ from flows.engine.partitions import fan_out, in_partitioned_stretch
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes import redaction
+from nodes.models import connections_read_at
 from nodes.redaction import Redactor
 from nodes.sdk import NodeError
 
@@ -60,9 +61,10 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
     if claim.took_over and _inside_fan_out(node_run.pk):
         # Its partitions run it; a second, whole execution would send its records twice.
         raise Ignore()
-    if (replaced := _prepare(self, claim)) is not None:
-        return replaced  # (in embedded mode) the fan-out's result, after it ran
-    outcome = _execute(self, node_run, claim.outputs)
+    with connections_read_at(claim.connections):  # (connections read once per process)
+        if (replaced := _prepare(self, claim)) is not None:
+            return replaced  # (in embedded mode) the fan-out's result, after it ran
+        outcome = _execute(self, node_run, claim.outputs)
     if not transitions.finish_node(
         node_run, NodeStatus.SUCCEEDED, close=close, **outcome.figures()
     ):

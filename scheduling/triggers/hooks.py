@@ -2,8 +2,10 @@
 
 When a run ends, one query finds what listens to it: the enabled ``after`` triggers naming its
 flow (``scheduling.triggers.upstream``) and the file triggers whose files wait for it to be
-moved or tagged (``scheduling.triggers.settle``). The end of a run nothing listens to costs that
-one query (on PostgreSQL; a few on SQLite, in the embedded demo).
+moved or tagged (``scheduling.triggers.settle``) (on PostgreSQL; a few on SQLite, in the
+embedded demo). Whether anything listens at all is asked first, by the statement that ends the
+run (:func:`concerned`, a ``flows.hooks`` concern): the end of a run nothing listens to costs no
+query.
 """
 
 from __future__ import annotations
@@ -16,9 +18,37 @@ from flows import hooks
 from flows.models import Flow, FlowRun
 from scheduling.triggers.models import AfterSuccess, FlowTrigger, TriggerEvent, TriggerKind
 
+_CONCERNED = (
+    "EXISTS (SELECT 1 FROM {trigger} AS t WHERE t.kind = %(triggers_after)s AND t.enabled"
+    "{names_it}) OR EXISTS (SELECT 1 FROM {event} AS e WHERE e.run_id = %(run)s"
+    " AND e.after_success = %(triggers_pending)s)"
+)
+
 
 def connect() -> None:
-    hooks.on_run_finished("triggers", run_finished)
+    hooks.on_run_finished("triggers", run_finished, concerned=concerned)
+
+
+def concerned(vendor: str) -> tuple[str, dict[str, Any]]:
+    """Whether a trigger may listen to the end of the run ``%(run)s`` (a ``flows.hooks``
+    concern): an enabled ``after`` trigger naming its flow (on SQLite: any enabled ``after``
+    trigger), or a file waiting for it."""
+    names_it = (
+        " AND jsonb_exists(t.config -> 'upstreams', (SELECT f.slug FROM {flow} AS f"
+        " JOIN {run} AS r ON r.flow_id = f.id WHERE r.id = %(run)s))"
+        if vendor == "postgresql"
+        else ""
+    )
+    sql = _CONCERNED.replace("{names_it}", names_it).format(
+        trigger=_quoted(FlowTrigger),
+        event=_quoted(TriggerEvent),
+        flow=_quoted(Flow),
+        run=_quoted(FlowRun),
+    )
+    return sql, {
+        "triggers_after": str(TriggerKind.AFTER),
+        "triggers_pending": str(AfterSuccess.PENDING),
+    }
 
 
 def listening(run: FlowRun) -> list[FlowTrigger]:
@@ -57,6 +87,10 @@ def _listening_elsewhere(run: FlowRun) -> list[FlowTrigger]:
         ).values("trigger_id"),
     )
     return [t for t in after if slug in t.option("upstreams", [])] + list(files)
+
+
+def _quoted(model: Any) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
 def run_finished(run: FlowRun) -> Any:

@@ -98,3 +98,47 @@ def test_each_worker_process_holds_at_most_one_platform_connection_at_rest(
         f"platform connections per worker process: at rest {counts}, at most while running {busiest}"
     )
     assert sum(counts.values()) >= 1  # (kept between tasks: not reopened per task)
+
+
+def test_a_session_the_server_ends_between_two_runs_is_replaced_by_the_next_task(
+    worker: WorkerProcess, httpserver: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    """The worker skips the per-task ``SELECT 1`` for a connection its previous task left clean
+    a moment ago; a session the server ended meanwhile is still found (its socket says so)."""
+    accepting_crm(httpserver)
+    add_connection("warehouse", SOURCE_DB_URL)
+    assert worker.process is not None
+    processes = [worker.process.pid, *worker.pool_children()]
+    db = settings.DATABASES["default"]
+    bouncer = str(db.get("PORT") or 5432) != "5432"
+    admin_url = f"{PG_URL}/postgres".replace("postgres://", "postgresql://", 1)
+    with orders_table(30) as table, psycopg.connect(admin_url, autocommit=True) as admin:
+        apply_flow_file(point_minimal_flow_at(minimal_flow, table.name))
+        assert wait_for_run(start_run("paid-orders-to-crm"), timeout=60).status == "succeeded"
+        # The sessions serving the worker (through PgBouncer: every session of the database).
+        ports = [local for pid in processes for local, _ in tcp_sockets(pid)]
+        sessions = [
+            pid
+            for (pid, port) in admin.execute(
+                "SELECT pid, client_port FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                [db["NAME"]],
+            )
+            if bouncer or port in ports
+        ]
+        assert sessions
+        for pid in sessions:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_until(
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [sessions]
+                ).fetchone()
+            ),
+            10,
+            0.05,
+            "the sessions did not end",
+        )
+        runs = [start_run("paid-orders-to-crm") for _ in range(2)]
+        for run in runs:
+            assert wait_for_run(run, timeout=60).status == "succeeded"
