@@ -33,13 +33,26 @@ class RowBatch(Sequence[Record]):
     As a sequence it reads as its records: iterating or indexing builds dicts (a new one each
     time), and it equals a list of equal records. A name given twice keeps its last value,
     as ``dict`` would.
+
+    ``texts``, when a source has it at hand (``file_read`` of a CSV file): the same rows as
+    ``str()`` of each value (``12.50``, ``2026-01-01 10:00:00+00:00``; values of type ``str``,
+    ``int``, ``Decimal``, ``date`` or ``datetime`` only, no null), so that a writer of text
+    (``sql_write``'s ``COPY``) sends it as it is instead of converting every value back. It is
+    an optional companion: a node that builds new rows builds a batch without it; slices and
+    re-cut batches keep it. Equality ignores it.
     """
 
-    __slots__ = ("names", "rows")
+    __slots__ = ("names", "rows", "texts")
 
-    def __init__(self, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        texts: list[Sequence[str]] | None = None,
+    ) -> None:
         self.names = list(names)
         self.rows = rows
+        self.texts = texts
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -55,7 +68,8 @@ class RowBatch(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
-            return RowBatch(self.names, self.rows[index])
+            texts = None if self.texts is None else self.texts[index]
+            return RowBatch(self.names, self.rows[index], texts)
         return dict(zip(self.names, self.rows[index], strict=False))
 
     def __eq__(self, other: object) -> bool:
@@ -145,7 +159,10 @@ def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
 def _joined(pieces: list[Any]) -> Any:
     first = pieces[0]
     if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
-        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)))
+        texts = None
+        if all(piece.texts is not None for piece in pieces):
+            texts = list(chain.from_iterable(p.texts for p in pieces))
+        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)), texts)
     return list(chain.from_iterable(map(as_records, pieces)))
 
 

@@ -97,6 +97,9 @@ class BatchWrite:
     #: the batch together with its mark, and a redelivery writes it again). The node makes its
     #: last write of a delivery durable, which makes every earlier one durable too.
     durable: bool = True
+    #: The rows as ``str()`` of each value, when the batch came with them (``RowBatch.texts``):
+    #: a dialect that writes text may send these instead of converting ``rows``.
+    texts: Sequence[Sequence[str]] | None = None
 
 
 class WriteSession(ABC):
