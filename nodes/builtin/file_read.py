@@ -259,7 +259,8 @@ def _run_files(context: ExecutionContext) -> list[str] | None:
 
 def _with_file(batch: AnyBatch, key: str) -> AnyBatch:
     if type(batch) is RowBatch:
-        return RowBatch([*batch.names, FILE_FIELD], [(*row, key) for row in batch.rows])
+        texts = None if batch.texts is None else [(*row, key) for row in batch.texts]
+        return RowBatch([*batch.names, FILE_FIELD], [(*row, key) for row in batch.rows], texts)
     return [{**record, FILE_FIELD: key} for record in batch]
 
 

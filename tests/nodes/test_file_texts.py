@@ -7,6 +7,7 @@ import csv
 import io
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from nodes.builtin.file_formats import FileFormatError, read_csv
+from nodes.builtin.file_read import FileReadNode
 from nodes.builtin.sql_write.postgres import copy_text
 from nodes.sdk import FieldType
 from nodes.sdk.batches import RowBatch, rebatch
-from tests.nodes.test_sql_write import query, rows_of, schema, write  # noqa: F401 - fixture
+from tests.nodes.test_file_nodes import context, put, root  # noqa: F401 - a fixture
+from tests.nodes.test_sql_write import query, rows_of, schema, write  # noqa: F401 - a fixture
 
 zones = st.one_of(
     st.none(),
@@ -236,3 +239,22 @@ def test_sql_write_stores_the_same_with_and_without_texts(schema: str) -> None: 
         datetime(2026, 2, 1, 10, 0, 1, tzinfo=timezone(timedelta(hours=1, minutes=30))),
     )
     assert stored[0][5] == "2026-01-01 10:00:00-01:15"  # the text str() writes, not as read
+
+
+def test_file_names_join_the_texts(root: Path) -> None:  # noqa: F811
+    put(root / "a.csv", "id,amount\n1,2.50\n2,-3.75\n")
+    node = FileReadNode(
+        {
+            "connection": "files",
+            "path": "*.csv",
+            "columns": {"id": "integer", "amount": "decimal"},
+            "with_file_name": True,
+        }
+    )
+    (batch,) = node.execute(context(root), {})
+    assert type(batch) is RowBatch and batch.texts is not None
+    assert (
+        list(map(tuple, batch.texts))
+        == text_of(batch)
+        == [("1", "2.50", "a.csv"), ("2", "-3.75", "a.csv")]
+    )
