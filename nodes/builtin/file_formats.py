@@ -121,7 +121,6 @@ def read_csv(
             if positions is not None:
                 by_column = [by_column[i] for i in positions]
             text_columns: list[Sequence[str]] | None = list(by_column)
-            as_read = positions is None  # the texts are the rows read, as long as this holds
             for index, kind in casts:
                 read = by_column[index]
                 by_column[index] = _cast_column(read, kind, names[index], locate)
@@ -131,11 +130,7 @@ def read_csv(
                         text_columns = None
                     else:
                         text_columns[index] = column_text
-                        as_read = as_read and column_text is read
-            texts: list[Sequence[str]] | None = None
-            if text_columns is not None:
-                texts = list(rows) if as_read else list(zip(*text_columns, strict=True))
-            yield RowBatch(names, list(zip(*by_column, strict=True)), texts)
+            yield RowBatch(names, list(zip(*by_column, strict=True)), text_columns)
     except csv.Error as exc:
         raise FileFormatError(f"not valid CSV: {exc}", f"line {reader.line_num}") from None
     except UnicodeDecodeError as exc:
@@ -204,7 +199,7 @@ def _cast_column(values: Sequence[str], kind: FieldType, name: str, locate: _Loc
 # --- the text of cast values -----------------------------------------------------------------
 # A column cast from text also has ``str()`` of its values at hand when the text read is in the
 # form ``str()`` writes (a datetime's "T" aside): a batch then carries it beside the values
-# (``RowBatch.texts``) and a text writer (``sql_write``'s COPY) sends it as read. The checks
+# (``RowBatch.text_columns``) and a text writer (``sql_write``'s COPY) sends it as read. The checks
 # run on values the cast took (so each is a number, a date...) and look only at what could
 # make ``str()`` differ: a sign or zero more, an exponent, a "Z", a space, an empty cell...
 # Every check is a few scans of the column's joined text, in C: no call per value.

@@ -1,4 +1,4 @@
-"""A CSV batch carries the text of its cast values (``RowBatch.texts``) only when that text is
+"""A CSV batch carries the text of its cast values (``RowBatch.text_columns``) only when that text is
 ``str()`` of each value, and ``sql_write`` then writes exactly what it writes from the values."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from psycopg import sql
 
 from nodes.builtin.file_formats import FileFormatError, read_csv
 from nodes.builtin.file_read import FileReadNode
-from nodes.builtin.sql_write.postgres import copy_text
+from nodes.builtin.sql_write.postgres import copy_text, copy_text_of_columns
 from nodes.sdk import FieldType
 from nodes.sdk.batches import RowBatch, rebatch
 from tests.nodes.test_file_nodes import context, put, root  # noqa: F401 - a fixture
@@ -108,6 +108,11 @@ def read(declared: dict[str, Any], rows: list[list[str]], **options: Any) -> lis
     )
 
 
+def rows_of_texts(batch: RowBatch) -> list[tuple[str, ...]]:
+    assert batch.text_columns is not None
+    return list(zip(*batch.text_columns, strict=True))
+
+
 def text_of(batch: RowBatch) -> list[tuple[str, ...]]:
     return [tuple(map(str, row)) for row in batch.rows]
 
@@ -125,10 +130,10 @@ def test_texts_are_str_of_every_value_or_absent(seed: int) -> None:
         except FileFormatError:  # a cell the cast refuses: nothing to compare
             return
         for batch in batches:
-            if batch.texts is not None:
+            if batch.text_columns is not None:
                 carried.append(len(batch))
-                assert list(map(tuple, batch.texts)) == text_of(batch)
-                assert copy_text(batch.texts, len(declared), strings=True) == copy_text(
+                assert rows_of_texts(batch) == text_of(batch)
+                assert copy_text_of_columns(batch.text_columns) == copy_text(
                     batch.rows, len(declared)
                 )
 
@@ -149,14 +154,15 @@ def test_usual_forms_carry_their_text_and_datetimes_lose_their_t() -> None:
         ["-12", "", "12345678901234567890.000001", "2026-01-01T10:00:00-05:30", "0001-12-31"],
     ]
     (batch,) = read(declared, rows)
-    assert batch.texts is not None
-    assert list(map(tuple, batch.texts)) == text_of(batch)
-    assert batch.texts[1][3] == "2026-01-01 10:00:00-05:30"
+    assert batch.text_columns is not None
+    assert rows_of_texts(batch) == text_of(batch)
+    assert batch.text_columns[3][1] == "2026-01-01 10:00:00-05:30"
+    assert copy_text_of_columns(batch.text_columns) == copy_text(batch.rows, 5)  # the tab too
     assert batch.rows[1][2] == Decimal("12345678901234567890.000001")
     # Only some declared columns, in another order: texts of those.
     picks = {"day": FieldType.DATE, "id": FieldType.INTEGER}
     (picked,) = read(picks, [["1", "x", "2026-01-02"]], header=["id", "name", "day"])
-    assert picked.texts is not None and list(map(tuple, picked.texts)) == text_of(picked)
+    assert picked.text_columns is not None and rows_of_texts(picked) == text_of(picked)
 
 
 @pytest.mark.parametrize(
@@ -178,21 +184,21 @@ def test_usual_forms_carry_their_text_and_datetimes_lose_their_t() -> None:
 def test_other_forms_leave_the_batch_without_texts(kind: str, cell: str) -> None:
     usual = {"datetime": "2026-01-01T10:00:00+00:00", "date": "2026-01-01", "boolean": "false"}
     (batch,) = read({"v": FieldType(kind)}, [[usual.get(kind, "1")], [cell]])
-    assert batch.texts is None
+    assert batch.text_columns is None
 
 
 def test_slices_and_re_cut_batches_keep_texts_a_mixed_cut_drops_them() -> None:
     declared = {"id": FieldType.INTEGER, "amount": FieldType.DECIMAL}
     batches = read(declared, [[str(i), f"{i}.25"] for i in range(10)], batch_size=3)
-    assert all(batch.texts is not None for batch in batches)
+    assert all(batch.text_columns is not None for batch in batches)
     cut = list(rebatch(batches, 4))
     assert [len(batch) for batch in cut] == [4, 4, 2]
     for batch in cut:
-        assert type(batch) is RowBatch and batch.texts is not None
-        assert list(map(tuple, batch.texts)) == text_of(batch)
+        assert type(batch) is RowBatch and batch.text_columns is not None
+        assert rows_of_texts(batch) == text_of(batch)
     plain = RowBatch(["id", "amount"], [(10, Decimal("10.25"))])
     (joined,) = rebatch([batches[0][:2], plain], 3)
-    assert type(joined) is RowBatch and joined.texts is None
+    assert type(joined) is RowBatch and joined.text_columns is None
 
 
 def test_sql_write_stores_the_same_with_and_without_texts(schema: str) -> None:  # noqa: F811
@@ -227,7 +233,7 @@ def test_sql_write_stores_the_same_with_and_without_texts(schema: str) -> None: 
         for i in range(1, 40)
     ]
     batches = read(declared, rows, batch_size=7)
-    assert all(batch.texts is not None for batch in batches)
+    assert all(batch.text_columns is not None for batch in batches)
     plain = [RowBatch(batch.names, batch.rows) for batch in batches]
     write({"table": f"{schema}.t", "batch_size": 10}, batches)
     write({"table": f"{schema}.u", "batch_size": 10}, plain)
@@ -252,9 +258,7 @@ def test_file_names_join_the_texts(root: Path) -> None:  # noqa: F811
         }
     )
     (batch,) = node.execute(context(root), {})
-    assert type(batch) is RowBatch and batch.texts is not None
+    assert type(batch) is RowBatch and batch.text_columns is not None
     assert (
-        list(map(tuple, batch.texts))
-        == text_of(batch)
-        == [("1", "2.50", "a.csv"), ("2", "-3.75", "a.csv")]
+        rows_of_texts(batch) == text_of(batch) == [("1", "2.50", "a.csv"), ("2", "-3.75", "a.csv")]
     )

@@ -272,7 +272,7 @@ class PostgresSession(WriteSession):
                 # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
                 self.conn.execute("SET LOCAL synchronous_commit = off")
             if not upsert:
-                self._copy(_ident(job.table), job.columns, job.rows, json_columns, job.texts)
+                self._copy(_ident(job.table), job.columns, job.rows, json_columns, job.text_columns)
                 return BatchSummary(job.batch, len(job.rows), len(job.rows), 0)
             inserted, updated = self._upsert(job, json_columns)
             self.conn.execute(
@@ -299,14 +299,14 @@ class PostgresSession(WriteSession):
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         json_columns: list[int],
-        texts: Sequence[Sequence[str]] | None = None,
+        text_columns: Sequence[Sequence[str]] | None = None,
     ) -> None:
-        """``texts``: the rows as ``str()`` of each value (sent as they are, escaped where COPY
-        needs it; not for JSON columns, whose values are written as JSON)."""
+        """``text_columns``: the values as ``str()`` of each, column by column (sent as they
+        are; not for JSON columns, whose values are written as JSON)."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
         text = None
-        if texts is not None and not json_columns:
-            text = copy_text(texts, len(columns), strings=True)
+        if text_columns is not None and not json_columns:
+            text = copy_text_of_columns(text_columns)
         elif not json_columns:
             text = copy_text(rows, len(columns))
         with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
@@ -332,7 +332,7 @@ class PostgresSession(WriteSession):
                 batch, order
             )
         )
-        self._copy(batch, job.columns, job.rows, json_columns, job.texts)
+        self._copy(batch, job.columns, job.rows, json_columns, job.text_columns)
         others = [name for name in job.columns if name not in job.key] or list(job.key[:1])
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
@@ -495,7 +495,7 @@ _COLUMN_TEXT: dict[type, Callable[[Sequence[Any]], Sequence[str] | None]] = {
 }
 
 
-def copy_text(rows: Sequence[Sequence[Any]], width: int, *, strings: bool = False) -> str | None:
+def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
     """The rows as the text of ``COPY … FROM STDIN``, built a column at a time: the same
     text as ``write_row`` (psycopg's text dumpers, then COPY's escapes), null as ``\\N``.
     ``None`` when a column mixes types or holds a type without a column conversion here
@@ -504,15 +504,12 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int, *, strings: bool = Fals
     Rows of strings only (text as read) are joined as they are and the whole text checked
     once (as many tabs and line ends as the rows and columns give, no backslash, ``\\r``,
     ``\\b``, ``\\v``, ``\\f``); otherwise, and when a value needs COPY's escapes, by column: a
-    string column is checked in one search and escaped value by value only when it must be.
-    ``strings``: the caller knows every value is a ``str`` (``RowBatch.texts``): not checked."""
+    string column is checked in one search and escaped value by value only when it must be."""
     if not rows:
         return ""
     if set(map(len, rows)) != {width}:
         return None
-    if strings or (
-        set(map(type, rows[0])) == {str} and set(map(type, chain.from_iterable(rows))) == {str}
-    ):
+    if set(map(type, rows[0])) == {str} and set(map(type, chain.from_iterable(rows))) == {str}:
         text = "\n".join(map("\t".join, rows))  # text as read: nothing to convert
         if _plain(text, len(rows), width):
             return text + "\n"
@@ -542,6 +539,19 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int, *, strings: bool = Fals
                 return None
             columns[index] = whole
     return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+def copy_text_of_columns(columns: Sequence[Sequence[str]]) -> str:
+    """The text of ``COPY … FROM STDIN`` for columns of strings only (``RowBatch.text_columns``,
+    all of one length): joined as they are when no value holds a character COPY escapes (the
+    whole text checked once), else each column escaped as :func:`copy_text` does."""
+    if not columns or not columns[0]:
+        return ""
+    text = "\n".join(map("\t".join, zip(*columns, strict=True)))
+    if not _plain(text, len(columns[0]), len(columns)):
+        escaped = list(map(_text_column, columns))
+        text = "\n".join(map("\t".join, zip(*escaped, strict=True)))
+    return text + "\n"
 
 
 def _plain(text: str, rows: int, width: int) -> bool:

@@ -121,7 +121,7 @@ class Loader:
             table=self.into,
             columns=self.columns,
             rows=_rows(batch, self.columns),
-            texts=_texts(batch, self.columns),
+            text_columns=_text_columns(batch, self.columns),
             mode="upsert" if mode == "upsert" else "insert",
             key=self.config.key if mode == "upsert" else (),
             run_id=self.context.run_id,
@@ -199,15 +199,15 @@ def _rows(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[Any]]:
         return [tuple(record.get(name) for name in columns) for record in batch]
 
 
-def _texts(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[str]] | None:
-    """The batch's rows as text (``RowBatch.texts``) in ``columns`` order, when it has them."""
-    if type(batch) is not RowBatch or batch.texts is None:
+def _text_columns(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[str]] | None:
+    """The batch's ``text_columns`` in ``columns`` order, when it has them."""
+    if type(batch) is not RowBatch or batch.text_columns is None:
         return None
     if batch.names == list(columns):
-        return batch.texts
+        return batch.text_columns
     positions = batch.positions()
     if all(name in positions for name in columns):
-        return list(map(_getter([positions[name] for name in columns]), batch.texts))
+        return [batch.text_columns[positions[name]] for name in columns]
     return None
 
 
