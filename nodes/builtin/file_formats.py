@@ -15,7 +15,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
@@ -120,9 +120,17 @@ def read_csv(
                 _wrong_width(rows, width, locate)
             if positions is not None:
                 by_column = [by_column[i] for i in positions]
+            text_columns: list[Sequence[str]] | None = list(by_column)
             for index, kind in casts:
-                by_column[index] = _cast_column(by_column[index], kind, names[index], locate)
-            yield RowBatch(names, list(zip(*by_column, strict=True)))
+                read = by_column[index]
+                by_column[index] = _cast_column(read, kind, names[index], locate)
+                if text_columns is not None:
+                    column_text = _value_texts(read, kind)
+                    if column_text is None:
+                        text_columns = None
+                    else:
+                        text_columns[index] = column_text
+            yield RowBatch(names, list(zip(*by_column, strict=True)), text_columns)
     except csv.Error as exc:
         raise FileFormatError(f"not valid CSV: {exc}", f"line {reader.line_num}") from None
     except UnicodeDecodeError as exc:
@@ -186,6 +194,115 @@ def _cast_column(values: Sequence[str], kind: FieldType, name: str, locate: _Loc
         except ValueError as exc:
             raise FileFormatError(str(exc), locate(i), name) from None
     return out
+
+
+# --- the text of cast values -----------------------------------------------------------------
+# A column cast from text also has ``str()`` of its values at hand when the text read is in the
+# form ``str()`` writes (a datetime's "T" aside): a batch then carries it beside the values
+# (``RowBatch.text_columns``) and a text writer (``sql_write``'s COPY) sends it as read. The checks
+# run on values the cast took (so each is a number, a date...) and look only at what could
+# make ``str()`` differ: a sign or zero more, an exponent, a "Z", a space, an empty cell...
+# Every check is a few scans of the column's joined text, in C: no call per value.
+_LEADING_ZERO = re.compile(r"\n-?0[0-9]")
+
+
+def _only(joined: str, characters: bytes) -> bool:
+    """Whether ``joined`` holds no other characters than ``characters`` (ASCII)."""
+    return joined.isascii() and not joined.encode("ascii").translate(None, characters)
+
+
+def _integer_texts(read: Sequence[str]) -> bool:
+    """Digits with a "-" in front or not, no leading zero, not "-0" (``str()`` gives "0")."""
+    lines = "\n" + "\n".join(read)
+    return (
+        _only(lines, b"0123456789-\n")
+        and "\n-0" not in lines
+        and _LEADING_ZERO.search(lines) is None
+    )
+
+
+def _decimal_texts(read: Sequence[str]) -> bool:
+    """Digits with a "." or not, a "-" in front or not: no leading zero, no dot first or last,
+    no exponent, not more than five zeros after "0." (``str(Decimal("0.0000001"))`` is
+    "1E-7")."""
+    lines = "\n" + "\n".join(read) + "\n"
+    return (
+        _only(lines, b"0123456789.-\n")
+        and "\n." not in lines
+        and "\n-." not in lines
+        and ".\n" not in lines
+        and "\n0.000000" not in lines
+        and "\n-0.000000" not in lines
+        and _LEADING_ZERO.search(lines) is None
+    )
+
+
+def _same_width(read: Sequence[str], widths: Iterable[int]) -> tuple[str, int, int] | None:
+    """The joined column, its one width and its length, when every value has one of
+    ``widths`` (and no line end); the i-th character of every value is then
+    ``joined[i :: width + 1]``."""
+    joined, width, count = "\n".join(read), len(read[0]), len(read)
+    if width not in widths or len(joined) != count * (width + 1) - 1:
+        return None
+    if joined[width :: width + 1] != "\n" * (count - 1) or "\n" in read[-1]:
+        return None  # the line ends between the values: each value that wide
+    return joined, width, count
+
+
+def _dashes(joined: str, width: int, count: int) -> bool:
+    return joined[4 :: width + 1] == joined[7 :: width + 1] == "-" * count
+
+
+def _date_texts(read: Sequence[str]) -> bool:
+    same = _same_width(read, (10,))  # YYYY-MM-DD (not 2026-W01-1: no dash at 7)
+    return same is not None and _dashes(*same)
+
+
+def _datetime_texts(read: Sequence[str]) -> bool:
+    """YYYY-MM-DD?HH:MM:SS, then .ffffff (not all zeros) and/or +HH:MM (not -00:00), the
+    separator "T" or " " in every value alike."""
+    same = _same_width(read, (19, 25, 26, 32))
+    if same is None:
+        return False
+    joined, width, count = same
+    step = width + 1
+    fraction, offset = width in (26, 32), width in (25, 32)
+    return (
+        _dashes(joined, width, count)
+        and joined[10::step] in ("T" * count, " " * count)
+        and joined[13::step] == joined[16::step] == ":" * count
+        and "T24" not in joined  # (never read as hour 24 today: the next day's midnight)
+        and " 24" not in joined
+        and (not fraction or (joined[19::step] == "." * count and ".000000" not in joined))
+        and (
+            not offset
+            or (
+                not joined[width - 6 :: step].strip("+-")
+                and joined[width - 3 :: step] == ":" * count
+                and "-00:00" not in joined
+            )
+        )
+    )
+
+
+_TEXT_CHECKS: dict[FieldType, Callable[[Sequence[str]], bool]] = {
+    FieldType.INTEGER: _integer_texts,
+    FieldType.DECIMAL: _decimal_texts,
+    FieldType.DATE: _date_texts,
+    FieldType.DATETIME: _datetime_texts,
+}
+
+
+def _value_texts(read: Sequence[str], kind: FieldType) -> Sequence[str] | None:
+    """``str()`` of each value cast from ``read`` (as ``kind``), from the text itself when
+    every value is in the form ``str()`` writes; ``None`` when one is not (or for a type
+    without such a form: floats, booleans, JSON)."""
+    check = _TEXT_CHECKS.get(kind)
+    if check is None or not read or "" in read or not check(read):
+        return None
+    if kind is FieldType.DATETIME and read[0][10] == "T":
+        return "\n".join(read).replace("T", " ").split("\n")  # no other "T", no line end
+    return read
 
 
 def read_jsonl(

@@ -259,7 +259,10 @@ def _run_files(context: ExecutionContext) -> list[str] | None:
 
 def _with_file(batch: AnyBatch, key: str) -> AnyBatch:
     if type(batch) is RowBatch:
-        return RowBatch([*batch.names, FILE_FIELD], [(*row, key) for row in batch.rows])
+        texts = batch.text_columns
+        if texts is not None:
+            texts = [*texts, [key] * len(batch.rows)]
+        return RowBatch([*batch.names, FILE_FIELD], [(*row, key) for row in batch.rows], texts)
     return [{**record, FILE_FIELD: key} for record in batch]
 
 

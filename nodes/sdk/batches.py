@@ -33,13 +33,27 @@ class RowBatch(Sequence[Record]):
     As a sequence it reads as its records: iterating or indexing builds dicts (a new one each
     time), and it equals a list of equal records. A name given twice keeps its last value,
     as ``dict`` would.
+
+    ``text_columns``, when a source has them at hand (``file_read`` of a CSV file): each
+    column's values as ``str()`` of each (``text_columns[j][i] == str(rows[i][j])``:
+    ``12.50``, ``2026-01-01 10:00:00+00:00``; values of type ``str``, ``int``, ``Decimal``,
+    ``date`` or ``datetime`` only, no null), so that a writer of text (``sql_write``'s
+    ``COPY``) sends them as they are instead of converting every value back. They are an
+    optional companion: a node that builds new rows builds a batch without them; slices and
+    re-cut batches keep them. Equality ignores them.
     """
 
-    __slots__ = ("names", "rows")
+    __slots__ = ("names", "rows", "text_columns")
 
-    def __init__(self, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        text_columns: list[Sequence[str]] | None = None,
+    ) -> None:
         self.names = list(names)
         self.rows = rows
+        self.text_columns = text_columns
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -55,7 +69,10 @@ class RowBatch(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
-            return RowBatch(self.names, self.rows[index])
+            texts = self.text_columns
+            if texts is not None:
+                texts = [column[index] for column in texts]
+            return RowBatch(self.names, self.rows[index], texts)
         return dict(zip(self.names, self.rows[index], strict=False))
 
     def __eq__(self, other: object) -> bool:
@@ -145,7 +162,13 @@ def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
 def _joined(pieces: list[Any]) -> Any:
     first = pieces[0]
     if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
-        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)))
+        texts: list[Sequence[str]] | None = None
+        if all(piece.text_columns is not None for piece in pieces):
+            texts = [
+                list(chain.from_iterable(piece.text_columns[index] for piece in pieces))
+                for index in range(len(first.names))
+            ]
+        return RowBatch(first.names, list(chain.from_iterable(p.rows for p in pieces)), texts)
     return list(chain.from_iterable(map(as_records, pieces)))
 
 

@@ -97,6 +97,10 @@ class BatchWrite:
     #: the batch together with its mark, and a redelivery writes it again). The node makes its
     #: last write of a delivery durable, which makes every earlier one durable too.
     durable: bool = True
+    #: Each column's values as ``str()`` of each, in ``columns`` order, when the batch came
+    #: with them (``RowBatch.text_columns``): a dialect that writes text may send these
+    #: instead of converting ``rows``.
+    text_columns: Sequence[Sequence[str]] | None = None
 
 
 class WriteSession(ABC):

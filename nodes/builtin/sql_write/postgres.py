@@ -272,7 +272,7 @@ class PostgresSession(WriteSession):
                 # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
                 self.conn.execute("SET LOCAL synchronous_commit = off")
             if not upsert:
-                self._copy(_ident(job.table), job.columns, job.rows, json_columns)
+                self._copy(_ident(job.table), job.columns, job.rows, json_columns, job.text_columns)
                 return BatchSummary(job.batch, len(job.rows), len(job.rows), 0)
             inserted, updated = self._upsert(job, json_columns)
             self.conn.execute(
@@ -299,9 +299,16 @@ class PostgresSession(WriteSession):
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         json_columns: list[int],
+        text_columns: Sequence[Sequence[str]] | None = None,
     ) -> None:
+        """``text_columns``: the values as ``str()`` of each, column by column (sent as they
+        are; not for JSON columns, whose values are written as JSON)."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
-        text = None if json_columns else copy_text(rows, len(columns))
+        text = None
+        if text_columns is not None and not json_columns:
+            text = copy_text_of_columns(text_columns)
+        elif not json_columns:
+            text = copy_text(rows, len(columns))
         with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
             if text is not None:
                 copy.write(text)
@@ -325,7 +332,7 @@ class PostgresSession(WriteSession):
                 batch, order
             )
         )
-        self._copy(batch, job.columns, job.rows, json_columns)
+        self._copy(batch, job.columns, job.rows, json_columns, job.text_columns)
         others = [name for name in job.columns if name not in job.key] or list(job.key[:1])
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
@@ -532,6 +539,19 @@ def copy_text(rows: Sequence[Sequence[Any]], width: int) -> str | None:
                 return None
             columns[index] = whole
     return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+def copy_text_of_columns(columns: Sequence[Sequence[str]]) -> str:
+    """The text of ``COPY … FROM STDIN`` for columns of strings only (``RowBatch.text_columns``,
+    all of one length): joined as they are when no value holds a character COPY escapes (the
+    whole text checked once), else each column escaped as :func:`copy_text` does."""
+    if not columns or not columns[0]:
+        return ""
+    text = "\n".join(map("\t".join, zip(*columns, strict=True)))
+    if not _plain(text, len(columns[0]), len(columns)):
+        escaped = list(map(_text_column, columns))
+        text = "\n".join(map("\t".join, zip(*escaped, strict=True)))
+    return text + "\n"
 
 
 def _plain(text: str, rows: int, width: int) -> bool:

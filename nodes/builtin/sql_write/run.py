@@ -123,6 +123,7 @@ class Loader:
             table=self.into,
             columns=self.columns,
             rows=_rows(batch, self.columns),
+            text_columns=_text_columns(batch, self.columns),
             mode="upsert" if mode == "upsert" else "insert",
             key=self.config.key if mode == "upsert" else (),
             run_id=self.context.run_id,
@@ -198,6 +199,18 @@ def _rows(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[Any]]:
         return list(map(_getter(list(columns)), batch))
     except KeyError:
         return [tuple(record.get(name) for name in columns) for record in batch]
+
+
+def _text_columns(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[str]] | None:
+    """The batch's ``text_columns`` in ``columns`` order, when it has them."""
+    if type(batch) is not RowBatch or batch.text_columns is None:
+        return None
+    if batch.names == list(columns):
+        return batch.text_columns
+    positions = batch.positions()
+    if all(name in positions for name in columns):
+        return [batch.text_columns[positions[name]] for name in columns]
+    return None
 
 
 def _getter(keys: list[Any]) -> Any:
