@@ -9,14 +9,18 @@ RETURNING``, CTEs, ``CAST``); what differs is said here:
   in a transaction, each earlier result given to the next as a ``VALUES`` CTE of that name.
 - :func:`render` fills the few words that differ: ``{json_object_agg}`` and ``{skip_locked}``.
 - :func:`serialize` makes transactions of one kind run one at a time.
+- :func:`lazy_commit` lets a transaction commit without waiting for the disk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
+from django.db.models import Func, QuerySet, TextField, Value
+
+QuerySetT = TypeVar("QuerySetT", bound=QuerySet[Any])
 
 _WORDS = {
     "postgresql": {"json_object_agg": "json_object_agg", "skip_locked": "FOR UPDATE SKIP LOCKED"},
@@ -91,3 +95,20 @@ def serialize(key: int) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def lazy_commit(queryset: QuerySetT) -> QuerySetT:
+    """``queryset`` whose ``update`` commits without waiting for its log to reach the disk, in
+    the same single statement: for a write whose loss in a crash of the database server is
+    harmless, because the value before it is as correct, only less recent (a checkpoint,
+    progress). PostgreSQL: ``synchronous_commit`` off for that statement's transaction alone
+    (a later ordinary commit flushes it too, so what a crash loses is at most the last such
+    writes; a transaction-mode pooler passes it). Inside a transaction already, and on SQLite,
+    the commit is as usual."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return queryset
+    relaxed = Func(
+        Value("synchronous_commit"), Value("off"), Value(True),
+        function="set_config", output_field=TextField(),
+    )  # fmt: skip
+    return queryset.alias(_lazy_commit=relaxed).filter(_lazy_commit="off")

@@ -262,6 +262,11 @@ class HttpPostNode(Partitionable, AcceptsRows, Node[HttpPostConfig]):
 #: acknowledged since the last checkpoint are sent again, with the same Idempotency-Key.
 CHECKPOINT_EVERY_S = 0.1
 
+#: A checkpoint waits at least this many times as long as the last one took to save, so that
+#: saving them takes at most about 1/20 of a node's time however slow the database answers
+#: (the posting waits while one is saved).
+CHECKPOINT_COST_FACTOR = 20
+
 
 class _Acknowledged:
     """The last batch the peer acknowledged, and the last one saved as the checkpoint."""
@@ -270,10 +275,11 @@ class _Acknowledged:
         self.context = context
         self.saved = self.index = saved
         self._saved_at = time.monotonic()
+        self._every = CHECKPOINT_EVERY_S
 
     def acknowledge(self, index: int) -> None:
         self.index = index
-        if time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S:
+        if time.monotonic() - self._saved_at >= self._every:
             self._save()
 
     def save_before_stopping(self) -> None:
@@ -285,10 +291,13 @@ class _Acknowledged:
             self.context.logger.warning("batch %d: checkpoint not saved", self.index)
 
     def _save(self) -> None:
+        started = time.monotonic()
         if self.index > self.saved:
             self.context.save_checkpoint({"acked": self.index})
             self.saved = self.index
         self._saved_at = time.monotonic()
+        cost = self._saved_at - started
+        self._every = max(CHECKPOINT_EVERY_S, CHECKPOINT_COST_FACTOR * cost)
 
 
 #: How often a node waiting on a slow request looks whether its run was cancelled, seconds.

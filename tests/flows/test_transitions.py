@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -266,6 +266,38 @@ def test_a_partition_is_taken_under_a_lease_and_a_stale_owner_cannot_finish_it(
         "succeeded", {"push": {"acked": 3}}, (4, 4),
     )  # fmt: skip
     assert transitions.take_partition(str(run.id), "orders", 0).outcome == "done"
+
+
+def test_a_checkpoint_and_progress_commit_without_waiting_for_the_disk_and_nothing_else(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    push = transitions.take(str(run.id), "push", owner=lease.FAN_OUT).node_run
+    assert push is not None
+    transitions.add_partitions(str(run.id), "orders", [0], ["paid", "shape", "push"])
+    relaxed = "set_config('synchronous_commit', 'off', true)"
+    postgres = connection.vendor == "postgresql"
+    with CaptureQueriesContext(connection) as taking:
+        part = transitions.take_partition(str(run.id), "orders", 0).partition
+    assert part is not None
+    assert not any(relaxed in q["sql"] for q in taking.captured_queries)  # a lease: durable
+    with CaptureQueriesContext(connection) as saving:
+        assert transitions.save_checkpoint(part, {"push": {"acked": 1}})
+        assert transitions.add_rows({push: (3, 2)}) == 1
+    # One statement each, relaxed on PostgreSQL, and the relaxation ends with it.
+    assert [relaxed in q["sql"] for q in saving.captured_queries] == [postgres, postgres]
+    if postgres:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+    assert partition_of(run).checkpoint == {"push": {"acked": 1}}
+    assert (node(run, "push").rows_in, node(run, "push").rows_out) == (3, 2)
+    # Inside a transaction, that transaction's own commit decides.
+    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
+        assert transitions.save_checkpoint(part, {"push": {"acked": 2}})
+    assert not any(relaxed in q["sql"] for q in inside.captured_queries)
+    assert partition_of(run).checkpoint == {"push": {"acked": 2}}
 
 
 def test_a_retried_partition_is_taken_again_under_a_new_fence_with_its_checkpoint(

@@ -506,6 +506,27 @@ def test_a_fast_peer_is_checkpointed_at_the_cadence_not_per_request(
     assert saved == []  # the node succeeded: its finish, not a checkpoint, says it was sent
 
 
+def test_a_slow_checkpoint_spaces_out_the_next_ones(
+    httpserver: HTTPServer, checkpoint_every: Any
+) -> None:
+    checkpoint_every(0)  # every batch, were saving free
+    httpserver.expect_request("/ingest").respond_with_data("ok")
+    saved: list[Any] = []
+
+    def save_slowly(value: Any) -> None:  # a database taking 0.1 s per write
+        saved.append(value)
+        time.sleep(0.1)
+
+    node = HttpPostNode({**FAST, "url": httpserver.url_for("/ingest"), "batch_size": 2})
+    context = ExecutionContext(run_id="run-1", node_key="push", save_checkpoint=save_slowly)
+    started = time.monotonic()
+    out = list(node.execute(context, {"in": iter(_numbered(5))}))
+    assert [s["batch"] for batch in out for s in batch] == [0, 1, 2, 3, 4]
+    # After one write of 0.1 s, the next waits 20 times as long (the batches took less).
+    assert time.monotonic() - started < 0.1 * http_post.CHECKPOINT_COST_FACTOR
+    assert saved == [{"acked": 0}]
+
+
 def test_what_the_peer_took_is_checkpointed_before_the_node_stops(
     httpserver: HTTPServer, checkpoint_every: Any
 ) -> None:
