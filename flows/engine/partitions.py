@@ -617,18 +617,23 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
     """Chord body: once every partition has succeeded, write each node's manifest, sum the
     partitions' rows on its node run and finish it succeeded.
 
-    When the source was read slice by slice in the partition tasks, it is joined here too;
-    otherwise ``produce_partitions`` has finished it.
+    When the source was read slice by slice in the partition tasks, it is joined here too
+    (it is still running: ``produce_partitions`` finishes a source it read itself before the
+    join). A source that planned no partition (no file matched, an empty range) joins over
+    none: every node succeeds with 0 rows. The chord joins only once producing has ended, so
+    every planned partition is recorded by then.
     """
     parts = list(PartitionRun.objects.filter(run_id=run_id, source=source).order_by("index"))
-    joined = list(parts[0].nodes) if parts else stretch
     node_runs = {
-        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=joined)
+        nr.node_key: nr
+        for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=[source, *stretch])
     }
+    sliced = node_runs[source].status == NodeStatus.RUNNING
+    joined = [source, *stretch] if sliced else list(stretch)
     run = FlowRun.objects.get(id=run_id)
-    _check_active(run, list(node_runs.values()))
+    _check_active(run, [node_runs[key] for key in joined])
     done = [p.index for p in parts if p.status == NodeStatus.SUCCEEDED]
-    if not parts or done != list(range(len(parts))):
+    if done != list(range(len(parts))):
         text = f"partitions missing after the join: {len(done)} of {len(parts)} succeeded"
         _fail(node_runs[joined[0]], text, "", [source, *stretch])
     definition = version_of(run.version_id).definition

@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from pytest_httpserver import HTTPServer
@@ -410,3 +413,59 @@ def test_each_partition_is_traced_and_counted_node_by_node(
     )
     assert {s.attributes["flowplatform.run_id"] for s in spans} == {str(run.id)}
     assert (executions("dummy_slices"), executions("http_post")) == (before[0] + 3, before[1] + 3)
+
+
+# --- a sliced source that plans no slice --------------------------------------------------------
+@pytest.mark.worker
+def test_a_file_source_matching_no_file_succeeds_empty_when_allowed(
+    worker: WorkerProcess, peers: HTTPServer
+) -> None:
+    inbox = Path(settings.FLOWPLATFORM_FILE_ROOTS[0]) / f"empty-{uuid.uuid4().hex[:10]}"
+    inbox.mkdir(parents=True)
+    add_connection("empty-inbox", f"file://{inbox}")
+    apply_flow_file(
+        {
+            "slug": "no-files",
+            "name": "No files",
+            "nodes": [
+                {
+                    "key": "files",
+                    "type": "file_read",
+                    "config": {
+                        "connection": "empty-inbox",
+                        "path": "*.jsonl",
+                        "format": "jsonl",
+                        "allow_empty": True,
+                    },
+                },
+                {
+                    "key": "push",
+                    "type": "http_post",
+                    "config": {"url": "/ingest", "connection": "crm"},
+                },
+            ],
+            "edges": [{"from": "files", "to": "push"}],
+        }
+    )
+    run = wait_for_run(start_run("no-files"), timeout=60)
+    assert run.status == "succeeded", run.error
+    assert node_figures(run) == {"files": ("succeeded", 0, 0), "push": ("succeeded", 0, 0)}
+    assert all(n.partitioned for n in run.node_runs.all())  # (split per file, by default)
+    assert partitions_of(run) == []
+    for node_run in run.node_runs.all():
+        assert read_manifest(node_run.output_ref) == []
+    assert delivered(peers) == []
+
+
+@pytest.mark.worker
+def test_a_source_sliced_over_an_empty_table_succeeds_empty(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any]
+) -> None:
+    with orders_table(0) as table:
+        apply_flow_file(sliced(point_minimal_flow_at(minimal_flow, table.name), 300))
+        run = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+    assert run.status == "succeeded", run.error
+    figures = node_figures(run)
+    assert set(figures.values()) == {("succeeded", 0, 0)}, figures
+    assert all(p.status == "succeeded" for p in partitions_of(run))
+    assert delivered(peers) == []
