@@ -505,11 +505,6 @@ def take_partition(
     status, fence, owner_seen, run_status = seen
     if status == NodeStatus.SUCCEEDED:
         return PartitionClaim("done")
-    if run_status not in ACTIVE_RUN_STATUSES and status == NodeStatus.PENDING:
-        # The run has ended (cancelled, failed elsewhere): the partition never starts.
-        PartitionRun.objects.filter(
-            run_id=run_id, source=source, index=index, status=NodeStatus.PENDING
-        ).update(status=NodeStatus.CANCELLED, finished_at=timezone.now())
     if run_status not in ACTIVE_RUN_STATUSES or status not in (
         NodeStatus.PENDING,
         NodeStatus.RUNNING,
@@ -637,6 +632,17 @@ def _end_run(run_id: str, status: str, error: str) -> bool:
         FlowRun.objects.filter(id=run_id, started_at__isnull=True).update(started_at=now)
         NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
             status=NodeStatus.SKIPPED, finished_at=now
+        )
+        # Its partitions not yet finished end with it (a delivery still executing one finds
+        # it no longer running under its fence, and changes nothing more).
+        PartitionRun.objects.filter(
+            run_id=run_id, status__in=(NodeStatus.PENDING, NodeStatus.RUNNING)
+        ).update(
+            status=NodeStatus.CANCELLED,
+            finished_at=now,
+            error="run ended",
+            lease_owner="",
+            lease_expires_at=None,
         )
     return bool(changed)
 

@@ -409,6 +409,9 @@ def run_partition(
             seen.rows = pipeline.rows()
             seen.succeeded = True
     except transitions.LeaseLost:
+        if _run_ended(run_id):  # the run's end cancelled the partition: stop its node runs
+            _stop(part, fan)
+            raise PartitionStopped(f"run {run_id} ended") from None
         logger.warning("run %s %s partition %s was taken over; this delivery stops",
                        run_id, source, partition)  # fmt: skip
         raise Ignore() from None

@@ -341,3 +341,29 @@ def test_a_failed_partition_fails_its_node_and_the_run_and_closes_the_fan_out(
     # A partition not started yet never starts: it is cancelled when its task comes.
     assert transitions.take_partition(str(run.id), "orders", 0).outcome == "stop"
     assert partition_of(run, 0).status == "cancelled"
+
+
+@pytest.mark.parametrize("end", ["cancel", "timeout"])
+def test_a_run_ending_cancels_its_unfinished_partitions_with_it(
+    minimal_flow: dict[str, Any], end: str
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    transitions.add_partitions(str(run.id), "orders", [0, 1, 2], ["paid", "shape", "push"])
+    done = transitions.take_partition(str(run.id), "orders", 0).partition
+    running = transitions.take_partition(str(run.id), "orders", 1).partition
+    assert done is not None and running is not None
+    assert transitions.finish_partition(done, "succeeded", rows={"push": [1, 1]})
+    if end == "cancel":
+        assert cancel_run(FlowRun.objects.get(id=run.id))
+    else:
+        assert transitions.finish_run(str(run.id), "failed", "run timed out after 1s")
+    shown = {p.index: (p.status, p.lease_owner, p.lease_expires_at) for p in
+             PartitionRun.objects.filter(run=run)}  # fmt: skip
+    assert shown == {0: ("succeeded", "", None), 1: ("cancelled", "", None),
+                     2: ("cancelled", "", None)}  # fmt: skip
+    assert partition_of(run, 2).finished_at is not None
+    # The delivery still executing partition 1 changes nothing more; a late task does nothing.
+    assert not transitions.finish_partition(running, "succeeded", rows={"push": [1, 1]})
+    assert transitions.take_partition(str(run.id), "orders", 2).outcome == "stop"
+    assert partition_of(run, 2).status == "cancelled"
