@@ -22,14 +22,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from flowplatform import metrics
 from flows import transitions
 from flows.admission import admit_waiting
 from flows.engine.executor import version_of
-from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, RunStatus
+from flows.models import (
+    ACTIVE_RUN_STATUSES,
+    FlowRun,
+    NodeRun,
+    NodeStatus,
+    PartitionRun,
+    RunStatus,
+)
 
 logger = logging.getLogger("flowplatform.reaper")
 
@@ -78,7 +85,8 @@ def timed_out(now: datetime) -> list[FlowRun]:
 def orphaned(now: datetime, stale: datetime) -> set[Any]:
     """Ids of active runs whose running nodes all hold leases that have run out, unless a
     re-dispatch is still waiting to be taken up (no node taken since, and younger than
-    ``stale``)."""
+    ``stale``), or their partitions are live (``partitions_live``)."""
+    live = partitions_live(now, stale)
     running = (
         NodeRun.objects.filter(status=NodeStatus.RUNNING, run__status__in=ACTIVE_RUN_STATUSES)
         .values("run_id")
@@ -92,8 +100,30 @@ def orphaned(now: datetime, stale: datetime) -> set[Any]:
     return {
         run_id
         for run_id, taken, redispatched in running
-        if redispatched is None or redispatched < stale or (taken and taken > redispatched)
+        if run_id not in live
+        and (redispatched is None or redispatched < stale or (taken and taken > redispatched))
     }
+
+
+def partitions_live(now: datetime, stale: datetime) -> set[Any]:
+    """Ids of active runs with partitions still to finish that show life: a partition running
+    under a lease not run out, or waiting for its retry (its heartbeat is its retry time), or a
+    partition of the run taken or finished since ``stale`` (the pending ones are queued behind
+    it). The fan-out's node runs are renewed only by running partitions: while a partition
+    waits, a re-dispatch would only stand down, so such a run is not orphaned."""
+    unfinished = (NodeStatus.PENDING, NodeStatus.RUNNING)
+    recent = PartitionRun.objects.filter(run_id=OuterRef("run_id")).filter(
+        Q(status=NodeStatus.RUNNING, lease_expires_at__gte=now)
+        | Q(heartbeat_at__gte=stale)
+        | Q(started_at__gte=stale)
+        | Q(finished_at__gte=stale)
+    )
+    return set(
+        PartitionRun.objects.filter(status__in=unfinished, run__status__in=ACTIVE_RUN_STATUSES)
+        .filter(Exists(recent))
+        .values_list("run_id", flat=True)
+        .distinct()
+    )
 
 
 def idle(stale: datetime) -> set[Any]:

@@ -342,16 +342,24 @@ def retry_node(node_run: Leased, error: str, delay_s: float) -> bool:
     """Put a failed attempt of a node run (or partition) back to pending (its error kept) and
     end its lease, before the task is retried. The heartbeat is set to the retry time, so that
     the reaper does not take the wait for a stall. False when it was no longer running under
-    its fence."""
-    return bool(
-        _mine(node_run).update(
+    its fence.
+
+    A partition's fan-out node runs (renewed only by running partitions) are held, in the same
+    transaction, at least until the retry time plus a lease's TTL."""
+    now = timezone.now()
+    with transaction.atomic():
+        retried = _mine(node_run).update(
             status=NodeStatus.PENDING,
             error=clip_error(error),
-            heartbeat_at=timezone.now() + timedelta(seconds=delay_s),
+            heartbeat_at=now + timedelta(seconds=delay_s),
             lease_owner="",
             lease_expires_at=None,
         )
-    )
+        if retried and isinstance(node_run, PartitionRun):
+            NodeRun.objects.filter(
+                run_id=node_run.run_id, node_key__in=node_run.nodes, status=NodeStatus.RUNNING
+            ).update(lease_expires_at=_renewed(now + timedelta(seconds=delay_s)))
+    return bool(retried)
 
 
 def skip_nodes(run_id: str, node_keys: Iterable[str]) -> int:

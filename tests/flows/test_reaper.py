@@ -7,11 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
 from flows import transitions
-from flows.models import FlowRun, NodeRun
+from flows.engine import lease
+from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.reaper import idle, orphaned, reap
 from tests.flows.helpers import (
     SOURCE_DB_URL,
@@ -102,3 +104,38 @@ def test_an_orphaned_run_is_re_dispatched_and_its_node_taken_over(
     orders = run.node_runs.get(node_key="orders")
     assert (orders.attempts, orders.workers_lost, orders.fence) == (2, 1, 2)
     assert len(posted_records(httpserver)) == len(table.expected_paid())
+
+
+def test_a_fan_out_waiting_for_its_partitions_is_not_orphaned(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """The fan-out's node runs are renewed only by running partitions: one waiting out its
+    retry backoff, or queued behind one just finished, keeps the run live."""
+    run = queued_run(minimal_flow)
+    run_id = str(run.id)
+    for key in ("paid", "shape", "push"):
+        assert transitions.take(run_id, key, owner=lease.FAN_OUT, lease_s=1).outcome == "execute"
+    transitions.add_partitions(run_id, "orders", [0, 1], ["paid", "shape", "push"])
+    part = transitions.take_partition(run_id, "orders", 0).partition
+    assert part is not None
+    # A retry extends the fan-out's leases past its backoff, in the same transaction.
+    before = timezone.now()
+    assert transitions.retry_node(part, "push: HTTP 503", 30)
+    ttl = timedelta(seconds=settings.FLOWPLATFORM_LEASE_TTL_S)
+    for node_run in NodeRun.objects.filter(run=run, node_key__in=["paid", "shape", "push"]):
+        assert node_run.lease_expires_at >= before + timedelta(seconds=30) + ttl
+    # Even with the fan-out's leases run out, a partition waiting for its retry is life ...
+    NodeRun.objects.filter(run=run, status="running").update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    now = timezone.now()
+    assert run.id not in orphaned(now, now - STALE)
+    assert reap(now, STALE.total_seconds())["redispatched"] == 0
+    # ... and so is one queued behind a partition finished within the staleness ...
+    PartitionRun.objects.filter(run=run, index=0).update(
+        status="succeeded", heartbeat_at=now - timedelta(seconds=5), finished_at=now
+    )
+    assert run.id not in orphaned(now, now - STALE)
+    # ... but nothing done by any partition for the staleness is a stall.
+    later = now + STALE + timedelta(seconds=1)
+    assert run.id in orphaned(later, later - STALE)
