@@ -147,3 +147,69 @@ def test_key_order_migration_converts_the_rows_and_back(
     back = apps.get_model("flows", "FlowVersion").objects.get()
     assert back.definition == definition
     assert back.checksum == old.checksum
+
+
+# --- 0013: a source that fanned out before is marked partitioned -----------------------------
+
+
+@pytest.fixture
+def before_partition_runs(transactional_db: None) -> Iterator[Any]:
+    """The schema before partitions were node runs; the latest one again afterwards."""
+    apps = migrate([("flows", "0012_node_leases")])
+    try:
+        yield apps
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        forget_versions_by_id()
+
+
+def test_partition_runs_migration_marks_fanned_out_sources_partitioned(
+    before_partition_runs: Any, minimal_flow: dict[str, Any]
+) -> None:
+    apps = before_partition_runs
+    for name, url in EXAMPLE_CONNECTIONS.items():
+        stored = Connection(name=name)
+        stored.set_url(url)
+        stored.save()
+    run_id = queued_run_before(apps, minimal_flow)
+    OldNodeRun = apps.get_model("flows", "NodeRun")
+    OldNodeRun.objects.filter(run_id=run_id, node_key="orders").update(
+        checkpoint={"fanned_out": True}
+    )
+    OldNodeRun.objects.filter(run_id=run_id, node_key="push").update(
+        checkpoint={"fanned_out": True, "acked": 3}
+    )
+    OldNodeRun.objects.filter(run_id=run_id, node_key="paid").update(checkpoint={"acked": 1})
+
+    apps = migrate([("flows", "0013_partition_runs")])
+    shown = {
+        n.node_key: (n.partitioned, n.checkpoint)
+        for n in apps.get_model("flows", "NodeRun").objects.filter(run_id=run_id)
+    }
+    assert shown == {
+        "orders": (True, None),
+        "paid": (False, {"acked": 1}),
+        "shape": (False, None),
+        "push": (True, {"acked": 3}),
+    }
+    migrate([("flows", "0012_node_leases")])  # reversible (nothing to undo)
+
+
+def queued_run_before(apps: Any, minimal_flow: dict[str, Any]) -> Any:
+    """A run of the minimal flow recorded with the historical models; its id."""
+    Flow = apps.get_model("flows", "Flow")
+    FlowVersion = apps.get_model("flows", "FlowVersion")
+    FlowRun = apps.get_model("flows", "FlowRun")
+    NodeRun = apps.get_model("flows", "NodeRun")
+    definition = resolved_definition(FlowSpec.model_validate(minimal_flow))
+    flow = Flow.objects.create(slug=minimal_flow["slug"], name=minimal_flow["name"])
+    version = FlowVersion.objects.create(
+        flow=flow, number=1, definition=definition, checksum=checksum(definition)
+    )
+    run = FlowRun.objects.create(flow=flow, version=version, trigger="api")
+    for index, node in enumerate(definition["nodes"]):
+        NodeRun.objects.create(
+            run=run, node_key=node["key"], node_type=node["type"], position=index
+        )
+    return run.id
