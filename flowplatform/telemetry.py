@@ -559,7 +559,8 @@ def partition_execution(
             yield observation
         except BaseException as exc:
             error = exc
-            cancelled = type(exc).__name__ in ("RunCancelled", "PartitionStopped")
+            # (a lease taken over: another delivery goes on with the partition)
+            cancelled = type(exc).__name__ in ("RunCancelled", "PartitionStopped", "LeaseLost")
             raise
         finally:
             elapsed = time.perf_counter() - started

@@ -50,7 +50,6 @@ def test_no_message_is_cut_at_a_length_of_its_own() -> None:
     assert homes(r"\[:\s*10_?000\]") == []
 
 
-@pytest.mark.xfail(reason="two copies, in flows/engine/partitions.py and flows/engine/handoff.py")
 def test_the_partition_limit_message_is_written_in_one_module() -> None:
     assert len(homes(r"more than \{MAX_PARTITIONS\} partitions")) == 1
 

@@ -41,6 +41,15 @@ PORTS_SUFFIX = ".ports.json"
 MAX_PARTITIONS = 1000
 
 
+def too_many_partitions(rows_per_partition: int) -> NodeError:
+    """The (permanent) error of an output cut into more than ``MAX_PARTITIONS`` partitions."""
+    return NodeError(
+        f"the output has more than {MAX_PARTITIONS} partitions of {rows_per_partition} rows: "
+        "raise partition_rows",
+        permanent=True,
+    )
+
+
 def flow_data_storage() -> Storage:
     """The storage configured as ``STORAGES['flowdata']`` (local directory or S3)."""
     return storages["flowdata"]
@@ -183,11 +192,7 @@ def write_partitions(
             while start < len(batch):
                 if writer is None:
                     if len(parts) >= MAX_PARTITIONS:
-                        raise NodeError(
-                            f"the output has more than {MAX_PARTITIONS} partitions of "
-                            f"{rows_per_partition} rows: raise partition_rows",
-                            permanent=True,
-                        )
+                        raise too_many_partitions(rows_per_partition)
                     writer = BatchWriter(output_name(run_id, node_key, len(parts)), storage)
                 take = min(rows_per_partition - writer.rows, len(batch) - start)
                 writer.write(batch if take == len(batch) else batch[start : start + take])

@@ -73,6 +73,7 @@ from flows.engine.handoff import (
     manifest_name,
     output_name,
     read_batches,
+    too_many_partitions,
     write_manifest,
 )
 from flows.engine.heartbeat import Heartbeat
@@ -324,11 +325,7 @@ def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
     try:
         for index, slice_ in enumerate(slices):
             if index >= MAX_PARTITIONS:
-                raise NodeError(
-                    f"the output has more than {MAX_PARTITIONS} partitions of {rows} rows: "
-                    "raise partition_rows",
-                    permanent=True,
-                )
+                raise too_many_partitions(rows)
             starter.start(index, slice_)
     finally:
         close = getattr(slices, "close", None)

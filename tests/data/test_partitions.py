@@ -469,3 +469,29 @@ def test_a_source_sliced_over_an_empty_table_succeeds_empty(
     assert set(figures.values()) == {("succeeded", 0, 0)}, figures
     assert all(p.status == "succeeded" for p in partitions_of(run))
     assert delivered(peers) == []
+
+
+@pytest.mark.embedded
+def test_a_partition_whose_lease_was_taken_over_counts_cancelled_not_failed(
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from flowplatform import telemetry
+    from flows import transitions
+    from tests.flows.helpers import queued_run
+
+    def executions(status: str) -> float:
+        labels = {"node_type": "http_post", "status": status}
+        return REGISTRY.get_sample_value("flowplatform_node_runs_total", labels) or 0.0
+
+    run = queued_run(minimal_flow)
+    fan = list(run.node_runs.filter(node_key__in=["shape", "push"]))
+    before = executions("cancelled"), executions("failed")
+    with (
+        pytest.raises(transitions.LeaseLost),
+        telemetry.partition_execution(fan, "f", 1, 0, 1, False) as seen,
+    ):
+        seen.failed_node = "push"  # (what the partition saw last does not matter)
+        raise transitions.LeaseLost()
+    assert (executions("cancelled"), executions("failed")) == (before[0] + 1, before[1])
