@@ -368,7 +368,7 @@ class NodeRun(models.Model):
         if not self.partitioned:
             return []
         shown = []
-        for part in PartitionRun.objects.filter(run_id=self.run_id).order_by("source", "index"):
+        for part in self._run_partitions():
             if self.node_key not in part.nodes:
                 continue
             rows_in, rows_out = part.rows_of(self.node_key)
@@ -387,6 +387,21 @@ class NodeRun(models.Model):
                 }
             )
         return shown
+
+    def _run_partitions(self) -> list[PartitionRun]:
+        """The run's partitions as shown (no traceback, no checkpoint), loaded once for the
+        node runs sharing one run instance (``run.node_runs.all()`` gives them so)."""
+        run = self.run if NodeRun.run.is_cached(self) else None
+        loaded: list[PartitionRun] | None = getattr(run, "_partitions_shown", None)
+        if loaded is None:
+            loaded = list(
+                PartitionRun.objects.filter(run_id=self.run_id)
+                .order_by("source", "index")
+                .only(*PARTITION_SHOWN)
+            )
+            if run is not None:
+                setattr(run, "_partitions_shown", loaded)  # noqa: B010 - not a model field
+        return loaded
 
     @property
     def rows_by_port(self) -> dict[str, int] | None:
@@ -452,6 +467,13 @@ class FlowAccess(models.Model):
         rights = [r for r in ("view", "change", "run") if getattr(self, f"can_{r}")]
         who = f"user {self.user}" if self.user_id else f"group {self.group}"
         return f"{who}: {', '.join(rights) or 'nothing'}"
+
+
+#: The fields of a partition its node runs show (``NodeRun.partition_summaries``).
+PARTITION_SHOWN = (
+    "run_id", "source", "index", "nodes", "status", "attempts", "workers_lost", "rows",
+    "started_at", "finished_at", "duration_ms", "error",
+)  # fmt: skip
 
 
 class PartitionRun(models.Model):

@@ -495,3 +495,27 @@ def test_a_partition_whose_lease_was_taken_over_counts_cancelled_not_failed(
         seen.failed_node = "push"  # (what the partition saw last does not matter)
         raise transitions.LeaseLost()
     assert (executions("cancelled"), executions("failed")) == (before[0] + 1, before[1])
+
+
+@pytest.mark.embedded
+def test_the_partitions_of_a_run_are_loaded_once_for_all_its_node_runs(
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows import transitions
+    from tests.flows.helpers import queued_run
+
+    run = queued_run(minimal_flow)
+    run.node_runs.update(partitioned=True)
+    transitions.add_partitions(str(run.id), "orders", [0, 1], ["orders", *STRETCH])
+    PartitionRun.objects.filter(run=run).update(traceback="Traceback ...", rows={"push": [3, 1]})
+    run = FlowRun.objects.get(id=run.id)
+    with CaptureQueriesContext(connection) as queries:
+        shown = RunDetailSerializer(run).data["node_runs"]
+    loads = [q["sql"] for q in queries.captured_queries if "flows_partitionrun" in q["sql"]]
+    assert len(loads) == 1 and "traceback" not in loads[0], loads
+    assert [(p["partition"], p["rows_in"], p["rows_out"]) for p in shown[-1]["partitions"]] == [
+        (0, 3, 1), (1, 3, 1),
+    ]  # fmt: skip
