@@ -513,6 +513,12 @@ def take_partition(
     status, fence, owner_seen, run_status = seen
     if status == NodeStatus.SUCCEEDED:
         return PartitionClaim("done")
+    if run_status not in ACTIVE_RUN_STATUSES and status == NodeStatus.PENDING:
+        # Recorded as its source went on planning after the run had ended (``_end_run``
+        # cancelled those recorded before): it never starts.
+        PartitionRun.objects.filter(
+            run_id=run_id, source=source, index=index, status=NodeStatus.PENDING
+        ).update(status=NodeStatus.CANCELLED, finished_at=timezone.now(), error="run ended")
     if run_status not in ACTIVE_RUN_STATUSES or status not in (
         NodeStatus.PENDING,
         NodeStatus.RUNNING,

@@ -367,3 +367,14 @@ def test_a_run_ending_cancels_its_unfinished_partitions_with_it(
     assert not transitions.finish_partition(running, "succeeded", rows={"push": [1, 1]})
     assert transitions.take_partition(str(run.id), "orders", 2).outcome == "stop"
     assert partition_of(run, 2).status == "cancelled"
+
+
+def test_a_partition_recorded_after_its_run_ended_is_cancelled_when_its_task_comes(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    assert cancel_run(FlowRun.objects.get(id=run.id))
+    transitions.add_partitions(str(run.id), "orders", [0], ["paid", "shape", "push"])
+    assert transitions.take_partition(str(run.id), "orders", 0).outcome == "stop"
+    assert (partition_of(run).status, partition_of(run).error) == ("cancelled", "run ended")
