@@ -46,7 +46,7 @@ def uses_library() -> bool:
     return any(name.strip().startswith("http") for name in opt_in.split(","))
 
 
-class RequestsInstrumentor(LibraryInstrumentor):  # type: ignore[misc]
+class RequestsInstrumentor(LibraryInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         if uses_library():
             super()._instrument(**kwargs)
