@@ -185,7 +185,8 @@ def _instrument(kind: str, provider: Any) -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    from flowplatform.telemetry_requests import RequestsInstrumentor
 
     instrumentors: dict[str, Any] = {
         "celery": _quiet_tasks_class()() if _bookkeeping_left_out else CeleryInstrumentor(),
