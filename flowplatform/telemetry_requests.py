@@ -11,7 +11,7 @@ record, that is most of what tracing a node's requests costs.
 ``RequestsInstrumentor`` here is the library's (same switch ``requests`` in
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, same instrumentation scope, same span: name
 ``POST``, kind client, a child of the current span, ``http.method``, ``http.url`` with
-credentials and signed query parameters redacted, ``http.status_code``, status error from
+credentials and signed query parameters redacted (and the running node's secrets), ``http.status_code``, status error from
 400 or on an exception, which is recorded; the ``traceparent`` header injected, and
 ``OTEL_PYTHON_REQUESTS_EXCLUDED_URLS`` honoured) without the rest: no duration histogram,
 no ``user_agent.*`` attributes, no captured headers, the span not made current while the
@@ -35,6 +35,8 @@ from opentelemetry.instrumentation.requests.version import __version__
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_tracer, set_span_in_context
 from opentelemetry.util.http import get_excluded_urls, redact_url, sanitize_method
+
+from nodes.redaction import redact_active
 
 #: The library's module name: the instrumentation scope of the spans (as the library's).
 SCOPE = "opentelemetry.instrumentation.requests"
@@ -73,7 +75,7 @@ def _patch(tracer: Any, excluded_urls: Any) -> None:
         span = tracer.start_span(
             "HTTP" if method == "_OTHER" else method,
             kind=SpanKind.CLIENT,
-            attributes={"http.method": method, "http.url": redact_url(request.url)},
+            attributes={"http.method": method, "http.url": redact_active(redact_url(request.url))},
         )
         try:
             if request.headers is None:
@@ -84,8 +86,15 @@ def _patch(tracer: Any, excluded_urls: Any) -> None:
             response = wrapped(self, request, **kwargs)
         except BaseException as exc:
             if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                # Not ``record_exception``: its message and stack trace would carry the
+                # connection's secrets (a URL with a token in an error); the node's redactor
+                # hides them here as in the node's own error.
+                message = redact_active(str(exc))
+                span.add_event(
+                    "exception",
+                    {"exception.type": type(exc).__qualname__, "exception.message": message},
+                )
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
             span.end()
             raise
         if span.is_recording():

@@ -23,6 +23,7 @@ import requests
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from flowplatform import telemetry
+from nodes.redaction import Redactor, scope
 
 exporter = InMemorySpanExporter()
 telemetry.setup("worker", processor=SimpleSpanProcessor(exporter))
@@ -36,6 +37,13 @@ with telemetry._tracer.start_as_current_span("node push"):
         session.get(refused, timeout=10)
     except requests.ConnectionError:
         pass
+    # A node's secret in a query value or an error: hidden by the node's redactor.
+    with scope(Redactor(["apikey-0123456789"])):
+        session.put(f"{base}/ok?api_key=apikey-0123456789", data=b"[]", timeout=10)
+        try:
+            session.get(refused + "?token=apikey-0123456789", timeout=10)
+        except requests.ConnectionError:
+            pass
 session.get(f"{base}/ok", timeout=10)  # outside any span: a lone call, left out
 telemetry.shutdown()
 restored = not hasattr(requests.Session.send, "opentelemetry_instrumentation_requests_applied")
@@ -83,9 +91,10 @@ def test_a_request_is_a_client_span_under_the_current_span_with_its_context_sent
     result = run_script(httpserver)
     [node] = [s for s in result["spans"] if s["name"] == "node push"]
     [ok, failed] = [s for s in result["spans"] if s["name"] == "POST"]
-    [refused] = [s for s in result["spans"] if s["name"] == "GET"]  # (the lone GET: no span)
+    [refused, refused_secret] = [s for s in result["spans"] if s["name"] == "GET"]  # (lone: none)
+    [secret] = [s for s in result["spans"] if s["name"] == "PUT"]
     trace_id = node["context"]["trace_id"]
-    for span in (ok, failed, refused):
+    for span in (ok, failed, refused, secret, refused_secret):
         assert span["kind"] == "SpanKind.CLIENT"
         assert span["parent_id"] == node["context"]["span_id"]
         assert span["context"]["trace_id"] == trace_id
@@ -99,11 +108,15 @@ def test_a_request_is_a_client_span_under_the_current_span_with_its_context_sent
     assert failed["status"]["status_code"] == "ERROR"
     assert refused["status"]["status_code"] == "ERROR"
     assert refused["events"][0]["name"] == "exception"
+    # The node's secrets are in neither the URL nor the error.
+    assert "apikey-0123456789" not in json.dumps([secret, refused_secret])
+    assert "/ok?api_key=" in secret["attributes"]["http.url"]
+    assert "Max retries" in refused_secret["events"][0]["attributes"]["exception.message"]
     # Each request sent its own span's context (the lone GET its unsampled one).
     sent = [header.rsplit("-", 1) for header in seen]
     assert sent[0][0] == f"00-{trace_id[2:]}-{ok['context']['span_id'][2:]}"
     assert sent[1][0] == f"00-{trace_id[2:]}-{failed['context']['span_id'][2:]}"
-    assert [int(flags, 16) & 1 for _, flags in sent] == [1, 1, 0]  # sampled, sampled, not
+    assert [int(flags, 16) & 1 for _, flags in sent] == [1, 1, 1, 0]  # sampled but the last
     assert result["restored"]
 
 
