@@ -59,6 +59,24 @@ def manifest_name(run_id: str, node_key: str) -> str:
     return f"{run_prefix(run_id)}/{node_key}{MANIFEST_SUFFIX}"
 
 
+def partial_name(run_id: str, node_key: str, partition: int) -> str:
+    """Where a combinable node's partial state of one partition is kept (decision 0037)."""
+    return f"{run_prefix(run_id)}/{node_key}.partial-{partition:05d}.msgpack"
+
+
+def write_bytes(name: str, data: bytes, storage: Storage | None = None) -> None:
+    """Store ``data`` under ``name``, replacing what a previous delivery stored there."""
+    storage = storage or flow_data_storage()
+    _clear(storage, name)
+    storage.save(name, ContentFile(data, name=name))
+
+
+def read_bytes(name: str, storage: Storage | None = None) -> bytes:
+    storage = storage or flow_data_storage()
+    with storage.open(name, "rb") as handle:
+        return bytes(handle.read())
+
+
 class BatchWriter:
     """Encodes batches into a spool as they come, then saves the spool to ``name`` on close."""
 

@@ -72,7 +72,9 @@ from flows.engine.handoff import (
     Part,
     manifest_name,
     output_name,
+    partial_name,
     read_batches,
+    write_bytes,
     write_manifest,
 )
 from flows.engine.heartbeat import Heartbeat
@@ -130,6 +132,25 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
     return stretch
 
 
+def combiner_after(definition: dict[str, Any], key: str, stretch: list[str]) -> str | None:
+    """The combinable node (``aggregate``, ``dedupe``: ``capabilities.Combinable``) that takes
+    the stretch's output, when there is one: it runs a partial per partition at the end of the
+    partition's stretch and one combine, as its own node run, after every partition (decision
+    0037). It is the only child of the stretch's last node, and that node its only parent."""
+    graph = Graph.from_definition(definition)
+    last = stretch[-1] if stretch else key
+    if len(graph.children[last]) != 1:
+        return None
+    child = graph.children[last][0].target
+    if len(graph.parents[child]) != 1:
+        return None
+    spec = node_spec(definition, child)
+    cls = registry.get(spec["type"])
+    if cls is None or not capabilities.combinable_with(cls, spec.get("config") or {}):
+        return None
+    return child
+
+
 def in_partitioned_stretch(definition: dict[str, Any], key: str, run_id: str) -> bool:
     """Whether ``key`` is run partition by partition in run ``run_id``: it follows a source
     with ``partition_rows``, or a source that partitions by default and fanned out in this
@@ -162,7 +183,8 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     if fan_out_rows(spec) is None or task.request.group:
         return None
     candidates = stretch_after(definition, node_run.node_key)
-    if not candidates:
+    combiner = combiner_after(definition, node_run.node_key, candidates)
+    if not candidates and combiner is None:
         return None
     rows = run_fan_out_rows(node_run, spec)  # (a source may ask its database first)
     if rows is None:
@@ -173,7 +195,9 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
         if (taken := _claim(run_id, key)) is None:
             break
         stretch.append(taken)
-    if not stretch:
+    if len(stretch) < len(candidates):
+        combiner = None  # the stretch stops early: its last node's output is read whole
+    if not stretch and combiner is None:
         return None
     # From here the fan-out owns the source and the stretch: a later delivery of their
     # run_node (a duplicate, a re-dispatch) must not start a second one (tasks._inside_fan_out).
@@ -181,8 +205,8 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
     keys = [taken.node_key for taken in stretch]
     return chord(
-        [produce_partitions.si(run_id, node_run.node_key, keys, rows)],
-        join_partitions.si(run_id, node_run.node_key, keys),
+        [produce_partitions.si(run_id, node_run.node_key, keys, rows, combiner)],
+        join_partitions.si(run_id, node_run.node_key, keys, combiner),
     )
 
 
@@ -225,17 +249,24 @@ class _Starter:
     """Records and starts partition tasks: added to the running chord, or run inline in
     embedded mode."""
 
-    def __init__(self, task: Task, run_id: str, source: str, stretch: list[str]) -> None:
+    def __init__(
+        self, task: Task, run_id: str, source: str, stretch: list[str], combiner: str | None
+    ) -> None:
         self.task = task
         self.run_id, self.source, self.stretch = run_id, source, stretch
+        self.combiner = combiner
         self.inline = bool(task.request.is_eager or not task.request.chord)
         self.count = 0
 
     def start(self, index: int, slice_: Any = None) -> None:
-        nodes = [self.source, *self.stretch] if slice_ is not None else self.stretch
+        nodes = [self.source, *self.stretch] if slice_ is not None else list(self.stretch)
+        if self.combiner is not None:
+            nodes.append(self.combiner)
         transitions.add_partitions(self.run_id, self.source, [index], nodes)
         self.count += 1
-        signature = run_partition.si(self.run_id, self.source, self.stretch, index, slice_)
+        signature = run_partition.si(
+            self.run_id, self.source, self.stretch, index, slice_, self.combiner
+        )
         if not self.inline:
             self.task.add_to_chord(signature)
             return
@@ -252,7 +283,12 @@ class _Starter:
     max_retries=None,
 )
 def produce_partitions(
-    self: Task, run_id: str, source: str, stretch: list[str], rows: int | None = None
+    self: Task,
+    run_id: str,
+    source: str,
+    stretch: list[str],
+    rows: int | None = None,
+    combiner: str | None = None,
 ) -> dict[str, Any]:
     """Start one ``run_partition`` per partition of the source as soon as it is known.
 
@@ -263,7 +299,7 @@ def produce_partitions(
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
-    starter = _Starter(self, run_id, source, stretch)
+    starter = _Starter(self, run_id, source, stretch, combiner)
     sliced = False
     redactor = Redactor()
     spec = node_spec(node_run.run.version.definition, source)
@@ -345,7 +381,13 @@ def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
     max_retries=None,
 )
 def run_partition(
-    self: Task, run_id: str, source: str, stretch: list[str], partition: int, slice_: Any = None
+    self: Task,
+    run_id: str,
+    source: str,
+    stretch: list[str],
+    partition: int,
+    slice_: Any = None,
+    combiner: str | None = None,
 ) -> dict[str, Any]:
     """Execute partition ``partition`` of ``source``'s output through every node of
     ``stretch``: take it (``transitions.take_partition``), stream it, finish it, or retry or
@@ -371,7 +413,9 @@ def run_partition(
     }
     for node_run in node_runs.values():
         node_run.run = run
-    fan = [node_runs[key] for key in part.nodes]
+    # (the combinable node after the stretch only stores its partial here: its node run is
+    # its combine's, pending until the partitions are done)
+    fan = [node_runs[key] for key in part.nodes if key != combiner]
     if not _active(run, fan):
         _stop(part, fan)
         raise PartitionStopped(f"run {run_id} is {run.status}")
@@ -380,7 +424,7 @@ def run_partition(
         if part.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(fan[0], f"worker lost {part.workers_lost} times", "", part.nodes, part)
     probe = CancelProbe(run_id, stop_when_finished=True)
-    pipeline = _Pipeline(run, node_runs, part, probe)
+    pipeline = _Pipeline(run, node_runs, part, probe, combiner)
     retry = part.attempts - 1 - part.workers_lost > 0
     observed = telemetry.partition_execution(
         fan, run.version.flow.slug, run.version.number, partition, part.attempts, retry,
@@ -472,8 +516,10 @@ class _Pipeline:
         node_runs: dict[str, NodeRun],
         partition: PartitionRun,
         probe: CancelProbe,
+        combiner: str | None = None,
     ) -> None:
         self.run = run
+        self.combiner = combiner
         self.node_runs = node_runs
         self.partition = partition
         self.index = partition.index
@@ -525,14 +571,35 @@ class _Pipeline:
         for key in stretch:
             stored = not derived(definition, key, stretch)
             stream = self._stage(definition, key, stream, stored)
-        for _batch in stream:
-            progress.tick(list(self.counters.values()))
+        counted = list(self.counters.values())
+        ticking = _ticking(self._tee(None, stream), progress, counted)
+        if self.combiner is None:
+            for _batch in ticking:
+                pass
+        else:
+            self._partial(definition, self.combiner, ticking)
         for key, writer in self.writers.items():
             try:
                 writer.save()
             except Exception as exc:
                 raise _NodeRaised(key, exc) from exc
-        progress.flush(list(self.counters.values()))
+        progress.flush(counted)
+
+    def _partial(self, definition: dict[str, Any], key: str, stream: Iterable[AnyBatch]) -> None:
+        """The combinable node's partial state of this partition, stored for its combine."""
+        rows_in = RowCounter()
+        self.counters[key] = (rows_in, RowCounter())
+        try:
+            spec = node_spec(definition, key)
+            node = build_node(spec)
+            assert isinstance(node, capabilities.Combinable)
+            port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
+            data = capabilities.run_partial(node, self._context(spec), {port: rows_in.wrap(stream)})
+            write_bytes(partial_name(str(self.run.id), key, self.index), data)
+        except (_NodeRaised, PartitionStopped, transitions.LeaseLost):
+            raise
+        except Exception as exc:
+            raise _NodeRaised(key, exc) from exc
 
     def _stage(
         self, definition: dict[str, Any], key: str, stream: Iterable[AnyBatch], stored: bool
@@ -569,6 +636,16 @@ class _Pipeline:
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+
+
+def _ticking(
+    stream: Iterable[AnyBatch],
+    progress: _Progress,
+    counted: list[tuple[RowCounter, RowCounter]],
+) -> Iterator[AnyBatch]:
+    for batch in stream:
+        progress.tick(counted)
+        yield batch
 
 
 def _blame(key: str, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
@@ -613,7 +690,9 @@ class _Progress:
 
 # --- the join --------------------------------------------------------------------------------
 @shared_task(name="flows.join_partitions", acks_late=True)
-def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
+def join_partitions(
+    run_id: str, source: str, stretch: list[str], combiner: str | None = None
+) -> str:
     """Chord body: once every partition has succeeded, write each node's manifest, sum the
     partitions' rows on its node run and finish it succeeded.
 
@@ -621,7 +700,7 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
     otherwise ``produce_partitions`` has finished it.
     """
     parts = list(PartitionRun.objects.filter(run_id=run_id, source=source).order_by("index"))
-    joined = list(parts[0].nodes) if parts else stretch
+    joined = [key for key in parts[0].nodes if key != combiner] if parts else stretch
     node_runs = {
         nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=joined)
     }
@@ -652,7 +731,7 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
             output_ref=ref,
         )
     logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), len(parts))
-    return stretch[-1]
+    return stretch[-1] if stretch else source
 
 
 # --- shared ----------------------------------------------------------------------------------
