@@ -86,6 +86,8 @@ class BatchWriter:
         self.name = name
         self.storage = storage or flow_data_storage()
         self.rows = 0
+        #: Whether :meth:`save` has stored it.
+        self.saved = False
         self._pack = packer()
         self._spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
 
@@ -99,6 +101,7 @@ class BatchWriter:
         self._spool.seek(0)
         _clear(self.storage, self.name)
         self.storage.save(self.name, File(self._spool, name=self.name))
+        self.saved = True
         self.close()
         return self.rows
 
@@ -223,8 +226,15 @@ def write_partitions(
 
 
 # --- outputs per port ------------------------------------------------------------------------
-def port_output_name(run_id: str, node_key: str, port: str) -> str:
-    return f"{run_prefix(run_id)}/{node_key}.port-{port}.msgpack"
+def port_output_name(run_id: str, node_key: str, port: str, partition: int | None = None) -> str:
+    """A port's object (of one partition, for a node run partition by partition)."""
+    suffix = f".p{partition:05d}" if partition is not None else ""
+    return f"{run_prefix(run_id)}/{node_key}.port-{port}{suffix}.msgpack"
+
+
+def port_manifest_name(run_id: str, node_key: str, port: str) -> str:
+    """The partitions manifest of one port of a node run partition by partition."""
+    return f"{run_prefix(run_id)}/{node_key}.port-{port}{MANIFEST_SUFFIX}"
 
 
 def ports_manifest_name(run_id: str, node_key: str) -> str:
@@ -262,11 +272,22 @@ def write_ports(
     finally:
         for writer in writers.values():
             writer.close()
-    manifest = {"ports": {port: {"ref": writers[port].name, "rows": rows[port]} for port in ports}}
+    refs = {port: (writers[port].name, rows[port]) for port in ports}
+    return write_ports_manifest(run_id, node_key, refs, storage), rows
+
+
+def write_ports_manifest(
+    run_id: str, node_key: str, ports: dict[str, tuple[str, int]], storage: Storage | None = None
+) -> str:
+    """The ports manifest of a node's output (``{port: (reference, rows)}``, in port order);
+    returns its name, the node's output reference. A port's reference may be a partitions
+    manifest (a node run partition by partition)."""
+    storage = storage or flow_data_storage()
+    manifest = {"ports": {port: {"ref": ref, "rows": rows} for port, (ref, rows) in ports.items()}}
     name = ports_manifest_name(run_id, node_key)
     _clear(storage, name)
     storage.save(name, ContentFile(json.dumps(manifest).encode(), name=name))
-    return name, rows
+    return name
 
 
 def port_ref(ref: str, port: str, storage: Storage | None = None) -> str:
