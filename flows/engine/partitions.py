@@ -166,29 +166,25 @@ def combiners_after(definition: dict[str, Any], key: str, stretch: list[str]) ->
     """The combinable nodes (``aggregate``, ``dedupe``: ``capabilities.Combinable``) that take
     an end of the stretch (or the source's output itself): each runs a partial per partition at
     the end of the partition's stretch and one combine, as its own node run, after every
-    partition (decision 0037). Each is the only child of a stretch end whose output is not kept
-    per port, and that end is its only parent."""
+    partition (decision 0037). Each has one parent: a stretch end whose only child it is, or a
+    node of the stretch whose output is kept per port (its partial reads its port)."""
     graph = Graph.from_definition(definition)
     specs = {node["key"]: node for node in definition["nodes"]}
     inside = set(stretch)
-    ends = [
-        end
-        for end in (stretch or [key])
-        if not any(edge.target in inside for edge in graph.children[end])
-        and not (end != key and _several_ports(specs[end]))
-    ]
     combiners = []
-    for end in ends:
-        if len(graph.children[end]) != 1:
+    for end in stretch or [key]:
+        ports = end != key and _several_ports(specs[end])
+        children = [edge.target for edge in graph.children[end] if edge.target not in inside]
+        if not ports and len(graph.children[end]) != 1:
             continue
-        child = graph.children[end][0].target
-        cls = registry.get(specs[child]["type"])
-        if (
-            len(graph.parents[child]) == 1
-            and cls is not None
-            and capabilities.combinable_with(cls, specs[child].get("config") or {})
-        ):
-            combiners.append(child)
+        for child in children:
+            cls = registry.get(specs[child]["type"])
+            if (
+                len(graph.parents[child]) == 1
+                and cls is not None
+                and capabilities.combinable_with(cls, specs[child].get("config") or {})
+            ):
+                combiners.append(child)
     return combiners
 
 
@@ -624,7 +620,12 @@ class _Pipeline:
         definition = self.run.version.definition
         # (the source's slice, when read here, counts first, as it was staged first)
         progress = _Progress([self.node_runs[key] for key in [*self.counters, *stretch]])
-        ends = {_input_of(definition, key)[0]: key for key in self.combiners}
+        parents = {key: _input_of(definition, key) for key in self.combiners}
+        ends = {
+            parent: key
+            for key, (parent, _port, _in) in parents.items()
+            if parent == source or not _several_ports(node_spec(definition, parent))
+        }
         if not stretch:
             self._end(definition, source, batches, ends, progress)
         for line in _lines(definition, stretch):
@@ -639,6 +640,13 @@ class _Pipeline:
             self._end(definition, line[-1], stream, ends, progress)
             self._save([source, *line])
         self._save([source])
+        run_id = str(self.run.id)
+        for key, (parent, port, _in) in parents.items():
+            if key not in ends.values():  # after a port: its partial reads the stored port
+                stream = _blame(
+                    key, read_batches(port_output_name(run_id, parent, port, self.index))
+                )
+                self._partial(definition, key, self._tee(key, {}, stream))
         progress.flush(self.counters)
 
     def _end(

@@ -18,11 +18,13 @@ from tests.conftest import WorkerProcess
 from tests.flows.helpers import SOURCE_DB_URL, OrdersTable, add_connection, orders_table
 
 ROUTES = ["by_status", "positive", "push_paid", "push_refunds"]
+#: The aggregate after the pending port: a partial per partition, one combine.
+COMBINED = "pending_total"
 
 
 def routed_flow(table: str, rows: int) -> dict[str, Any]:
     """orders (partitioned) → by_status (branch): paid → positive (filter) → push_paid;
-    refunded → push_refunds; pending dropped."""
+    refunded → push_refunds; pending → pending_total (aggregate); nothing else."""
     return {
         "slug": "orders-by-status",
         "name": "Orders by status",
@@ -50,6 +52,10 @@ def routed_flow(table: str, rows: int) -> dict[str, Any]:
                             "port": "refunded",
                             "conditions": [{"field": "status", "op": "eq", "value": "refunded"}],
                         },
+                        {
+                            "port": "pending",
+                            "conditions": [{"field": "status", "op": "eq", "value": "pending"}],
+                        },
                     ],
                     "otherwise": None,
                 },
@@ -69,12 +75,24 @@ def routed_flow(table: str, rows: int) -> dict[str, Any]:
                 "type": "http_post",
                 "config": {"url": "/refunds", "connection": "peers", "batch_size": 50},
             },
+            {
+                "key": COMBINED,
+                "type": "aggregate",
+                "config": {
+                    "aggregations": [
+                        {"op": "count", "as": "n"},
+                        {"op": "sum", "field": "amount", "as": "total"},
+                        {"op": "last", "field": "id", "as": "last_id"},
+                    ]
+                },
+            },
         ],
         "edges": [
             {"from": "orders", "to": "by_status"},
             {"from": "by_status", "from_port": "paid", "to": "positive"},
             {"from": "positive", "to": "push_paid"},
             {"from": "by_status", "from_port": "refunded", "to": "push_refunds"},
+            {"from": "by_status", "from_port": "pending", "to": COMBINED},
         ],
     }
 
@@ -106,15 +124,26 @@ def check_routed(run: FlowRun, table: OrdersTable, httpserver: HTTPServer, parts
     nodes = {n.node_key: n for n in run.node_runs.all()}
     assert all(nodes[key].partitioned and nodes[key].status == "succeeded" for key in ROUTES)
     branch = nodes["by_status"]
-    assert (branch.rows_in, branch.rows_out) == (len(table.rows), len(paid) + len(refunded))
-    assert branch.rows_by_port == {"paid": len(paid), "refunded": len(refunded)}
+    pending = [r for r in table.rows if r[3] == "pending"]
+    assert (branch.rows_in, branch.rows_out) == (len(table.rows), len(table.rows))
+    assert branch.rows_by_port == {
+        "paid": len(paid),
+        "refunded": len(refunded),
+        "pending": len(pending),
+    }
+    total = nodes[COMBINED]
+    assert total.partitioned and (total.rows_in, total.rows_out) == (len(pending), 1)
+    figures = [r for batch in read_output(total.output_ref) for r in batch]
+    assert figures == [
+        {"n": len(pending), "total": sum(r[4] for r in pending), "last_id": pending[-1][0]}
+    ]
     assert (nodes["positive"].rows_in, nodes["positive"].rows_out) == (len(paid), len(positive))
     assert nodes["push_refunds"].rows_in == len(refunded)
     # A port's output, read whole after the run, is its partitions' in order.
     paid_ref = port_ref(branch.output_ref, "paid")
     assert [r["id"] for batch in read_output(paid_ref) for r in batch] == paid
     partitions = list(PartitionRun.objects.filter(run=run).order_by("index"))
-    assert [p.nodes for p in partitions] == [ROUTES] * parts
+    assert [p.nodes for p in partitions] == [[*ROUTES, COMBINED]] * parts
     assert sum(p.port_rows_of("by_status")["paid"] for p in partitions) == len(paid)
 
 
