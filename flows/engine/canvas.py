@@ -16,6 +16,7 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from flows.engine import tasks
+from flows.engine.executor import fan_out_rows
 from flows.graph import Graph
 
 
@@ -65,7 +66,9 @@ def build_canvas(
         [key for key in full_level if only is None or key in only]
         for full_level in Graph.from_definition(definition).levels()
     ]
-    levels = [level for level in levels if level]
+    # (a node feeding a join's right side first: its partitions probe it whole)
+    right = {edge["from"] for edge in definition["edges"] if edge.get("to_port") == "right"}
+    levels = [step for level in levels if level for step in _fan_out_alone(level, nodes, right)]
     linear = all(len(level) == 1 for level in levels)
     steps: list[Signature] = []
     for level in levels:
@@ -88,6 +91,21 @@ def build_canvas(
     canvas = chain(*steps)
     canvas.on_error(_routed(tasks.fail_run.s(run_id), queue))
     return canvas
+
+
+def _fan_out_alone(
+    level: list[str], nodes: dict[str, dict[str, Any]], right: set[str]
+) -> list[list[str]]:
+    """A level's steps: a source whose output may run by partitions (``fan_out_rows``) gets a
+    step of its own after the level's other nodes, so that it can hand its task over to its
+    fan-out (a task inside a group cannot) and a join's right side in the same level is done
+    before its partitions probe it (a source feeding a right side comes first)."""
+    if len(level) == 1:
+        return [level]
+    alone = [key for key in level if fan_out_rows(nodes[key]) is not None]
+    alone.sort(key=lambda key: key not in right)
+    rest = [key for key in level if key not in alone]
+    return ([rest] if rest else []) + [[key] for key in alone]
 
 
 def _routed(signature: Signature, queue: str) -> Signature:

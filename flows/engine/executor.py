@@ -259,6 +259,7 @@ def make_context(
     node_run: NodeRun | None = None,
     redactor: Redactor | None = None,
     checkpoint: tuple[Any, Callable[[Any], None]] | None = None,
+    input_refs: dict[str, list[str]] | None = None,
 ) -> ExecutionContext:
     """The context of one node; ``node_run`` (a node run executed whole) gives it the node
     run's checkpoint, ``checkpoint`` (a node inside a partition: what it saved in this
@@ -289,6 +290,7 @@ def make_context(
         partition=partition,
         redactor=redactor if redactor is not None else Redactor(),
         payload=run.payload,
+        input_refs=input_refs or {},
         **checkpoints,
     )
 

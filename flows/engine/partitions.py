@@ -75,7 +75,9 @@ from flows.engine.handoff import (
     partial_name,
     port_manifest_name,
     port_output_name,
+    port_ref,
     read_batches,
+    read_output,
     write_bytes,
     write_manifest,
     write_ports_manifest,
@@ -93,7 +95,7 @@ from flows.models import (
 from nodes import redaction
 from nodes.redaction import Redactor
 from nodes.registry import registry
-from nodes.sdk import Node, NodeError, PortBatch, capabilities
+from nodes.sdk import Node, NodeError, PortBatch, capabilities, run_cache
 from nodes.sdk.node import AnyBatch, per_port
 
 logger = logging.getLogger("flowplatform.engine")
@@ -119,15 +121,27 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
     after a node whose output is kept per port (``branch``), each of its children continues a
     line of its own (each route's stretch runs per partition, reading that partition's port)."""
     graph = Graph.from_definition(definition)
-    alone = {level[0] for level in graph.levels() if len(level) == 1}
-    if key not in alone:
-        return []
+    levels = graph.levels()
+    alone = {level[0] for level in levels if len(level) == 1}
+    level_of = {node: i for i, level in enumerate(levels) for node in level}
+    # (a source that may fan out has a step of its own in the canvas: ``canvas._fan_out_alone``)
     specs = {node["key"]: node for node in definition["nodes"]}
     stretch: list[str] = []
+    after_key = graph.descendants(key)
 
     def fits(child: str, after_ports: bool) -> bool:
         cls = registry.get(specs[child]["type"])
         config = specs[child].get("config") or {}
+        if cls is not None and probes_right(cls):
+            # The left side streams per partition; the right side is whole and done before.
+            right = next(edge.source for edge in graph.parents[child] if edge.target_port == RIGHT)
+            return (
+                len(graph.parents[child]) == 2
+                and child not in stretch
+                and right not in after_key
+                and right != key
+                and level_of[right] <= level_of[key]
+            )
         return (
             (after_ports or child in alone)
             and len(graph.parents[child]) == 1
@@ -137,7 +151,13 @@ def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
         )
 
     def follow(current: str, after_ports: bool) -> None:
-        children = list(dict.fromkeys(edge.target for edge in graph.children[current]))
+        children = list(
+            dict.fromkeys(
+                edge.target for edge in graph.children[current] if edge.target_port != RIGHT
+            )
+        )
+        if len(children) != len(graph.children[current]):
+            return  # (it feeds a join's right side: read whole)
         if current != key and _several_ports(specs[current]):
             for child in children:
                 if fits(child, True):
@@ -156,10 +176,41 @@ def _several_ports(spec: dict[str, Any]) -> bool:
     return cls is not None and capabilities.several_ports(cls)
 
 
+#: The input port of a node that looks records up (``join``'s right side): whole, not partitioned.
+RIGHT = "right"
+
+
+def probes_right(cls: type) -> bool:
+    """Whether a node type streams a ``left`` input and looks records up in a ``right`` one
+    (``join``): its left side may run per partition, each partition probing the same whole
+    right side (decision 0037)."""
+    return [port.name for port in getattr(cls, "inputs", ())] == ["left", RIGHT]
+
+
 def _input_of(definition: dict[str, Any], key: str) -> tuple[str, str, str]:
-    """(parent, the parent's port, this node's port) of a node with one parent."""
-    edge = next(edge for edge in definition["edges"] if edge["to"] == key)
+    """(parent, the parent's port, this node's port) of a node's streamed input: its only
+    input, or a join's left side."""
+    edges = [edge for edge in definition["edges"] if edge["to"] == key]
+    edge = next((edge for edge in edges if edge.get("to_port") != RIGHT), edges[0])
     return edge["from"], edge.get("from_port", "out"), edge.get("to_port", "in")
+
+
+def right_input(definition: dict[str, Any], run_id: str, key: str) -> tuple[str, int] | None:
+    """A join's right side in a run: the stored reference of its parent's port and its rows
+    (``None``: the node has no right side). Raises NodeError while the parent has not
+    succeeded."""
+    edge = next(
+        (e for e in definition["edges"] if e["to"] == key and e.get("to_port") == RIGHT), None
+    )
+    if edge is None:
+        return None
+    parent = NodeRun.objects.filter(run_id=run_id, node_key=edge["from"]).first()
+    if parent is None or parent.status != NodeStatus.SUCCEEDED or not parent.output_ref:
+        raise NodeError(f"the right side '{edge['from']}' has no output yet")
+    port = edge.get("from_port", "out")
+    by_port = parent.rows_by_port
+    rows = by_port.get(port, 0) if by_port is not None else parent.rows_out
+    return port_ref(parent.output_ref, port), rows
 
 
 def combiners_after(definition: dict[str, Any], key: str, stretch: list[str]) -> list[str]:
@@ -229,6 +280,10 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     run_id = str(node_run.run_id)
     stretch: list[NodeRun] = []
     for key in candidates:
+        try:
+            right_input(definition, run_id, key)
+        except NodeError:
+            break  # its right side is not done: the stretch stops before it
         if (taken := _claim(run_id, key)) is None:
             break
         stretch.append(taken)
@@ -285,6 +340,21 @@ def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str
         "port": port,
         "input": input_ref,
     }
+
+
+#: The run this process last executed a task of (its per-run caches are dropped when a task of
+#: another run starts here).
+_current_run: dict[str, str] = {}
+
+
+def forget_other_runs(run_id: str) -> None:
+    """A task of ``run_id`` starts in this process: drop what the process keeps for the run
+    whose task it executed before (``join``'s right table, ``nodes.sdk.run_cache``), so a
+    worker holds a run's values only while it executes that run's tasks."""
+    previous = _current_run.get("run")
+    _current_run["run"] = run_id
+    if previous is not None and previous != run_id:
+        run_cache.forget_run(previous)
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -439,6 +509,7 @@ def run_partition(
     With ``slice_`` the partition is read from the source itself (its ``execute_slice``) and
     stored as the source's partition on the way; otherwise it is read from storage.
     """
+    forget_other_runs(run_id)
     claim = transitions.take_partition(run_id, source, partition)
     if claim.outcome == "done":
         return {"partition": partition}
@@ -581,7 +652,7 @@ class _Pipeline:
         self.partials: dict[str, tuple[RowCounter, RowCounter]] = {}
         self.port_rows: dict[str, dict[str, int]] = {}
 
-    def _context(self, spec: dict[str, Any]) -> Any:
+    def _context(self, spec: dict[str, Any], input_refs: dict[str, list[str]] | None = None) -> Any:
         key = spec["key"]
         saved = (self.partition.checkpoint or {}).get(key)
         return make_context(
@@ -592,6 +663,7 @@ class _Pipeline:
             self.index,
             redactor=self.redactor,
             checkpoint=(saved, lambda value: self._save_checkpoint(key, value)),
+            input_refs=input_refs,
         )
 
     def _save_checkpoint(self, key: str, value: Any) -> None:
@@ -704,11 +776,21 @@ class _Pipeline:
         except Exception as exc:
             raise _NodeRaised(key, exc) from exc
         port = _input_of(definition, key)[2]
-        context = self._context(spec)
+        run_id = str(self.run.id)
         rows_in, rows_out = RowCounter(), RowCounter()
         self.counters[key] = (rows_in, rows_out)
+        try:
+            right = right_input(definition, run_id, key)
+        except NodeError as exc:
+            raise _NodeRaised(key, exc) from exc
+        refs = {RIGHT: [right[0]]} if right is not None else None
+        context = self._context(spec, refs)
+        inputs = {port: rows_in.wrap(stream)}
+        if right is not None:
+            # Its rows are counted once, by the join; a worker process that built its table
+            # for an earlier partition of the run does not read it again.
+            inputs[RIGHT] = read_output(right[0])
         writers: dict[str | None, BatchWriter] = {}
-        run_id = str(self.run.id)
         if per_port(node):  # every port stored, one that got no batch empty
             for out in node.output_ports():
                 name = port_output_name(run_id, key, out.name, self.index)
@@ -717,7 +799,7 @@ class _Pipeline:
             writers[None] = BatchWriter(output_name(run_id, key, self.index))
         if writers:
             self.writers[key] = writers
-        output = node.run(context, {port: rows_in.wrap(stream)})
+        output = node.run(context, inputs)
         return self._tee(key, writers, rows_out.wrap(_blame(key, output)))
 
     def _tee(
@@ -857,6 +939,7 @@ def join_partitions(
             _join_ports(run_id, node_runs[key], build_node(spec), parts)
             continue
         is_derived = key in stretch and derived(definition, key, stretch)
+        right = right_input(definition, run_id, key) if key in stretch else None
         manifest = [
             Part("" if is_derived else output_name(run_id, key, p.index), *p.rows_of(key))
             for p in parts
@@ -870,7 +953,7 @@ def join_partitions(
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,
-            rows_in=sum(part.rows_in for part in manifest),
+            rows_in=sum(part.rows_in for part in manifest) + (right[1] if right else 0),
             rows_out=sum(part.rows_out for part in manifest),
             output_ref=ref,
         )
