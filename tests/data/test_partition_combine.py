@@ -145,3 +145,21 @@ def test_an_aggregate_after_a_partitioned_stretch_in_embedded_mode(
         run = start_run("revenue-per-day")
     run.refresh_from_db()
     check_combined(run, table, 3, paid_only)
+
+
+@pytest.mark.embedded
+def test_a_partial_failing_for_good_fails_its_node_and_the_run(
+    transactional_db: None, eager: None, minimal_flow: dict[str, Any]
+) -> None:
+    add_connection("warehouse", SOURCE_DB_URL)
+    with orders_table(300) as table:
+        flow = revenue_per_day(minimal_flow, table.name, 100)
+        flow["nodes"][2]["config"] = {**PER_DAY["config"], "group_by": ["email"], "max_groups": 5}
+        apply_flow_file(flow)
+        run = start_run("revenue-per-day")
+    run.refresh_from_db()
+    assert run.status == "failed"
+    node_run = run.node_runs.get(node_key="per_day")
+    assert node_run.status == "failed"
+    assert node_run.error.startswith("partition 0: ")
+    assert "max_groups = 5" in node_run.error
