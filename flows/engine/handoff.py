@@ -261,12 +261,7 @@ def write_ports(
     try:
         for item in items:
             if not isinstance(item, PortBatch) or item.port not in writers:
-                where = item.port if isinstance(item, PortBatch) else "no port"
-                raise NodeError(
-                    f"the node sent a batch to {where!r}, not one of its ports "
-                    f"({', '.join(ports)})",
-                    permanent=True,
-                )
+                raise not_a_port(item, ports)
             writers[item.port].write(item.batch)
         rows = {port: writer.save() for port, writer in writers.items()}
     finally:
@@ -288,6 +283,15 @@ def write_ports_manifest(
     _clear(storage, name)
     storage.save(name, ContentFile(json.dumps(manifest).encode(), name=name))
     return name
+
+
+def not_a_port(item: Any, ports: Iterable[str]) -> NodeError:
+    """The error of a node that sent a batch to no port, or to one it does not have."""
+    where = item.port if isinstance(item, PortBatch) else "no port"
+    return NodeError(
+        f"the node sent a batch to {where!r}, not one of its ports ({', '.join(ports)})",
+        permanent=True,
+    )
 
 
 def port_ref(ref: str, port: str, storage: Storage | None = None) -> str:

@@ -71,6 +71,7 @@ from flows.engine.handoff import (
     BatchWriter,
     Part,
     manifest_name,
+    not_a_port,
     output_name,
     partial_name,
     port_manifest_name,
@@ -817,13 +818,7 @@ class _Pipeline:
             elif isinstance(batch, PortBatch) and batch.port in writers:
                 writers[batch.port].write(batch.batch)
             else:
-                where = batch.port if isinstance(batch, PortBatch) else "no port"
-                ports = ", ".join(str(port) for port in writers)
-                error = NodeError(
-                    f"the node sent a batch to {where!r}, not one of its ports ({ports})",
-                    permanent=True,
-                )
-                raise _NodeRaised(key, error)
+                raise _NodeRaised(key, not_a_port(batch, [str(port) for port in writers]))
             yield batch
 
     def rows(self, with_ports: bool = False) -> dict[str, list[Any]]:
