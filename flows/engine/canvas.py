@@ -6,6 +6,10 @@ one node is a task; a level of several is a ``group``; a group followed by a tas
 node closes the run itself instead of ``finish_run``; every signature is
 immutable (``si``): nodes find their inputs in flow-data storage, never in a parent's result,
 so messages stay small whatever the data size.
+
+A source whose output may run by partitions through the nodes after it has a step of its own,
+after the other nodes of its level (``_fan_out_alone``): its task can then hand itself over to
+its fan-out, and a join's right side in that level is done before its partitions probe it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from celery.canvas import Signature
 
 from flows.engine import tasks
 from flows.engine.executor import fan_out_rows
+from flows.engine.partitions import combiners_after, stretch_after
 from flows.graph import Graph
 
 
@@ -68,7 +73,13 @@ def build_canvas(
     ]
     # (a node feeding a join's right side first: its partitions probe it whole)
     right = {edge["from"] for edge in definition["edges"] if edge.get("to_port") == "right"}
-    levels = [step for level in levels if level for step in _fan_out_alone(level, nodes, right)]
+    fanning = {
+        key
+        for key, node in nodes.items()
+        if fan_out_rows(node) is not None
+        and (stretch_after(definition, key) or combiners_after(definition, key, []))
+    }
+    levels = [step for level in levels if level for step in _fan_out_alone(level, fanning, right)]
     linear = all(len(level) == 1 for level in levels)
     steps: list[Signature] = []
     for level in levels:
@@ -93,16 +104,14 @@ def build_canvas(
     return canvas
 
 
-def _fan_out_alone(
-    level: list[str], nodes: dict[str, dict[str, Any]], right: set[str]
-) -> list[list[str]]:
-    """A level's steps: a source whose output may run by partitions (``fan_out_rows``) gets a
-    step of its own after the level's other nodes, so that it can hand its task over to its
+def _fan_out_alone(level: list[str], fanning: set[str], right: set[str]) -> list[list[str]]:
+    """A level's steps: a source whose output may run by partitions through nodes after it
+    (``fanning``) gets a step of its own after the level's other nodes, so that it can hand its task over to its
     fan-out (a task inside a group cannot) and a join's right side in the same level is done
     before its partitions probe it (a source feeding a right side comes first)."""
     if len(level) == 1:
         return [level]
-    alone = [key for key in level if fan_out_rows(nodes[key]) is not None]
+    alone = [key for key in level if key in fanning]
     alone.sort(key=lambda key: key not in right)
     rest = [key for key in level if key not in alone]
     return ([rest] if rest else []) + [[key] for key in alone]
