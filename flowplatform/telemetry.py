@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from flowplatform import metrics
@@ -535,8 +535,13 @@ def partition_execution(
     a cancelled partition counts ``cancelled``."""
     observation = PartitionObservation()
     started = time.perf_counter()
-    first = node_runs[0]
-    with run_context(run_id=first.run_id, node_key=first.node_key, flow=flow):
+    first = node_runs[0] if node_runs else None  # (none: a partition that only stores a partial)
+    context = (
+        run_context(run_id=first.run_id, node_key=first.node_key, flow=flow)
+        if first is not None
+        else nullcontext()
+    )
+    with context:
         spans = []
         if _tracer is not None:
             spans = [
