@@ -4,6 +4,7 @@ read again (``nodes.models.lookup_connection``). Any change is read at the next 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,13 @@ from django.test.utils import CaptureQueriesContext
 
 from flows import transitions
 from flows.models import FlowRun
-from nodes.models import Connection, connections_read_at, lookup_connection
+from nodes.models import (
+    Connection,
+    ConnectionsVersion,
+    connections_read_at,
+    lookup_connection,
+    version_sql,
+)
 from tests.flows.helpers import queued_run
 
 pytestmark = [
@@ -50,6 +57,70 @@ def test_a_connection_is_read_again_only_when_a_connection_changed(
 
     Connection.objects.create(name="other", encrypted_url=crm.encrypted_url)  # one more
     assert version_now(run, "shape") != changed
+
+
+def version_read() -> str | None:
+    """The connections' version as the take statement reads it (the same expression)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {version_sql()}")
+        return cursor.fetchone()[0]
+
+
+def test_every_write_of_a_connection_changes_the_version(minimal_flow: dict[str, Any]) -> None:
+    """Not only a save that sets ``updated_at``: ``update()`` (as the role check does), key
+    rotation saved with ``update_fields``, a host clock behind, a delete."""
+    run = queued_run(minimal_flow)
+    seen = {version_now(run, "orders")}
+    assert seen == {version_read()}
+
+    def changed() -> str:
+        version = version_read()
+        assert version is not None and version not in seen
+        seen.add(version)
+        return version
+
+    crm = Connection.objects.get(name="crm")
+    stamp = crm.updated_at
+    with connections_read_at(version_read()):
+        assert lookup_connection("crm").url == crm.secret_url()
+    # A password changed through update() (updated_at left alone): read again.
+    moved = Connection(name="crm", encrypted_url=crm.encrypted_url)
+    moved.set_url("https://crm.example.com/rotated/")
+    Connection.objects.filter(pk=crm.pk).update(encrypted_url=moved.encrypted_url)
+    assert Connection.objects.get(pk=crm.pk).updated_at == stamp
+    with connections_read_at(changed()):
+        assert lookup_connection("crm").url == "https://crm.example.com/rotated/"
+
+    crm.refresh_from_db()
+    crm.rotate_keys()
+    crm.save(update_fields=["encrypted_url", "encrypted_headers"])  # no updated_at
+    changed()
+    Connection.objects.filter(pk=crm.pk).update(role_check={"checked": True})
+    changed()
+    # A host clock behind: updated_at goes back, the version still moves on.
+    Connection.objects.filter(pk=crm.pk).update(updated_at=stamp - timedelta(days=1))
+    changed()
+    crm.refresh_from_db()
+    crm.description = "saved"
+    crm.save()
+    changed()
+    Connection.objects.bulk_update([crm], ["description"])
+    changed()
+    Connection.objects.get(name="crm").delete()
+    changed()
+    Connection.objects.filter(name="nothing").delete()  # (deletes none: a version all the same)
+    changed()
+    assert version_now(run, "paid") == version_read()
+
+
+def test_a_version_row_made_again_never_repeats_a_version() -> None:
+    before = version_read()
+    ConnectionsVersion.objects.all().delete()
+    assert version_read() is None  # read every time meanwhile
+    Connection.objects.get(name="crm").save()
+    again = version_read()
+    assert again is not None and again != before
+    assert ConnectionsVersion.objects.count() == 1
 
 
 def test_without_a_version_every_lookup_reads() -> None:
