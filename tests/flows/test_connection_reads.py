@@ -20,6 +20,7 @@ from nodes.models import (
     lookup_connection,
     version_sql,
 )
+from nodes.sdk import ConnectionInfo
 from tests.flows.helpers import queued_run
 
 pytestmark = [
@@ -121,6 +122,26 @@ def test_a_version_row_made_again_never_repeats_a_version() -> None:
     again = version_read()
     assert again is not None and again != before
     assert ConnectionsVersion.objects.count() == 1
+
+
+def test_a_kept_connection_cannot_be_changed_by_a_node(minimal_flow: dict[str, Any]) -> None:
+    """The instance kept is shared by the process's runs: its headers are read-only."""
+    crm = Connection.objects.get(name="crm")
+    crm.set_headers({"X-Api-Key": "k-1"})
+    crm.save()
+    version = version_now(queued_run(minimal_flow), "orders")
+    with connections_read_at(version):
+        kept = lookup_connection("crm")
+        with pytest.raises(TypeError):
+            kept.headers["X-Api-Key"] = "changed"  # type: ignore[index]
+        with pytest.raises(AttributeError):
+            kept.headers.update({"X-Other": "1"})  # type: ignore[attr-defined]
+        assert lookup_connection("crm").headers == {"X-Api-Key": "k-1"}
+    given = {"X-Api-Key": "k-2"}
+    info = ConnectionInfo("api", "https://api.example/", given)
+    given["X-Api-Key"] = "changed"  # (a copy was taken)
+    assert info.headers == {"X-Api-Key": "k-2"}
+    assert {**info.headers} == {"X-Api-Key": "k-2"}
 
 
 def test_without_a_version_every_lookup_reads() -> None:
