@@ -494,12 +494,15 @@ def _end_node_span(
     if status == "failed":
         from opentelemetry.trace import Status, StatusCode
 
+        from flows.transitions import clip_error  # (imports this module)
+
         message = f"{type(error).__name__}: {error}" if error is not None else "failed"
         if redactor is not None:
             message = redactor.redact(message)
-        attributes[f"{ATTR}.error"] = message[:2000]
+        message = clip_error(message)  # as much as the node run keeps
+        attributes[f"{ATTR}.error"] = message
         span.set_attributes(attributes)
-        span.set_status(Status(StatusCode.ERROR, message[:2000]))
+        span.set_status(Status(StatusCode.ERROR, message))
     else:
         span.set_attributes(attributes)
         span.set_status(_STATUS_OK)
