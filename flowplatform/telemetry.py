@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from flowplatform import metrics
@@ -185,7 +185,8 @@ def _instrument(kind: str, provider: Any) -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    from flowplatform.telemetry_requests import RequestsInstrumentor
 
     instrumentors: dict[str, Any] = {
         "celery": _quiet_tasks_class()() if _bookkeeping_left_out else CeleryInstrumentor(),
@@ -493,12 +494,15 @@ def _end_node_span(
     if status == "failed":
         from opentelemetry.trace import Status, StatusCode
 
+        from flows.transitions import clip_error  # (imports this module)
+
         message = f"{type(error).__name__}: {error}" if error is not None else "failed"
         if redactor is not None:
             message = redactor.redact(message)
-        attributes[f"{ATTR}.error"] = message[:2000]
+        message = clip_error(message)  # as much as the node run keeps
+        attributes[f"{ATTR}.error"] = message
         span.set_attributes(attributes)
-        span.set_status(Status(StatusCode.ERROR, message[:2000]))
+        span.set_status(Status(StatusCode.ERROR, message))
     else:
         span.set_attributes(attributes)
         span.set_status(_STATUS_OK)
@@ -534,8 +538,13 @@ def partition_execution(
     a cancelled partition counts ``cancelled``."""
     observation = PartitionObservation()
     started = time.perf_counter()
-    first = node_runs[0]
-    with run_context(run_id=first.run_id, node_key=first.node_key, flow=flow):
+    first = node_runs[0] if node_runs else None  # (none: a partition that only stores a partial)
+    context = (
+        run_context(run_id=first.run_id, node_key=first.node_key, flow=flow)
+        if first is not None
+        else nullcontext()
+    )
+    with context:
         spans = []
         if _tracer is not None:
             spans = [

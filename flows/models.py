@@ -532,5 +532,11 @@ class PartitionRun(models.Model):
 
     def rows_of(self, node_key: str) -> tuple[int, int]:
         """(rows in, rows out) of one node of the partition (zeros before it ran)."""
-        rows_in, rows_out = (self.rows or {}).get(node_key, (0, 0))
-        return int(rows_in), int(rows_out)
+        figures = (self.rows or {}).get(node_key, (0, 0))
+        return int(figures[0]), int(figures[1])
+
+    def port_rows_of(self, node_key: str) -> dict[str, int]:
+        """The rows out of each port of a node whose output is kept per port (``branch``), in
+        port order; empty for any other node."""
+        figures = (self.rows or {}).get(node_key, ())
+        return {str(port): int(rows) for port, rows in figures[2]} if len(figures) > 2 else {}

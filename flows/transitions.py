@@ -223,7 +223,7 @@ def _why_not(status: str, run_status: str) -> str:
 # --- finishing a node ------------------------------------------------------------------------
 #: The fields a finished node may record beside its status.
 _FINISH_FIELDS = frozenset(
-    {"rows_in", "rows_out", "rows_out_by_port", "output_ref", "error", "traceback"}
+    {"rows_in", "rows_out", "rows_out_by_port", "output_ref", "error", "traceback", "partitioned"}
 )
 
 _FINISH = """
@@ -605,8 +605,16 @@ def fail_fan_out(
                 traceback=traceback,
                 failed_node=node_run.node_key,
             )
-            if mine:
-                _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback)
+            if mine and not _finish_orm(
+                node_run, NodeStatus.FAILED, error=error, traceback=traceback
+            ):
+                # A combinable node's partial failed: its node run waits for the combine.
+                NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.PENDING).update(
+                    status=NodeStatus.FAILED,
+                    error=error,
+                    traceback=traceback,
+                    finished_at=timezone.now(),
+                )
         else:
             mine = _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback)
         if not mine:

@@ -6,16 +6,69 @@ import contextlib
 import json
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, models, transaction
+from django.db.models import F
 
 from nodes import crypto
 from nodes.sdk.context import ConnectionInfo
 from nodes.urls import destination, mask_url, validate_url
 
 
+class ConnectionsVersion(models.Model):
+    """One row: the version of the whole set of connections (:func:`version_sql`), raised in
+    the transaction of every write of a connection (:func:`connections_changed`). A counter,
+    not a clock: a write that leaves ``updated_at`` alone or a host clock behind changes it
+    too. A row made again (once deleted) has another ``id``, so no version comes back."""
+
+    one = models.BooleanField(default=True, unique=True, editable=False)  # (at most one row)
+    generation = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        verbose_name = "connections version"
+
+
+def connections_changed(using: str = DEFAULT_DB_ALIAS) -> None:
+    """Raise the connections' version (a connection was saved, added, changed or deleted)."""
+    rows = ConnectionsVersion.objects.using(using)
+    if not rows.update(generation=F("generation") + 1):
+        rows.bulk_create([ConnectionsVersion()], ignore_conflicts=True)
+        rows.update(generation=F("generation") + 1)
+
+
+class ConnectionQuerySet(models.QuerySet["Connection"]):
+    """Connections: every write through a query set raises the connections' version too."""
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db):
+            count = super().update(**kwargs)
+            connections_changed(self.db)
+        return count
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with transaction.atomic(using=self.db):
+            deleted = super().delete()
+            connections_changed(self.db)
+        return deleted
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Connection]:
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(*args, **kwargs)
+            connections_changed(self.db)
+        return created
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db):
+            count = super().bulk_update(*args, **kwargs)
+            connections_changed(self.db)
+        return count
+
+
 class Connection(models.Model):
-    """A named connection (database or HTTP endpoint). Its URL and headers are encrypted at rest."""
+    """A named connection (database or HTTP endpoint). Its URL and headers are encrypted at rest.
+    Every write (``save``, ``delete``, a query set's ``update``...) raises the connections'
+    version (:func:`version_sql`)."""
 
     name = models.SlugField(
         "name", max_length=100, unique=True, help_text="Referred to by nodes' `connection` config."
@@ -49,6 +102,8 @@ class Connection(models.Model):
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
+    objects = ConnectionQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = "connection"
@@ -56,6 +111,19 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        using = kwargs.get("using") or self._state.db or DEFAULT_DB_ALIAS
+        with transaction.atomic(using=using):
+            super().save(*args, **kwargs)
+            connections_changed(using)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        using = kwargs.get("using") or self._state.db or DEFAULT_DB_ALIAS
+        with transaction.atomic(using=using):
+            deleted = super().delete(*args, **kwargs)
+            connections_changed(using)
+        return deleted
 
     def set_url(self, url: str) -> bool:
         """Validate and store ``url`` encrypted; keep a masked copy for display.
@@ -115,18 +183,21 @@ _kept: dict[str, tuple[str, ConnectionInfo]] = {}
 #: :func:`connections_read_at` says so.
 _version: ContextVar[str | None] = ContextVar("connections_version", default=None)
 
-_VERSION = (
-    "(SELECT CAST(count(*) AS TEXT) || '/' || COALESCE(CAST(max(updated_at) AS TEXT), '')"
-    " FROM {table})"
-)
+_VERSION = "(SELECT CAST({id} AS TEXT) || '/' || CAST({generation} AS TEXT) FROM {table})"
 
 
 def version_sql() -> str:
     """A SQL expression (both PostgreSQL and SQLite) of the version of the whole set of
-    connections: their number and the last time one was saved (``updated_at``), so that saving,
-    adding or removing any connection changes it. The engine reads it with the statement that
-    takes a node (no round trip of its own)."""
-    return _VERSION.format(table=connection.ops.quote_name(Connection._meta.db_table))
+    connections (:class:`ConnectionsVersion`), raised by every write of a connection, so that
+    saving, adding, changing or removing any connection changes it (``NULL`` while no row
+    holds it: read every time). The engine reads it with the statement that takes a node (no
+    round trip of its own)."""
+    quote, meta = connection.ops.quote_name, ConnectionsVersion._meta
+    return _VERSION.format(
+        id=quote(meta.get_field("id").column),
+        generation=quote(meta.get_field("generation").column),
+        table=quote(meta.db_table),
+    )
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ def probe(connection: Connection) -> ProbeResult:
         elif info.scheme in FILE_SCHEMES:
             detail = True, open_store(info.url).probe()
         else:
-            detail = _probe_http(info.url, info.headers)
+            detail = _probe_http(info.url, dict(info.headers))
     except NodeError as exc:
         return _result(False, str(exc).replace(info.url, "***"), redactor)
     except requests.RequestException as exc:

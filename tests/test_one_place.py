@@ -46,8 +46,35 @@ def test_a_rule_is_written_in_one_module(concern: str) -> None:
     assert len(homes(ONE_HOME[concern])) == 1, homes(ONE_HOME[concern])
 
 
+#: A cut of a whole message at a length written in place (a thousand characters or more:
+#: ``text[:2000]``, ``text[0:10_000]``, ``redactor.cut(text, 2000)``). Shorter cuts quote a
+#: part of something (a name, a peer's answer) inside a message and are not matched.
+WHOLE_MESSAGE_CUT = r"\[\s*0?\s*:\s*[1-9][0-9_]{3,}\s*\]|\bcut\([^()\n]*,\s*[1-9][0-9_]{3,}\s*\)"
+
+
 def test_no_message_is_cut_at_a_length_of_its_own() -> None:
-    assert homes(r"\[:\s*10_?000\]") == []
+    """Error text is cut where the platform says how much of it is kept (``ERROR_MAX_CHARS``)."""
+    assert homes(WHOLE_MESSAGE_CUT) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "matched"),
+    [
+        ("attributes['error'] = message[:2000]", True),
+        ("return text[:10000]", True),
+        ("return text[: 10_000]", True),
+        ("error = str(exc)[0:4096]", True),
+        ("return self.redactor.cut(text, 2000)", True),
+        ("raise FileFormatError(f'not a Parquet file ({str(exc)[:200]})')", False),
+        ("detail = redactor.redact(response.text[:200])", False),
+        ("return self.redactor.cut(text, 500)", False),
+        ("return text[:ERROR_MAX_CHARS]", False),
+        ("rows = items[1000:]", False),
+        ("ERROR_MAX_CHARS = 10_000", False),
+    ],
+)
+def test_the_cut_check_tells_a_whole_message_from_a_quote(line: str, matched: bool) -> None:
+    assert bool(re.search(WHOLE_MESSAGE_CUT, line)) is matched
 
 
 def test_the_partition_limit_message_is_written_in_one_module() -> None:

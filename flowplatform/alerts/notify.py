@@ -34,7 +34,8 @@ def on_run_finished(
 ) -> None:
     if status == RunStatus.CANCELLED or not hooks.concerned(concerns, "alerts"):
         return
-    transaction.on_commit(lambda: _queue_notify(run_id))
+    known = concerns is not None and "alerts" in concerns  # (answered yes: the flow has alerts)
+    transaction.on_commit(lambda: _queue_notify(run_id, known=known))
 
 
 def concerned(_vendor: str) -> tuple[str, dict[str, Any]]:
@@ -49,10 +50,12 @@ def concerned(_vendor: str) -> tuple[str, dict[str, Any]]:
     return sql.format(alert=quote(FlowAlert._meta.db_table), run=quote(FlowRun._meta.db_table)), {}
 
 
-def _queue_notify(run_id: str) -> None:
+def _queue_notify(run_id: str, *, known: bool = False) -> None:
+    """Queue ``alerts.notify_run`` when the run's flow has alerts (``known``: the statement
+    that ended the run answered so already, no query of its own)."""
     from flowplatform.alerts.tasks import notify_run
 
-    if not FlowAlert.objects.filter(flow__runs=run_id).exists():
+    if not known and not FlowAlert.objects.filter(flow__runs=run_id).exists():
         return
     try:
         notify_run.delay(str(run_id))

@@ -6,6 +6,10 @@ one node is a task; a level of several is a ``group``; a group followed by a tas
 node closes the run itself instead of ``finish_run``; every signature is
 immutable (``si``): nodes find their inputs in flow-data storage, never in a parent's result,
 so messages stay small whatever the data size.
+
+A source whose output may run by partitions through the nodes after it has a step of its own,
+after the other nodes of its level (``_fan_out_alone``): its task can then hand itself over to
+its fan-out, and a join's right side in that level is done before its partitions probe it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from flows.engine import tasks
+from flows.engine.executor import fan_out_rows
+from flows.engine.partitions import combiners_after, stretch_after
 from flows.graph import Graph
 
 
@@ -65,7 +71,15 @@ def build_canvas(
         [key for key in full_level if only is None or key in only]
         for full_level in Graph.from_definition(definition).levels()
     ]
-    levels = [level for level in levels if level]
+    # (a node feeding a join's right side first: its partitions probe it whole)
+    right = {edge["from"] for edge in definition["edges"] if edge.get("to_port") == "right"}
+    fanning = {
+        key
+        for key, node in nodes.items()
+        if fan_out_rows(node) is not None
+        and (stretch_after(definition, key) or combiners_after(definition, key, []))
+    }
+    levels = [step for level in levels if level for step in _fan_out_alone(level, fanning, right)]
     linear = all(len(level) == 1 for level in levels)
     steps: list[Signature] = []
     for level in levels:
@@ -88,6 +102,19 @@ def build_canvas(
     canvas = chain(*steps)
     canvas.on_error(_routed(tasks.fail_run.s(run_id), queue))
     return canvas
+
+
+def _fan_out_alone(level: list[str], fanning: set[str], right: set[str]) -> list[list[str]]:
+    """A level's steps: a source whose output may run by partitions through nodes after it
+    (``fanning``) gets a step of its own after the level's other nodes, so that it can hand its task over to its
+    fan-out (a task inside a group cannot) and a join's right side in the same level is done
+    before its partitions probe it (a source feeding a right side comes first)."""
+    if len(level) == 1:
+        return [level]
+    alone = [key for key in level if key in fanning]
+    alone.sort(key=lambda key: key not in right)
+    rest = [key for key in level if key not in alone]
+    return ([rest] if rest else []) + [[key] for key in alone]
 
 
 def _routed(signature: Signature, queue: str) -> Signature:

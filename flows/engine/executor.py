@@ -21,7 +21,9 @@ from flows.engine.handoff import (
     flow_data_storage,
     manifest_name,
     output_name,
+    partial_name,
     port_ref,
+    read_bytes,
     read_output,
     write_batches,
     write_manifest,
@@ -34,6 +36,7 @@ from flows.models import (
     FlowVersion,
     NodeRun,
     NodeStatus,
+    PartitionRun,
     RunStatus,
 )
 from flows.validation import pydantic_problems
@@ -61,6 +64,8 @@ class Outcome:
     output_ref: str
     #: The rows of each port, for an output kept per port.
     rows_out_by_port: dict[str, int] | None = None
+    #: The output was combined from partial states of the partitions before it.
+    partitioned: bool = False
 
     def figures(self) -> dict[str, Any]:
         """What a succeeded node run records: rows in and out (per port when its output is kept
@@ -72,6 +77,8 @@ class Outcome:
         }
         if self.rows_out_by_port is not None:  # as pairs: a JSON object would lose the order
             figures["rows_out_by_port"] = [[p, n] for p, n in self.rows_out_by_port.items()]
+        if self.partitioned:
+            figures["partitioned"] = True
         return figures
 
 
@@ -252,6 +259,7 @@ def make_context(
     node_run: NodeRun | None = None,
     redactor: Redactor | None = None,
     checkpoint: tuple[Any, Callable[[Any], None]] | None = None,
+    input_refs: dict[str, list[str]] | None = None,
 ) -> ExecutionContext:
     """The context of one node; ``node_run`` (a node run executed whole) gives it the node
     run's checkpoint, ``checkpoint`` (a node inside a partition: what it saved in this
@@ -282,6 +290,7 @@ def make_context(
         partition=partition,
         redactor=redactor if redactor is not None else Redactor(),
         payload=run.payload,
+        input_refs=input_refs or {},
         **checkpoints,
     )
 
@@ -343,31 +352,87 @@ def execute_node(
     definition = run.version.definition
     spec = node_spec(definition, node_run.node_key)
     node = build_node(spec)
+    cancelled = CancelProbe(str(run.id))
+    context = make_context(
+        run, spec, node_run.attempts, cancelled, node_run=node_run, redactor=redactor
+    )
+    combinable = capabilities.combinable_with(type(node), spec.get("config") or {})
+    parts = combined_partitions(str(run.id), node_run.node_key) if combinable else None
+    if parts is not None:
+        return _combine(node_run, node, context, parts, cancelled)
     rows_in = RowCounter()
     inputs = {
         port: rows_in.wrap(stream)
         for port, stream in upstream_streams(node_run, definition, outputs).items()
     }
-    cancelled = CancelProbe(str(run.id))
-    context = make_context(
-        run, spec, node_run.attempts, cancelled, node_run=node_run, redactor=redactor
-    )
     progress = Progress(node_run, rows_in, cancelled)
     output = progress.wrap(node.run(context, inputs))
-    rows = rows or partition_rows(spec)
+    return _store(node_run, node, output, rows_in, rows or partition_rows(spec), on_partition)
+
+
+def combined_partitions(run_id: str, node_key: str) -> list[PartitionRun] | None:
+    """The partitions that stored partial states of ``node_key`` (a combinable node after a
+    partitioned stretch, decision 0037), in partition order; ``None`` when it runs whole."""
+    parts = [
+        part
+        for part in PartitionRun.objects.filter(run_id=run_id).order_by("source", "index")
+        if node_key in part.nodes
+    ]
+    if not parts:
+        return None
+    unfinished = [part.index for part in parts if part.status != NodeStatus.SUCCEEDED]
+    if unfinished:
+        raise NodeError(f"partitions {unfinished} have not succeeded", permanent=True)
+    return parts
+
+
+def _combine(
+    node_run: NodeRun,
+    node: Node,
+    context: ExecutionContext,
+    parts: list[PartitionRun],
+    cancelled: CancelProbe,
+) -> Outcome:
+    """The node's output from its partitions' partial states: one combine step
+    (``capabilities.run_combine``); its rows in are the partitions' rows in, counted once."""
+    run_id, key = str(node_run.run_id), node_run.node_key
+    storage = flow_data_storage()
+    partials = (read_bytes(partial_name(run_id, key, part.index), storage) for part in parts)
+    rows_in = RowCounter()
+    rows_in.rows = sum(part.rows_of(key)[0] for part in parts)
+    assert isinstance(node, capabilities.Combinable)
+    output = Progress(node_run, rows_in, cancelled).wrap(
+        capabilities.run_combine(node, context, partials)
+    )
+    outcome = _store(node_run, node, output, rows_in, None, None)
+    outcome.partitioned = True
+    return outcome
+
+
+def _store(
+    node_run: NodeRun,
+    node: Node,
+    output: Iterable[Output],
+    rows_in: RowCounter,
+    rows: int | None,
+    on_partition: Callable[[int, Part], None] | None,
+) -> Outcome:
+    """Store a node's output (per port, whole, or cut in partitions of ``rows`` rows)."""
+    run_id = str(node_run.run_id)
+    cancelled = CancelProbe(run_id)
     try:
         if per_port(node):
             ports = [port.name for port in node.output_ports()]
-            ref, by_port = write_ports(str(run.id), node_run.node_key, ports, output)
+            ref, by_port = write_ports(run_id, node_run.node_key, ports, output)
             return Outcome(rows_in.rows, sum(by_port.values()), ref, by_port)
         if rows is None:
-            name = output_name(str(run.id), node_run.node_key)
+            name = output_name(run_id, node_run.node_key)
             rows_out = write_batches(name, output)
             return Outcome(rows_in.rows, rows_out, name)
-        parts = write_partitions(str(run.id), node_run.node_key, output, rows, on_partition)
+        parts = write_partitions(run_id, node_run.node_key, output, rows, on_partition)
     except NodeError:
         if cancelled():
             raise RunCancelled() from None  # nodes that check is_cancelled raise NodeError
         raise
-    ref = write_manifest(manifest_name(str(run.id), node_run.node_key), parts)
+    ref = write_manifest(manifest_name(run_id, node_run.node_key), parts)
     return Outcome(rows_in.rows, sum(part.rows_out for part in parts), ref)

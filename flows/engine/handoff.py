@@ -68,6 +68,24 @@ def manifest_name(run_id: str, node_key: str) -> str:
     return f"{run_prefix(run_id)}/{node_key}{MANIFEST_SUFFIX}"
 
 
+def partial_name(run_id: str, node_key: str, partition: int) -> str:
+    """Where a combinable node's partial state of one partition is kept (decision 0037)."""
+    return f"{run_prefix(run_id)}/{node_key}.partial-{partition:05d}.msgpack"
+
+
+def write_bytes(name: str, data: bytes, storage: Storage | None = None) -> None:
+    """Store ``data`` under ``name``, replacing what a previous delivery stored there."""
+    storage = storage or flow_data_storage()
+    _clear(storage, name)
+    storage.save(name, ContentFile(data, name=name))
+
+
+def read_bytes(name: str, storage: Storage | None = None) -> bytes:
+    storage = storage or flow_data_storage()
+    with storage.open(name, "rb") as handle:
+        return bytes(handle.read())
+
+
 class BatchWriter:
     """Encodes batches into a spool as they come, then saves the spool to ``name`` on close."""
 
@@ -77,6 +95,8 @@ class BatchWriter:
         self.name = name
         self.storage = storage or flow_data_storage()
         self.rows = 0
+        #: Whether :meth:`save` has stored it.
+        self.saved = False
         self._pack = packer()
         self._spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
 
@@ -90,6 +110,7 @@ class BatchWriter:
         self._spool.seek(0)
         _clear(self.storage, self.name)
         self.storage.save(self.name, File(self._spool, name=self.name))
+        self.saved = True
         self.close()
         return self.rows
 
@@ -210,8 +231,15 @@ def write_partitions(
 
 
 # --- outputs per port ------------------------------------------------------------------------
-def port_output_name(run_id: str, node_key: str, port: str) -> str:
-    return f"{run_prefix(run_id)}/{node_key}.port-{port}.msgpack"
+def port_output_name(run_id: str, node_key: str, port: str, partition: int | None = None) -> str:
+    """A port's object (of one partition, for a node run partition by partition)."""
+    suffix = f".p{partition:05d}" if partition is not None else ""
+    return f"{run_prefix(run_id)}/{node_key}.port-{port}{suffix}.msgpack"
+
+
+def port_manifest_name(run_id: str, node_key: str, port: str) -> str:
+    """The partitions manifest of one port of a node run partition by partition."""
+    return f"{run_prefix(run_id)}/{node_key}.port-{port}{MANIFEST_SUFFIX}"
 
 
 def ports_manifest_name(run_id: str, node_key: str) -> str:
@@ -238,22 +266,37 @@ def write_ports(
     try:
         for item in items:
             if not isinstance(item, PortBatch) or item.port not in writers:
-                where = item.port if isinstance(item, PortBatch) else "no port"
-                raise NodeError(
-                    f"the node sent a batch to {where!r}, not one of its ports "
-                    f"({', '.join(ports)})",
-                    permanent=True,
-                )
+                raise not_a_port(item, ports)
             writers[item.port].write(item.batch)
         rows = {port: writer.save() for port, writer in writers.items()}
     finally:
         for writer in writers.values():
             writer.close()
-    manifest = {"ports": {port: {"ref": writers[port].name, "rows": rows[port]} for port in ports}}
+    refs = {port: (writers[port].name, rows[port]) for port in ports}
+    return write_ports_manifest(run_id, node_key, refs, storage), rows
+
+
+def write_ports_manifest(
+    run_id: str, node_key: str, ports: dict[str, tuple[str, int]], storage: Storage | None = None
+) -> str:
+    """The ports manifest of a node's output (``{port: (reference, rows)}``, in port order);
+    returns its name, the node's output reference. A port's reference may be a partitions
+    manifest (a node run partition by partition)."""
+    storage = storage or flow_data_storage()
+    manifest = {"ports": {port: {"ref": ref, "rows": rows} for port, (ref, rows) in ports.items()}}
     name = ports_manifest_name(run_id, node_key)
     _clear(storage, name)
     storage.save(name, ContentFile(json.dumps(manifest).encode(), name=name))
-    return name, rows
+    return name
+
+
+def not_a_port(item: Any, ports: Iterable[str]) -> NodeError:
+    """The error of a node that sent a batch to no port, or to one it does not have."""
+    where = item.port if isinstance(item, PortBatch) else "no port"
+    return NodeError(
+        f"the node sent a batch to {where!r}, not one of its ports ({', '.join(ports)})",
+        permanent=True,
+    )
 
 
 def port_ref(ref: str, port: str, storage: Storage | None = None) -> str:

@@ -71,10 +71,18 @@ from flows.engine.handoff import (
     BatchWriter,
     Part,
     manifest_name,
+    not_a_port,
     output_name,
+    partial_name,
+    port_manifest_name,
+    port_output_name,
+    port_ref,
     read_batches,
+    read_output,
     too_many_partitions,
+    write_bytes,
     write_manifest,
+    write_ports_manifest,
 )
 from flows.engine.heartbeat import Heartbeat
 from flows.engine.lease import FAN_OUT
@@ -89,8 +97,8 @@ from flows.models import (
 from nodes import redaction
 from nodes.redaction import Redactor
 from nodes.registry import registry
-from nodes.sdk import NodeError, capabilities
-from nodes.sdk.node import AnyBatch
+from nodes.sdk import Node, NodeError, PortBatch, capabilities, run_cache
+from nodes.sdk.node import AnyBatch, per_port
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -110,25 +118,127 @@ class _NodeRaised(Exception):
 
 # --- planning --------------------------------------------------------------------------------
 def stretch_after(definition: dict[str, Any], key: str) -> list[str]:
-    """The partitionable nodes that can run per partition of ``key``'s output, in order."""
+    """The partitionable nodes that can run per partition of ``key``'s output, parents before
+    children: a straight line of nodes each alone in its level of the canvas with one parent;
+    after a node whose output is kept per port (``branch``), each of its children continues a
+    line of its own (each route's stretch runs per partition, reading that partition's port)."""
     graph = Graph.from_definition(definition)
-    alone = {level[0] for level in graph.levels() if len(level) == 1}
-    if key not in alone:
-        return []
-    types = {node["key"]: node["type"] for node in definition["nodes"]}
-    configs = {node["key"]: node.get("config") or {} for node in definition["nodes"]}
+    levels = graph.levels()
+    alone = {level[0] for level in levels if len(level) == 1}
+    level_of = {node: i for i, level in enumerate(levels) for node in level}
+    # (a source that may fan out has a step of its own in the canvas: ``canvas._fan_out_alone``)
+    specs = {node["key"]: node for node in definition["nodes"]}
     stretch: list[str] = []
-    current = key
-    while len(graph.children[current]) == 1:
-        child = graph.children[current][0].target
-        cls = registry.get(types[child])
-        if child not in alone or len(graph.parents[child]) != 1:
-            break
-        if cls is None or not capabilities.partitionable_with(cls, configs[child]):
-            break
-        stretch.append(child)
-        current = child
+    after_key = graph.descendants(key)
+
+    def fits(child: str, after_ports: bool) -> bool:
+        cls = registry.get(specs[child]["type"])
+        config = specs[child].get("config") or {}
+        if cls is not None and probes_right(cls):
+            # The left side streams per partition; the right side is whole and done before.
+            right = next(edge.source for edge in graph.parents[child] if edge.target_port == RIGHT)
+            return (
+                len(graph.parents[child]) == 2
+                and child not in stretch
+                and right not in after_key
+                and right != key
+                and level_of[right] <= level_of[key]
+            )
+        return (
+            (after_ports or child in alone)
+            and len(graph.parents[child]) == 1
+            and child not in stretch
+            and cls is not None
+            and capabilities.partitionable_with(cls, config, by_port=True)
+        )
+
+    def follow(current: str, after_ports: bool) -> None:
+        children = list(
+            dict.fromkeys(
+                edge.target for edge in graph.children[current] if edge.target_port != RIGHT
+            )
+        )
+        if len(children) != len(graph.children[current]):
+            return  # (it feeds a join's right side: read whole)
+        if current != key and _several_ports(specs[current]):
+            for child in children:
+                if fits(child, True):
+                    stretch.append(child)
+                    follow(child, True)
+        elif len(children) == 1 and fits(children[0], after_ports):
+            stretch.append(children[0])
+            follow(children[0], after_ports)
+
+    follow(key, False)
     return stretch
+
+
+def _several_ports(spec: dict[str, Any]) -> bool:
+    cls = registry.get(spec["type"])
+    return cls is not None and capabilities.several_ports(cls)
+
+
+#: The input port of a node that looks records up (``join``'s right side): whole, not partitioned.
+RIGHT = "right"
+
+
+def probes_right(cls: type) -> bool:
+    """Whether a node type streams a ``left`` input and looks records up in a ``right`` one
+    (``join``): its left side may run per partition, each partition probing the same whole
+    right side (decision 0037)."""
+    return [port.name for port in getattr(cls, "inputs", ())] == ["left", RIGHT]
+
+
+def _input_of(definition: dict[str, Any], key: str) -> tuple[str, str, str]:
+    """(parent, the parent's port, this node's port) of a node's streamed input: its only
+    input, or a join's left side."""
+    edges = [edge for edge in definition["edges"] if edge["to"] == key]
+    edge = next((edge for edge in edges if edge.get("to_port") != RIGHT), edges[0])
+    return edge["from"], edge.get("from_port", "out"), edge.get("to_port", "in")
+
+
+def right_input(definition: dict[str, Any], run_id: str, key: str) -> tuple[str, int] | None:
+    """A join's right side in a run: the stored reference of its parent's port and its rows
+    (``None``: the node has no right side). Raises NodeError while the parent has not
+    succeeded."""
+    edge = next(
+        (e for e in definition["edges"] if e["to"] == key and e.get("to_port") == RIGHT), None
+    )
+    if edge is None:
+        return None
+    parent = NodeRun.objects.filter(run_id=run_id, node_key=edge["from"]).first()
+    if parent is None or parent.status != NodeStatus.SUCCEEDED or not parent.output_ref:
+        raise NodeError(f"the right side '{edge['from']}' has no output yet")
+    port = edge.get("from_port", "out")
+    by_port = parent.rows_by_port
+    rows = by_port.get(port, 0) if by_port is not None else parent.rows_out
+    return port_ref(parent.output_ref, port), rows
+
+
+def combiners_after(definition: dict[str, Any], key: str, stretch: list[str]) -> list[str]:
+    """The combinable nodes (``aggregate``, ``dedupe``: ``capabilities.Combinable``) that take
+    an end of the stretch (or the source's output itself): each runs a partial per partition at
+    the end of the partition's stretch and one combine, as its own node run, after every
+    partition (decision 0037). Each has one parent: a stretch end whose only child it is, or a
+    node of the stretch whose output is kept per port (its partial reads its port)."""
+    graph = Graph.from_definition(definition)
+    specs = {node["key"]: node for node in definition["nodes"]}
+    inside = set(stretch)
+    combiners = []
+    for end in stretch or [key]:
+        ports = end != key and _several_ports(specs[end])
+        children = [edge.target for edge in graph.children[end] if edge.target not in inside]
+        if not ports and len(graph.children[end]) != 1:
+            continue
+        for child in children:
+            cls = registry.get(specs[child]["type"])
+            if (
+                len(graph.parents[child]) == 1
+                and cls is not None
+                and capabilities.combinable_with(cls, specs[child].get("config") or {})
+            ):
+                combiners.append(child)
+    return combiners
 
 
 def in_partitioned_stretch(definition: dict[str, Any], key: str, run_id: str) -> bool:
@@ -163,7 +273,8 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     if fan_out_rows(spec) is None or task.request.group:
         return None
     candidates = stretch_after(definition, node_run.node_key)
-    if not candidates:
+    combiners = combiners_after(definition, node_run.node_key, candidates)
+    if not candidates and not combiners:
         return None
     rows = run_fan_out_rows(node_run, spec)  # (a source may ask its database first)
     if rows is None:
@@ -171,10 +282,16 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     run_id = str(node_run.run_id)
     stretch: list[NodeRun] = []
     for key in candidates:
+        try:
+            right_input(definition, run_id, key)
+        except NodeError:
+            break  # its right side is not done: the stretch stops before it
         if (taken := _claim(run_id, key)) is None:
             break
         stretch.append(taken)
-    if not stretch:
+    if len(stretch) < len(candidates):
+        combiners = []  # the stretch stops early: the ends' outputs are read whole
+    if not stretch and not combiners:
         return None
     # From here the fan-out owns the source and the stretch: a later delivery of their
     # run_node (a duplicate, a re-dispatch) must not start a second one (tasks._inside_fan_out).
@@ -182,8 +299,8 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
     keys = [taken.node_key for taken in stretch]
     return chord(
-        [produce_partitions.si(run_id, node_run.node_key, keys, rows)],
-        join_partitions.si(run_id, node_run.node_key, keys),
+        [produce_partitions.si(run_id, node_run.node_key, keys, rows, combiners)],
+        join_partitions.si(run_id, node_run.node_key, keys, combiners),
     )
 
 
@@ -201,8 +318,14 @@ def _fan_out_lease_s() -> float:
 
 def derived(definition: dict[str, Any], key: str, stretch: list[str]) -> bool:
     """Whether a stretch node's output is recomputed when read instead of stored: a pure node
-    (``Node.pure``) that is not the last of its stretch (its output only feeds the next)."""
-    if key == stretch[-1]:
+    (``Node.pure``) whose output only feeds nodes of the stretch, read from a parent whose
+    output is not kept per port."""
+    graph = Graph.from_definition(definition)
+    children = {edge.target for edge in graph.children[key]}
+    if not children or not children <= set(stretch):
+        return False
+    parent = _input_of(definition, key)[0]
+    if parent in stretch and _several_ports(node_spec(definition, parent)):
         return False
     cls = registry.get(node_spec(definition, key)["type"])
     return cls is not None and capabilities.is_pure(cls)
@@ -221,22 +344,43 @@ def derivation(definition: dict[str, Any], key: str, input_ref: str) -> dict[str
     }
 
 
+#: The run this process last executed a task of (its per-run caches are dropped when a task of
+#: another run starts here).
+_current_run: dict[str, str] = {}
+
+
+def forget_other_runs(run_id: str) -> None:
+    """A task of ``run_id`` starts in this process: drop what the process keeps for the run
+    whose task it executed before (``join``'s right table, ``nodes.sdk.run_cache``), so a
+    worker holds a run's values only while it executes that run's tasks."""
+    previous = _current_run.get("run")
+    _current_run["run"] = run_id
+    if previous is not None and previous != run_id:
+        run_cache.forget_run(previous)
+
+
 # --- the source ------------------------------------------------------------------------------
 class _Starter:
     """Records and starts partition tasks: added to the running chord, or run inline in
     embedded mode."""
 
-    def __init__(self, task: Task, run_id: str, source: str, stretch: list[str]) -> None:
+    def __init__(
+        self, task: Task, run_id: str, source: str, stretch: list[str], combiners: list[str]
+    ) -> None:
         self.task = task
         self.run_id, self.source, self.stretch = run_id, source, stretch
+        self.combiners = combiners
         self.inline = bool(task.request.is_eager or not task.request.chord)
         self.count = 0
 
     def start(self, index: int, slice_: Any = None) -> None:
-        nodes = [self.source, *self.stretch] if slice_ is not None else self.stretch
+        nodes = [self.source, *self.stretch] if slice_ is not None else list(self.stretch)
+        nodes.extend(self.combiners)
         transitions.add_partitions(self.run_id, self.source, [index], nodes)
         self.count += 1
-        signature = run_partition.si(self.run_id, self.source, self.stretch, index, slice_)
+        signature = run_partition.si(
+            self.run_id, self.source, self.stretch, index, slice_, self.combiners
+        )
         if not self.inline:
             self.task.add_to_chord(signature)
             return
@@ -253,7 +397,12 @@ class _Starter:
     max_retries=None,
 )
 def produce_partitions(
-    self: Task, run_id: str, source: str, stretch: list[str], rows: int | None = None
+    self: Task,
+    run_id: str,
+    source: str,
+    stretch: list[str],
+    rows: int | None = None,
+    combiners: list[str] | None = None,
 ) -> dict[str, Any]:
     """Start one ``run_partition`` per partition of the source as soon as it is known.
 
@@ -264,7 +413,7 @@ def produce_partitions(
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
     _check_active(node_run.run, [node_run])
-    starter = _Starter(self, run_id, source, stretch)
+    starter = _Starter(self, run_id, source, stretch, combiners or [])
     sliced = False
     redactor = Redactor()
     spec = node_spec(node_run.run.version.definition, source)
@@ -342,7 +491,13 @@ def _start_slices(starter: _Starter, slices: Iterator[Any], rows: int) -> None:
     max_retries=None,
 )
 def run_partition(
-    self: Task, run_id: str, source: str, stretch: list[str], partition: int, slice_: Any = None
+    self: Task,
+    run_id: str,
+    source: str,
+    stretch: list[str],
+    partition: int,
+    slice_: Any = None,
+    combiners: list[str] | None = None,
 ) -> dict[str, Any]:
     """Execute partition ``partition`` of ``source``'s output through every node of
     ``stretch``: take it (``transitions.take_partition``), stream it, finish it, or retry or
@@ -352,6 +507,7 @@ def run_partition(
     With ``slice_`` the partition is read from the source itself (its ``execute_slice``) and
     stored as the source's partition on the way; otherwise it is read from storage.
     """
+    forget_other_runs(run_id)
     claim = transitions.take_partition(run_id, source, partition)
     if claim.outcome == "done":
         return {"partition": partition}
@@ -368,7 +524,10 @@ def run_partition(
     }
     for node_run in node_runs.values():
         node_run.run = run
-    fan = [node_runs[key] for key in part.nodes]
+    # (a combinable node after the stretch only stores its partial here: its node run is
+    # its combine's, pending until the partitions are done)
+    combiners = combiners or []
+    fan = [node_runs[key] for key in part.nodes if key not in combiners]
     if not _active(run, fan):
         _stop(part, fan)
         raise PartitionStopped(f"run {run_id} is {run.status}")
@@ -377,7 +536,7 @@ def run_partition(
         if part.workers_lost >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
             _fail(fan[0], f"worker lost {part.workers_lost} times", "", part.nodes, part)
     probe = CancelProbe(run_id, stop_when_finished=True)
-    pipeline = _Pipeline(run, node_runs, part, probe)
+    pipeline = _Pipeline(run, node_runs, part, probe, combiners)
     retry = part.attempts - 1 - part.workers_lost > 0
     observed = telemetry.partition_execution(
         fan, run.version.flow.slug, run.version.number, partition, part.attempts, retry,
@@ -394,7 +553,7 @@ def run_partition(
                     batches = pipeline.read_slice(source, slice_)
                 else:
                     batches = read_batches(output_name(run_id, source, partition))
-                pipeline.drain(batches, stretch)
+                pipeline.drain(source, batches, stretch)
             except _NodeRaised as raised:
                 seen.rows = pipeline.rows()
                 if isinstance(raised.error, transitions.LeaseLost):
@@ -420,7 +579,9 @@ def run_partition(
         _retry_or_fail(self, part, node_runs, raised, tb, pipeline.redactor)
     finally:
         pipeline.close()
-    if not transitions.finish_partition(part, NodeStatus.SUCCEEDED, rows=pipeline.rows()):
+    if not transitions.finish_partition(
+        part, NodeStatus.SUCCEEDED, rows=pipeline.rows(with_ports=True)
+    ):
         logger.warning("run %s %s partition %s finished, but no longer held it",
                        run_id, source, partition)  # fmt: skip
         raise Ignore()
@@ -464,7 +625,11 @@ def _retry_or_fail(
 
 
 class _Pipeline:
-    """One partition streamed through a stretch of nodes, each node's output teed to storage."""
+    """One partition streamed through a stretch of nodes, each node's output teed to storage.
+
+    The stretch runs line by line: the line after the source, then each line after a node whose
+    output is kept per port, reading that node's port of this partition once it is stored. A
+    line whose end feeds a combinable node ends in that node's partial state."""
 
     def __init__(
         self,
@@ -472,18 +637,23 @@ class _Pipeline:
         node_runs: dict[str, NodeRun],
         partition: PartitionRun,
         probe: CancelProbe,
+        combiners: list[str] | None = None,
     ) -> None:
         self.run = run
         self.node_runs = node_runs
         self.partition = partition
         self.index = partition.index
         self.probe = probe
+        self.combiners = combiners or []
         #: Learns the secrets of the connections the stretch's nodes use.
         self.redactor = Redactor()
-        self.writers: dict[str, BatchWriter] = {}
+        #: Each stored node's writers: one, or one per port (``None``: the node's only output).
+        self.writers: dict[str, dict[str | None, BatchWriter]] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
+        self.partials: dict[str, tuple[RowCounter, RowCounter]] = {}
+        self.port_rows: dict[str, dict[str, int]] = {}
 
-    def _context(self, spec: dict[str, Any]) -> Any:
+    def _context(self, spec: dict[str, Any], input_refs: dict[str, list[str]] | None = None) -> Any:
         key = spec["key"]
         saved = (self.partition.checkpoint or {}).get(key)
         return make_context(
@@ -494,6 +664,7 @@ class _Pipeline:
             self.index,
             redactor=self.redactor,
             checkpoint=(saved, lambda value: self._save_checkpoint(key, value)),
+            input_refs=input_refs,
         )
 
     def _save_checkpoint(self, key: str, value: Any) -> None:
@@ -514,25 +685,88 @@ class _Pipeline:
         context = self._context(spec)
         rows_in, rows_out = RowCounter(), RowCounter()
         writer = BatchWriter(output_name(str(self.run.id), key, self.index))
-        self.writers[key], self.counters[key] = writer, (rows_in, rows_out)
-        return self._tee(writer, rows_out.wrap(_blame(key, node.execute_slice(context, slice_))))
+        self.writers[key], self.counters[key] = {None: writer}, (rows_in, rows_out)
+        batches = rows_out.wrap(_blame(key, node.execute_slice(context, slice_)))
+        return self._tee(key, {None: writer}, batches)
 
-    def drain(self, source: Iterable[AnyBatch], stretch: list[str]) -> None:
+    def drain(self, source: str, batches: Iterable[AnyBatch], stretch: list[str]) -> None:
         definition = self.run.version.definition
         # (the source's slice, when read here, counts first, as it was staged first)
         progress = _Progress([self.node_runs[key] for key in [*self.counters, *stretch]])
-        stream = source
-        for key in stretch:
-            stored = not derived(definition, key, stretch)
-            stream = self._stage(definition, key, stream, stored)
-        for _batch in stream:
-            progress.tick(list(self.counters.values()))
-        for key, writer in self.writers.items():
-            try:
-                writer.save()
-            except Exception as exc:
-                raise _NodeRaised(key, exc) from exc
-        progress.flush(list(self.counters.values()))
+        parents = {key: _input_of(definition, key) for key in self.combiners}
+        ends = {
+            parent: key
+            for key, (parent, _port, _in) in parents.items()
+            if parent == source or not _several_ports(node_spec(definition, parent))
+        }
+        if not stretch:
+            self._end(definition, source, batches, ends, progress)
+        for line in _lines(definition, stretch):
+            parent, parent_port, _port = _input_of(definition, line[0])
+            stream: Iterable[AnyBatch] = batches
+            if parent != source:  # a line after a node whose output is kept per port
+                name = port_output_name(str(self.run.id), parent, parent_port, self.index)
+                stream = _blame(line[0], read_batches(name))
+            for key in line:
+                stored = not derived(definition, key, stretch)
+                stream = self._stage(definition, key, stream, stored)
+            self._end(definition, line[-1], stream, ends, progress)
+            self._save([source, *line])
+        self._save([source])
+        run_id = str(self.run.id)
+        for key, (parent, port, _in) in parents.items():
+            if key not in ends.values():  # after a port: its partial reads the stored port
+                stream = _blame(
+                    key, read_batches(port_output_name(run_id, parent, port, self.index))
+                )
+                self._partial(definition, key, self._tee(key, {}, stream))
+        progress.flush(self.counters)
+
+    def _end(
+        self,
+        definition: dict[str, Any],
+        key: str,
+        stream: Iterable[AnyBatch],
+        ends: dict[str, str],
+        progress: _Progress,
+    ) -> None:
+        """Read a line to its end: into the partial state of the combinable node after it."""
+        ticking = _ticking(self._tee(key, {}, stream), progress, self.counters)
+        if key in ends:
+            self._partial(definition, ends[key], ticking)
+            return
+        for _batch in ticking:
+            pass
+
+    def _save(self, keys: list[str]) -> None:
+        """Store the partition outputs of these nodes, once each (a line's ports are then read
+        by the lines after it)."""
+        for key in keys:
+            for port, writer in self.writers.get(key, {}).items():
+                if writer.saved:
+                    continue
+                try:
+                    rows = writer.save()
+                except Exception as exc:
+                    raise _NodeRaised(key, exc) from exc
+                if port is not None:
+                    self.port_rows.setdefault(key, {})[port] = rows
+
+    def _partial(self, definition: dict[str, Any], key: str, stream: Iterable[AnyBatch]) -> None:
+        """The combinable node's partial state of this partition, stored for its combine."""
+        rows_in = RowCounter()
+        self.partials[key] = (rows_in, RowCounter())
+        try:
+            spec = node_spec(definition, key)
+            node = build_node(spec)
+            assert isinstance(node, capabilities.Combinable)
+            port = _input_of(definition, key)[2]
+            data = capabilities.run_partial(node, self._context(spec), {port: rows_in.wrap(stream)})
+            write_bytes(partial_name(str(self.run.id), key, self.index), data)
+        except (_NodeRaised, PartitionStopped, transitions.LeaseLost):
+            raise
+        except Exception as exc:
+            raise _NodeRaised(key, exc) from exc
 
     def _stage(
         self, definition: dict[str, Any], key: str, stream: Iterable[AnyBatch], stored: bool
@@ -542,33 +776,89 @@ class _Pipeline:
             node = build_node(spec)
         except Exception as exc:
             raise _NodeRaised(key, exc) from exc
-        port = next(edge["to_port"] for edge in definition["edges"] if edge["to"] == key)
-        context = self._context(spec)
+        port = _input_of(definition, key)[2]
+        run_id = str(self.run.id)
         rows_in, rows_out = RowCounter(), RowCounter()
         self.counters[key] = (rows_in, rows_out)
-        writer = None
-        if stored:
-            writer = BatchWriter(output_name(str(self.run.id), key, self.index))
-            self.writers[key] = writer
-        output = node.run(context, {port: rows_in.wrap(stream)})
-        return self._tee(writer, rows_out.wrap(_blame(key, output)))
+        try:
+            right = right_input(definition, run_id, key)
+        except NodeError as exc:
+            raise _NodeRaised(key, exc) from exc
+        refs = {RIGHT: [right[0]]} if right is not None else None
+        context = self._context(spec, refs)
+        inputs = {port: rows_in.wrap(stream)}
+        if right is not None:
+            # Its rows are counted once, by the join; a worker process that built its table
+            # for an earlier partition of the run does not read it again.
+            inputs[RIGHT] = read_output(right[0])
+        writers: dict[str | None, BatchWriter] = {}
+        if per_port(node):  # every port stored, one that got no batch empty
+            for out in node.output_ports():
+                name = port_output_name(run_id, key, out.name, self.index)
+                writers[out.name] = BatchWriter(name)
+        elif stored:
+            writers[None] = BatchWriter(output_name(run_id, key, self.index))
+        if writers:
+            self.writers[key] = writers
+        output = node.run(context, inputs)
+        return self._tee(key, writers, rows_out.wrap(_blame(key, output)))
 
-    def _tee(self, writer: BatchWriter | None, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
+    def _tee(
+        self, key: str, writers: dict[str | None, BatchWriter], batches: Iterable[Any]
+    ) -> Iterator[AnyBatch]:
         for batch in batches:
             if self.probe():
                 raise PartitionStopped(f"run {self.run.id} ended")
             if heartbeat.lost(self.partition):
                 raise transitions.LeaseLost()
-            if writer is not None:
-                writer.write(batch)
+            if not writers:
+                pass
+            elif None in writers:
+                writers[None].write(batch)
+            elif isinstance(batch, PortBatch) and batch.port in writers:
+                writers[batch.port].write(batch.batch)
+            else:
+                raise _NodeRaised(key, not_a_port(batch, [str(port) for port in writers]))
             yield batch
 
-    def rows(self) -> dict[str, list[int]]:
-        return {key: [c[0].rows, c[1].rows] for key, c in self.counters.items()}
+    def rows(self, with_ports: bool = False) -> dict[str, list[Any]]:
+        """Each node's ``[rows in, rows out]`` (with ``with_ports``, and ``[[port, rows], ...]``
+        for a node whose output is kept per port)."""
+        rows: dict[str, list[Any]] = {
+            key: [c[0].rows, c[1].rows] for key, c in {**self.counters, **self.partials}.items()
+        }
+        if with_ports:
+            for key, ports in self.port_rows.items():
+                rows[key].append([[port, n] for port, n in ports.items()])
+        return rows
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+        for writers in self.writers.values():
+            for writer in writers.values():
+                writer.close()
+
+
+def _lines(definition: dict[str, Any], stretch: list[str]) -> list[list[str]]:
+    """The stretch cut into lines: a node starts a new line unless its parent is the node
+    before it in the stretch (whose output is then not kept per port)."""
+    lines: list[list[str]] = []
+    for key in stretch:
+        parent = _input_of(definition, key)[0]
+        if lines and lines[-1][-1] == parent and not _several_ports(node_spec(definition, parent)):
+            lines[-1].append(key)
+        else:
+            lines.append([key])
+    return lines
+
+
+def _ticking(
+    stream: Iterable[AnyBatch],
+    progress: _Progress,
+    counters: dict[str, tuple[RowCounter, RowCounter]],
+) -> Iterator[AnyBatch]:
+    for batch in stream:
+        progress.tick(counters)
+        yield batch
 
 
 def _blame(key: str, batches: Iterable[AnyBatch]) -> Iterator[AnyBatch]:
@@ -591,13 +881,16 @@ class _Progress:
         self.sent = [(0, 0)] * len(node_runs)
         self._last = time.monotonic()
 
-    def tick(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
+    def tick(self, counters: dict[str, tuple[RowCounter, RowCounter]]) -> None:
         if time.monotonic() - self._last >= PROGRESS_EVERY_S:
             self.flush(counters)
 
-    def flush(self, counters: list[tuple[RowCounter, RowCounter]]) -> None:
+    def flush(self, counters: dict[str, tuple[RowCounter, RowCounter]]) -> None:
+        """``counters``: the nodes' counters in the order of the node runs (those of nodes
+        not reached yet missing)."""
         self._last = time.monotonic()
-        now = [(rows_in.rows, rows_out.rows) for rows_in, rows_out in counters]
+        now = [(rows_in.rows, rows_out.rows) for rows_in, rows_out in counters.values()]
+        now += [(0, 0)] * (len(self.node_runs) - len(now))
         deltas = {
             node_run: (rows[0] - sent[0], rows[1] - sent[1])
             for node_run, rows, sent in zip(self.node_runs, now, self.sent, strict=False)
@@ -613,7 +906,9 @@ class _Progress:
 
 # --- the join --------------------------------------------------------------------------------
 @shared_task(name="flows.join_partitions", acks_late=True)
-def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
+def join_partitions(
+    run_id: str, source: str, stretch: list[str], combiners: list[str] | None = None
+) -> str:
     """Chord body: once every partition has succeeded, write each node's manifest, sum the
     partitions' rows on its node run and finish it succeeded.
 
@@ -624,6 +919,7 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
     every planned partition is recorded by then.
     """
     parts = list(PartitionRun.objects.filter(run_id=run_id, source=source).order_by("index"))
+    # (the combiners after the stretch are not joined here: not in ``stretch``)
     node_runs = {
         nr.node_key: nr
         for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=[source, *stretch])
@@ -638,13 +934,18 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
         _fail(node_runs[joined[0]], text, "", [source, *stretch])
     definition = version_of(run.version_id).definition
     for key in joined:
+        spec = node_spec(definition, key)
+        if key in stretch and _several_ports(spec):
+            _join_ports(run_id, node_runs[key], build_node(spec), parts)
+            continue
         is_derived = key in stretch and derived(definition, key, stretch)
+        right = right_input(definition, run_id, key) if key in stretch else None
         manifest = [
             Part("" if is_derived else output_name(run_id, key, p.index), *p.rows_of(key))
             for p in parts
         ]
         if is_derived:
-            upstream = source if key == stretch[0] else stretch[stretch.index(key) - 1]
+            upstream = _input_of(definition, key)[0]
             recipe = derivation(definition, key, manifest_name(run_id, upstream))
             ref = write_manifest(manifest_name(run_id, key), manifest, derived_from=recipe)
         else:
@@ -652,12 +953,38 @@ def join_partitions(run_id: str, source: str, stretch: list[str]) -> str:
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,
-            rows_in=sum(part.rows_in for part in manifest),
+            rows_in=sum(part.rows_in for part in manifest) + (right[1] if right else 0),
             rows_out=sum(part.rows_out for part in manifest),
             output_ref=ref,
         )
     logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), len(parts))
-    return stretch[-1]
+    return stretch[-1] if stretch else source
+
+
+def _join_ports(run_id: str, node_run: NodeRun, node: Node, parts: list[PartitionRun]) -> None:
+    """Finish a node whose output is kept per port: each port's partitions listed in order by
+    a manifest of its own, the ports by the node's ports manifest (its output reference)."""
+    key = node_run.node_key
+    ports: dict[str, tuple[str, int]] = {}
+    for out in node.output_ports():
+        manifest = [
+            Part(
+                port_output_name(run_id, key, out.name, p.index),
+                0,
+                p.port_rows_of(key).get(out.name, 0),
+            )
+            for p in parts
+        ]
+        ref = write_manifest(port_manifest_name(run_id, key, out.name), manifest)
+        ports[out.name] = (ref, sum(part.rows_out for part in manifest))
+    transitions.finish_node(
+        node_run,
+        NodeStatus.SUCCEEDED,
+        rows_in=sum(p.rows_of(key)[0] for p in parts),
+        rows_out=sum(rows for _ref, rows in ports.values()),
+        rows_out_by_port=[[port, rows] for port, (_ref, rows) in ports.items()],
+        output_ref=write_ports_manifest(run_id, key, ports),
+    )
 
 
 # --- shared ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from flows.engine.executor import (
 )
 from flows.engine.failures import NodeFailed, next_retry, node_policy
 from flows.engine.heartbeat import Heartbeat
-from flows.engine.partitions import fan_out, in_partitioned_stretch
+from flows.engine.partitions import fan_out, forget_other_runs, in_partitioned_stretch
 from flows.graph import Graph
 from flows.models import FlowRun, NodeRun, NodeStatus, RunStatus
 from nodes import redaction
@@ -48,6 +48,7 @@ def run_node(self: Any, run_id: str, node_key: str, close: bool = False) -> str:
 
     ``close``: this is the run's last task; it ends the run once the node has succeeded.
     """
+    forget_other_runs(run_id)
     claim = transitions.take(run_id, node_key)
     if claim.outcome == "done":  # a duplicate delivery, or run by its partitions
         if close:

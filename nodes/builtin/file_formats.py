@@ -259,14 +259,19 @@ def _date_texts(read: Sequence[str]) -> bool:
 
 
 def _datetime_texts(read: Sequence[str]) -> bool:
-    """YYYY-MM-DD?HH:MM:SS, then .ffffff (not all zeros) and/or +HH:MM (not -00:00), the
-    separator "T" or " " in every value alike."""
+    """YYYY-MM-DD?HH:MM:SS, then .ffffff (six digits, not all zeros) and/or +HH:MM (digits,
+    not -00:00: no "Z", no "+HHMM", no "+HH"), the separator "T" or " " in every value alike."""
     same = _same_width(read, (19, 25, 26, 32))
     if same is None:
         return False
     joined, width, count = same
     step = width + 1
     fraction, offset = width in (26, 32), width in (25, 32)
+    sign = width - 6  # where an offset starts
+    digits = [
+        *(range(20, 26) if fraction else ()),
+        *((sign + 1, sign + 2, sign + 4, sign + 5) if offset else ()),
+    ]
     return (
         _dashes(joined, width, count)
         and joined[10::step] in ("T" * count, " " * count)
@@ -277,12 +282,18 @@ def _datetime_texts(read: Sequence[str]) -> bool:
         and (
             not offset
             or (
-                not joined[width - 6 :: step].strip("+-")
-                and joined[width - 3 :: step] == ":" * count
+                not joined[sign::step].strip("+-")
+                and joined[sign + 3 :: step] == ":" * count
                 and "-00:00" not in joined
             )
         )
+        and _digits("".join(joined[i::step] for i in digits))
     )
+
+
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only (or empty)."""
+    return text.isascii() and (not text or text.isdigit())
 
 
 _TEXT_CHECKS: dict[FieldType, Callable[[Sequence[str]], bool]] = {

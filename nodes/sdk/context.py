@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from nodes.redaction import Redactor
@@ -21,7 +22,12 @@ class ConnectionInfo:
 
     name: str
     url: str = field(repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Read-only (a copy of the mapping given): one instance may be shared by the runs of a
+    #: process (``nodes.models.lookup_connection`` keeps it), so no node may change it.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
     @property
     def scheme(self) -> str:

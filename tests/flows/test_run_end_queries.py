@@ -126,7 +126,25 @@ def test_a_flow_with_alerts_is_heard_by_them(
     FlowAlert.objects.create(flow=run.flow, events=["failed"])  # no target: sends nothing
     finish = close(node_run)
     assert heard == [{"alerts": True, "triggers": False}]
-    assert any("alerts_flowalert" in q["sql"] for q in finish[1:])
+    assert any("alerts_flowalert" in q["sql"] for q in finish[1:])  # (notify_run's, eager)
+    # The answer given, the alerts do not ask again whether the flow has alerts.
+    asked = [q["sql"] for q in finish[1:] if q["sql"].startswith(ASKS_FOR_ALERTS)]
+    assert asked == []
+
+
+#: How ``FlowAlert.objects.filter(...).exists()`` starts.
+ASKS_FOR_ALERTS = 'SELECT 1 AS "a" FROM "alerts_flowalert"'
+
+
+def test_a_run_ended_another_way_asks_whether_it_has_alerts(
+    minimal_flow: dict[str, Any], heard: list[Any], eager: None
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowAlert.objects.create(flow=run.flow, events=["failed"])  # no target: sends nothing
+    with CaptureQueriesContext(connection) as ended:
+        assert transitions.finish_run(str(run.id), "failed", "stopped")
+    assert heard == [None]
+    assert [q for q in ended if q["sql"].startswith(ASKS_FOR_ALERTS)]
 
 
 def test_a_run_ended_another_way_asks_every_hook(

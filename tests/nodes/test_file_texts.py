@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,27 @@ zones = st.one_of(
     st.integers(-14 * 3600, 14 * 3600).map(lambda s: timezone(timedelta(seconds=s))),
 )
 decimals = st.decimals(allow_nan=False, allow_infinity=False)
+
+#: How a datetime cell is spelled: its separator, how many fraction digits (0: none) and its
+#: offset ("" none, "Z", "+HH", "+HHMM", "+HH:MM", with "-00:00" and "+00:00" among them).
+Shape = tuple[str, int, str]
+OFFSETS = ["", "Z", "+HH", "-HH", "+HHMM", "-HHMM", "+HH:MM", "-HH:MM", "-00:00"]
+shapes = st.tuples(st.sampled_from("T "), st.integers(0, 8), st.sampled_from(OFFSETS))
+
+
+def spelled(moment: datetime, shape: Shape, hours: int, minutes: int) -> str:
+    separator, digits, offset = shape
+    fraction = f".{moment.microsecond:06d}98"[: digits + 1] if digits else ""
+    zone = offset.replace("HH", f"{hours:02d}").replace("MM", f"{minutes:02d}")
+    return moment.replace(microsecond=0).isoformat(separator) + fraction + zone
+
+
+@st.composite
+def shaped(draw: Any, shape: Shape) -> str:
+    """A datetime cell spelled in ``shape``: as often in the form ``str()`` writes as not."""
+    hours, minutes = draw(st.integers(0, 23)), draw(st.integers(0, 59))
+    return spelled(draw(st.datetimes()), shape, hours, minutes)
+
 
 #: Per declared type: cells in the forms ``str()`` writes, and in other forms the cast takes.
 CELLS: dict[FieldType, tuple[st.SearchStrategy[str], st.SearchStrategy[str]]] = {
@@ -84,6 +106,10 @@ def columns(draw: Any) -> tuple[dict[str, FieldType], list[list[str]]]:
     for kind in kinds:
         usual, other = CELLS[kind]
         cell = usual if draw(st.booleans()) else st.one_of(usual, other)
+        if kind is FieldType.DATETIME and draw(st.booleans()):
+            # One or two spellings throughout: often of one width, as the checks need.
+            spellings = draw(st.lists(shapes, min_size=1, max_size=2))
+            cell = st.one_of(*(shaped(shape) for shape in spellings))
         cells.append(draw(st.lists(cell, min_size=size, max_size=size)))
     declared = {f"c{i}": kind for i, kind in enumerate(kinds)}
     return declared, [list(row) for row in zip(*cells, strict=True)]
@@ -141,6 +167,26 @@ def test_texts_are_str_of_every_value_or_absent(seed: int) -> None:
     assert len(carried) > 50  # the usual forms did carry their text
 
 
+def test_every_datetime_spelling_carries_str_of_its_values_or_nothing() -> None:
+    """Each spelling (separator, 0 to 8 fraction digits, each offset form) throughout a column,
+    alone and beside the ``str()`` form of its width."""
+    moments = [datetime(2026, 1, 1, 10, 0, 0, micro) for micro in (0, 1, 100000, 123456)]
+    carried = set()
+    for shape in itertools.product("T ", range(9), OFFSETS):
+        for moment, (hours, minutes) in itertools.product(moments, [(0, 0), (5, 30), (23, 59)]):
+            cell = spelled(moment, shape, hours, minutes)
+            width = [text for text in USUAL_DATETIMES if len(text) == len(cell)]
+            for rows in ([[cell], [cell]], [[cell], *([text] for text in width)]):
+                try:
+                    (batch,) = read({"v": FieldType.DATETIME}, rows)
+                except FileFormatError:
+                    continue
+                if batch.text_columns is not None:
+                    carried.add(shape)
+                    assert rows_of_texts(batch) == text_of(batch), rows
+    assert len(carried) == 2 * 2 * 3  # "T" or " ", 0 or 6 digits, no offset or +HH:MM, -HH:MM
+
+
 def test_usual_forms_carry_their_text_and_datetimes_lose_their_t() -> None:
     declared = {
         "id": FieldType.INTEGER,
@@ -175,6 +221,24 @@ def test_usual_forms_carry_their_text_and_datetimes_lose_their_t() -> None:
         ("decimal", "0.0000001"),
         ("datetime", "2026-01-01T10:00:00Z"),
         ("datetime", "2026-01-01T10:00:00.500"),
+        ("datetime", "2026-01-01T10:00:00.12345Z"),
+        ("datetime", "2026-01-01T10:00:00.1+0530"),
+        ("datetime", "2026-01-01T10:00:00.123-05"),
+        ("datetime", "2026-01-01T10:00:00.1234+05"),
+        ("datetime", "2026-01-01T10:00:00.123456+0530"),
+        ("datetime", "2026-01-01T10:00:00.12345+05:30"),
+        ("datetime", "2026-01-01T10:00:00.1234567+0530"),
+        ("datetime", "2026-01-01T10:00:00.12345678901Z"),
+        ("datetime", "2026-01-01T10:00:00,123456"),
+        ("datetime", "2026-01-01T10:00:00.1"),
+        ("datetime", "2026-01-01T10:00:00.12"),
+        ("datetime", "2026-01-01T10:00:00.1234"),
+        ("datetime", "2026-01-01T10:00:00.12345"),
+        ("datetime", "2026-01-01T10:00:00+0530"),
+        ("datetime", "2026-01-01T10:00:00-00:00"),
+        ("datetime", "2026-01-01T10:00:00.123456-00:00"),
+        ("datetime", "2026-01-01T10:00:00+05"),
+        ("datetime", "2026-01-01T10:00:00.000000"),
         ("date", "20260101"),
         ("float", "1.5"),
         ("boolean", "true"),
@@ -182,9 +246,36 @@ def test_usual_forms_carry_their_text_and_datetimes_lose_their_t() -> None:
     ],
 )
 def test_other_forms_leave_the_batch_without_texts(kind: str, cell: str) -> None:
-    usual = {"datetime": "2026-01-01T10:00:00+00:00", "date": "2026-01-01", "boolean": "false"}
-    (batch,) = read({"v": FieldType(kind)}, [[usual.get(kind, "1")], [cell]])
-    assert batch.text_columns is None
+    """Alone and beside a value in the usual form (of the same width, for a datetime)."""
+    usual = {"date": "2026-01-01", "boolean": "false"}.get(kind, "1")
+    if kind == "datetime":
+        usual = min(USUAL_DATETIMES, key=lambda text: abs(len(text) - len(cell)))
+    for rows in ([[cell]], [[usual], [cell]], [[cell], [usual]]):
+        (batch,) = read({"v": FieldType(kind)}, rows)
+        assert batch.text_columns is None
+
+
+USUAL_DATETIMES = (
+    "2026-01-01T10:00:00",
+    "2026-01-01T10:00:00+05:30",
+    "2026-01-01T10:00:00.123456",
+    "2026-01-01T10:00:00.123456+05:30",
+)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        *USUAL_DATETIMES,
+        "2026-01-01 10:00:00.000001-05:30",
+        "2026-01-01T10:00:00+00:00",
+        "2026-01-01T10:00:00.100000-00:30",
+    ],
+)
+def test_datetimes_of_each_width_in_the_str_form_carry_it(cell: str) -> None:
+    (batch,) = read({"v": FieldType.DATETIME}, [[cell], [cell]])
+    assert batch.text_columns is not None
+    assert rows_of_texts(batch) == text_of(batch) == [(cell.replace("T", " "),)] * 2
 
 
 def test_slices_and_re_cut_batches_keep_texts_a_mixed_cut_drops_them() -> None:

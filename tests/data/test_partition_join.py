@@ -1,0 +1,121 @@
+"""A join whose left side runs per partition: the right side is done first, each partition
+probes it (built once per worker process), and its rows are counted once (decision 0037)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows.engine.handoff import read_output
+from flows.engine.partitions import forget_other_runs
+from flows.flowfile import apply_flow_file
+from flows.models import FlowRun, PartitionRun
+from flows.services import start_run, wait_for_run
+from nodes.builtin.join import RIGHT_TABLES
+from tests.conftest import WorkerProcess
+from tests.flows.helpers import SOURCE_DB_URL, OrdersTable, add_connection, orders_table
+
+#: 50 customers over 45 ids (ids 1 to 5 twice): orders of customers 45 to 59 have none.
+CUSTOMERS = "select g % 45 as cid, 'C' || g as name from generate_series(1, 50) g order by g"
+
+
+def joined_flow(table: str, rows: int, how: str) -> dict[str, Any]:
+    return {
+        "slug": "orders-with-customers",
+        "name": "Orders with customers",
+        "nodes": [
+            {
+                "key": "orders",
+                "type": "sql_query",
+                "config": {
+                    "connection": "warehouse",
+                    "query": f"select id, id % 60 as cid, amount from {table} order by id",
+                    "partition_rows": rows,
+                    "batch_size": 100,
+                },
+            },
+            {
+                "key": "customers",
+                "type": "sql_query",
+                "config": {"connection": "warehouse", "query": CUSTOMERS},
+            },
+            {
+                "key": "joined",
+                "type": "join",
+                "config": {"on": [{"left": "cid", "right": "cid"}], "how": how},
+            },
+        ],
+        "edges": [
+            {"from": "orders", "to": "joined", "to_port": "left"},
+            {"from": "customers", "to": "joined", "to_port": "right"},
+        ],
+    }
+
+
+def nested_loop(table: OrdersTable, how: str) -> list[dict[str, Any]]:
+    """The join's reference: every left record against every right record, in left order."""
+    right = [{"cid": g % 45, "name": f"C{g}"} for g in range(1, 51)]
+    out: list[dict[str, Any]] = []
+    for row in table.rows:
+        left = {"id": row[0], "cid": row[0] % 60, "amount": row[4]}
+        matches = [r for r in right if r["cid"] == left["cid"]]
+        if (how == "semi" and matches) or (how == "anti" and not matches):
+            out.append(left)
+        elif how in ("inner", "left"):
+            if not matches and how == "left":
+                matches = [{"cid": None, "name": None}]
+            out.extend({**left, "right_cid": m["cid"], "name": m["name"]} for m in matches)
+    return out
+
+
+def check_joined(run: FlowRun, table: OrdersTable, how: str, parts: int) -> None:
+    assert run.status == "succeeded", run.error
+    node_run = run.node_runs.get(node_key="joined")
+    assert [r for batch in read_output(node_run.output_ref) for r in batch] == nested_loop(
+        table, how
+    )
+    assert node_run.partitioned
+    # The right side's 50 rows are counted once, whatever the partitions.
+    assert (node_run.rows_in, node_run.rows_out) == (
+        len(table.rows) + 50,
+        len(nested_loop(table, how)),
+    )
+    partitions = list(PartitionRun.objects.filter(run=run).order_by("index"))
+    assert [p.nodes for p in partitions] == [["joined"]] * parts
+    assert sum(p.rows_of("joined")[0] for p in partitions) == len(table.rows)
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("how", ["inner", "left", "anti"])
+def test_a_join_with_its_left_side_partitioned_gives_the_nested_loop_reference(
+    worker: WorkerProcess, how: str
+) -> None:
+    add_connection("warehouse", SOURCE_DB_URL)
+    with orders_table(2000) as table:
+        apply_flow_file(joined_flow(table.name, 300, how))
+        run = wait_for_run(start_run("orders-with-customers"), timeout=60)
+    check_joined(run, table, how, 7)
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("how", ["inner", "semi"])
+def test_a_join_with_its_left_side_partitioned_in_embedded_mode(
+    transactional_db: None, eager: None, how: str
+) -> None:
+    add_connection("warehouse", SOURCE_DB_URL)
+    with orders_table(500) as table:
+        apply_flow_file(joined_flow(table.name, 200, how))
+        run = start_run("orders-with-customers")
+    run.refresh_from_db()
+    check_joined(run, table, how, 3)
+
+
+def test_a_task_of_another_run_drops_the_right_tables_of_the_run_before() -> None:
+    RIGHT_TABLES.clear()
+    forget_other_runs("run-a")
+    RIGHT_TABLES.get("run-a", "key", lambda: object())  # type: ignore[arg-type]
+    forget_other_runs("run-a")  # the same run: kept
+    assert len(RIGHT_TABLES) == 1
+    forget_other_runs("run-b")
+    assert len(RIGHT_TABLES) == 0
