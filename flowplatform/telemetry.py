@@ -445,17 +445,7 @@ def node_execution(
     with run_context(run_id=node_run.run_id, node_key=node_run.node_key, flow=flow):
         span = token = None
         if _tracer is not None:
-            span = _tracer.start_span(
-                f"node {node_run.node_key}",
-                attributes={
-                    f"{ATTR}.flow": flow,
-                    f"{ATTR}.version": version,
-                    f"{ATTR}.run_id": str(node_run.run_id),
-                    f"{ATTR}.node_key": node_run.node_key,
-                    f"{ATTR}.node_type": node_run.node_type,
-                    f"{ATTR}.attempt": attempt,
-                },
-            )
+            span = _start_node_span(node_run, flow, version, attempt)
             token = _otel_context.attach(_current(span, quiet=False))
         error: BaseException | None = None
         try:
@@ -521,6 +511,25 @@ class PartitionObservation:
         self.failed_node = ""
 
 
+def _start_node_span(
+    node_run: NodeRun, flow: str, version: int, attempt: int, partition: int | None = None
+) -> Any:
+    """The span ``node <key>`` of one execution of a node run (of one of its partitions when
+    ``partition`` is given), with the node's attributes; tracing is on."""
+    assert _tracer is not None
+    attributes: dict[str, Any] = {
+        f"{ATTR}.flow": flow,
+        f"{ATTR}.version": version,
+        f"{ATTR}.run_id": str(node_run.run_id),
+        f"{ATTR}.node_key": node_run.node_key,
+        f"{ATTR}.node_type": node_run.node_type,
+        f"{ATTR}.attempt": attempt,
+    }
+    if partition is not None:
+        attributes[f"{ATTR}.partition"] = partition
+    return _tracer.start_span(f"node {node_run.node_key}", attributes=attributes)
+
+
 @contextmanager
 def partition_execution(
     node_runs: Sequence[NodeRun],
@@ -548,18 +557,7 @@ def partition_execution(
         spans = []
         if _tracer is not None:
             spans = [
-                _tracer.start_span(
-                    f"node {node_run.node_key}",
-                    attributes={
-                        f"{ATTR}.flow": flow,
-                        f"{ATTR}.version": version,
-                        f"{ATTR}.run_id": str(node_run.run_id),
-                        f"{ATTR}.node_key": node_run.node_key,
-                        f"{ATTR}.node_type": node_run.node_type,
-                        f"{ATTR}.attempt": attempt,
-                        f"{ATTR}.partition": partition,
-                    },
-                )
+                _start_node_span(node_run, flow, version, attempt, partition)
                 for node_run in node_runs
             ]
         error: BaseException | None = None
