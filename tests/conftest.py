@@ -124,6 +124,23 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def idle(self) -> bool:
+        """No task is executing on this worker (asked over the broker's control channel); a
+        worker that is not running is idle."""
+        if self.process is None or self.process.poll() is not None:
+            return True
+        replies = celery_app.control.inspect(destination=[self.name], timeout=1).active()
+        return bool(replies) and not any(replies.values())
+
+    def settle(self, timeout: float = 20) -> None:
+        """Wait, up to ``timeout``, for the tasks a test left running to end (a partition
+        still stopping after its run failed, a heartbeat's last renewal) so that they do not
+        hold table locks against the test database's flush. A task still running after that
+        (a test may leave one busy on purpose) is left alone."""
+        deadline = time.monotonic() + timeout
+        while not self.idle() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
 
 class PgBouncer:
     """A real ``pgbouncer`` in transaction mode on a loopback port, in front of the local
@@ -225,9 +242,11 @@ def worker_process(
 
 
 @pytest.fixture
-def worker(worker_process: WorkerProcess, transactional_db: None) -> WorkerProcess:
-    """A running worker; the test's data is committed so that the worker sees it."""
-    return worker_process
+def worker(worker_process: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
+    """A running worker; the test's data is committed so that the worker sees it. After the
+    test, the tasks it left running end before its data is flushed."""
+    yield worker_process
+    worker_process.settle()
 
 
 @pytest.fixture
