@@ -589,8 +589,10 @@ def fail_fan_out(
     """A node run partition by partition failed for good (in ``partition``, then recorded
     ``partition N: ERROR`` on both): in one transaction, record it failed, end the other running
     node runs of its fan-out ``others`` (skipped when listed in ``skip``, its descendants, else
-    cancelled), skip the pending nodes ``skip`` and fail the run. False (nothing changed) when
-    the partition, or else the node run, was no longer running under its fence."""
+    cancelled), skip the pending nodes ``skip`` and fail the run. A combinable node's node run
+    (pending for its combine after the partitions) fails from pending. False (nothing changed)
+    when the partition, or else the node run, was no longer running under its fence (or
+    pending, as read)."""
     if partition is not None:
         error = f"partition {partition.index}: {error}"
     error = clip_error(error)
@@ -609,12 +611,10 @@ def fail_fan_out(
                 node_run, NodeStatus.FAILED, error=error, traceback=traceback
             ):
                 # A combinable node's partial failed: its node run waits for the combine.
-                NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.PENDING).update(
-                    status=NodeStatus.FAILED,
-                    error=error,
-                    traceback=traceback,
-                    finished_at=timezone.now(),
-                )
+                _fail_waiting(node_run, error, traceback)
+        elif node_run.status == NodeStatus.PENDING:
+            # A combinable node whose partitions the join found missing.
+            mine = _fail_waiting(node_run, error, traceback)
         else:
             mine = _finish_orm(node_run, NodeStatus.FAILED, error=error, traceback=traceback)
         if not mine:
@@ -632,6 +632,13 @@ def fail_fan_out(
     if ended:
         announce_finished(run_id, RunStatus.FAILED)
     return True
+
+
+def _fail_waiting(node_run: NodeRun, error: str, traceback: str) -> int:
+    """Fail a combinable node's node run, pending for its combine after the partitions."""
+    return NodeRun.objects.filter(pk=node_run.pk, status=NodeStatus.PENDING).update(
+        status=NodeStatus.FAILED, error=error, traceback=traceback, finished_at=timezone.now()
+    )
 
 
 # --- runs ------------------------------------------------------------------------------------

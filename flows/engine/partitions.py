@@ -930,8 +930,9 @@ def join_partitions(
     _check_active(run, [node_runs[key] for key in joined])
     done = [p.index for p in parts if p.status == NodeStatus.SUCCEEDED]
     if done != list(range(len(parts))):
+        # (e.g. a partition's redelivered task that found it done, counted twice by the chord)
         text = f"partitions missing after the join: {len(done)} of {len(parts)} succeeded"
-        _fail(node_runs[joined[0]], text, "", [source, *stretch])
+        _fail(_waiting(run_id, node_runs, joined, combiners or []), text, "", [source, *stretch])
     definition = version_of(run.version_id).definition
     for key in joined:
         spec = node_spec(definition, key)
@@ -959,6 +960,19 @@ def join_partitions(
         )
     logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), len(parts))
     return stretch[-1] if stretch else source
+
+
+def _waiting(
+    run_id: str, node_runs: dict[str, NodeRun], joined: list[str], combiners: list[str]
+) -> NodeRun:
+    """The node failed when the join finds partitions missing: the first it joins, or, when the
+    source was read once and only combiners follow it, the first combiner (its node run pending
+    for its combine)."""
+    if joined:
+        return node_runs[joined[0]]
+    # (a fan-out claims a stretch or has combiners: ``fan_out`` runs plainly otherwise)
+    assert combiners, "a fan-out with neither a stretch nor a combiner"
+    return NodeRun.objects.get(run_id=run_id, node_key=combiners[0])
 
 
 def _join_ports(run_id: str, node_run: NodeRun, node: Node, parts: list[PartitionRun]) -> None:

@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
+from flows import transitions
 from flows.api.serializers import RunDetailSerializer
+from flows.engine.failures import NodeFailed
 from flows.engine.handoff import flow_data_storage, read_output
+from flows.engine.partitions import join_partitions
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, PartitionRun
 from flows.services import start_run, wait_for_run
@@ -23,6 +26,7 @@ from tests.flows.helpers import (
     add_connection,
     orders_table,
     point_minimal_flow_at,
+    queued_run,
 )
 
 AGGREGATIONS = [
@@ -163,3 +167,31 @@ def test_a_partial_failing_for_good_fails_its_node_and_the_run(
     assert node_run.status == "failed"
     assert node_run.error.startswith("partition 0: ")
     assert "max_groups = 5" in node_run.error
+
+
+@pytest.mark.embedded
+def test_a_join_missing_partitions_before_only_combiners_fails_the_combiner_and_the_run(
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
+) -> None:
+    """orders (read once, cut in 2) → per_day: the fan-out claims no stretch, only the combiner.
+    The chord joins while partition 1 still runs (a redelivered partition task that found
+    partition 0 done is counted twice): the join fails the waiting combiner and the run."""
+    run = queued_run(revenue_per_day(minimal_flow, "orders", 100, paid_only=False))
+    run_id = str(run.id)
+    source = transitions.take(run_id, "orders").node_run
+    assert source is not None
+    assert transitions.finish_node(source, "succeeded", rows_in=0, rows_out=200)
+    transitions.add_partitions(run_id, "orders", [0, 1], ["per_day"])
+    done = transitions.take_partition(run_id, "orders", 0).partition
+    assert done is not None
+    assert transitions.finish_partition(done, "succeeded", rows={"per_day": [100, 0]})
+    assert transitions.take_partition(run_id, "orders", 1).outcome == "execute"
+    with pytest.raises(NodeFailed, match="partitions missing after the join: 1 of 2"):
+        join_partitions(run_id, "orders", [], ["per_day"])
+    run.refresh_from_db()
+    assert (run.status, run.error) == (
+        "failed", "node 'per_day' failed: partitions missing after the join: 1 of 2 succeeded",
+    )  # fmt: skip
+    statuses = dict(run.node_runs.values_list("node_key", "status"))
+    assert statuses == {"orders": "succeeded", "per_day": "failed"}
+    assert PartitionRun.objects.get(run=run, index=1).status == "cancelled"
