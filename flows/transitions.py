@@ -643,8 +643,9 @@ def _fail_waiting(node_run: NodeRun, error: str, traceback: str) -> int:
 
 # --- runs ------------------------------------------------------------------------------------
 def finish_run(run_id: str, status: str, error: str = "") -> bool:
-    """Move an active run to a final status (its pending nodes skipped); False when it had
-    already finished. The run's end is announced once."""
+    """Move an active run to a final status (its pending nodes skipped; its unfinished
+    partitions and the node runs its fan-outs hold cancelled); False when it had already
+    finished. The run's end is announced once."""
     with transaction.atomic():
         changed = _end_run(run_id, status, error)
     if changed:
@@ -662,8 +663,14 @@ def _end_run(run_id: str, status: str, error: str) -> bool:
         NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
             status=NodeStatus.SKIPPED, finished_at=now
         )
-        # Its partitions not yet finished end with it (a delivery still executing one finds
-        # it no longer running under its fence, and changes nothing more).
+        # The node runs its fan-outs hold end with it, as its partitions not yet finished do
+        # (a delivery still executing one finds it no longer running under its fence, and
+        # changes nothing more; the join finds the run ended).
+        held = NodeRun.objects.filter(
+            run_id=run_id, status=NodeStatus.RUNNING, lease_owner=lease.FAN_OUT
+        )
+        for node_run in held.only("pk", "fence", "started_at").order_by("pk"):
+            _finish_orm(node_run, NodeStatus.CANCELLED, error="run ended")
         PartitionRun.objects.filter(
             run_id=run_id, status__in=(NodeStatus.PENDING, NodeStatus.RUNNING)
         ).update(

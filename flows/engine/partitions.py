@@ -433,14 +433,12 @@ def produce_partitions(
                 )
     except (NodeFailed, PartitionStopped):
         raise
-    except RunCancelled:
-        transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
+    except RunCancelled:  # (its end has ended the source's node run: the fan-out holds it)
         raise PartitionStopped(f"run {run_id} was cancelled") from None
     except transitions.LeaseLost:
         raise Ignore() from None
     except Exception as exc:  # noqa: BLE001 - any failure of the source retries or fails it
         if _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
-            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
             raise PartitionStopped(f"run {run_id} ended") from None
         text = redactor.redact(message(exc))
         permanent = isinstance(exc, NodeError) and exc.permanent
@@ -529,7 +527,7 @@ def run_partition(
     combiners = combiners or []
     fan = [node_runs[key] for key in part.nodes if key not in combiners]
     if not _active(run, fan):
-        _stop(part, fan)
+        _stop(part)
         raise PartitionStopped(f"run {run_id} is {run.status}")
     if claim.took_over:
         logger.warning("run %s %s partition %s: worker lost, resuming", run_id, source, partition)
@@ -566,13 +564,13 @@ def run_partition(
             seen.succeeded = True
     except transitions.LeaseLost:
         if _run_ended(run_id):  # the run's end cancelled the partition: stop its node runs
-            _stop(part, fan)
+            _stop(part)
             raise PartitionStopped(f"run {run_id} ended") from None
         logger.warning("run %s %s partition %s was taken over; this delivery stops",
                        run_id, source, partition)  # fmt: skip
         raise Ignore() from None
     except PartitionStopped:
-        _stop(part, fan)
+        _stop(part)
         raise
     except _NodeRaised as raised:
         tb = "".join(traceback.format_exception(raised.error))
@@ -588,14 +586,11 @@ def run_partition(
     return {"partition": partition}
 
 
-def _stop(part: PartitionRun, fan: list[NodeRun]) -> None:
+def _stop(part: PartitionRun) -> None:
     """The run has ended (cancelled, failed elsewhere, timed out) while the partition ran: it
-    ends cancelled, and so do the fan-out's node runs still running (the first partition to
-    stop ends them; the others find them ended)."""
+    ends cancelled (unless the run's end has ended it already, with the fan-out's node runs:
+    ``transitions.finish_run``)."""
     transitions.finish_partition(part, NodeStatus.CANCELLED, error="run ended")
-    for node_run in fan:
-        if node_run.status == NodeStatus.RUNNING:
-            transitions.finish_node(node_run, NodeStatus.CANCELLED, error="cancelled")
 
 
 def _retry_or_fail(

@@ -378,3 +378,45 @@ def test_a_partition_recorded_after_its_run_ended_is_cancelled_when_its_task_com
     transitions.add_partitions(str(run.id), "orders", [0], ["paid", "shape", "push"])
     assert transitions.take_partition(str(run.id), "orders", 0).outcome == "stop"
     assert (partition_of(run).status, partition_of(run).error) == ("cancelled", "run ended")
+
+
+def fanned_out(run: FlowRun, partitions: int) -> None:
+    """The run's source ``orders`` (read in slices) handed to its fan-out with the stretch
+    ``paid → shape → push``, as ``partitions.fan_out`` leaves them, and its partitions recorded."""
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    source = transitions.take(str(run.id), "orders").node_run
+    stretch = [transitions.take(str(run.id), key, owner=lease.FAN_OUT).node_run
+               for key in ("paid", "shape", "push")]  # fmt: skip
+    assert source is not None and None not in stretch
+    assert transitions.mark_partitioned([source, *stretch]) == 4  # type: ignore[list-item]
+    assert transitions.hand_over(source, lease.FAN_OUT, 60)
+    nodes = ["orders", "paid", "shape", "push"]
+    transitions.add_partitions(str(run.id), "orders", range(partitions), nodes)
+
+
+@pytest.mark.parametrize("first", ["partition", "cancel"])
+def test_the_last_partition_finishing_as_its_run_is_cancelled_leaves_nothing_running(
+    minimal_flow: dict[str, Any], first: str
+) -> None:
+    """Whichever commits first, the last partition's success or the run's cancel, every node
+    run and partition of the fan-out ends (the join, coming after, finds the run ended)."""
+    run = queued_run(minimal_flow)
+    fanned_out(run, 2)
+    done = transitions.take_partition(str(run.id), "orders", 0).partition
+    last = transitions.take_partition(str(run.id), "orders", 1).partition
+    assert done is not None and last is not None
+    assert transitions.finish_partition(done, "succeeded", rows={"push": [1, 1]})
+    if first == "partition":
+        assert transitions.finish_partition(last, "succeeded", rows={"push": [1, 1]})
+        assert cancel_run(FlowRun.objects.get(id=run.id))
+    else:
+        assert cancel_run(FlowRun.objects.get(id=run.id))
+        assert not transitions.finish_partition(last, "succeeded", rows={"push": [1, 1]})
+    assert FlowRun.objects.get(id=run.id).status == "cancelled"
+    ended = {n.node_key: (n.status, n.lease_owner, n.lease_expires_at is None, n.error)
+             for n in NodeRun.objects.filter(run=run)}  # fmt: skip
+    stopped = ("cancelled", "", True, "run ended")
+    assert ended == dict.fromkeys(("orders", "paid", "shape", "push"), stopped)
+    assert all(n.finished_at and n.duration_ms is not None for n in NodeRun.objects.filter(run=run))
+    shown = dict(PartitionRun.objects.filter(run=run).values_list("index", "status"))
+    assert shown == {0: "succeeded", 1: "succeeded" if first == "partition" else "cancelled"}
