@@ -4,7 +4,8 @@ One daemon thread per process renews the lease (``flows.engine.lease``) of every
 partition executing in the process, every ``FLOWPLATFORM_HEARTBEAT_S``, in one statement per
 kind; starting and ending a heartbeat costs no thread and no query. A lease found taken over is remembered
 (:func:`lost`): the node's own progress then stops it. With no node executing, the thread holds
-no database connection.
+no database connection, except to ask, every beat, whether the runs whose values the process
+keeps (``nodes.sdk.run_cache``) have ended: their values are dropped then.
 
 The same thread stops a node that ignores Cancel (busy in CPU, between two batches for too
 long): every second it looks for runs of its nodes cancelled more than
@@ -20,6 +21,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 from celery import current_app, current_task
@@ -29,7 +31,8 @@ from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 
 from flows import transitions
-from flows.models import NodeRun, NodeStatus, PartitionRun, RunStatus
+from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun, NodeStatus, PartitionRun, RunStatus
+from nodes.sdk import run_cache
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -90,13 +93,16 @@ class _Beater:
     def _beat(self) -> None:
         interval = settings.FLOWPLATFORM_HEARTBEAT_S
         tick = min(interval, CANCEL_CHECK_S)
-        last_beat = time.monotonic()
+        last_beat = last_idle_check = time.monotonic()
         while True:
             time.sleep(tick)
             with self.lock:
                 leases = dict(self.fences)
                 tasks = dict(self.tasks)
             if not leases:
+                if time.monotonic() - last_idle_check >= interval:
+                    last_idle_check = time.monotonic()
+                    forget_ended_runs()
                 with contextlib.suppress(DatabaseError):
                     connection.close()  # idle: hold no database connection (none: no-op)
                 continue
@@ -142,6 +148,24 @@ class _Beater:
                 node_run.run_id, node_run.node_key, grace.total_seconds(), task_id,
             )  # fmt: skip
             _terminate(task_id)
+
+
+def forget_ended_runs() -> int:
+    """Drop what this process keeps for runs that have ended (``nodes.sdk.run_cache``: a join's
+    right table), asked by the idle heartbeat thread every beat: one query while the process
+    keeps values, none otherwise. Returns how many values were dropped."""
+    held: dict[uuid.UUID, str] = {}
+    for run_id in run_cache.held_runs():
+        with contextlib.suppress(ValueError):  # (only a run's id names a run)
+            held[uuid.UUID(run_id)] = run_id
+    if not held:
+        return 0
+    try:
+        ended = FlowRun.objects.filter(id__in=held).exclude(status__in=ACTIVE_RUN_STATUSES)
+        return sum(run_cache.forget_run(held[pk]) for pk in ended.values_list("id", flat=True))
+    except DatabaseError as exc:
+        logger.warning("the ended runs' values not dropped (%s); retrying next beat", exc)
+        return 0
 
 
 def _terminate(task_id: str) -> None:

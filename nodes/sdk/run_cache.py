@@ -10,7 +10,9 @@ It is bounded by count, not by bytes: it holds at most ``size`` values, and drop
 recently used one *before* building another, so that a process never holds more than ``size``
 of them at once (plus one being used by a thread that still holds it). A run's values are
 dropped by :func:`forget_run` (the engine calls it in a worker process once it knows the run
-ended there), or when another run's value replaces them. Nothing here survives the process.
+ended: when a task of another run starts there, or when the idle process finds the runs of
+:func:`held_runs` ended), or when another run's value replaces them. Nothing here survives the
+process.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class RunCache(Generic[V]):
                 del self._held[entry]
             return len(gone)
 
+    def runs(self) -> set[str]:
+        """The runs this cache holds values for."""
+        with self._lock:
+            return {run_id for run_id, _key in self._held}
+
     def clear(self) -> None:
         with self._lock:
             self._held.clear()
@@ -78,4 +85,10 @@ def forget_run(run_id: str) -> int:
     return sum(cache.forget_run(run_id) for cache in list(_CACHES))
 
 
-__all__ = ["RunCache", "forget_run"]
+def held_runs() -> set[str]:
+    """The runs this process holds values for, in any cache (the engine asks, when the process
+    is idle, which of them have ended)."""
+    return {run_id for cache in list(_CACHES) for run_id in cache.runs()}
+
+
+__all__ = ["RunCache", "forget_run", "held_runs"]

@@ -3,18 +3,29 @@ probes it (built once per worker process), and its rows are counted once (decisi
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytest
+from django.conf import settings
 
+from flows import transitions
 from flows.engine.handoff import read_output
+from flows.engine.heartbeat import Heartbeat, forget_ended_runs
 from flows.engine.partitions import forget_other_runs
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, PartitionRun
-from flows.services import start_run, wait_for_run
+from flows.services import cancel_run, start_run, wait_for_run
 from nodes.builtin.join import RIGHT_TABLES
-from tests.conftest import WorkerProcess
-from tests.flows.helpers import SOURCE_DB_URL, OrdersTable, add_connection, orders_table
+from nodes.sdk.run_cache import RunCache
+from tests.conftest import WorkerProcess, wait_until
+from tests.flows.helpers import (
+    SOURCE_DB_URL,
+    OrdersTable,
+    add_connection,
+    orders_table,
+    queued_run,
+)
 
 #: 50 customers over 45 ids (ids 1 to 5 twice): orders of customers 45 to 59 have none.
 CUSTOMERS = "select g % 45 as cid, 'C' || g as name from generate_series(1, 50) g order by g"
@@ -119,3 +130,34 @@ def test_a_task_of_another_run_drops_the_right_tables_of_the_run_before() -> Non
     assert len(RIGHT_TABLES) == 1
     forget_other_runs("run-b")
     assert len(RIGHT_TABLES) == 0
+
+
+class Table:
+    """A value a node built for a run (weakly referenceable: its release can be seen)."""
+
+
+@pytest.mark.embedded
+def test_an_idle_process_drops_a_runs_values_once_the_run_has_ended(
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
+) -> None:
+    """A worker process that built a right table for a run, then gets no task, drops it when
+    the run ends (its heartbeat thread asks, idle, every beat); another run's values stay."""
+    values: RunCache[Table] = RunCache("test values", size=3)
+    ending, going_on = queued_run(minimal_flow), queued_run(minimal_flow)
+    FlowRun.objects.filter(id__in=[ending.id, going_on.id]).update(status="running")
+    built = values.get(str(ending.id), "right", Table)
+    released = weakref.ref(built)
+    values.get(str(going_on.id), "right", Table)
+    values.get("not-a-run", "right", Table)  # (never looked up)
+    assert forget_ended_runs() == 0 and len(values) == 3
+    # A task of the run ran here and returned: the heartbeat thread beats on, idle.
+    node_run = transitions.take(str(ending.id), "orders").node_run
+    assert node_run is not None
+    with Heartbeat(node_run):
+        pass
+    assert cancel_run(FlowRun.objects.get(id=ending.id))
+    del built
+    bound = 2 * settings.FLOWPLATFORM_HEARTBEAT_S + 5
+    wait_until(lambda: released() is None, bound, 0.1, f"the table was held {bound}s after")
+    assert values.runs() == {str(going_on.id), "not-a-run"}
+    assert forget_ended_runs() == 0
