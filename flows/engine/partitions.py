@@ -436,6 +436,8 @@ def produce_partitions(
     except RunCancelled:  # (its end has ended the source's node run: the fan-out holds it)
         raise PartitionStopped(f"run {run_id} was cancelled") from None
     except transitions.LeaseLost:
+        if _run_ended(run_id):  # (its end has ended the source's node run, as above)
+            raise PartitionStopped(f"run {run_id} ended") from None
         raise Ignore() from None
     except Exception as exc:  # noqa: BLE001 - any failure of the source retries or fails it
         if _run_ended(run_id):  # cancelled, or failed elsewhere: planning stops
