@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -420,3 +423,46 @@ def test_the_last_partition_finishing_as_its_run_is_cancelled_leaves_nothing_run
     assert all(n.finished_at and n.duration_ms is not None for n in NodeRun.objects.filter(run=run))
     shown = dict(PartitionRun.objects.filter(run=run).values_list("index", "status"))
     assert shown == {0: "succeeded", 1: "succeeded" if first == "partition" else "cancelled"}
+
+
+def at_once(*changes: Callable[[], Any]) -> list[BaseException]:
+    """Run each change in a thread of its own (its own connection), released together; what
+    they raised."""
+    start, errors = threading.Barrier(len(changes)), []
+
+    def run(change: Callable[[], Any]) -> None:
+        try:
+            start.wait(10)
+            change()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(change,)) for change in changes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return errors
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_last_partition_and_the_cancel_committing_at_once_leave_nothing_running(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """The same two changes from two connections released together, a few times over."""
+    for _round in range(5):
+        run = queued_run(minimal_flow)
+        fanned_out(run, 1)
+        last = transitions.take_partition(str(run.id), "orders", 0).partition
+        assert last is not None
+        errors = at_once(
+            partial(transitions.finish_partition, last, "succeeded", rows={"push": [1, 1]}),
+            partial(transitions.finish_run, str(run.id), "cancelled", "cancelled by request"),
+        )
+        assert errors == []
+        assert FlowRun.objects.get(id=run.id).status == "cancelled"
+        assert not NodeRun.objects.filter(run=run, status="running").exists()
+        assert PartitionRun.objects.get(run=run).status in ("succeeded", "cancelled")
