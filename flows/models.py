@@ -300,8 +300,12 @@ class NodeRun(models.Model):
     duration_ms = models.PositiveBigIntegerField("duration (ms)", null=True, blank=True)
     error = models.TextField("error", blank=True, default="")
     traceback = models.TextField("traceback", blank=True, default="")
-    output_ref = models.CharField(
-        "output", max_length=500, blank=True, default="", help_text="Flow-data storage name."
+    output_ref = models.TextField(
+        "output",
+        blank=True,
+        default="",
+        help_text="Where the node's output is: a flow-data storage name, or a small output "
+        "itself ('inline:' and its encoded records).",
     )
     workers_lost = models.PositiveIntegerField(
         "workers lost", default=0, help_text="Deliveries whose worker died mid-execution."

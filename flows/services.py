@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 
 from flowplatform import telemetry
 from flowplatform.audit.context import Source
-from flowplatform.audit.models import Action
-from flowplatform.audit.record import record
+from flowplatform.audit.models import Action, AuditEntry
+from flowplatform.audit.record import entry
 from flowplatform.jsonfields import same_json
 from flows import admission, dialect, transitions
 from flows.access import check_run
@@ -89,10 +89,9 @@ def start_run(
             _node_run(run, index, node, reuse.get(node["key"]))
             for index, node in enumerate(version.definition["nodes"])
         ]
-        _insert(run, node_runs)
+        # (its audit entry in the same statement; rerun() records its own entry)
+        _insert(run, node_runs, _run_entry(Action.RUN, run) if trigger != Trigger.RERUN else None)
         span.started(run)
-        if trigger != Trigger.RERUN:  # rerun() records its own entry
-            _record_run(Action.RUN, run)
         only = {n["key"] for n in version.definition["nodes"]} - set(reuse)
         # Inside a caller's transaction, sent once it commits (in the run's trace); otherwise
         # now. A run that a slot limit applies to waits for its turn (flows.admission).
@@ -106,15 +105,21 @@ def start_run(
 
 
 def _record_run(action: str, run: FlowRun, **details: Any) -> None:
-    """The audit entry of starting, cancelling or re-running ``run``."""
+    """Record the audit entry of starting, cancelling or re-running ``run``."""
+    _run_entry(action, run, **details).save(force_insert=True)
+
+
+def _run_entry(action: str, run: FlowRun, **details: Any) -> AuditEntry:
+    """The audit entry of starting, cancelling or re-running ``run`` (not yet saved)."""
     source = Source.SCHEDULE if run.trigger == Trigger.SCHEDULE else Source.SYSTEM
     facts = {"flow": run.flow.slug, "flow_id": run.flow_id, "version": run.version.number}
     facts.update(trigger=run.trigger, **details)
-    record(action, run, details=facts, default_source=source)
+    return entry(action, run, details=facts, default_source=source)
 
 
-def _insert(run: FlowRun, node_runs: list[NodeRun]) -> None:
-    """Save a new run and its node runs together (on PostgreSQL in one statement)."""
+def _insert(run: FlowRun, node_runs: list[NodeRun], audit: AuditEntry | None = None) -> None:
+    """Save a new run, its node runs and the audit entry of its start together (on PostgreSQL
+    in one statement)."""
     run_fields = list(FlowRun._meta.concrete_fields)
     node_fields = [f for f in NodeRun._meta.concrete_fields if not f.primary_key]
     params: dict[str, Any] = {}
@@ -138,7 +143,18 @@ def _insert(run: FlowRun, node_runs: list[NodeRun]) -> None:
         f"INSERT INTO {NodeRun._meta.db_table} ({', '.join(f.column for f in node_fields)}) "  # noqa: S608
         f"VALUES {', '.join(node_rows)}"
     )
-    dialect.chain([("run", insert_run)], insert_nodes, params)
+    steps = [("run", insert_run)]
+    if audit is not None:
+        audit_fields = [f for f in AuditEntry._meta.concrete_fields if not f.primary_key]
+        audit_row = placeholders("a", _db_values(audit, audit_fields))
+        steps.append(
+            (
+                "audit",
+                f"INSERT INTO {AuditEntry._meta.db_table} "  # noqa: S608
+                f"({', '.join(f.column for f in audit_fields)}) VALUES {audit_row}",
+            )
+        )
+    dialect.chain(steps, insert_nodes, params)
     run._state.adding = False
     for node_run in node_runs:
         node_run._state.adding = False

@@ -33,11 +33,36 @@ def record(
     transaction the entry is written with it, and rolled back with it. ``details`` must never
     hold a secret: callers record names of changed fields, never their values.
     """
+    written = entry(
+        action,
+        obj,
+        type_=type_,
+        object_id=object_id,
+        object_repr=object_repr,
+        details=details,
+        default_source=default_source,
+    )
+    written.save(force_insert=True)
+    return written
+
+
+def entry(
+    action: str,
+    obj: models.Model | None = None,
+    *,
+    type_: str | None = None,
+    object_id: Any = None,
+    object_repr: str | None = None,
+    details: dict[str, Any] | None = None,
+    default_source: str = Source.SYSTEM,
+) -> AuditEntry:
+    """The entry :func:`record` writes, not yet saved: for a caller that inserts it in the
+    statement that makes the change it records (``flows.services.start_run``)."""
     context = current()
     user, name = context.actor() if context is not None else (None, "")
     extra = dict(context.details) if context is not None else {}
     extra.update(details or {})
-    return AuditEntry.objects.create(
+    return AuditEntry(
         actor=user,
         actor_name=name[:150],
         source=context.source if context is not None else default_source,

@@ -25,8 +25,8 @@ from flows.engine.handoff import (
     port_ref,
     read_bytes,
     read_output,
-    write_batches,
     write_manifest,
+    write_output,
     write_partitions,
     write_ports,
 )
@@ -426,9 +426,8 @@ def _store(
             ref, by_port = write_ports(run_id, node_run.node_key, ports, output)
             return Outcome(rows_in.rows, sum(by_port.values()), ref, by_port)
         if rows is None:
-            name = output_name(run_id, node_run.node_key)
-            rows_out = write_batches(name, output)
-            return Outcome(rows_in.rows, rows_out, name)
+            ref, rows_out = write_output(output_name(run_id, node_run.node_key), output)
+            return Outcome(rows_in.rows, rows_out, ref)
         parts = write_partitions(run_id, node_run.node_key, output, rows, on_partition)
     except NodeError:
         if cancelled():

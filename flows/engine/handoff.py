@@ -14,11 +14,18 @@ A node whose output is kept per port (``branch``: one port per route) writes one
 port, ``<node>.port-<port>.msgpack``, listed with its row count by a ports manifest,
 ``<node>.ports.json``: the node's output reference. An edge reads the object of the port it
 leaves by (:func:`port_ref`); reading the reference itself reads every port, in port order.
+
+A small whole output (at most ``INLINE_MAX_BYTES`` encoded: a few records) is not stored at
+all: its reference *is* its data, ``inline:`` and the encoded batches in base64, recorded in
+the node run's row by the statement that finishes it (decision 0040). Every reader of a
+reference reads it the same way; ``inline:`` alone is an inline output whose data was purged.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -39,6 +46,12 @@ MANIFEST_SUFFIX = ".partitions.json"
 PORTS_SUFFIX = ".ports.json"
 #: Keeps a fan-out canvas (one task per partition) to a sane size.
 MAX_PARTITIONS = 1000
+#: The prefix of an output kept in its reference (:func:`write_output`).
+INLINE_PREFIX = "inline:"
+#: An inline output whose data was purged (``-`` is no base64 character).
+INLINE_PURGED = INLINE_PREFIX + "-"
+#: The largest encoded output kept inline (its reference: 4/3 of it in base64, plus the prefix).
+INLINE_MAX_BYTES = 3 * 1024
 
 
 def too_many_partitions(rows_per_partition: int) -> NodeError:
@@ -105,6 +118,16 @@ class BatchWriter:
             self._spool.write(encode_batch(batch, self._pack))
             self.rows += len(batch)
 
+    def inline(self, max_bytes: int = INLINE_MAX_BYTES) -> str | None:
+        """What was written as an inline reference (closing the writer), when it is at most
+        ``max_bytes`` encoded; ``None`` (and nothing changed) otherwise."""
+        if self._spool.tell() > max_bytes:
+            return None
+        self._spool.seek(0)
+        data = self._spool.read()
+        self.close()
+        return INLINE_PREFIX + base64.b64encode(data).decode("ascii")
+
     def save(self) -> int:
         """Store what was written (replacing any earlier object); returns the row count."""
         self._spool.seek(0)
@@ -137,8 +160,43 @@ def write_batches(name: str, batches: Iterable[AnyBatch], storage: Storage | Non
         writer.close()
 
 
+def write_output(
+    name: str, batches: Iterable[AnyBatch], storage: Storage | None = None
+) -> tuple[str, int]:
+    """Encode a node's whole output: kept inline when it is small (its reference carries it,
+    nothing is stored), else stored at ``name`` as :func:`write_batches` does. Returns the
+    output reference and the row count.
+
+    A small output never replaces an object an earlier delivery stored at ``name``: nothing
+    reads that object once the node run's reference is inline."""
+    writer = BatchWriter(name, storage)
+    try:
+        for batch in batches:
+            writer.write(batch)
+        ref = writer.inline()
+        if ref is not None:
+            return ref, writer.rows
+        return name, writer.save()
+    finally:
+        writer.close()
+
+
+def is_inline(ref: str) -> bool:
+    """Whether an output reference carries its output (:func:`write_output`)."""
+    return ref.startswith(INLINE_PREFIX)
+
+
+def _read_inline(ref: str) -> Iterator[AnyBatch]:
+    if ref == INLINE_PURGED:
+        raise FileNotFoundError("the output was purged with the run's data")
+    yield from decode_stream(io.BytesIO(base64.b64decode(ref[len(INLINE_PREFIX) :])))
+
+
 def read_batches(name: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
-    """Stream the batches stored at ``name``."""
+    """Stream the batches stored at ``name`` (or carried by an inline reference)."""
+    if is_inline(name):
+        yield from _read_inline(name)
+        return
     storage = storage or flow_data_storage()
     with storage.open(name, "rb") as stream:
         yield from decode_stream(stream)

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from flows.engine.handoff import delete_run_data, flow_data_storage
+from flows.engine.handoff import INLINE_PREFIX, INLINE_PURGED, delete_run_data, flow_data_storage
 from flows.models import ACTIVE_RUN_STATUSES, FlowRun, NodeRun
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -82,6 +82,18 @@ def purge_plan(older_than: timedelta) -> tuple[list[str], int]:
     return sorted(purgeable), orphans
 
 
+def inline_outputs(older_than: timedelta) -> Any:
+    """The node runs of runs finished before the cutoff that still carry an inline output."""
+    return (
+        NodeRun.objects.filter(
+            run__finished_at__lt=timezone.now() - older_than,
+            output_ref__startswith=INLINE_PREFIX,
+        )
+        .exclude(run__status__in=ACTIVE_RUN_STATUSES)
+        .exclude(output_ref=INLINE_PURGED)
+    )
+
+
 class Command(BaseCommand):
     help = "Remove the flow data of runs that finished before --older-than (never active runs)."
 
@@ -95,14 +107,18 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--older-than {exc}") from None
         run_ids, orphans = purge_plan(older_than)
+        inline = inline_outputs(older_than)
         if options["dry_run"]:
             for run_id in run_ids:
                 self.stdout.write(f"would remove runs/{run_id}/")
             self.stdout.write(
-                f"{len(run_ids)} runs' data would be removed ({orphans} without a run)"
+                f"{len(run_ids)} runs' data would be removed ({orphans} without a run), "
+                f"{inline.count()} inline outputs cleared"
             )
             return
         objects = sum(delete_run_data(run_id) for run_id in run_ids)
+        cleared = inline.update(output_ref=INLINE_PURGED)
         self.stdout.write(
-            f"removed {objects} objects of {len(run_ids)} runs ({orphans} without a run record)"
+            f"removed {objects} objects of {len(run_ids)} runs ({orphans} without a run record), "
+            f"cleared {cleared} inline outputs"
         )
