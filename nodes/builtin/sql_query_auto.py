@@ -216,8 +216,8 @@ def key_slices(
     integer column leading a B-tree index of the table; ``None`` also when the planner has no
     histogram of it (a table never analyzed: the row estimate is a guess and ranges of equal
     widths could hold anything from none to all of the rows, so the caller counts rows
-    instead). Its ranges are not capped at ``MAX_SLICES``: the engine refuses too many
-    partitions, as for any other cut."""
+    instead), or when the estimate asks for more than ``MAX_SLICES`` ranges (whether the
+    partitions are too many is then for the exact count to say, as before)."""
     plain = plain_select(query, mysql)
     if plain is None:
         return None
@@ -233,7 +233,9 @@ def key_slices(
     if low is None or high is None or estimate is None:
         return [{"column": name, "from": None, "to": None}]  # nothing to read: one range
     wanted = -(-estimate // rows_per_slice)
-    count = max(1, min(wanted if column else min(MAX_SLICES, wanted), high - low + 1))
+    if column is not None and wanted > MAX_SLICES:
+        return None  # near or over the limit of partitions: counted, the exact answer decides
+    count = max(1, min(MAX_SLICES, wanted, high - low + 1))
     edges: list[int | None] = [None, *cut_points(low, high, count, histogram), None]
     return [{"column": name, "from": a, "to": b} for a, b in itertools.pairwise(edges)]
 

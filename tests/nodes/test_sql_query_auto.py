@@ -312,6 +312,19 @@ def test_an_experts_column_is_counted_when_statistics_cannot_cut_it(
     assert [len(part) for part in parts] == [250, 250, 250, 250, 202]  # NULLs in the last
 
 
+def test_an_experts_column_near_the_partition_limit_is_counted(
+    pg_table: Callable[..., str],
+) -> None:
+    """More ranges than the limit of partitions by the estimate: the exact count decides (the
+    engine refuses an output of more than 1,000 partitions)."""
+    table = pg_table("id int primary key", [(i,) for i in range(1, 2201)])
+    source = node(f"select id from {table}", partition_rows=2, partition_column="id")
+    planned = list(source.plan_slices(context_for(PG_URL), 2) or [])
+    assert len(planned) == 1100 and all("column" not in s for s in planned)
+    few = list(source.plan_slices(context_for(PG_URL), 20) or [])
+    assert 50 <= len(few) <= 220 and all(s["column"] == "id" for s in few)
+
+
 # --- MariaDB -----------------------------------------------------------------------------------
 @pytest.fixture
 def maria_table(mariadb_url: str) -> Iterator[str]:
