@@ -72,9 +72,11 @@ class SqlQueryConfig(NodeConfig):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description='With partition_rows (a number, or "auto" when the run partitions) on '
         "PostgreSQL: read the partitions in parallel, each partition task its own range of "
-        "this output column (a key such as id: ordered, ideally indexed). The ranges are cut "
-        "by row count when the run starts. Unset: the query is read once and cut as it "
-        'streams, or, with "auto", in ranges of a key the platform finds.',
+        "this output column (a key such as id: ordered, ideally indexed). The ranges are "
+        "planned when the run starts: from the database's statistics for an indexed integer "
+        "column of a plain single-table select, else by counting rows. Unset: the query is "
+        'read once and cut as it streams, or, with "auto", in ranges of a key the platform '
+        "finds.",
     )
     statement_timeout_s: float = Field(
         300,
