@@ -19,7 +19,10 @@ time from ``start_run`` to the run's ``finished_at``. Each round runs the hand-w
 then the two flows (their order alternating) and the medians are compared, as is the median of
 each round's ratio to its own hand-written run (the load of a shared machine changes between
 rounds). Peak RSS is each process's VmHWM; the worker's figure
-is the largest of its parent and pool processes. ``--big-rows`` then runs all three once more
+is the largest of its parent and pool processes. Each job's line also shows the CPU its
+PostgreSQL server processes used on the source database (``db``: sampled from ``/proc`` every
+50 ms, the backends whose title names that database; one that starts and ends between two
+samples is missed, and so are the last <= 50 ms of one that ends). ``--big-rows`` then runs all three once more
 on a larger table with a fresh worker, to show that the workers' memory stays flat as rows
 grow. The ratios are printed last.
 """
@@ -31,6 +34,7 @@ import copy
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ from bench.common import (
     run_flow_sampled,
     source_url,
 )
+from bench.common import cpu_seconds as process_cpu_s
 
 BATCH = 500
 FETCH = 2000
@@ -86,6 +91,46 @@ def query(table: str) -> str:
         f"select id, customer, email, status, amount, created_at from {table}"
         " where id > %(min_id)s order by id"
     )
+
+
+class DatabaseCpu:
+    """CPU used by the PostgreSQL backends of one database while it runs (a sampler thread
+    reading ``/proc``: a backend's title is ``postgres: <user> <database> ...``)."""
+
+    def __init__(self, database: str, every_s: float = 0.05) -> None:
+        self.title = f" {database} ".encode()
+        self.every_s = every_s
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._scan(self.first)  # backends already there count from now
+        self.last.update(self.first)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _scan(self, into: dict[int, float]) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and self.title in title:
+                into[int(entry.name)] = process_cpu_s(int(entry.name))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            seen: dict[int, float] = {}
+            self._scan(seen)
+            self.last.update({pid: cpu for pid, cpu in seen.items() if cpu > 0})
+
+    def stop(self) -> float:
+        """Stop sampling; the CPU seconds used meanwhile."""
+        self._stop.set()
+        self._thread.join()
+        self._scan(self.last)
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
 # --- the hand-written job (run in a process of its own) ----------------------------------------
@@ -197,12 +242,16 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
             for label in ["hand-written", *flows]:
                 job = jobs[label]
                 peer.reset()
+                database = DatabaseCpu(source_url().rsplit("/", 1)[1])
                 result = job()
+                result["db_cpu_s"] = database.stop()
                 delivered = peer.stats()["records"]
                 if delivered != rows // 3 or result["records"] != rows // 3:
                     raise SystemExit(f"{label} delivered {delivered} records, not {rows // 3}")
                 results[label].append(result)
-                split = f" {result['partitions']:4} partitions" if "partitions" in result else ""
+                split = f" {result['db_cpu_s']:6.2f}s db"
+                if "partitions" in result:
+                    split += f" {result['partitions']:4} partitions"
                 print_round(index, label, result, split)
         return {
             "rows": rows,
@@ -213,6 +262,7 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
             },
             "wall_s": {k: median_of(v) for k, v in results.items()},
             "cpu_s": {k: median_of(v, "cpu_s") for k, v in results.items()},
+            "db_cpu_s": {k: median_of(v, "db_cpu_s") for k, v in results.items()},
             "hand_rss_mb": max(r["peak_rss_mb"] for r in results["hand-written"]),
             "worker_rss_mb": worker.peak_mb(),
         }
@@ -222,10 +272,13 @@ def measure(rows: int, rounds: int, partition_rows: int = PARTITION_ROWS) -> dic
 
 
 def report(result: dict[str, Any]) -> None:
-    wall, cpu = result["wall_s"], result["cpu_s"]
+    wall, cpu, db_cpu = result["wall_s"], result["cpu_s"], result["db_cpu_s"]
     print(f"{result['rows']:,} rows, medians:")
     for label in wall:
-        print(f"  {label:<12} {wall[label]:6.2f}s wall {cpu[label]:6.2f}s CPU")
+        print(
+            f"  {label:<12} {wall[label]:6.2f}s wall {cpu[label]:6.2f}s CPU"
+            f" {db_cpu[label]:6.2f}s source database CPU"
+        )
     print(
         f"  peak RSS: hand-written {result['hand_rss_mb']:.0f} MB, "
         f"any worker process {result['worker_rss_mb']:.0f} MB"

@@ -72,9 +72,11 @@ class SqlQueryConfig(NodeConfig):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description='With partition_rows (a number, or "auto" when the run partitions) on '
         "PostgreSQL: read the partitions in parallel, each partition task its own range of "
-        "this output column (a key such as id: ordered, ideally indexed). The ranges are cut "
-        "by row count when the run starts. Unset: the query is read once and cut as it "
-        'streams, or, with "auto", in ranges of a key the platform finds.',
+        "this output column (a key such as id: ordered, ideally indexed). The ranges are "
+        "planned when the run starts: from the database's statistics for an indexed integer "
+        "column of a plain single-table select, else by counting rows. Unset: the query is "
+        'read once and cut as it streams, or, with "auto", in ranges of a key the platform '
+        "finds.",
     )
     statement_timeout_s: float = Field(
         300,
@@ -187,8 +189,10 @@ class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
 
     def plan_slices(self, context: ExecutionContext, rows_per_slice: int) -> Iterable[Any] | None:
         """With ``partition_column`` on PostgreSQL: ranges of that column of about
-        ``rows_per_slice`` rows each, ``{"from": ..., "to": ...}`` (text; open ends ``None``),
-        each produced as soon as the database reaches its end. With ``partition_rows``
+        ``rows_per_slice`` rows each (:meth:`_slices`): ``{"column": ..., "from": ...,
+        "to": ...}`` from the statistics of an indexed integer key, else ``{"from": ...,
+        "to": ...}`` (text; open ends ``None``), each produced as soon as the database
+        reaches its end. With ``partition_rows``
         ``"auto"`` (and no column) on PostgreSQL or MariaDB/MySQL: ranges of the table's
         integer key, ``{"column": ..., "from": ..., "to": ...}``, when the query is a plain
         select of one table (:mod:`nodes.builtin.sql_query_auto`). ``None``: read once, cut."""
@@ -216,15 +220,32 @@ class SqlQueryNode(SlicedSource, Node[SqlQueryConfig]):
 
     def _slices(
         self, context: ExecutionContext, url: str, column: str, rows_per_slice: int
-    ) -> Iterator[dict[str, str | None]]:
+    ) -> Iterator[dict[str, Any]]:
+        """The expert's ``partition_column``: key ranges from two index look-ups and the
+        planner's statistics when the query is a plain select of one table and the column an
+        integer leading a B-tree index of it (as ``"auto"`` finds its own key); otherwise,
+        or when that cannot be asked, ranges of exactly ``rows_per_slice`` rows counted by a
+        ``row_number()`` scan of the query's output (any ordered type, any query)."""
+        values = self._bound_values(context)
+        timeout_s = self.config.statement_timeout_s
+        try:
+            ranges = key_slices(
+                url, False, self.config.query, values, rows_per_slice, timeout_s, column
+            )
+        except NodeError as exc:
+            context.logger.info("no key ranges from statistics, rows are counted: %s", exc)
+            ranges = None
+        if ranges is not None:
+            yield from ranges
+            return
         low: str | None = None
         bounds = postgres_slice_bounds(
             url,
             self.config.query,
-            self._bound_values(context),
+            values,
             column=column,
             rows_per_slice=rows_per_slice,
-            timeout_s=self.config.statement_timeout_s,
+            timeout_s=timeout_s,
             is_cancelled=context.is_cancelled,
         )
         next(bounds, None)  # the smallest value: the first slice is open below

@@ -206,25 +206,38 @@ def key_slices(
     params: dict[str, Any] | None,
     rows_per_slice: int,
     timeout_s: float,
+    column: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """Ranges of a key column of the query's table, ``{"column": name, "from": low, "to":
     high}`` (``from`` included, ``to`` excluded, ``None`` open), of about ``rows_per_slice``
-    rows each; ``None`` when the query is not a plain select or its table has no such key."""
+    rows each; ``None`` when the query is not a plain select or its table has no such key.
+
+    ``column``: that column only (an expert's ``partition_column``, PostgreSQL), when it is an
+    integer column leading a B-tree index of the table; ``None`` also when the planner has no
+    histogram of it (a table never analyzed: the row estimate is a guess and ranges of equal
+    widths could hold anything from none to all of the rows, so the caller counts rows
+    instead), or when the estimate asks for more than ``MAX_SLICES`` ranges (whether the
+    partitions are too many is then for the exact count to say, as before)."""
     plain = plain_select(query, mysql)
     if plain is None:
         return None
     with session(url, mysql, timeout_s) as run:
-        key = _key(run, plain)
+        key = _key(run, plain, column)
         if key is None:
             return None
-        column, histogram = key
-        low, high = _bounds(run, plain, column, params)
+        name, histogram = key
+        if column is not None and len(set(histogram)) < 2:
+            return None  # no statistics of the expert's column: its rows are counted instead
+        low, high = _bounds(run, plain, name, params)
         estimate = _estimate(run, mysql, query, params)
     if low is None or high is None or estimate is None:
-        return [{"column": column, "from": None, "to": None}]  # nothing to read: one range
-    count = max(1, min(MAX_SLICES, -(-estimate // rows_per_slice), high - low + 1))
+        return [{"column": name, "from": None, "to": None}]  # nothing to read: one range
+    wanted = -(-estimate // rows_per_slice)
+    if column is not None and wanted > MAX_SLICES:
+        return None  # near or over the limit of partitions: counted, the exact answer decides
+    count = max(1, min(MAX_SLICES, wanted, high - low + 1))
     edges: list[int | None] = [None, *cut_points(low, high, count, histogram), None]
-    return [{"column": column, "from": a, "to": b} for a, b in itertools.pairwise(edges)]
+    return [{"column": name, "from": a, "to": b} for a, b in itertools.pairwise(edges)]
 
 
 def cut_points(low: int, high: int, count: int, histogram: list[int]) -> list[int]:
@@ -263,14 +276,17 @@ def _value_at(bounds: list[int], share: float) -> float:
     return bounds[j] + (share * buckets - j) * (bounds[j + 1] - bounds[j])
 
 
-def _key(run: Run, plain: PlainSelect) -> tuple[str, list[int]] | None:
-    """The key column (its name in the table) and the planner's histogram of it."""
+def _key(run: Run, plain: PlainSelect, column: str | None) -> tuple[str, list[int]] | None:
+    """The key column (its name in the table) and the planner's histogram of it: the first
+    that suits, or ``column`` when it does (PostgreSQL)."""
     if plain.mysql:
+        if column is not None:
+            return None  # (an expert's column: PostgreSQL only)
         names = _mysql_keys(run, plain)
         return next(((name, []) for name in names if plain.outputs(name)), None)
     table = ".".join(token.text for token in plain.table)
     for row in run(_PG_KEYS, {"table": table}):
-        if plain.outputs(row["name"]):
+        if (column is None or row["name"] == column) and plain.outputs(row["name"]):
             histogram = run(_PG_HISTOGRAM, row)
             return row["name"], _integers(histogram[0]["bounds"] if histogram else None)
     return None

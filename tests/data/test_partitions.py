@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import re
 import time
 import uuid
@@ -10,10 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
+from psycopg import sql
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -22,6 +25,8 @@ from flows.engine.handoff import flow_data_storage, read_manifest, read_output
 from flows.flowfile import apply_flow_file
 from flows.models import FlowRun, PartitionRun
 from flows.services import cancel_run, rerun, start_run, wait_for_run
+from nodes.builtin.sql_query import SqlQueryNode
+from nodes.sdk import ConnectionInfo, ExecutionContext
 from tests.conftest import WorkerProcess, wait_until
 from tests.flows.helpers import (
     SOURCE_DB_URL,
@@ -166,8 +171,60 @@ def test_a_source_read_in_parallel_slices_delivers_exactly_what_one_read_does(
         assert figures[key] == node_figures(plain)[key]
     source = split.node_runs.get(node_key="orders")
     parts = read_manifest(source.output_ref)
-    assert [p.rows_out for p in parts] == [300] * 6 + [200]  # read by the partition tasks
+    # Read by the partition tasks; the table has no statistics: ranges of 300 rows counted.
+    assert [p.rows_out for p in parts] == [300] * 6 + [200]
     assert len(read_manifest(split.node_runs.get(node_key="push").output_ref)) == 7
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("seed", [3, 4])
+def test_an_indexed_key_cut_by_statistics_delivers_every_row_once(
+    worker: WorkerProcess, peers: HTTPServer, minimal_flow: dict[str, Any], seed: int
+) -> None:
+    """``partition_column`` on an indexed integer column of an analyzed table: ranges from the
+    statistics (no row counted), every row once whatever the keys (gaps, one value shared by
+    a fifth of the rows, others repeated, no key at all)."""
+    rng = random.Random(seed)
+    with orders_table(3000) as table:
+        keys: dict[int, int | None] = {}
+        for order_id, *_rest in table.rows:
+            draw = rng.random()
+            keys[order_id] = (
+                None if draw < 0.03 else 777 if draw < 0.23 else rng.randrange(0, 10**6, 7)
+            )
+        gone = set(rng.sample(sorted(keys), 200))  # gaps in the ids
+        with psycopg.connect(SOURCE_DB_URL, autocommit=True) as conn:
+            name = sql.Identifier(table.name)
+            conn.execute(sql.SQL("alter table {} add column k int").format(name))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    sql.SQL("update {} set k = %s where id = %s").format(name),
+                    [(k, i) for i, k in keys.items()],
+                )
+            conn.execute(sql.SQL("delete from {} where id = any(%s)").format(name), [list(gone)])
+            conn.execute(sql.SQL("create index on {} (k)").format(name))
+            conn.execute(sql.SQL("analyze {}").format(name))
+        flow = sliced(point_minimal_flow_at(minimal_flow, table.name), 300)
+        flow["nodes"][0]["config"]["partition_column"] = "k"
+        flow["nodes"][0]["config"]["query"] = (
+            f"select id, customer, email, status, amount, created_at, k from {table.name}"
+            " where id > %(min_id)s order by k"
+        )
+        apply_flow_file(flow)
+        run = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
+        # What the source plans: ranges of k from the statistics, not counted rows.
+        lookup = ExecutionContext(connection_lookup=lambda n: ConnectionInfo(n, SOURCE_DB_URL))
+        planned = list(SqlQueryNode(flow["nodes"][0]["config"]).plan_slices(lookup, 300) or [])
+    assert run.status == "succeeded", run.error
+    assert planned and all(s["column"] == "k" for s in planned)
+    left = [row for row in table.rows if row[0] not in gone]
+    expected = OrdersTable(table.name, left).expected_paid()
+    assert delivered(peers) == sorted((r["order_id"], r["total"], r["email"]) for r in expected)
+    assert len(posted_records(peers)) == len(expected)  # each once
+    parts = read_manifest(run.node_runs.get(node_key="orders").output_ref)
+    assert sum(p.rows_out for p in parts) == len(left)
+    assert len(parts) == len(planned)
+    assert 6 <= len(parts) <= 15  # about 2,800 / 300 (the shared value's range is larger)
 
 
 @pytest.mark.worker

@@ -227,6 +227,104 @@ def test_partition_rows_null_turns_it_off_and_a_number_is_the_experts() -> None:
     assert "null: never partitioned" in schema["description"]
 
 
+# --- an expert's partition_column ---------------------------------------------------------------
+#: Keys of a non-unique indexed column: (keys, whether partitions stay near the size asked).
+EXPERT_KEYS: dict[str, Callable[[random.Random], tuple[list[int | None], bool]]] = {
+    "dense": lambda rng: (list(range(1, 3001)), True),
+    "gaps": lambda rng: (rng.sample(range(-(10**9), 10**9), 3000), True),
+    "duplicates": lambda rng: ([rng.randrange(0, 900) for _ in range(3000)], True),
+    "skew and nulls": lambda rng: (
+        [
+            None if d < 0.03 else 42 if d < 0.33 else rng.randrange(0, 10**6)
+            for d in (rng.random() for _ in range(3000))
+        ],
+        False,  # a third of the rows share one key: its range holds them all
+    ),
+    "two clusters": lambda rng: (
+        [*rng.sample(range(1, 10**4), 1500), *rng.sample(range(10**12, 10**12 + 10**6), 1500)],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("shape", list(EXPERT_KEYS))
+def test_an_experts_indexed_integer_column_is_cut_by_its_statistics(
+    pg_table: Callable[..., str], shape: str, seed: int
+) -> None:
+    """``partition_column`` on an integer column leading an index of an analyzed table: key
+    ranges from the statistics (no row counted), every row of the query once."""
+    rng = random.Random(seed)
+    keys, even = EXPERT_KEYS[shape](rng)
+    rows = [
+        (i, key, rng.choice(["paid", "pending"]), rng.randint(-5, 500))
+        for i, key in enumerate(keys)
+    ]
+    table = pg_table(
+        "id int primary key, k bigint, status text, amount int",
+        rows,
+        index="create index on {} (k)",
+    )
+    query = (
+        f"select id, k, status, amount from {table} where amount > %(least)s and status like"
+        " 'p%%' order by k"
+    )
+    config = {"params": {"least": 0}, "partition_rows": 400, "partition_column": "k"}
+    whole, slices, parts = whole_and_sliced(PG_URL, query, 400, **config)
+    assert {s["column"] for s in slices} == {"k"}  # ranges of the statistics
+    assert_each_row_once(whole, parts)
+    assert_within_bounds(slices, parts, key=1)
+    asked = len(whole) / 400
+    assert asked / 2 <= len(slices) <= asked * 2 + 1
+    if even:
+        assert max(len(part) for part in parts) < 3 * 400
+    for part in parts:  # within a range, the query's own order
+        ordered = [row[1] for row in part if row[1] is not None]
+        assert ordered == sorted(ordered)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(
+    "case", ["never analyzed", "no index", "not an integer", "not a plain select"]
+)
+def test_an_experts_column_is_counted_when_statistics_cannot_cut_it(
+    pg_table: Callable[..., str], case: str, seed: int
+) -> None:
+    """Elsewhere the rows are counted (``row_number()``): ranges of exactly the rows asked."""
+    rng = random.Random(seed)
+    keys = [None, *rng.sample(range(1, 10**6), 1200), None]
+    rows = [(i, key, f"t{key:07d}" if key is not None else None) for i, key in enumerate(keys)]
+    column = "t" if case == "not an integer" else "k"
+    table = pg_table(
+        "id int primary key, k int, t text",
+        rows,
+        analyze=case != "never analyzed",
+        index=None if case == "no index" else f"create index on {{}} ({column})",
+    )
+    query = f"select id, k, t from {table}"
+    if case == "not a plain select":
+        query = f"select a.id, a.k, a.t from {table} a join {table} b on b.id = a.id"
+    whole, slices, parts = whole_and_sliced(
+        PG_URL, query, 250, partition_rows=250, partition_column=column
+    )
+    assert all("column" not in s for s in slices)  # counted ranges
+    assert_each_row_once(whole, parts)
+    assert [len(part) for part in parts] == [250, 250, 250, 250, 202]  # NULLs in the last
+
+
+def test_an_experts_column_near_the_partition_limit_is_counted(
+    pg_table: Callable[..., str],
+) -> None:
+    """More ranges than the limit of partitions by the estimate: the exact count decides (the
+    engine refuses an output of more than 1,000 partitions)."""
+    table = pg_table("id int primary key", [(i,) for i in range(1, 2201)])
+    source = node(f"select id from {table}", partition_rows=2, partition_column="id")
+    planned = list(source.plan_slices(context_for(PG_URL), 2) or [])
+    assert len(planned) == 1100 and all("column" not in s for s in planned)
+    few = list(source.plan_slices(context_for(PG_URL), 20) or [])
+    assert 50 <= len(few) <= 220 and all(s["column"] == "id" for s in few)
+
+
 # --- MariaDB -----------------------------------------------------------------------------------
 @pytest.fixture
 def maria_table(mariadb_url: str) -> Iterator[str]:
