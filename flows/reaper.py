@@ -48,7 +48,8 @@ logger = logging.getLogger("flowplatform.reaper")
 
 
 def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dict[str, int]:
-    """One pass; returns how many runs were timed out, re-dispatched and failed."""
+    """One pass; returns how many runs were timed out, re-dispatched and failed, how many lost
+    partitions were sent again and how many waiting runs admitted."""
     from flows.services import redispatch, revoke_run_tasks
 
     now = now or timezone.now()

@@ -44,10 +44,12 @@ from typing import Any
 
 from celery import Task, chord, current_app, shared_task, signature
 from celery.canvas import Signature
-from celery.exceptions import Ignore
+from celery.exceptions import CeleryError, Ignore
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import F, Q
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from flowplatform import telemetry
 from flows import transitions
@@ -329,11 +331,17 @@ def resend_lost(now: datetime, stale: datetime) -> int:
     ).only("id", "run_id", "source", "index", "fence", "heartbeat_at", "task")
     sent = 0
     for partition in lost:
-        if transitions.mark_resent(partition, now):
-            logger.warning("run %s %s partition %s: its worker is lost; sending it again",
-                           partition.run_id, partition.source, partition.index)  # fmt: skip
+        if not transitions.mark_resent(partition, now):
+            continue
+        logger.warning("run %s %s partition %s: its worker is lost; sending it again",
+                       partition.run_id, partition.source, partition.index)  # fmt: skip
+        try:
             signature(partition.task, app=current_app).apply_async()
-            sent += 1
+        except (BrokerError, CeleryError, OSError, RedisError, RuntimeError) as exc:
+            # (sent again after the staleness; RuntimeError: the result backend gave up)
+            logger.warning("lost partitions not sent again: broker unavailable (%s)", exc)
+            break
+        sent += 1
     return sent
 
 
