@@ -522,6 +522,13 @@ class PartitionRun(models.Model):
         blank=True,
         help_text="Where each node of a re-delivered partition resumes from: {key: value}.",
     )
+    task = models.JSONField(
+        "task",
+        null=True,
+        blank=True,
+        help_text="The partition's task as it was sent (its id, chord and arguments): sent "
+        "again by the reaper when the worker executing it died. Empty in embedded mode.",
+    )
 
     class Meta:
         ordering = ["run", "source", "index"]

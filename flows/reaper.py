@@ -13,6 +13,11 @@ Either is re-dispatched from the nodes that have not succeeded, at most
 ``FLOWPLATFORM_MAX_REDISPATCHES`` times, then failed; a re-dispatch that no delivery has taken
 up yet (a queue backlog) is given ``FLOWPLATFORM_STALE_AFTER_S`` before the next. Runs past
 their flow's ``run_timeout_s`` are failed.
+
+A fan-out under way is not re-dispatched whole: each *lost partition* (running under a lease
+that has run out: its worker died) has its own task sent again at once
+(``flows.engine.partitions.resend_lost``), and the next delivery takes it over; a partition
+lost every time ends failed after ``FLOWPLATFORM_MAX_WORKERS_LOST`` (decision 0042).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from flowplatform import metrics
 from flows import transitions
 from flows.admission import admit_waiting
 from flows.engine.executor import version_of
+from flows.engine.partitions import resend_lost
 from flows.models import (
     ACTIVE_RUN_STATUSES,
     FlowRun,
@@ -42,7 +48,8 @@ logger = logging.getLogger("flowplatform.reaper")
 
 
 def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dict[str, int]:
-    """One pass; returns how many runs were timed out, re-dispatched and failed."""
+    """One pass; returns how many runs were timed out, re-dispatched and failed, how many lost
+    partitions were sent again and how many waiting runs admitted."""
     from flows.services import redispatch, revoke_run_tasks
 
     now = now or timezone.now()
@@ -64,6 +71,7 @@ def reap(now: datetime | None = None, stale_after_s: float | None = None) -> dic
             logger.warning("run %s stalled; re-dispatching (%s)", run.id, count)
             redispatch(run, generation=count)
             counts["redispatched"] += 1
+    counts["resent"] = resend_lost(now, stale)
     counts["admitted"] = admit_waiting()
     metrics.reaper_acted(counts)
     return counts

@@ -15,7 +15,8 @@ close the run). They are written once in SQL both backends run; ``flows.dialect`
 A partition of a partitioned source (``PartitionRun``, executed by ``flows.engine.partitions``)
 is leased and changed the same way: :func:`take_partition` claims it with a new fence, and the
 changes made while it runs (:func:`heartbeat_many`, :func:`save_checkpoint`, :func:`retry_node`,
-:func:`finish_partition`, :func:`fail_partition`) are the node run's own, fenced alike.
+:func:`finish_partition`, :func:`fail_partition`) are the node run's own, fenced alike; the
+reaper records a lost partition's task as sent again with :func:`mark_resent`.
 """
 
 from __future__ import annotations
@@ -482,11 +483,21 @@ class PartitionClaim:
     took_over: bool = False
 
 
-def add_partitions(run_id: str, source: str, indexes: Iterable[int], nodes: list[str]) -> None:
+def add_partitions(
+    run_id: str,
+    source: str,
+    indexes: Iterable[int],
+    nodes: list[str],
+    task: Mapping[str, Any] | None = None,
+) -> None:
     """Record partitions of a source's output, pending, as they are planned (one already
-    recorded is left as it is: a re-planned fan-out)."""
+    recorded is left as it is: a re-planned fan-out). ``task``: the task that executes the
+    partition, as it is sent (one partition), for the reaper to send it again."""
     PartitionRun.objects.bulk_create(
-        [PartitionRun(run_id=run_id, source=source, index=i, nodes=nodes) for i in indexes],
+        [
+            PartitionRun(run_id=run_id, source=source, index=i, nodes=nodes, task=task)
+            for i in indexes
+        ],
         ignore_conflicts=True,
     )
 
@@ -566,6 +577,22 @@ def _claim_partition(run_id: str, source: str, index: int, owner: str | None, cl
             heartbeat_at=now,
             finished_at=None,
         )
+    )
+
+
+def mark_resent(partition: PartitionRun, now: datetime) -> bool:
+    """Record that a lost partition's task is sent again (``partitions.resend_lost``): its
+    heartbeat is set to ``now``, later than its lease's end (it stays running under its old
+    fence, for the next delivery to take over). False when it has changed since it was read
+    (another reaper sent it, it was taken over or has ended)."""
+    return bool(
+        PartitionRun.objects.filter(
+            pk=partition.pk,
+            fence=partition.fence,
+            status=NodeStatus.RUNNING,
+            heartbeat_at=partition.heartbeat_at,
+            lease_expires_at__lt=now,
+        ).update(heartbeat_at=now)
     )
 
 

@@ -39,13 +39,17 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
-from celery import Task, chord, shared_task
+from celery import Task, chord, current_app, shared_task, signature
 from celery.canvas import Signature
-from celery.exceptions import Ignore
+from celery.exceptions import CeleryError, Ignore
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import F, Q
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from flowplatform import telemetry
 from flows import transitions
@@ -304,6 +308,43 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     )
 
 
+def resend_lost(now: datetime, stale: datetime) -> int:
+    """Send again the task of each lost partition; how many were sent.
+
+    A partition is lost when it runs under a lease that has run out, in an active run: its
+    worker died (or has lost the database for longer than a lease), and Redis would hand its
+    task to another worker only after the visibility timeout. Its task is sent again once per
+    loss (``transitions.mark_resent``), and once more every ``stale`` while no delivery takes
+    it. The task keeps its id, chord and arguments: the delivery takes the partition over
+    (``transitions.take_partition``, fenced) and resumes it from its checkpoint, and the chord
+    counts the partition once, whichever delivery of that id finishes it (the original one,
+    back after the visibility timeout, finds it done or taken). The fan-out's node runs stay
+    held meanwhile. Partitions of embedded mode (no task) are not sent."""
+    lost = PartitionRun.objects.filter(
+        Q(heartbeat_at__isnull=True)
+        | Q(heartbeat_at__lte=F("lease_expires_at"))
+        | Q(heartbeat_at__lt=stale),
+        status=NodeStatus.RUNNING,
+        lease_expires_at__lt=now,
+        run__status__in=ACTIVE_RUN_STATUSES,
+        task__isnull=False,
+    ).only("id", "run_id", "source", "index", "fence", "heartbeat_at", "task")
+    sent = 0
+    for partition in lost:
+        if not transitions.mark_resent(partition, now):
+            continue
+        logger.warning("run %s %s partition %s: its worker is lost; sending it again",
+                       partition.run_id, partition.source, partition.index)  # fmt: skip
+        try:
+            signature(partition.task, app=current_app).apply_async()
+        except (BrokerError, CeleryError, OSError, RedisError, RuntimeError) as exc:
+            # (sent again after the staleness; RuntimeError: the result backend gave up)
+            logger.warning("lost partitions not sent again: broker unavailable (%s)", exc)
+            break
+        sent += 1
+    return sent
+
+
 def _claim(run_id: str, node_key: str) -> NodeRun | None:
     """Take a node of the stretch for the fan-out (None: a delivery of its own task is
     executing it, let that one go on). The fan-out's tasks hold it until the join."""
@@ -376,14 +417,18 @@ class _Starter:
     def start(self, index: int, slice_: Any = None) -> None:
         nodes = [self.source, *self.stretch] if slice_ is not None else list(self.stretch)
         nodes.extend(self.combiners)
-        transitions.add_partitions(self.run_id, self.source, [index], nodes)
         self.count += 1
         signature = run_partition.si(
             self.run_id, self.source, self.stretch, index, slice_, self.combiners
         )
         if not self.inline:
-            self.task.add_to_chord(signature)
+            # Counted in the chord and given its task id first, then recorded with it: the
+            # reaper sends the same task again if its worker dies (``resend_lost``).
+            signature = self.task.add_to_chord(signature, lazy=True)
+            transitions.add_partitions(self.run_id, self.source, [index], nodes, signature)
+            signature.delay()
             return
+        transitions.add_partitions(self.run_id, self.source, [index], nodes)
         result = signature.apply()
         if result.failed():
             raise NodeFailed(str(result.result))

@@ -13,6 +13,8 @@ from pytest_httpserver import HTTPServer
 
 from flows import transitions
 from flows.engine import lease
+from flows.engine.partitions import resend_lost
+from flows.engine.tasks import barrier
 from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.reaper import idle, orphaned, reap
 from tests.flows.helpers import (
@@ -139,3 +141,35 @@ def test_a_fan_out_waiting_for_its_partitions_is_not_orphaned(
     # ... but nothing done by any partition for the staleness is a stall.
     later = now + STALE + timedelta(seconds=1)
     assert run.id in orphaned(later, later - STALE)
+
+
+def test_a_lost_partition_has_its_own_task_sent_again_once_per_loss(
+    eager: None, minimal_flow: dict[str, Any]
+) -> None:
+    """A partition running under a lease that has run out (its worker died) has its task sent
+    again at once, the fan-out's node runs left held; once per loss (another reaper, a later
+    pass), again after the staleness while no delivery takes it; the delivery takes it over."""
+    run = queued_run(minimal_flow)
+    run_id = str(run.id)
+    for key in ("paid", "shape", "push"):
+        assert transitions.take(run_id, key, owner=lease.FAN_OUT, lease_s=3600).outcome == "execute"
+    task = dict(barrier.si().set(task_id="partition-0-task"))  # (a task that does nothing)
+    transitions.add_partitions(run_id, "orders", [0], ["paid", "shape", "push"], task)
+    transitions.add_partitions(run_id, "orders", [1], ["paid", "shape", "push"])  # embedded
+    for index in (0, 1):
+        assert transitions.take_partition(run_id, "orders", index).outcome == "execute"
+    now = timezone.now()
+    assert resend_lost(now, now - STALE) == 0  # both leases live
+    ttl = timedelta(seconds=settings.FLOWPLATFORM_LEASE_TTL_S)
+    beat = now - ttl - timedelta(seconds=1)  # the last heartbeat of the dead worker
+    PartitionRun.objects.filter(run=run).update(heartbeat_at=beat, lease_expires_at=beat + ttl)
+    assert resend_lost(now, now - STALE) == 1  # (partition 1 has no task to send)
+    assert resend_lost(now, now - STALE) == 0  # sent for this loss already
+    assert run.id not in orphaned(now, now - STALE)  # the fan-out's node runs stay held
+    later = now + STALE + timedelta(seconds=1)
+    assert resend_lost(later, later - STALE) == 1  # no delivery took it: sent once more
+    claim = transitions.take_partition(run_id, "orders", 0)
+    assert claim.outcome == "execute" and claim.took_over
+    assert claim.partition is not None and claim.partition.workers_lost == 1
+    now = timezone.now()
+    assert resend_lost(now, now - STALE) == 0  # taken: its lease is live again
