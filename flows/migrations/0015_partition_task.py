@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0013_partition_runs'),
+        ('flows', '0014_node_output_inline'),
     ]
 
     operations = [
