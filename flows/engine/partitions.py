@@ -39,7 +39,7 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from celery import Task, chord, shared_task
 from celery.canvas import Signature
@@ -70,6 +70,7 @@ from flows.engine.handoff import (
     MAX_PARTITIONS,
     BatchWriter,
     Part,
+    SliceWriter,
     manifest_name,
     not_a_port,
     output_name,
@@ -79,6 +80,7 @@ from flows.engine.handoff import (
     port_ref,
     read_batches,
     read_output,
+    slice_name,
     too_many_partitions,
     write_bytes,
     write_manifest,
@@ -648,7 +650,7 @@ class _Pipeline:
         #: Learns the secrets of the connections the stretch's nodes use.
         self.redactor = Redactor()
         #: Each stored node's writers: one, or one per port (``None``: the node's only output).
-        self.writers: dict[str, dict[str | None, BatchWriter]] = {}
+        self.writers: dict[str, dict[str | None, BatchWriter | SliceWriter]] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
         self.partials: dict[str, tuple[RowCounter, RowCounter]] = {}
         self.port_rows: dict[str, dict[str, int]] = {}
@@ -676,7 +678,8 @@ class _Pipeline:
         self.partition.checkpoint = checkpoint
 
     def read_slice(self, key: str, slice_: Any) -> Iterator[AnyBatch]:
-        """A source's slice, stored as its partition as it streams."""
+        """A source's slice, stored as its partition as it streams (a rereadable source's:
+        only the slice and the pins of what it read, decision 0044)."""
         try:
             spec = node_spec(self.run.version.definition, key)
             node = build_node(spec)
@@ -684,9 +687,16 @@ class _Pipeline:
             raise _NodeRaised(key, exc) from exc
         context = self._context(spec)
         rows_in, rows_out = RowCounter(), RowCounter()
-        writer = BatchWriter(output_name(str(self.run.id), key, self.index))
+        run_id = str(self.run.id)
+        writer: BatchWriter | SliceWriter
+        if capabilities.is_rereadable(type(node)):
+            writer = SliceWriter(slice_name(run_id, key, self.index), slice_)
+            read = cast(capabilities.Rereadable, node).read_pinned(context, slice_, writer.pins)
+        else:
+            writer = BatchWriter(output_name(run_id, key, self.index))
+            read = node.execute_slice(context, slice_)
         self.writers[key], self.counters[key] = {None: writer}, (rows_in, rows_out)
-        batches = rows_out.wrap(_blame(key, node.execute_slice(context, slice_)))
+        batches = rows_out.wrap(_blame(key, read))
         return self._tee(key, {None: writer}, batches)
 
     def drain(self, source: str, batches: Iterable[AnyBatch], stretch: list[str]) -> None:
@@ -804,7 +814,10 @@ class _Pipeline:
         return self._tee(key, writers, rows_out.wrap(_blame(key, output)))
 
     def _tee(
-        self, key: str, writers: dict[str | None, BatchWriter], batches: Iterable[Any]
+        self,
+        key: str,
+        writers: dict[str | None, BatchWriter] | dict[str | None, BatchWriter | SliceWriter],
+        batches: Iterable[Any],
     ) -> Iterator[AnyBatch]:
         for batch in batches:
             if self.probe():
@@ -939,9 +952,11 @@ def join_partitions(
             _join_ports(run_id, node_runs[key], build_node(spec), parts)
             continue
         is_derived = key in stretch and derived(definition, key, stretch)
+        reread = _reread_source(spec) if key == source else None
         right = right_input(definition, run_id, key) if key in stretch else None
+        name_of = slice_name if reread is not None else output_name
         manifest = [
-            Part("" if is_derived else output_name(run_id, key, p.index), *p.rows_of(key))
+            Part("" if is_derived else name_of(run_id, key, p.index), *p.rows_of(key))
             for p in parts
         ]
         if is_derived:
@@ -949,7 +964,7 @@ def join_partitions(
             recipe = derivation(definition, key, manifest_name(run_id, upstream))
             ref = write_manifest(manifest_name(run_id, key), manifest, derived_from=recipe)
         else:
-            ref = write_manifest(manifest_name(run_id, key), manifest)
+            ref = write_manifest(manifest_name(run_id, key), manifest, reread=reread)
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,
@@ -959,6 +974,15 @@ def join_partitions(
         )
     logger.info("run %s: %s joined over %d partitions", run_id, ", ".join(joined), len(parts))
     return stretch[-1] if stretch else source
+
+
+def _reread_source(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """For a source read slice by slice that reads its slices again instead of storing them
+    (``Rereadable``): what its manifest names to read them (see ``handoff.read_output``)."""
+    cls = registry.get(spec["type"])
+    if cls is None or not capabilities.is_rereadable(cls):
+        return None
+    return {"key": spec["key"], "type": spec["type"], "config": spec["config"]}
 
 
 def _join_ports(run_id: str, node_run: NodeRun, node: Node, parts: list[PartitionRun]) -> None:
