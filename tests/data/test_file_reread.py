@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -63,8 +64,12 @@ def s3_url(endpoint: str, bucket: str) -> str:
     return f"s3://testing:testing@{bucket}/in?endpoint={quote(endpoint, safe='')}&region=us-east-1"
 
 
-def load(table: str) -> FlowRun:
-    """Run files -> sql_write (upsert: a rerun writes the same rows again, harmlessly)."""
+def load(table: str, keep_above: int | None = None) -> FlowRun:
+    """Run files -> sql_write (upsert: a rerun writes the same rows again, harmlessly); with
+    ``keep_above``, files -> filter (id above it) -> sql_write."""
+    keep = {"key": "keep", "type": "filter", "config": {"conditions": [
+        {"field": "id", "op": "gt", "value": keep_above}]}}  # fmt: skip
+    chain = ["files", "keep", "load"] if keep_above is not None else ["files", "load"]
     apply_flow_file(
         {
             "slug": "reread-files",
@@ -79,6 +84,7 @@ def load(table: str) -> FlowRun:
                         "columns": COLUMNS,
                     },
                 },
+                *([keep] if keep_above is not None else []),
                 {
                     "key": "load",
                     "type": "sql_write",
@@ -90,7 +96,7 @@ def load(table: str) -> FlowRun:
                     },
                 },
             ],
-            "edges": [{"from": "files", "to": "load"}],
+            "edges": [{"from": a, "to": b} for a, b in pairwise(chain)],
         }
     )
     run = wait_for_run(start_run("reread-files"), timeout=120)
@@ -98,8 +104,8 @@ def load(table: str) -> FlowRun:
     return run
 
 
-def source_records(run: FlowRun) -> list[dict[str, Any]]:
-    ref = run.node_runs.get(node_key="files").output_ref
+def source_records(run: FlowRun, node: str = "files") -> list[dict[str, Any]]:
+    ref = run.node_runs.get(node_key=node).output_ref
     return sorted((r for b in read_output(ref) for r in as_records(b)), key=lambda r: r["id"])
 
 
@@ -141,6 +147,17 @@ def test_the_runs_view_and_a_rerun_read_unchanged_files_again(
     again = rerun_load(run)
     assert again.status == "succeeded", again.error
     assert again.node_runs.get(node_key="load").rows_in == 500
+
+
+@pytest.mark.worker
+def test_a_derived_output_after_the_source_is_recomputed_from_the_files_read_again(
+    worker: WorkerProcess, inbox: Path, target: str
+) -> None:
+    (inbox / "a.csv.gz").write_bytes(csv_gz(1, 300))
+    (inbox / "b.csv.gz").write_bytes(csv_gz(301, 200))
+    run = load(target, keep_above=250)
+    assert run.node_runs.get(node_key="load").rows_in == 250
+    assert source_records(run, "keep") == expected(500)[250:]
 
 
 @pytest.mark.worker
