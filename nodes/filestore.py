@@ -17,7 +17,9 @@ complete). It also moves a file, and tags one on S3 — only the version that wa
 stamp is given.
 
 A file's *stamp* tells its versions apart: the modification time in nanoseconds on a
-directory, the ETag on S3.
+directory, the ETag on S3. A *pin* (:meth:`FileStore.open_pinned`) is the size and stamp of
+the version a reader opened: opened again with its pin, a file is read only if it is still
+that version (decision 0044).
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ class FileInfo:
     stamp: str
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """A file opened for reading and the pin of the version opened (``size:stamp``)."""
+
+    stream: IO[bytes]
+    pin: str
+
+
+def changed(key: str, gone: bool = False) -> NodeError:
+    """The permanent error of a file read again that is no longer the version a run read."""
+    what = "was moved or removed" if gone else "changed"
+    return NodeError(
+        f"the file '{key}' {what} since the run read it: its records cannot be read again",
+        permanent=True,
+    )
+
+
 #: Files with their sizes and stamps, by key (``list`` would name the stores' own method).
 Listing = list[FileInfo]
 
@@ -83,6 +102,14 @@ class FileStore(Protocol):
 
     def open_read(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A binary stream of one file; a permanent NodeError when it is missing or refused."""
+        ...
+
+    def open_pinned(
+        self, key: str, pin: str | None = None
+    ) -> contextlib.AbstractContextManager[Pinned]:
+        """As :meth:`open_read`, with the pin of the version opened; given ``pin``, only that
+        version is opened: a permanent NodeError (:func:`changed`) when the file was changed,
+        moved or removed since."""
         ...
 
     def open_write(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -252,6 +279,22 @@ class LocalStore:
             yield stream
 
     @contextlib.contextmanager
+    def open_pinned(self, key: str, pin: str | None = None) -> Iterator[Pinned]:
+        try:
+            stream = self._path(key).open("rb")
+        except FileNotFoundError:
+            if pin is not None:
+                raise changed(key, gone=True) from None
+            raise NodeError(f"file '{key}' does not exist", permanent=True) from None
+        with stream:
+            # The version opened (a file replaced by a rename later is not this one).
+            stat = os.fstat(stream.fileno())
+            now = f"{stat.st_size}:{stat.st_mtime_ns}"
+            if pin is not None and now != pin:
+                raise changed(key)
+            yield Pinned(stream, now)
+
+    @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[IO[bytes]]:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -414,6 +457,31 @@ class S3Store:
             body = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
         with contextlib.closing(body["Body"]) as stream:
             yield stream
+
+    @contextlib.contextmanager
+    def open_pinned(self, key: str, pin: str | None = None) -> Iterator[Pinned]:
+        """With ``pin``, a conditional GET (``If-Match`` its ETag): S3 answers only that
+        version, in the same request that reads it."""
+        from botocore.exceptions import ClientError
+
+        condition = {}
+        if pin is not None:
+            condition["IfMatch"] = f'"{pin.partition(":")[2]}"'
+        with _s3_errors(f"read '{key}'"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._name(key), **condition)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if pin is not None and code in ("NoSuchKey", "404"):
+                    raise changed(key, gone=True) from None
+                if pin is not None and code in ("PreconditionFailed", "412"):
+                    raise changed(key) from None
+                raise
+        now = f"{int(body['ContentLength'])}:{_etag(body['ETag'])}"
+        with contextlib.closing(body["Body"]) as stream:
+            if pin is not None and now != pin:  # a server that ignores If-Match
+                raise changed(key)
+            yield Pinned(stream, now)
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[IO[bytes]]:

@@ -242,7 +242,10 @@ class FlowRunAdmin(admin.ModelAdmin):
         else:
             try:
                 records = first_records(node_run.output_ref, OUTPUT_RECORDS)
-            except (OSError, ValueError, NodeError) as exc:
+            except NodeError as exc:  # a source's files read again had changed since
+                logger.info("output %s of run %s unreadable: %s", node_key, run.pk, exc)
+                problem = f"The output cannot be read again: {exc.message}"
+            except (OSError, ValueError) as exc:
                 logger.info("output %s of run %s unreadable: %s", node_key, run.pk, exc)
                 problem = (
                     "The run's data is no longer retained (purged after the run, or removed "

@@ -8,7 +8,10 @@ A partitioned output is several objects, ``<node>.p00000.msgpack``, ``<node>.p00
 listed in order by a small manifest, ``<node>.partitions.json``; the manifest's name is the
 node's output reference; :func:`read_output` reads any reference. Inside a partitioned stretch,
 a pure node's output may instead be *derived*: its manifest names the node and its input, and
-reading it runs the node over that input again (decision 0008).
+reading it runs the node over that input again (decision 0008). A source that can read its
+slices again exactly (``Rereadable``: ``file_read`` per file) stores per partition only its slice
+and the pins of what it read, ``<node>.p00000.slice.json``; its manifest names the source, and
+reading it reads the slices again, failing when the data changed since (decision 0044).
 
 A node whose output is kept per port (``branch``: one port per route) writes one object per
 port, ``<node>.port-<port>.msgpack``, listed with its row count by a ports manifest,
@@ -31,7 +34,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.core.files import File
 from django.core.files.base import ContentFile
@@ -43,6 +46,7 @@ from nodes.sdk.node import AnyBatch, Output
 
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
 MANIFEST_SUFFIX = ".partitions.json"
+SLICE_SUFFIX = ".slice.json"
 PORTS_SUFFIX = ".ports.json"
 #: Keeps a fan-out canvas (one task per partition) to a sane size.
 MAX_PARTITIONS = 1000
@@ -79,6 +83,11 @@ def output_name(run_id: str, node_key: str, partition: int | None = None) -> str
 
 def manifest_name(run_id: str, node_key: str) -> str:
     return f"{run_prefix(run_id)}/{node_key}{MANIFEST_SUFFIX}"
+
+
+def slice_name(run_id: str, node_key: str, partition: int) -> str:
+    """Where a rereadable source's slice of one partition and its pins are kept."""
+    return f"{run_prefix(run_id)}/{node_key}.p{partition:05d}{SLICE_SUFFIX}"
 
 
 def partial_name(run_id: str, node_key: str, partition: int) -> str:
@@ -139,6 +148,32 @@ class BatchWriter:
 
     def close(self) -> None:
         self._spool.close()
+
+
+class SliceWriter:
+    """In place of a :class:`BatchWriter` for a rereadable source's partition: counts the rows
+    and, on save, stores the slice and the pins its reading filled in (``pins``), not the
+    records."""
+
+    def __init__(self, name: str, slice_: Any, storage: Storage | None = None) -> None:
+        self.name = name
+        self.slice = slice_
+        self.storage = storage or flow_data_storage()
+        self.pins: dict[str, str] = {}
+        self.rows = 0
+        self.saved = False
+
+    def write(self, batch: AnyBatch) -> None:
+        self.rows += len(batch)
+
+    def save(self) -> int:
+        body = json.dumps({"slice": self.slice, "pins": self.pins}).encode()
+        write_bytes(self.name, body, self.storage)
+        self.saved = True
+        return self.rows
+
+    def close(self) -> None:
+        pass
 
 
 def _clear(storage: Storage, name: str) -> None:
@@ -216,16 +251,21 @@ def write_manifest(
     parts: list[Part],
     storage: Storage | None = None,
     derived_from: dict[str, Any] | None = None,
+    reread: dict[str, Any] | None = None,
 ) -> str:
     """Store the ordered list of a partitioned output's objects; returns ``name``.
 
     ``derived_from`` (a :func:`~flows.engine.partitions.derivation`): the output was not
     stored but is recomputed when read, by running that pure node over that input again.
+    ``reread`` (``{"key", "type", "config"}`` of a rereadable source): each part is a slice
+    with its pins (:class:`SliceWriter`), read again by that source when the output is read.
     """
     storage = storage or flow_data_storage()
     manifest: dict[str, Any] = {"partitions": [asdict(part) for part in parts]}
     if derived_from is not None:
         manifest["derived_from"] = derived_from
+    if reread is not None:
+        manifest["reread"] = reread
     body = json.dumps(manifest).encode()
     _clear(storage, name)
     storage.save(name, ContentFile(body, name=name))
@@ -382,6 +422,9 @@ def read_output(ref: str, storage: Storage | None = None) -> Iterator[AnyBatch]:
             yield from _recompute(recipe, storage)
             return
         names = [part["name"] for part in manifest["partitions"]]
+        if (source := manifest.get("reread")) is not None:
+            yield from _reread(source, names, storage)
+            return
     else:
         names = [ref]
     for name in names:
@@ -412,6 +455,27 @@ def _recompute(recipe: dict[str, Any], storage: Storage) -> Iterator[AnyBatch]:
     node = registry.require(recipe["type"])(recipe["config"])
     context = ExecutionContext(node_key=recipe["key"], storage=storage)
     yield from node.run(context, {recipe["port"]: read_output(recipe["input"], storage)})
+
+
+def _reread(source: dict[str, Any], names: list[str], storage: Storage) -> Iterator[AnyBatch]:
+    """A rereadable source's output: each stored slice read again, only in the versions its
+    pins name (a permanent NodeError when the data changed since)."""
+    from nodes.models import lookup_connection
+    from nodes.registry import registry
+    from nodes.sdk import ExecutionContext, capabilities
+
+    cls = registry.require(source["type"])
+    if not capabilities.is_rereadable(cls):
+        raise NodeError(
+            f"node type '{source['type']}' cannot read its slices again", permanent=True
+        )
+    node = cast(capabilities.Rereadable, cls(source["config"]))
+    context = ExecutionContext(
+        node_key=source["key"], storage=storage, connection_lookup=lookup_connection
+    )
+    for name in names:
+        piece = json.loads(read_bytes(name, storage))
+        yield from node.read_pinned(context, piece["slice"], piece["pins"])
 
 
 def delete_run_data(run_id: str, storage: Storage | None = None) -> int:

@@ -40,7 +40,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from celery import Task, chord, current_app, shared_task, signature
 from celery.canvas import Signature
@@ -74,6 +74,7 @@ from flows.engine.handoff import (
     MAX_PARTITIONS,
     BatchWriter,
     Part,
+    SliceWriter,
     manifest_name,
     not_a_port,
     output_name,
@@ -83,6 +84,7 @@ from flows.engine.handoff import (
     port_ref,
     read_batches,
     read_output,
+    slice_name,
     too_many_partitions,
     write_bytes,
     write_manifest,
@@ -690,7 +692,7 @@ class _Pipeline:
         #: Learns the secrets of the connections the stretch's nodes use.
         self.redactor = Redactor()
         #: Each stored node's writers: one, or one per port (``None``: the node's only output).
-        self.writers: dict[str, dict[str | None, BatchWriter]] = {}
+        self.writers: dict[str, dict[str | None, BatchWriter | SliceWriter]] = {}
         self.counters: dict[str, tuple[RowCounter, RowCounter]] = {}
         self.partials: dict[str, tuple[RowCounter, RowCounter]] = {}
         self.port_rows: dict[str, dict[str, int]] = {}
@@ -718,7 +720,8 @@ class _Pipeline:
         self.partition.checkpoint = checkpoint
 
     def read_slice(self, key: str, slice_: Any) -> Iterator[AnyBatch]:
-        """A source's slice, stored as its partition as it streams."""
+        """A source's slice, stored as its partition as it streams (a rereadable source's:
+        only the slice and the pins of what it read, decision 0044)."""
         try:
             spec = node_spec(self.run.version.definition, key)
             node = build_node(spec)
@@ -726,9 +729,16 @@ class _Pipeline:
             raise _NodeRaised(key, exc) from exc
         context = self._context(spec)
         rows_in, rows_out = RowCounter(), RowCounter()
-        writer = BatchWriter(output_name(str(self.run.id), key, self.index))
+        run_id = str(self.run.id)
+        writer: BatchWriter | SliceWriter
+        if capabilities.is_rereadable(type(node)):
+            writer = SliceWriter(slice_name(run_id, key, self.index), slice_)
+            read = cast(capabilities.Rereadable, node).read_pinned(context, slice_, writer.pins)
+        else:
+            writer = BatchWriter(output_name(run_id, key, self.index))
+            read = node.execute_slice(context, slice_)
         self.writers[key], self.counters[key] = {None: writer}, (rows_in, rows_out)
-        batches = rows_out.wrap(_blame(key, node.execute_slice(context, slice_)))
+        batches = rows_out.wrap(_blame(key, read))
         return self._tee(key, {None: writer}, batches)
 
     def drain(self, source: str, batches: Iterable[AnyBatch], stretch: list[str]) -> None:
@@ -846,7 +856,10 @@ class _Pipeline:
         return self._tee(key, writers, rows_out.wrap(_blame(key, output)))
 
     def _tee(
-        self, key: str, writers: dict[str | None, BatchWriter], batches: Iterable[Any]
+        self,
+        key: str,
+        writers: dict[str | None, BatchWriter] | dict[str | None, BatchWriter | SliceWriter],
+        batches: Iterable[Any],
     ) -> Iterator[AnyBatch]:
         for batch in batches:
             if self.probe():
@@ -982,9 +995,11 @@ def join_partitions(
             _join_ports(run_id, node_runs[key], build_node(spec), parts)
             continue
         is_derived = key in stretch and derived(definition, key, stretch)
+        reread = _reread_source(spec) if key == source else None
         right = right_input(definition, run_id, key) if key in stretch else None
+        name_of = slice_name if reread is not None else output_name
         manifest = [
-            Part("" if is_derived else output_name(run_id, key, p.index), *p.rows_of(key))
+            Part("" if is_derived else name_of(run_id, key, p.index), *p.rows_of(key))
             for p in parts
         ]
         if is_derived:
@@ -992,7 +1007,7 @@ def join_partitions(
             recipe = derivation(definition, key, manifest_name(run_id, upstream))
             ref = write_manifest(manifest_name(run_id, key), manifest, derived_from=recipe)
         else:
-            ref = write_manifest(manifest_name(run_id, key), manifest)
+            ref = write_manifest(manifest_name(run_id, key), manifest, reread=reread)
         transitions.finish_node(
             node_runs[key],
             NodeStatus.SUCCEEDED,
@@ -1015,6 +1030,15 @@ def _waiting(
     # (a fan-out claims a stretch or has combiners: ``fan_out`` runs plainly otherwise)
     assert combiners, "a fan-out with neither a stretch nor a combiner"
     return NodeRun.objects.get(run_id=run_id, node_key=combiners[0])
+
+
+def _reread_source(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """For a source read slice by slice that reads its slices again instead of storing them
+    (``Rereadable``): what its manifest names to read them (see ``handoff.read_output``)."""
+    cls = registry.get(spec["type"])
+    if cls is None or not capabilities.is_rereadable(cls):
+        return None
+    return {"key": spec["key"], "type": spec["type"], "config": spec["config"]}
 
 
 def _join_ports(run_id: str, node_run: NodeRun, node: Node, parts: list[PartitionRun]) -> None:

@@ -21,7 +21,7 @@ from nodes.builtin.file_formats import (
 from nodes.builtin.path_template import RUN_NAMES, PathTemplate, glob_escape, run_path_values
 from nodes.filestore import FileStore, check_relative, glob_regex, open_store
 from nodes.sdk.batches import DEFAULT_BATCH_SIZE, AnyBatch, RecordStream, RowBatch
-from nodes.sdk.capabilities import SlicedSource
+from nodes.sdk.capabilities import Rereadable, SlicedSource
 from nodes.sdk.context import ExecutionContext
 from nodes.sdk.errors import NodeError
 from nodes.sdk.node import Node, NodeConfig
@@ -118,8 +118,10 @@ class FileReadConfig(NodeConfig):
         return self
 
 
-class FileReadNode(SlicedSource, Node[FileReadConfig]):
-    """A source: the records of every matching file, file after file in name order."""
+class FileReadNode(Rereadable, SlicedSource, Node[FileReadConfig]):
+    """A source: the records of every matching file, file after file in name order. Read per
+    file in partitions, its output is not stored: each file is read again when asked, only
+    while it is the version the run read (its size and stamp, decision 0044)."""
 
     type = "file_read"
     version = 1
@@ -163,11 +165,17 @@ class FileReadNode(SlicedSource, Node[FileReadConfig]):
         return ({"files": keys[i : i + per_slice]} for i in range(0, len(keys), per_slice))
 
     def execute_slice(self, context: ExecutionContext, slice_: Any) -> Iterator[AnyBatch]:
+        return self.read_pinned(context, slice_, {})
+
+    def read_pinned(
+        self, context: ExecutionContext, slice_: Any, pins: dict[str, str]
+    ) -> Iterator[AnyBatch]:
+        """The slice's files; ``pins``: each file's ``size:stamp`` (read only that version)."""
         store = self._store(context)
         for key in slice_["files"] if "files" in slice_ else [slice_["file"]]:
             if context.is_cancelled():
                 return
-            yield from self._read(store, key)
+            yield from self._read(store, key, pins)
 
     def _store(self, context: ExecutionContext) -> FileStore:
         return open_store(context.connection(self.config.connection).url)
@@ -194,12 +202,19 @@ class FileReadNode(SlicedSource, Node[FileReadConfig]):
             raise NodeError(f"no file matches '{pattern}'", permanent=True)
         return store, keys
 
-    def _read(self, store: FileStore, key: str) -> Iterator[AnyBatch]:
+    def _read(
+        self, store: FileStore, key: str, pins: dict[str, str] | None = None
+    ) -> Iterator[AnyBatch]:
         config = self.config
-        with (
-            store.open_read(key) as raw,
-            contextlib.closing(decompressed(raw, key, config.compression)) as stream,
-        ):
+        with contextlib.ExitStack() as stack:
+            if pins is None:
+                raw = stack.enter_context(store.open_read(key))
+            else:
+                opened = stack.enter_context(store.open_pinned(key, pins.get(key)))
+                pins[key], raw = opened.pin, opened.stream
+            stream = stack.enter_context(
+                contextlib.closing(decompressed(raw, key, config.compression))
+            )
             try:
                 for batch in self._batches(stream):
                     yield _with_file(batch, key) if config.with_file_name else batch

@@ -144,7 +144,8 @@ def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
         start = 0
         if pieces:
             start = size - held
-            pieces.append(batch[:start])
+            # (a whole batch joins as it is: the join copies it once, a slice would twice)
+            pieces.append(batch if start >= len(batch) else batch[:start])
             held += len(pieces[-1])
             if held < size:
                 continue

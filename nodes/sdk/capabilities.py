@@ -15,6 +15,8 @@ The contract of every node is small (:class:`~nodes.sdk.node.Node`: ports, confi
   instead of lists of dicts (``filter``, ``map_fields``, ``http_post``, ``sql_write``);
 - :class:`SlicedSource`: a source that reads its output in independent slices, each in a task
   of its own (``sql_query`` with ``partition_column``, ``file_read`` per file);
+- :class:`Rereadable`: a sliced source whose slices can be read again later, exactly as the
+  run read them or not at all, so that its partitions need not be stored (``file_read``);
 - :class:`Combinable`: a whole-input node whose output can be computed from one partial state
   per partition, merged by one combine step (``aggregate``, ``dedupe``).
 
@@ -180,6 +182,26 @@ class SlicedSource(ABC):
         """The batches of one slice planned by :meth:`plan_slices`."""
 
 
+class Rereadable(ABC):
+    """A sliced source (:class:`SlicedSource`) whose slices can be read again after the run,
+    giving exactly the records the run read, or failing: inside a partitioned stretch its
+    partitions are not stored, only each slice and the *pins* of the data it read (decision
+    0044). Whatever reads the source's output later (a preview of the run's output, a rerun
+    that reuses it, a node after the stretch) reads the slices again."""
+
+    rereadable: ClassVar[bool] = True
+
+    @abstractmethod
+    def read_pinned(
+        self, context: ExecutionContext, slice_: Any, pins: dict[str, str]
+    ) -> Iterator[AnyBatch]:
+        """The batches of one slice, as :meth:`SlicedSource.execute_slice` gives them. For each
+        piece of data read (a file), ``pins`` says which version to read: when it names the
+        piece, only that version is read, and a permanent ``NodeError`` says so when it is
+        gone or changed; otherwise the version read is added to ``pins`` (a JSON-able string),
+        as soon as it is opened."""
+
+
 # --- what the engine asks ---------------------------------------------------------------------
 
 
@@ -275,6 +297,11 @@ def is_pure(node_type: type) -> bool:
     return getattr(node_type, "pure", False) is True
 
 
+def is_rereadable(node_type: type) -> bool:
+    """Whether a sliced source's partitions may be read again instead of stored."""
+    return getattr(node_type, "rereadable", False) is True
+
+
 def accepts_rows(node_type: type) -> bool:
     """Whether the type takes row batches as they come (else it gets lists of dicts)."""
     return getattr(node_type, "accepts_rows", False) is True
@@ -318,12 +345,14 @@ __all__ = [
     "PartitionPolicy",
     "Partitionable",
     "Pure",
+    "Rereadable",
     "SlicedSource",
     "accepts_rows",
     "combinable_with",
     "is_combinable",
     "is_partitionable",
     "is_pure",
+    "is_rereadable",
     "pack_partial",
     "partition_rows_for_run",
     "partitionable_with",

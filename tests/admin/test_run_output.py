@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from flows.engine.handoff import delete_run_data, write_batches
+from flows.engine.handoff import Part, delete_run_data, write_batches, write_bytes, write_manifest
 from flows.models import Flow, FlowRun
 from nodes.sdk.node import RowBatch
 from tests.admin.conftest import staff_user
 from tests.admin.records import ALL_SUCCEEDED, recorded_run, run_url
+from tests.flows.helpers import add_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +81,30 @@ def test_reading_a_runs_data_needs_the_run_right(viewer_client: Client, paid_ord
     runner.force_login(staff_user("runner", "view_flow", "view_flowrun", "run_flow"))
     assert runner.get(output_url(run, "orders")).status_code == 200
     assert runner.get(output_url(run, "nope")).status_code == 404
+
+
+def test_a_file_sources_output_is_read_again_and_names_a_file_changed_since(
+    admin_client: Client, paid_orders: Flow
+) -> None:
+    # The source's output as a file_read read per file keeps it: the slice and the version.
+    root = Path(settings.FLOWPLATFORM_FILE_ROOTS[0]) / f"admin-{uuid.uuid4().hex[:8]}"
+    root.mkdir(parents=True)
+    (root / "a.csv").write_text("id,status\n1,paid\n2,open\n")
+    add_connection("admin-files", f"file://{root}")
+    run = recorded_run(paid_orders, "succeeded", ALL_SUCCEEDED)
+    piece = f"runs/{run.pk}/orders.p00000.slice.json"
+    stat = (root / "a.csv").stat()
+    write_bytes(piece, json.dumps({"slice": {"file": "a.csv"}, "pins": {
+        "a.csv": f"{stat.st_size}:{stat.st_mtime_ns}"}}).encode())  # fmt: skip
+    config = {"connection": "admin-files", "path": "*.csv"}
+    ref = write_manifest(
+        f"runs/{run.pk}/orders.partitions.json",
+        [Part(piece, 0, 2)],
+        reread={"key": "orders", "type": "file_read", "config": config},
+    )
+    run.node_runs.filter(node_key="orders").update(output_ref=ref)
+    html = admin_client.get(output_url(run, "orders")).content.decode()
+    assert "<tr><td>1</td><td>paid</td></tr>" in html
+    (root / "a.csv").write_text("id,status\n1,paid\n2,open\n3,gone\n")
+    changed = admin_client.get(output_url(run, "orders")).content.decode()
+    assert "The output cannot be read again: the file &#x27;a.csv&#x27; changed since" in changed
