@@ -241,6 +241,8 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
         if s["parent_id"] == rows["context"]["span_id"]
     ]
     assert any("statement_timeout" in statement for statement in statements), statements
+    # The reset of its connection for the next query is bookkeeping.
+    assert not any("DISCARD" in statement for statement in statements), statements
 
 
 def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
