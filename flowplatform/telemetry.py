@@ -97,6 +97,10 @@ def setup(kind: str, processor: SpanProcessor | None = None) -> bool:
         provider.add_span_processor(span_processor)
     trace.set_tracer_provider(provider)
     _instrument(kind, provider)
+    if _bookkeeping_left_out:
+        from nodes.builtin import pg_pool
+
+        pg_pool.around_reset = untraced
     _tracer = provider.get_tracer("flowplatform")
     return True
 
@@ -410,6 +414,22 @@ def _current(span: Any, quiet: bool) -> Any:
     if _bookkeeping_left_out:
         context = _otel_context.set_value(_QUIET, quiet, context)
     return context
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """The client calls made inside this block are bookkeeping, not what a node does: not
+    traced by default (no ``OTEL_TRACES_SAMPLER``), even inside a node's span. For what the
+    engine or a node's connection pool does around the node's own work: saving a checkpoint,
+    setting a session up or resetting it for the next query. Nothing when tracing is off."""
+    if not _bookkeeping_left_out:
+        yield
+        return
+    token = _otel_context.attach(_otel_context.set_value(_QUIET, True))
+    try:
+        yield
+    finally:
+        _otel_context.detach(token)
 
 
 # --- One node execution ---------------------------------------------------------------------

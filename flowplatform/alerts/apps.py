@@ -20,6 +20,7 @@ class AlertsConfig(AppConfig):
                 validate=flowfile.validate_section,
                 apply=flowfile.apply_section,
                 export=flowfile.export_section,
+                editor="alerts/canvas/alerts.js",
             )
         )
         register_section_access(

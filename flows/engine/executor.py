@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from pydantic import ValidationError
 
+from flowplatform import telemetry
 from flows import transitions
 from flows.engine import heartbeat
 from flows.engine.handoff import (
@@ -297,8 +298,11 @@ def make_context(
 
 def _save_checkpoint(node_run: NodeRun, value: Any) -> None:
     """A node's checkpoint, saved only while its lease is this process's: a node taken over
-    stops at its next checkpoint (so it sends nothing more the new owner sends too)."""
-    if not transitions.save_checkpoint(node_run, value):
+    stops at its next checkpoint (so it sends nothing more the new owner sends too). The
+    engine's bookkeeping: no client span under the node's."""
+    with telemetry.untraced():
+        saved = transitions.save_checkpoint(node_run, value)
+    if not saved:
         raise transitions.LeaseLost()
 
 

@@ -715,7 +715,9 @@ class _Pipeline:
         """A node's checkpoint in this partition, saved only while the partition is this
         delivery's (a partition taken over stops at its next checkpoint)."""
         checkpoint = {**(self.partition.checkpoint or {}), key: value}
-        if not transitions.save_checkpoint(self.partition, checkpoint):
+        with telemetry.untraced():
+            saved = transitions.save_checkpoint(self.partition, checkpoint)
+        if not saved:
             raise transitions.LeaseLost()
         self.partition.checkpoint = checkpoint
 

@@ -6,6 +6,8 @@ cleanly, its connection is reset (``DISCARD ALL``: settings, temporary tables, p
 statements, advisory locks, listeners) and kept, per URL (credentials included) and per
 process, at most ``MAX_IDLE_PER_URL`` of them for ``MAX_IDLE_S`` seconds. A kept connection
 found broken when it is taken again is replaced by a fresh one before any row is read.
+The reset is bookkeeping, not the node's work: the platform leaves it out of its traces
+(``around_reset``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ MAX_IDLE_S = 60.0
 _lock = threading.Lock()
 _idle: dict[str, list[tuple[float, psycopg.Connection]]] = {}
 _pid = os.getpid()
+#: Around the reset of a connection given back. The platform sets it when tracing is on
+#: (``flowplatform.telemetry.untraced``), so that the reset is no span under the node's.
+around_reset: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
 
 
 def connect(url: str, connect_timeout: int = 10) -> psycopg.Connection:
@@ -122,7 +127,8 @@ def connection(
     except BaseException:
         _close(conn)
         raise
-    give(url, conn)
+    with around_reset():
+        give(url, conn)
 
 
 def clear() -> None:

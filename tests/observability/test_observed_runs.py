@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -28,6 +29,8 @@ from rest_framework.authtoken.models import Token
 
 from flows.flowfile import apply_flow_file
 from flows.models import Flow, FlowRun, RunStatus
+from scheduling.triggers.models import FlowTrigger, TriggerKind
+from scheduling.triggers.secrets import new_secret
 from tests.api.conftest import make_user
 from tests.conftest import PG_URL, WorkerProcess, wait_until
 from tests.flows.helpers import SOURCE_DB_URL, accepting_crm, add_connection
@@ -241,6 +244,61 @@ def test_what_a_node_does_is_traced_and_the_engines_bookkeeping_is_not(
         if s["parent_id"] == rows["context"]["span_id"]
     ]
     assert any("statement_timeout" in statement for statement in statements), statements
+    # The reset of its connection for the next query is bookkeeping.
+    assert not any("DISCARD" in statement for statement in statements), statements
+
+
+def test_a_webhook_runs_trace_holds_the_redis_calls_of_its_request(
+    observed: dict[str, Any], api: requests.Session
+) -> None:
+    """The webhook counts its calls in the broker's Redis (its rate limit): those commands are
+    client spans of the run's trace, under the request that started it, as the worker's nodes."""
+    web, worker = observed["web"], observed["worker"]
+    flow = apply_flow_file({**FLOW, "slug": "observed-hook", "triggers": [{"webhook": "rows"}]})[0]
+    secret = new_secret(FlowTrigger.objects.get(flow=flow, kind=TriggerKind.WEBHOOK))
+    response = requests.post(
+        f"{web.url}/hooks/observed-hook/rows",
+        json={},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    run = wait_until(
+        lambda: FlowRun.objects.filter(
+            id=response.json()["run"], finished_at__isnull=False
+        ).first(),
+        60,
+        0.1,
+        "the webhook's run did not finish",
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error
+
+    def trace() -> list[dict[str, Any]] | None:
+        spans = [
+            s
+            for s in spans_in(worker.log()) + spans_in(web.log())
+            if hex_id(s["context"]["trace_id"]) == run.trace_id
+        ]
+        nodes = [s for s in spans if s["name"].startswith("node ")]
+        redis_calls = [s for s in spans if s["attributes"].get("db.system") == "redis"]
+        return spans if len(nodes) == len(FLOW["nodes"]) and redis_calls else None
+
+    spans = wait_until(trace, 30, 0.2, "the run's trace has no Redis span")
+    request = next(s for s in spans if s["kind"] == "SpanKind.SERVER")
+    root = next(s for s in spans if s["name"] == "flow_run observed-hook")
+    assert root["parent_id"] == request["context"]["span_id"]
+    redis_calls = [s for s in spans if s["attributes"].get("db.system") == "redis"]
+    broker = urlsplit(settings.CELERY_BROKER_URL)
+    for span in redis_calls:
+        assert span["kind"] == "SpanKind.CLIENT"
+        assert span["parent_id"] == request["context"]["span_id"], span["name"]
+        assert span["attributes"]["net.peer.port"] == (broker.port or 6379)
+        assert span["attributes"]["db.redis.database_index"] == int(broker.path.strip("/") or 0)
+    # The commands of the pipeline (INCR, EXPIRE), their arguments left out.
+    statements = [s["attributes"].get("db.statement", "") for s in redis_calls]
+    assert any(st.split() == ["INCRBY", "?", "?", "EXPIRE", "?", "?"] for st in statements), (
+        statements
+    )
 
 
 def test_a_retried_node_stays_in_the_runs_trace_under_its_root(
