@@ -10,9 +10,9 @@ its own queue), on one database and one broker:
 - off: no ``OTEL_*`` variable, a worker without a metrics port (what a deployment gets by
   default);
 - on: every trace kept, every default instrumentation, spans exported in batches over
-  OTLP/gRPC (the default protocol) to a local collector (``bench/otlp_sink.py``), the worker
-  serving ``/metrics`` for its pool (multiprocess mode). ``--on-env`` adds variables to every
-  on side (``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`` exports to ``bench/peer.py``);
+  OTLP/HTTP (http/protobuf, the default protocol) to a local peer (``bench/peer.py``), the
+  worker serving ``/metrics`` for its pool (multiprocess mode). ``--on-env`` adds variables to
+  every on side (``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` exports to ``bench/otlp_sink.py``);
 - ``--variant``: one more on side with variables of its own (a sampler, left-out
   instrumentations, exporter settings);
 - ``--also NAME=PATH``: one more on side running the code checked out at PATH (an earlier

@@ -206,14 +206,16 @@ def one_round(worker: Worker, peer_url: str, runs: int, concurrent: int) -> Roun
 
 def observe() -> Any:
     """Tracing and metrics on for this process and the worker it starts, as a deployment turns
-    them on: spans exported over OTLP (gRPC, the default protocol; ``OTEL_EXPORTER_OTLP_PROTOCOL
-    =http/protobuf`` for the other) to a local collector of their own, the worker serving
+    them on: spans exported over OTLP (http/protobuf, the default protocol;
+    ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` for the other) to a local collector of their own, the worker serving
     ``/metrics`` for its pool. Returns the collector."""
     import socket
 
     from bench.otlp_sink import OtlpSink
+    from flowplatform.telemetry import DEFAULT_OTLP_PROTOCOL
 
-    http = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/protobuf"
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or DEFAULT_OTLP_PROTOCOL
+    http = protocol == "http/protobuf"
     sink = Peer() if http else OtlpSink()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flowplatform.telemetry")
 
 ATTR = "flowplatform"  # attribute prefix: flowplatform.flow, flowplatform.run_id, ...
+#: OTLP's transport when ``OTEL_EXPORTER_OTLP_PROTOCOL`` is unset: the specification's
+#: default, without gRPC's threads in every exporting process (decision 0047).
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"
 
 _tracer: Any = None  # the platform's tracer, once tracing is on in this process
 _instrumented: list[Any] = []
@@ -168,7 +171,7 @@ def _otlp_exporter() -> Any:
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
+        or DEFAULT_OTLP_PROTOCOL
     ).strip()
     if protocol == "grpc":
         from flowplatform.telemetry_export import SpanExporter

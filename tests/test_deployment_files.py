@@ -721,12 +721,13 @@ def test_compose_observability_profile_scrapes_web_workers_and_beat(
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     collector = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
     assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
-    # The platform exports over gRPC unless told otherwise: the collector's gRPC port.
+    # The platform exports over http/protobuf unless told otherwise: the collector's HTTP port.
     receivers = collector["receivers"]["otlp"]["protocols"]
     for service in ("web", "worker", "beat"):
         env = services[service]["environment"]
         assert "OTEL_EXPORTER_OTLP_PROTOCOL" not in env
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("otel-collector:4317}")
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("otel-collector:4318}")
+    assert receivers["http"]["endpoint"].endswith(":4318")
     assert receivers["grpc"]["endpoint"].endswith(":4317")
 
 
