@@ -21,7 +21,8 @@ leaves by (:func:`port_ref`); reading the reference itself reads every port, in 
 A small whole output (at most ``INLINE_MAX_BYTES`` encoded: a few records) is not stored at
 all: its reference *is* its data, ``inline:`` and the encoded batches in base64, recorded in
 the node run's row by the statement that finishes it (decision 0040). Every reader of a
-reference reads it the same way; ``inline:`` alone is an inline output whose data was purged.
+reference reads it the same way; ``inline:-`` (``INLINE_PURGED``) is an inline output whose
+data was purged, ``inline:`` alone an empty one.
 """
 
 from __future__ import annotations
