@@ -280,3 +280,19 @@ class Peer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def worker_node_runs() -> float:
+    """``flowplatform_node_runs_total`` summed over every label, scraped from the ``/metrics``
+    of the worker on ``FLOWPLATFORM_WORKER_METRICS_PORT`` (proof that metrics were on)."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = os.environ["FLOWPLATFORM_WORKER_METRICS_PORT"]
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "flowplatform_node_runs_total"
+    )

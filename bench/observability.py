@@ -252,17 +252,9 @@ class Side:
 
     def observed(self) -> str:
         """Proof that it was on: node runs counted by the worker."""
-        import requests
-        from prometheus_client.parser import text_string_to_metric_families
+        from bench.common import worker_node_runs
 
-        port = os.environ["FLOWPLATFORM_WORKER_METRICS_PORT"]
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        node_runs = sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "flowplatform_node_runs_total"
-        )
+        node_runs = worker_node_runs()
         return f"{node_runs:.0f} node runs counted by the worker"
 
 

@@ -17,7 +17,7 @@ recorded). Both run on one broker and one worker with 2 pool processes.
 
 Everything is measured ``--rounds`` times, flow and chain side by side in each round; the
 figures printed last are the medians over the rounds, with the ratios. ``--observe`` turns
-tracing and metrics on (as a deployment would: spans exported over OTLP (gRPC) in batches, to a
+tracing and metrics on (as a deployment would: spans exported over OTLP (http/protobuf) in batches, to a
 local collector; the worker serving ``/metrics`` for its pool in multiprocess mode);
 ``bench/observability.py`` compares the two.
 """
@@ -229,17 +229,9 @@ def observe() -> Any:
 
 def observed(sink: Any) -> str:
     """Proof that it was on: span batches received, node runs counted by the worker."""
-    import requests
-    from prometheus_client.parser import text_string_to_metric_families
+    from bench.common import worker_node_runs
 
-    port = os.environ["FLOWPLATFORM_WORKER_METRICS_PORT"]
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    node_runs = sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "flowplatform_node_runs_total"
-    )
+    node_runs = worker_node_runs()
     time.sleep(6)  # the batch span processor exports every 5 s
     return f"observed: {sink.stats()['requests']} span batches exported, {node_runs:.0f} node runs counted"
 
