@@ -49,7 +49,8 @@ def chain(
         ctes = ", ".join(f"{name} AS ({sql})" for name, sql in steps)
         with connection.cursor() as cursor:
             cursor.execute(f"WITH {ctes} {final}", params)
-            return cursor.fetchall() if cursor.description else []
+            # (whether it returned rows: ``description`` would first describe every column)
+            return cursor.fetchall() if cursor.rownumber is not None else []
     with transaction.atomic(), connection.cursor() as cursor:
         returned: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
         for name, sql in steps:
