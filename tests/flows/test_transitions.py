@@ -90,6 +90,30 @@ def test_the_last_node_closes_the_run_when_every_node_succeeded(
     assert finished.status == "succeeded" and finished.finished_at is not None
 
 
+def test_the_taken_node_run_and_its_run_are_what_the_orm_reads_of_them(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(params={"day": "2026-01-02"}, payload=[1, "a"])
+    claim = transitions.take(str(run.id), "paid")
+    taken = claim.node_run
+    assert taken is not None and not taken._state.adding and taken._state.db == "default"
+    read = NodeRun.objects.get(pk=taken.pk)
+    fields = transitions._NODE_FIELDS
+    assert taken.get_deferred_fields() == {f.attname for f in NodeRun._meta.concrete_fields} - {
+        NodeRun._meta.get_field(name).attname for name in fields
+    }
+    for name in fields:
+        attname = NodeRun._meta.get_field(name).attname
+        assert getattr(taken, attname) == getattr(read, attname), name
+    assert taken.fence == 1 and taken.status == "running" and taken.started_at is not None
+    its_run = taken.run
+    assert not its_run._state.adding and its_run.pk == run.pk
+    assert (its_run.params, its_run.payload) == ({"day": "2026-01-02"}, [1, "a"])
+    assert its_run.created_at == FlowRun.objects.get(id=run.id).created_at
+    assert "finished_at" in its_run.get_deferred_fields()
+
+
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_take_and_finish_are_one_statement_each_on_postgresql(
     minimal_flow: dict[str, Any],
