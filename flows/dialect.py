@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Func, QuerySet, TextField, Value
 
@@ -47,7 +48,7 @@ def chain(
     """
     if connection.vendor == "postgresql":
         ctes = ", ".join(f"{name} AS ({sql})" for name, sql in steps)
-        with connection.cursor() as cursor:
+        with _bound_cursor() as cursor:
             cursor.execute(f"WITH {ctes} {final}", params)
             # (whether it returned rows: ``description`` would first describe every column)
             return cursor.fetchall() if cursor.rownumber is not None else []
@@ -61,6 +62,31 @@ def chain(
         prefix, values = _as_ctes(returned)
         cursor.execute(prefix + final, {**params, **values})
         return cursor.fetchall() if cursor.description else []
+
+
+class _UnpreparedCursor(psycopg.Cursor[Any]):
+    """A psycopg cursor that binds parameters on the server, each statement unnamed and never
+    prepared (``prepare=False`` whatever the connection's ``prepare_threshold``): nothing of
+    it outlives the statement, so it passes a transaction-mode pooler."""
+
+    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+        options["prepare"] = False
+        return super().execute(query, params, **options)
+
+
+def _bound_cursor() -> Any:
+    """PostgreSQL: a cursor of Django's connection (its errors, its logged queries) whose
+    parameters are bound on the server. Django's cursors bind them in the client, quoting
+    each occurrence of a parameter into the statement's text: for the engine's few long
+    statements, run on every node run, that is most of their client CPU."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = _UnpreparedCursor(connection.connection)
+        connection.validate_thread_sharing()
+        if connection.queries_logged:
+            return connection.make_debug_cursor(raw)
+        return connection.make_cursor(raw)
 
 
 def _as_ctes(
