@@ -5,7 +5,8 @@ RETURNING``, CTEs, ``CAST``); what differs is said here:
 
 - :func:`chain` runs a few statements as one state change, each able to read the rows the
   earlier ones returned by name. PostgreSQL runs them as one statement of data-modifying CTEs
-  (one round trip, one commit); SQLite, which has no data-modifying CTEs, runs them one by one
+  (one round trip, one commit; its parameters bound on the server, the statement unnamed and
+  never prepared, so that a transaction-mode pooler passes it); SQLite, which has no data-modifying CTEs, runs them one by one
   in a transaction, each earlier result given to the next as a ``VALUES`` CTE of that name.
 - :func:`render` fills the few words that differ: ``{json_object_agg}`` and ``{skip_locked}``.
 - :func:`serialize` makes transactions of one kind run one at a time.

@@ -133,6 +133,31 @@ def test_take_and_finish_are_one_statement_each_on_postgresql(
     assert FlowRun.objects.get(id=run.id).status == "succeeded"
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_take_and_finish_leave_no_prepared_statement_in_the_session(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # (what a transaction-mode pooler needs: nothing named outlives the statement)
+    run = queued_run(minimal_flow)
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 0  # psycopg would prepare every statement it may
+    try:
+        for key in ("orders", "paid", "shape", "push"):
+            claim = transitions.take(str(run.id), key)
+            assert claim.node_run is not None
+            assert transitions.finish_node(
+                claim.node_run, "succeeded", close=key == "push", rows_in=1, rows_out=1
+            )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone() == (0,)
+    finally:
+        raw.prepare_threshold = threshold
+    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
 def test_a_lease_run_out_is_taken_over_and_the_first_owner_can_change_nothing(
     minimal_flow: dict[str, Any],
 ) -> None:
