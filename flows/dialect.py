@@ -5,7 +5,8 @@ RETURNING``, CTEs, ``CAST``); what differs is said here:
 
 - :func:`chain` runs a few statements as one state change, each able to read the rows the
   earlier ones returned by name. PostgreSQL runs them as one statement of data-modifying CTEs
-  (one round trip, one commit); SQLite, which has no data-modifying CTEs, runs them one by one
+  (one round trip, one commit; its parameters bound on the server, the statement unnamed and
+  never prepared, so that a transaction-mode pooler passes it); SQLite, which has no data-modifying CTEs, runs them one by one
   in a transaction, each earlier result given to the next as a ``VALUES`` CTE of that name.
 - :func:`render` fills the few words that differ: ``{json_object_agg}`` and ``{skip_locked}``.
 - :func:`serialize` makes transactions of one kind run one at a time.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Func, QuerySet, TextField, Value
 
@@ -47,9 +49,10 @@ def chain(
     """
     if connection.vendor == "postgresql":
         ctes = ", ".join(f"{name} AS ({sql})" for name, sql in steps)
-        with connection.cursor() as cursor:
+        with _bound_cursor() as cursor:
             cursor.execute(f"WITH {ctes} {final}", params)
-            return cursor.fetchall() if cursor.description else []
+            # (whether it returned rows: ``description`` would first describe every column)
+            return cursor.fetchall() if cursor.rownumber is not None else []
     with transaction.atomic(), connection.cursor() as cursor:
         returned: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
         for name, sql in steps:
@@ -60,6 +63,31 @@ def chain(
         prefix, values = _as_ctes(returned)
         cursor.execute(prefix + final, {**params, **values})
         return cursor.fetchall() if cursor.description else []
+
+
+class _UnpreparedCursor(psycopg.Cursor[Any]):
+    """A psycopg cursor that binds parameters on the server, each statement unnamed and never
+    prepared (``prepare=False`` whatever the connection's ``prepare_threshold``): nothing of
+    it outlives the statement, so it passes a transaction-mode pooler."""
+
+    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+        options["prepare"] = False
+        return super().execute(query, params, **options)
+
+
+def _bound_cursor() -> Any:
+    """PostgreSQL: a cursor of Django's connection (its errors, its logged queries) whose
+    parameters are bound on the server. Django's cursors bind them in the client, quoting
+    each occurrence of a parameter into the statement's text: for the engine's few long
+    statements, run on every node run, that is most of their client CPU."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = _UnpreparedCursor(connection.connection)
+        connection.validate_thread_sharing()
+        if connection.queries_logged:
+            return connection.make_debug_cursor(raw)
+        return connection.make_cursor(raw)
 
 
 def _as_ctes(

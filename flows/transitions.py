@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import DEFERRED, Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -776,8 +776,9 @@ def _db_time(value: datetime) -> Any:
 
 def _from_row(model: type[Any], names: tuple[str, ...], values: Sequence[Any]) -> Any:
     """A model instance from raw column values of the fields ``names`` (the other fields
-    deferred), converted as the ORM converts them."""
-    order, columns = _conversions(model, names, connection.alias, connection.vendor)
+    deferred), converted as the ORM converts them, made as ``Model.from_db`` makes it."""
+    alias = connection.alias
+    slots, columns = _conversions(model, names, alias, connection.vendor)
     converted = list(values)
     for position, column, converters in columns:
         value = converted[position]
@@ -785,26 +786,25 @@ def _from_row(model: type[Any], names: tuple[str, ...], values: Sequence[Any]) -
             for converter in converters:
                 value = converter(value, column, connection)
             converted[position] = value
-    return model.from_db(
-        connection.alias, [attname for attname, _ in order], [converted[i] for _, i in order]
-    )
+    # Every concrete field in the model's order: its value, or DEFERRED (``from_db`` finds
+    # which is which by searching the names for each field, on every row).
+    new = model(*[DEFERRED if i is None else converted[i] for i in slots])
+    new._state.adding = False
+    new._state.db = alias
+    return new
 
 
 @functools.cache
 def _conversions(model: type[Any], names: tuple[str, ...], _alias: str, _vendor: str) -> Any:
-    """For ``_from_row``: the fields in the model's order (attname, position in ``names``), and
-    the converters of each field that has some."""
+    """For ``_from_row``: for each concrete field in the model's order, its position in
+    ``names`` (None: deferred); and the converters of each field that has some."""
     fields = [model._meta.get_field(name) for name in names]
     position = {field.attname: i for i, field in enumerate(fields)}
-    order = [
-        (f.attname, position[f.attname])
-        for f in model._meta.concrete_fields
-        if f.attname in position
-    ]
+    slots = tuple(position.get(f.attname) for f in model._meta.concrete_fields)
     columns = []
     for i, field in enumerate(fields):
         column = field.get_col(model._meta.db_table)
         converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         if converters:
             columns.append((i, column, converters))
-    return order, columns
+    return slots, tuple(columns)

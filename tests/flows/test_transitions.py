@@ -93,6 +93,30 @@ def test_the_last_node_closes_the_run_when_every_node_succeeded(
     assert finished.status == "succeeded" and finished.finished_at is not None
 
 
+def test_the_taken_node_run_and_its_run_are_what_the_orm_reads_of_them(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(params={"day": "2026-01-02"}, payload=[1, "a"])
+    claim = transitions.take(str(run.id), "paid")
+    taken = claim.node_run
+    assert taken is not None and not taken._state.adding and taken._state.db == "default"
+    read = NodeRun.objects.get(pk=taken.pk)
+    fields = transitions._NODE_FIELDS
+    assert taken.get_deferred_fields() == {f.attname for f in NodeRun._meta.concrete_fields} - {
+        NodeRun._meta.get_field(name).attname for name in fields
+    }
+    for name in fields:
+        attname = NodeRun._meta.get_field(name).attname
+        assert getattr(taken, attname) == getattr(read, attname), name
+    assert taken.fence == 1 and taken.status == "running" and taken.started_at is not None
+    its_run = taken.run
+    assert not its_run._state.adding and its_run.pk == run.pk
+    assert (its_run.params, its_run.payload) == ({"day": "2026-01-02"}, [1, "a"])
+    assert its_run.created_at == FlowRun.objects.get(id=run.id).created_at
+    assert "finished_at" in its_run.get_deferred_fields()
+
+
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_take_and_finish_are_one_statement_each_on_postgresql(
     minimal_flow: dict[str, Any],
@@ -109,6 +133,31 @@ def test_take_and_finish_are_one_statement_each_on_postgresql(
     assert len(take) == 1
     # the node's success and the run's close in one statement (then the run's end is announced)
     assert finish[0]["sql"].count("UPDATE") == 2
+    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_take_and_finish_leave_no_prepared_statement_in_the_session(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # (what a transaction-mode pooler needs: nothing named outlives the statement)
+    run = queued_run(minimal_flow)
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 0  # psycopg would prepare every statement it may
+    try:
+        for key in ("orders", "paid", "shape", "push"):
+            claim = transitions.take(str(run.id), key)
+            assert claim.node_run is not None
+            assert transitions.finish_node(
+                claim.node_run, "succeeded", close=key == "push", rows_in=1, rows_out=1
+            )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone() == (0,)
+    finally:
+        raw.prepare_threshold = threshold
     assert FlowRun.objects.get(id=run.id).status == "succeeded"
 
 
