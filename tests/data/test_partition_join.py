@@ -144,6 +144,7 @@ def test_an_idle_process_drops_a_runs_values_once_the_run_has_ended(
 ) -> None:
     """A worker process that built a right table for a run, then gets no task, drops it when
     the run ends (its heartbeat thread asks, idle, every beat); another run's values stay."""
+    forget_ended_runs()  # (what earlier tests left in this process's caches)
     values: RunCache[Table] = RunCache("test values", size=3)
     ending, going_on = queued_run(minimal_flow), queued_run(minimal_flow)
     FlowRun.objects.filter(id__in=[ending.id, going_on.id]).update(status="running")
@@ -172,6 +173,7 @@ def test_the_idle_check_never_waits_behind_a_build_and_drops_deleted_runs(
     """The heartbeat thread's idle check skips a cache busy building a value (it renews leases:
     waiting seconds behind a build would let them expire), and drops the values of a run that
     no longer exists."""
+    forget_ended_runs()  # (what earlier tests left in this process's caches)
     values: RunCache[Table] = RunCache("test values", size=2)
     gone = queued_run(minimal_flow)
     values.get(str(gone.id), "right", Table)
