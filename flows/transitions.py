@@ -456,10 +456,11 @@ def add_rows(deltas: Mapping[NodeRun, tuple[int, int]]) -> int:
 
 def hand_over(node_run: NodeRun, owner: str, lease_s: float) -> bool:
     """Give the node's lease, fence unchanged, to ``owner`` for ``lease_s`` seconds (a source
-    handing its stretch to the tasks of its fan-out)."""
-    return bool(
-        _mine(node_run).update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s))
-    )
+    handing its stretch to the tasks of its fan-out). False when the node is no longer running
+    under its fence, or its run is no longer active (a run cancelled while its source planned
+    its partitions: nothing is handed over, and the source is the caller's to end)."""
+    mine = _mine(node_run).filter(run__status__in=ACTIVE_RUN_STATUSES)
+    return bool(mine.update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s)))
 
 
 def mark_partitioned(node_runs: Iterable[NodeRun]) -> int:

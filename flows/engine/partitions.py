@@ -302,7 +302,12 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     # From here the fan-out owns the source and the stretch: a later delivery of their
     # run_node (a duplicate, a re-dispatch) must not start a second one (tasks._inside_fan_out).
     transitions.mark_partitioned([node_run, *stretch])
-    transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
+    if not transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s()):
+        # The run ended while the source planned (its end found no node run the fan-out
+        # holds yet): the source and the stretch it claimed end here, fenced, and nothing runs.
+        for taken in (node_run, *stretch):
+            transitions.finish_node(taken, NodeStatus.CANCELLED, error="run ended")
+        raise Ignore()
     keys = [taken.node_key for taken in stretch]
     return chord(
         [produce_partitions.si(run_id, node_run.node_key, keys, rows, combiners)],
@@ -459,7 +464,11 @@ def produce_partitions(
     decided. A failure before any partition has started is retried per the source's policy.
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
-    _check_active(node_run.run, [node_run])
+    if not _active(node_run.run, [node_run]):
+        # (A backstop: the run ended without ending its source, which the fan-out holds under
+        # the same fence. Fenced: nothing changes when it has ended already.)
+        transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
+        raise PartitionStopped(f"run {run_id} is {node_run.run.status}")
     starter = _Starter(self, run_id, source, stretch, combiners or [])
     sliced = False
     redactor = Redactor()

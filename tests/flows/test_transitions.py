@@ -513,3 +513,24 @@ def test_a_cancel_waiting_behind_a_partitions_retry_does_not_deadlock_with_it(
     assert FlowRun.objects.get(id=run.id).status == "cancelled"
     assert not NodeRun.objects.filter(run=run, status="running").exists()
     assert partition_of(run).status == "cancelled"
+
+
+def test_a_run_cancelled_while_its_source_plans_hands_nothing_over_and_ends_the_source(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """A cancel coming while a source plans its partitions finds no node run the fan-out
+    holds: the hand-over then fails (nothing runs), and the source ends, fenced, rather than
+    staying running for good; so does a partition producer coming after the run ended."""
+    from flows.engine.partitions import produce_partitions
+
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    source = transitions.take(str(run.id), "orders").node_run
+    assert source is not None
+    assert cancel_run(FlowRun.objects.get(id=run.id))
+    assert node(run, "orders").status == "running"  # (still its own delivery's)
+    assert not transitions.hand_over(source, lease.FAN_OUT, 60)
+    assert node(run, "orders").lease_owner != lease.FAN_OUT
+    produce_partitions.apply(args=[str(run.id), "orders", []])
+    ended = node(run, "orders")
+    assert (ended.status, ended.error, ended.lease_owner) == ("cancelled", "run ended", "")
