@@ -583,17 +583,28 @@ def _claim_partition(run_id: str, source: str, index: int, owner: str | None, cl
 
 def mark_resent(partition: PartitionRun, now: datetime) -> bool:
     """Record that a lost partition's task is sent again (``partitions.resend_lost``): its
-    heartbeat is set to ``now``, later than its lease's end (it stays running under its old
-    fence, for the next delivery to take over). False when it has changed since it was read
-    (another reaper sent it, it was taken over or has ended)."""
+    ``resends`` counted, ``resent_at`` set to ``now`` (its heartbeat left as it was: a resend
+    is no sign of life, ``reaper.partitions_live``); it stays running under its old fence, for
+    the next delivery to take over. False when it has changed since it was read (another
+    reaper sent it, it was taken over or has ended)."""
     return bool(
         PartitionRun.objects.filter(
             pk=partition.pk,
             fence=partition.fence,
             status=NodeStatus.RUNNING,
-            heartbeat_at=partition.heartbeat_at,
+            resent_at=partition.resent_at,
             lease_expires_at__lt=now,
-        ).update(heartbeat_at=now)
+        ).update(resent_at=now, resends=F("resends") + 1)
+    )
+
+
+def unmark_resent(partition: PartitionRun, now: datetime) -> bool:
+    """Undo :func:`mark_resent` (``resent_at`` back to what it was) when the task could not be
+    sent: the next reaper's pass sends it, rather than one a staleness later."""
+    return bool(
+        PartitionRun.objects.filter(
+            pk=partition.pk, fence=partition.fence, status=NodeStatus.RUNNING, resent_at=now
+        ).update(resent_at=partition.resent_at, resends=F("resends") - 1)
     )
 
 

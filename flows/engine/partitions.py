@@ -321,23 +321,34 @@ def resend_lost(now: datetime, stale: datetime) -> int:
     A partition is lost when it runs under a lease that has run out, in an active run: its
     worker died (or has lost the database for longer than a lease), and Redis would hand its
     task to another worker only after the visibility timeout. Its task is sent again once per
-    loss (``transitions.mark_resent``), and once more every ``stale`` while no delivery takes
-    it. The task keeps its id, chord and arguments: the delivery takes the partition over
+    loss (``transitions.mark_resent``: counted in ``resends``, no sign of life), and once more
+    every ``stale`` while no delivery takes it; a send that fails is undone (the next pass sends
+    it). One lost again after ``FLOWPLATFORM_MAX_WORKERS_LOST`` resends fails, with its run.
+    The task keeps its id, chord and arguments: the delivery takes the partition over
     (``transitions.take_partition``, fenced) and resumes it from its checkpoint, and the chord
     counts the partition once, whichever delivery of that id finishes it (the original one,
     back after the visibility timeout, finds it done or taken). The fan-out's node runs stay
     held meanwhile. Partitions of embedded mode (no task) are not sent."""
     lost = PartitionRun.objects.filter(
-        Q(heartbeat_at__isnull=True)
-        | Q(heartbeat_at__lte=F("lease_expires_at"))
-        | Q(heartbeat_at__lt=stale),
+        # Not sent for this loss (only before it was last taken), or a staleness ago, untaken.
+        Q(resent_at__isnull=True)
+        | Q(resent_at__lt=F("started_at"))
+        | Q(resent_at__lt=stale),
         status=NodeStatus.RUNNING,
         lease_expires_at__lt=now,
         run__status__in=ACTIVE_RUN_STATUSES,
         task__isnull=False,
-    ).only("id", "run_id", "source", "index", "fence", "heartbeat_at", "task")
+    ).only(
+        "id", "run_id", "source", "index", "fence", "started_at", "resent_at", "resends", "nodes",
+        "task",
+    )  # fmt: skip
     sent = 0
     for partition in lost:
+        if partition.resends >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
+            # Sent again that many times and its workers lost (or the task never taken): it
+            # fails as a partition whose worker is lost every time does.
+            _fail_lost(partition)
+            continue
         if not transitions.mark_resent(partition, now):
             continue
         logger.warning("run %s %s partition %s: its worker is lost; sending it again",
@@ -345,11 +356,28 @@ def resend_lost(now: datetime, stale: datetime) -> int:
         try:
             signature(partition.task, app=current_app).apply_async()
         except (BrokerError, CeleryError, OSError, RedisError, RuntimeError) as exc:
-            # (sent again after the staleness; RuntimeError: the result backend gave up)
+            # (RuntimeError: the result backend gave up.) Not sent: the next pass sends it.
+            transitions.unmark_resent(partition, now)
             logger.warning("lost partitions not sent again: broker unavailable (%s)", exc)
             break
         sent += 1
     return sent
+
+
+def _fail_lost(partition: PartitionRun) -> None:
+    """Fail a lost partition sent again ``FLOWPLATFORM_MAX_WORKERS_LOST`` times, with its
+    first node and the run (``transitions.fail_fan_out``)."""
+    fan = NodeRun.objects.filter(
+        run_id=partition.run_id, node_key__in=partition.nodes, status=NodeStatus.RUNNING
+    )
+    first = next((nr for nr in fan if nr.node_key == partition.nodes[0]), None)
+    if first is None:
+        return  # (its fan-out has ended: the run's end cancels the partition)
+    text = f"worker lost: its task sent again {partition.resends} times"
+    downstream = Graph.from_definition(load_run(first).version.definition).descendants(
+        first.node_key
+    )
+    transitions.fail_fan_out(first, text, "", list(fan), downstream, partition)
 
 
 def _claim(run_id: str, node_key: str) -> NodeRun | None:
