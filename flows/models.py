@@ -498,6 +498,10 @@ class PartitionRun(models.Model):
     attempts = models.PositiveIntegerField("attempts", default=0, help_text="Executions started.")
     deliveries = models.PositiveIntegerField("deliveries", default=0)
     workers_lost = models.PositiveIntegerField("workers lost", default=0)
+    resends = models.PositiveIntegerField(
+        "resends", default=0, help_text="Times its task was sent again, its worker lost."
+    )
+    resent_at = models.DateTimeField("resent", null=True, blank=True)
     rows = models.JSONField(
         "rows",
         default=dict,

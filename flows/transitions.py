@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import DEFERRED, Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -456,10 +456,11 @@ def add_rows(deltas: Mapping[NodeRun, tuple[int, int]]) -> int:
 
 def hand_over(node_run: NodeRun, owner: str, lease_s: float) -> bool:
     """Give the node's lease, fence unchanged, to ``owner`` for ``lease_s`` seconds (a source
-    handing its stretch to the tasks of its fan-out)."""
-    return bool(
-        _mine(node_run).update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s))
-    )
+    handing its stretch to the tasks of its fan-out). False when the node is no longer running
+    under its fence, or its run is no longer active (a run cancelled while its source planned
+    its partitions: nothing is handed over, and the source is the caller's to end)."""
+    mine = _mine(node_run).filter(run__status__in=ACTIVE_RUN_STATUSES)
+    return bool(mine.update(lease_owner=owner, lease_expires_at=lease.expiry(None, lease_s)))
 
 
 def mark_partitioned(node_runs: Iterable[NodeRun]) -> int:
@@ -582,17 +583,28 @@ def _claim_partition(run_id: str, source: str, index: int, owner: str | None, cl
 
 def mark_resent(partition: PartitionRun, now: datetime) -> bool:
     """Record that a lost partition's task is sent again (``partitions.resend_lost``): its
-    heartbeat is set to ``now``, later than its lease's end (it stays running under its old
-    fence, for the next delivery to take over). False when it has changed since it was read
-    (another reaper sent it, it was taken over or has ended)."""
+    ``resends`` counted, ``resent_at`` set to ``now`` (its heartbeat left as it was: a resend
+    is no sign of life, ``reaper.partitions_live``); it stays running under its old fence, for
+    the next delivery to take over. False when it has changed since it was read (another
+    reaper sent it, it was taken over or has ended)."""
     return bool(
         PartitionRun.objects.filter(
             pk=partition.pk,
             fence=partition.fence,
             status=NodeStatus.RUNNING,
-            heartbeat_at=partition.heartbeat_at,
+            resent_at=partition.resent_at,
             lease_expires_at__lt=now,
-        ).update(heartbeat_at=now)
+        ).update(resent_at=now, resends=F("resends") + 1)
+    )
+
+
+def unmark_resent(partition: PartitionRun, now: datetime) -> bool:
+    """Undo :func:`mark_resent` (``resent_at`` back to what it was) when the task could not be
+    sent: the next reaper's pass sends it, rather than one a staleness later."""
+    return bool(
+        PartitionRun.objects.filter(
+            pk=partition.pk, fence=partition.fence, status=NodeStatus.RUNNING, resent_at=now
+        ).update(resent_at=partition.resent_at, resends=F("resends") - 1)
     )
 
 
@@ -626,6 +638,9 @@ def fail_fan_out(
     run_id = str(node_run.run_id)
     skip = set(skip)
     with transaction.atomic():
+        # The run's row first, as a run's end (_end_run) takes it: never a partition or a
+        # node run held while waiting for it.
+        list(FlowRun.objects.select_for_update().filter(id=run_id).values_list("id", flat=True))
         if partition is not None:
             mine = _finish_orm(
                 partition,
@@ -673,11 +688,26 @@ def finish_run(run_id: str, status: str, error: str = "") -> bool:
     """Move an active run to a final status (its pending nodes skipped; its unfinished
     partitions and the node runs its fan-outs hold cancelled); False when it had already
     finished. The run's end is announced once."""
-    with transaction.atomic():
-        changed = _end_run(run_id, status, error)
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            with transaction.atomic():
+                changed = _end_run(run_id, status, error)
+            break
+        except OperationalError as exc:
+            # PostgreSQL broke a deadlock (SQLSTATE 40P01) by failing this transaction (e.g.
+            # against a heartbeat updating the fan-out's node runs in another order): nothing
+            # of it was kept, so it is tried again; inside a caller's transaction it cannot be.
+            deadlock = getattr(exc.__cause__, "sqlstate", None) == "40P01"
+            if not deadlock or attempt == DEADLOCK_RETRIES or connection.in_atomic_block:
+                raise
+            logger.warning("run %s: its end hit a deadlock; trying again", run_id)
     if changed:
         announce_finished(run_id, status)
     return changed
+
+
+#: How often a run's end is tried again after PostgreSQL broke a deadlock by failing it.
+DEADLOCK_RETRIES = 3
 
 
 def _end_run(run_id: str, status: str, error: str) -> bool:
@@ -690,14 +720,14 @@ def _end_run(run_id: str, status: str, error: str) -> bool:
         NodeRun.objects.filter(run_id=run_id, status=NodeStatus.PENDING).update(
             status=NodeStatus.SKIPPED, finished_at=now
         )
-        # The node runs its fan-outs hold end with it, as its partitions not yet finished do
+        # Its partitions not yet finished end with it, then the node runs its fan-outs hold
         # (a delivery still executing one finds it no longer running under its fence, and
-        # changes nothing more; the join finds the run ended).
-        held = NodeRun.objects.filter(
-            run_id=run_id, status=NodeStatus.RUNNING, lease_owner=lease.FAN_OUT
-        )
-        for node_run in held.only("pk", "fence", "started_at").order_by("pk"):
-            _finish_orm(node_run, NodeStatus.CANCELLED, error="run ended")
+        # changes nothing more; the join finds the run ended). Lock order: the run's row, its
+        # partitions, then its running node runs in id order; a partition's retry (partition,
+        # then its fan-out's node runs) takes them in the same order, and a partition's failure
+        # (fail_fan_out) locks the run's row first. Node runs before partitions here deadlocked
+        # with a retry; a deadlock left with a single-statement heartbeat is retried by
+        # finish_run.
         PartitionRun.objects.filter(
             run_id=run_id, status__in=(NodeStatus.PENDING, NodeStatus.RUNNING)
         ).update(
@@ -707,6 +737,11 @@ def _end_run(run_id: str, status: str, error: str) -> bool:
             lease_owner="",
             lease_expires_at=None,
         )
+        held = NodeRun.objects.filter(
+            run_id=run_id, status=NodeStatus.RUNNING, lease_owner=lease.FAN_OUT
+        )
+        for node_run in held.only("pk", "fence", "started_at").order_by("pk"):
+            _finish_orm(node_run, NodeStatus.CANCELLED, error="run ended")
     return bool(changed)
 
 

@@ -99,14 +99,14 @@ class _Beater:
             with self.lock:
                 leases = dict(self.fences)
                 tasks = dict(self.tasks)
-            if not leases:
-                if time.monotonic() - last_idle_check >= interval:
-                    last_idle_check = time.monotonic()
-                    forget_ended_runs()
-                with contextlib.suppress(DatabaseError):
-                    connection.close()  # idle: hold no database connection (none: no-op)
-                continue
             try:
+                if not leases:
+                    if time.monotonic() - last_idle_check >= interval:
+                        last_idle_check = time.monotonic()
+                        forget_ended_runs()
+                    with contextlib.suppress(DatabaseError):
+                        connection.close()  # idle: hold no database connection (none: no-op)
+                    continue
                 if time.monotonic() - last_beat >= interval:
                     last_beat = time.monotonic()
                     for model in (NodeRun, PartitionRun):
@@ -151,21 +151,28 @@ class _Beater:
 
 
 def forget_ended_runs() -> int:
-    """Drop what this process keeps for runs that have ended (``nodes.sdk.run_cache``: a join's
-    right table), asked by the idle heartbeat thread every beat: one query while the process
-    keeps values, none otherwise. Returns how many values were dropped."""
+    """Drop what this process keeps for runs that are no longer active (``nodes.sdk.run_cache``:
+    a join's right table), ended or deleted, asked by the idle heartbeat thread every beat: one
+    query while the process keeps values, none (and no connection) otherwise. Never waits on a
+    cache busy building a value (the build may take seconds, and this thread renews leases):
+    such a cache is skipped and looked at again next beat. Returns how many values were
+    dropped; a database error propagates (the thread logs it and goes on)."""
     held: dict[uuid.UUID, str] = {}
-    for run_id in run_cache.held_runs():
+    for run_id in run_cache.held_runs(blocking=False):
         with contextlib.suppress(ValueError):  # (only a run's id names a run)
             held[uuid.UUID(run_id)] = run_id
     if not held:
         return 0
-    try:
-        ended = FlowRun.objects.filter(id__in=held).exclude(status__in=ACTIVE_RUN_STATUSES)
-        return sum(run_cache.forget_run(held[pk]) for pk in ended.values_list("id", flat=True))
-    except DatabaseError as exc:
-        logger.warning("the ended runs' values not dropped (%s); retrying next beat", exc)
-        return 0
+    active = set(
+        FlowRun.objects.filter(id__in=held, status__in=ACTIVE_RUN_STATUSES).values_list(
+            "id", flat=True
+        )
+    )
+    return sum(
+        run_cache.forget_run(run_id, blocking=False)
+        for pk, run_id in held.items()
+        if pk not in active
+    )
 
 
 def _terminate(task_id: str) -> None:

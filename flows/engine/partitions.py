@@ -302,7 +302,12 @@ def fan_out(task: Task, node_run: NodeRun) -> Signature | None:
     # From here the fan-out owns the source and the stretch: a later delivery of their
     # run_node (a duplicate, a re-dispatch) must not start a second one (tasks._inside_fan_out).
     transitions.mark_partitioned([node_run, *stretch])
-    transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s())
+    if not transitions.hand_over(node_run, FAN_OUT, _fan_out_lease_s()):
+        # The run ended while the source planned (its end found no node run the fan-out
+        # holds yet): the source and the stretch it claimed end here, fenced, and nothing runs.
+        for taken in (node_run, *stretch):
+            transitions.finish_node(taken, NodeStatus.CANCELLED, error="run ended")
+        raise Ignore()
     keys = [taken.node_key for taken in stretch]
     return chord(
         [produce_partitions.si(run_id, node_run.node_key, keys, rows, combiners)],
@@ -316,23 +321,34 @@ def resend_lost(now: datetime, stale: datetime) -> int:
     A partition is lost when it runs under a lease that has run out, in an active run: its
     worker died (or has lost the database for longer than a lease), and Redis would hand its
     task to another worker only after the visibility timeout. Its task is sent again once per
-    loss (``transitions.mark_resent``), and once more every ``stale`` while no delivery takes
-    it. The task keeps its id, chord and arguments: the delivery takes the partition over
+    loss (``transitions.mark_resent``: counted in ``resends``, no sign of life), and once more
+    every ``stale`` while no delivery takes it; a send that fails is undone (the next pass sends
+    it). One lost again after ``FLOWPLATFORM_MAX_WORKERS_LOST`` resends fails, with its run.
+    The task keeps its id, chord and arguments: the delivery takes the partition over
     (``transitions.take_partition``, fenced) and resumes it from its checkpoint, and the chord
     counts the partition once, whichever delivery of that id finishes it (the original one,
     back after the visibility timeout, finds it done or taken). The fan-out's node runs stay
     held meanwhile. Partitions of embedded mode (no task) are not sent."""
     lost = PartitionRun.objects.filter(
-        Q(heartbeat_at__isnull=True)
-        | Q(heartbeat_at__lte=F("lease_expires_at"))
-        | Q(heartbeat_at__lt=stale),
+        # Not sent for this loss (only before it was last taken), or a staleness ago, untaken.
+        Q(resent_at__isnull=True)
+        | Q(resent_at__lt=F("started_at"))
+        | Q(resent_at__lt=stale),
         status=NodeStatus.RUNNING,
         lease_expires_at__lt=now,
         run__status__in=ACTIVE_RUN_STATUSES,
         task__isnull=False,
-    ).only("id", "run_id", "source", "index", "fence", "heartbeat_at", "task")
+    ).only(
+        "id", "run_id", "source", "index", "fence", "started_at", "resent_at", "resends", "nodes",
+        "task",
+    )  # fmt: skip
     sent = 0
     for partition in lost:
+        if partition.resends >= settings.FLOWPLATFORM_MAX_WORKERS_LOST:
+            # Sent again that many times and its workers lost (or the task never taken): it
+            # fails as a partition whose worker is lost every time does.
+            _fail_lost(partition)
+            continue
         if not transitions.mark_resent(partition, now):
             continue
         logger.warning("run %s %s partition %s: its worker is lost; sending it again",
@@ -340,11 +356,28 @@ def resend_lost(now: datetime, stale: datetime) -> int:
         try:
             signature(partition.task, app=current_app).apply_async()
         except (BrokerError, CeleryError, OSError, RedisError, RuntimeError) as exc:
-            # (sent again after the staleness; RuntimeError: the result backend gave up)
+            # (RuntimeError: the result backend gave up.) Not sent: the next pass sends it.
+            transitions.unmark_resent(partition, now)
             logger.warning("lost partitions not sent again: broker unavailable (%s)", exc)
             break
         sent += 1
     return sent
+
+
+def _fail_lost(partition: PartitionRun) -> None:
+    """Fail a lost partition sent again ``FLOWPLATFORM_MAX_WORKERS_LOST`` times, with its
+    first node and the run (``transitions.fail_fan_out``)."""
+    fan = NodeRun.objects.filter(
+        run_id=partition.run_id, node_key__in=partition.nodes, status=NodeStatus.RUNNING
+    )
+    first = next((nr for nr in fan if nr.node_key == partition.nodes[0]), None)
+    if first is None:
+        return  # (its fan-out has ended: the run's end cancels the partition)
+    text = f"worker lost: its task sent again {partition.resends} times"
+    downstream = Graph.from_definition(load_run(first).version.definition).descendants(
+        first.node_key
+    )
+    transitions.fail_fan_out(first, text, "", list(fan), downstream, partition)
 
 
 def _claim(run_id: str, node_key: str) -> NodeRun | None:
@@ -459,7 +492,11 @@ def produce_partitions(
     decided. A failure before any partition has started is retried per the source's policy.
     """
     node_run = NodeRun.objects.select_related("run__version").get(run_id=run_id, node_key=source)
-    _check_active(node_run.run, [node_run])
+    if not _active(node_run.run, [node_run]):
+        # (A backstop: the run ended without ending its source, which the fan-out holds under
+        # the same fence. Fenced: nothing changes when it has ended already.)
+        transitions.finish_node(node_run, NodeStatus.CANCELLED, error="run ended")
+        raise PartitionStopped(f"run {run_id} is {node_run.run.status}")
     starter = _Starter(self, run_id, source, stretch, combiners or [])
     sliced = False
     redactor = Redactor()

@@ -58,18 +58,28 @@ class RunCache(Generic[V]):
             self._held[entry] = value
             return value
 
-    def forget_run(self, run_id: str) -> int:
-        """Drop the values of ``run_id``; returns how many were held."""
-        with self._lock:
+    def forget_run(self, run_id: str, *, blocking: bool = True) -> int:
+        """Drop the values of ``run_id``; returns how many were held. With ``blocking=False``
+        a cache busy building a value (its lock held) drops nothing and returns 0 at once."""
+        if not self._lock.acquire(blocking=blocking):
+            return 0
+        try:
             gone = [entry for entry in self._held if entry[0] == run_id]
             for entry in gone:
                 del self._held[entry]
             return len(gone)
+        finally:
+            self._lock.release()
 
-    def runs(self) -> set[str]:
-        """The runs this cache holds values for."""
-        with self._lock:
+    def runs(self, *, blocking: bool = True) -> set[str]:
+        """The runs this cache holds values for. With ``blocking=False`` a cache busy building
+        a value (its lock held) answers none at once."""
+        if not self._lock.acquire(blocking=blocking):
+            return set()
+        try:
             return {run_id for run_id, _key in self._held}
+        finally:
+            self._lock.release()
 
     def clear(self) -> None:
         with self._lock:
@@ -79,16 +89,19 @@ class RunCache(Generic[V]):
         return len(self._held)
 
 
-def forget_run(run_id: str) -> int:
+def forget_run(run_id: str, *, blocking: bool = True) -> int:
     """Drop every value this process holds for ``run_id``, in every cache: what the engine calls
-    in a worker process when the run has ended. Returns how many values were dropped."""
-    return sum(cache.forget_run(run_id) for cache in list(_CACHES))
+    in a worker process when the run has ended. Returns how many values were dropped. With
+    ``blocking=False`` (the heartbeat thread, which must never wait behind a build) a cache
+    busy building is skipped: its values are dropped by a later call."""
+    return sum(cache.forget_run(run_id, blocking=blocking) for cache in list(_CACHES))
 
 
-def held_runs() -> set[str]:
+def held_runs(*, blocking: bool = True) -> set[str]:
     """The runs this process holds values for, in any cache (the engine asks, when the process
-    is idle, which of them have ended)."""
-    return {run_id for cache in list(_CACHES) for run_id in cache.runs()}
+    is idle, which of them have ended). With ``blocking=False`` a cache busy building is left
+    out."""
+    return {run_id for cache in list(_CACHES) for run_id in cache.runs(blocking=blocking)}
 
 
 __all__ = ["RunCache", "forget_run", "held_runs"]

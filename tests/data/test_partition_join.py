@@ -3,6 +3,8 @@ probes it (built once per worker process), and its rows are counted once (decisi
 
 from __future__ import annotations
 
+import threading
+import time
 import weakref
 from typing import Any
 
@@ -142,6 +144,7 @@ def test_an_idle_process_drops_a_runs_values_once_the_run_has_ended(
 ) -> None:
     """A worker process that built a right table for a run, then gets no task, drops it when
     the run ends (its heartbeat thread asks, idle, every beat); another run's values stay."""
+    forget_ended_runs()  # (what earlier tests left in this process's caches)
     values: RunCache[Table] = RunCache("test values", size=3)
     ending, going_on = queued_run(minimal_flow), queued_run(minimal_flow)
     FlowRun.objects.filter(id__in=[ending.id, going_on.id]).update(status="running")
@@ -161,3 +164,36 @@ def test_an_idle_process_drops_a_runs_values_once_the_run_has_ended(
     wait_until(lambda: released() is None, bound, 0.1, f"the table was held {bound}s after")
     assert values.runs() == {str(going_on.id), "not-a-run"}
     assert forget_ended_runs() == 0
+
+
+@pytest.mark.embedded
+def test_the_idle_check_never_waits_behind_a_build_and_drops_deleted_runs(
+    transactional_db: None, example_connections: None, minimal_flow: dict[str, Any]
+) -> None:
+    """The heartbeat thread's idle check skips a cache busy building a value (it renews leases:
+    waiting seconds behind a build would let them expire), and drops the values of a run that
+    no longer exists."""
+    forget_ended_runs()  # (what earlier tests left in this process's caches)
+    values: RunCache[Table] = RunCache("test values", size=2)
+    gone = queued_run(minimal_flow)
+    values.get(str(gone.id), "right", Table)
+    FlowRun.objects.filter(id=gone.id).delete()
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build() -> Table:
+        building.set()
+        release.wait(30)
+        return Table()
+
+    builder = threading.Thread(target=values.get, args=("another", "right", slow_build))
+    builder.start()
+    try:
+        assert building.wait(10)
+        started = time.monotonic()
+        assert forget_ended_runs() == 0  # the cache is busy: skipped, at once
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        builder.join(10)
+    assert forget_ended_runs() == 1  # the deleted run's value, once the cache is free
+    assert values.runs() == {"another"}

@@ -173,3 +173,46 @@ def test_a_lost_partition_has_its_own_task_sent_again_once_per_loss(
     assert claim.partition is not None and claim.partition.workers_lost == 1
     now = timezone.now()
     assert resend_lost(now, now - STALE) == 0  # taken: its lease is live again
+
+
+def lost_partition(run: FlowRun, now: Any) -> None:
+    """Partition 0 of ``run`` (with a task) running under a lease run out long ago, the
+    fan-out's node runs too: its worker died, nothing of the run done since."""
+    run_id = str(run.id)
+    for key in ("paid", "shape", "push"):
+        assert transitions.take(run_id, key, owner=lease.FAN_OUT, lease_s=1).outcome == "execute"
+    task = dict(barrier.si().set(task_id="partition-0-task"))  # (a task that does nothing)
+    transitions.add_partitions(run_id, "orders", [0], ["paid", "shape", "push"], task)
+    assert transitions.take_partition(run_id, "orders", 0).outcome == "execute"
+    long_ago = now - 2 * STALE
+    PartitionRun.objects.filter(run=run).update(
+        started_at=long_ago, heartbeat_at=long_ago, lease_expires_at=long_ago
+    )
+    NodeRun.objects.filter(run=run, status="running").update(
+        started_at=long_ago, heartbeat_at=long_ago, lease_expires_at=long_ago
+    )
+    FlowRun.objects.filter(id=run.id).update(started_at=long_ago, created_at=long_ago)
+
+
+def test_a_resent_partition_is_no_sign_of_life_and_fails_after_max_workers_lost_resends(
+    eager: None, minimal_flow: dict[str, Any]
+) -> None:
+    """Sending a lost partition's task again counts a resend, not a heartbeat: a run whose
+    resent task no delivery takes is not kept live by it; after
+    ``FLOWPLATFORM_MAX_WORKERS_LOST`` resends the partition fails as lost, with its run."""
+    run = queued_run(minimal_flow)
+    now = timezone.now()
+    lost_partition(run, now)
+    assert resend_lost(now, now - STALE) == 1
+    part = PartitionRun.objects.get(run=run)
+    assert (part.resends, part.resent_at, part.heartbeat_at) == (1, now, now - 2 * STALE)
+    assert run.id in orphaned(now, now - STALE)  # the resend is no life
+    PartitionRun.objects.filter(pk=part.pk).update(
+        resends=settings.FLOWPLATFORM_MAX_WORKERS_LOST, resent_at=now - 2 * STALE
+    )
+    assert resend_lost(now, now - STALE) == 0
+    failed = PartitionRun.objects.get(pk=part.pk)
+    assert failed.status == "failed" and "sent again" in failed.error
+    ended = FlowRun.objects.get(id=run.id)
+    assert ended.status == "failed" and "worker lost" in ended.error
+    assert not NodeRun.objects.filter(run=run, status="running").exists()

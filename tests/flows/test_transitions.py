@@ -22,6 +22,7 @@ from flows import transitions
 from flows.engine import lease
 from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.services import cancel_run
+from tests.conftest import wait_until
 from tests.flows.helpers import queued_run
 
 pytestmark = [
@@ -515,3 +516,70 @@ def test_the_last_partition_and_the_cancel_committing_at_once_leave_nothing_runn
         assert FlowRun.objects.get(id=run.id).status == "cancelled"
         assert not NodeRun.objects.filter(run=run, status="running").exists()
         assert PartitionRun.objects.get(run=run).status in ("succeeded", "cancelled")
+
+
+def blocked_on_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("select wait_event_type from pg_stat_activity where pid = %s", [pid])
+        row = cursor.fetchone()
+    return bool(row and row[0] == "Lock")
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_cancel_waiting_behind_a_partitions_retry_does_not_deadlock_with_it(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """A partition's retry locks the partition, then its fan-out's node runs; a run's end,
+    started in between on another connection, waits for the partition before it locks any of
+    those node runs: both commit (they deadlocked when the end locked the node runs first)."""
+    run = queued_run(minimal_flow)
+    fanned_out(run, 1)
+    part = transitions.take_partition(str(run.id), "orders", 0).partition
+    assert part is not None
+    pid: list[int] = []
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("select pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            transitions.finish_run(str(run.id), "cancelled", "cancelled by request")
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel)
+    with transaction.atomic():
+        # (The partition's row only, as retry_node's first statement locks it.)
+        PartitionRun.objects.filter(pk=part.pk).update(error="")
+        canceller.start()
+        wait_until(lambda: bool(pid) and blocked_on_a_lock(pid[0]), 10, 0.05, "cancel waits")
+        assert transitions.retry_node(part, "push: HTTP 503", 5)
+    canceller.join(30)
+    assert not canceller.is_alive() and errors == []
+    assert FlowRun.objects.get(id=run.id).status == "cancelled"
+    assert not NodeRun.objects.filter(run=run, status="running").exists()
+    assert partition_of(run).status == "cancelled"
+
+
+def test_a_run_cancelled_while_its_source_plans_hands_nothing_over_and_ends_the_source(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """A cancel coming while a source plans its partitions finds no node run the fan-out
+    holds: the hand-over then fails (nothing runs), and the source ends, fenced, rather than
+    staying running for good; so does a partition producer coming after the run ended."""
+    from flows.engine.partitions import produce_partitions
+
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    source = transitions.take(str(run.id), "orders").node_run
+    assert source is not None
+    assert cancel_run(FlowRun.objects.get(id=run.id))
+    assert node(run, "orders").status == "running"  # (still its own delivery's)
+    assert not transitions.hand_over(source, lease.FAN_OUT, 60)
+    assert node(run, "orders").lease_owner != lease.FAN_OUT
+    produce_partitions.apply(args=[str(run.id), "orders", []])
+    ended = node(run, "orders")
+    assert (ended.status, ended.error, ended.lease_owner) == ("cancelled", "run ended", "")
