@@ -35,7 +35,7 @@ logger = logging.getLogger("flowplatform.telemetry")
 
 ATTR = "flowplatform"  # attribute prefix: flowplatform.flow, flowplatform.run_id, ...
 #: OTLP's transport when ``OTEL_EXPORTER_OTLP_PROTOCOL`` is unset: the specification's
-#: default, without gRPC's threads in every exporting process (decision 0047).
+#: default, without gRPC's threads in every exporting process (decision 0046).
 DEFAULT_OTLP_PROTOCOL = "http/protobuf"
 
 _tracer: Any = None  # the platform's tracer, once tracing is on in this process

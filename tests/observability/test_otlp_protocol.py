@@ -1,5 +1,5 @@
 """OTLP's transport: http/protobuf unless ``OTEL_EXPORTER_OTLP_PROTOCOL`` says otherwise
-(decision 0047), spans received by a collector on loopback."""
+(decision 0046), spans received by a collector on loopback."""
 
 from __future__ import annotations
 
