@@ -6,7 +6,9 @@
 // host: {key, data (the section's canvas_data), doc (the flow document: the section's value is
 // doc[key], edited in place), page (the canvas' data: connections, urls), h, button, postJSON,
 // slug(), changed() (after every edit: marks the flow unsaved and re-checks it),
-// problems() (the section's problems of the last check), open(), isOpen()}.
+// problems() (the section's problems of the last check), open(), isOpen(),
+// field(path, label, control, help) (a panel field its problems are marked at),
+// listButton(label, cls, title) (the toolbar button: {button, refresh()})}.
 // `update()` runs after every check: it refreshes the button and, when the panel is open,
 // the problems marked at the fields, without redrawing the panel (the user may be typing).
 
@@ -14,6 +16,30 @@
 export function sectionOf(path) {
   const m = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(path || "");
   return m ? m[1] : "";
+}
+
+/** A field of a section's panel: label, control, help, and the list `markProblems` fills. */
+function field(h, path, label, control, help) {
+  return h("div", { class: "fp-field", "data-path": path },
+    h("label", { class: "fp-label" }, label), control,
+    help ? h("div", { class: "fp-help" }, help) : "",
+    h("ul", { class: "fp-field-errors errorlist" }));
+}
+
+/**
+ * A section's toolbar button that opens its panel: "Label (n)" while the section's list holds
+ * n items, marked while the section has problems; `refresh()` after every edit and check.
+ */
+function listButton(own, label, cls, title) {
+  const el = own.button(label, cls, title);
+  el.addEventListener("click", () => own.open());
+  const refresh = () => {
+    const value = own.doc[own.key];
+    const n = Array.isArray(value) ? value.length : 0;
+    el.textContent = n ? `${label} (${n})` : label;
+    el.classList.toggle("fp-has-problems", own.problems().length > 0);
+  };
+  return { button: el, refresh };
 }
 
 export async function loadSections(list, host) {
@@ -27,7 +53,9 @@ export async function loadSections(list, host) {
       problems: () => host.problems(section.key),
       open: () => host.open(section.key),
       isOpen: () => host.isOpen(section.key),
+      field: (path, label, control, help) => field(host.h, path, label, control, help),
     };
+    own.listButton = (label, cls, title) => listButton(own, label, cls, title);
     loaded.set(section.key, module.mount(own));
   }
   return loaded;

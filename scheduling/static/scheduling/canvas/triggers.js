@@ -15,8 +15,8 @@ export function mount(host) {
   const list = () => (Array.isArray(host.doc.triggers) ? host.doc.triggers : []);
   const kindOf = (t) => (t && typeof t === "object" ? Object.keys(KINDS).find((k) => k in t) : undefined);
 
-  const toolbarButton = button("Triggers", "fp-triggers-btn", "Webhooks, other flows' success and arriving files that start this flow");
-  toolbarButton.addEventListener("click", () => host.open());
+  const { button: toolbarButton, refresh: refreshButton } = host.listButton("Triggers", "fp-triggers-btn", "Webhooks, other flows' success and arriving files that start this flow");
+  const { field } = host;
 
   function edited(redraw = false) {
     host.changed();
@@ -24,19 +24,7 @@ export function mount(host) {
     if (redraw) host.open();
   }
 
-  function refreshButton() {
-    const n = list().length;
-    toolbarButton.textContent = n ? `Triggers (${n})` : "Triggers";
-    toolbarButton.classList.toggle("fp-has-problems", host.problems().length > 0);
-  }
-
   // -- small widgets ----------------------------------------------------------------------
-  function field(path, label, control, help) {
-    return h("div", { class: "fp-field", "data-path": path },
-      h("label", { class: "fp-label" }, label), control,
-      help ? h("div", { class: "fp-help" }, help) : "",
-      h("ul", { class: "fp-field-errors errorlist" }));
-  }
 
   /** A text input bound to obj[key]; `keep`: an empty value stays (a kind's own key). */
   function text(obj, key, attrs = {}, keep = false) {

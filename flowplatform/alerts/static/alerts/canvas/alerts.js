@@ -18,26 +18,13 @@ export function mount(host) {
 
   const list = () => (Array.isArray(host.doc.alerts) ? host.doc.alerts : []);
 
-  const toolbarButton = button("Alerts", "fp-alerts-btn", "Who is told when a run of this flow fails, succeeds, is late or recovers");
-  toolbarButton.addEventListener("click", () => host.open());
+  const { button: toolbarButton, refresh: refreshButton } = host.listButton("Alerts", "fp-alerts-btn", "Who is told when a run of this flow fails, succeeds, is late or recovers");
+  const { field } = host;
 
   function edited(redraw = false) {
     host.changed();
     refreshButton();
     if (redraw) host.open();
-  }
-
-  function refreshButton() {
-    const n = list().length;
-    toolbarButton.textContent = n ? `Alerts (${n})` : "Alerts";
-    toolbarButton.classList.toggle("fp-has-problems", host.problems().length > 0);
-  }
-
-  function field(path, label, control, help) {
-    return h("div", { class: "fp-field", "data-path": path },
-      h("label", { class: "fp-label" }, label), control,
-      help ? h("div", { class: "fp-help" }, help) : "",
-      h("ul", { class: "fp-field-errors errorlist" }));
   }
 
   function events(alert) {
