@@ -391,7 +391,10 @@ def test_pool_child_killed_mid_partition_post_resumes_from_the_partitions_checkp
         keys[request.get_json()["id"]].add(request.headers["Idempotency-Key"])
     assert sorted(keys) == list(range(40))
     assert all(len(k) == 1 for k in keys.values())  # any repeat carried the same key
-    assert len(httpserver.log) - len(keys) <= 1  # resumed after the last acknowledged batch
+    # Resumed after the partition's last checkpoint, not from its start (at least 5 of its
+    # batches had reached the peer before the kill). Checkpoints are spaced by what saving one
+    # costs (http_post's CHECKPOINT_COST_FACTOR): on a slow database a few batches go again.
+    assert len(httpserver.log) - len(keys) <= 3
     partition = first.get()
     assert (partition.status, partition.workers_lost, partition.attempts) == ("succeeded", 1, 2)
     assert partition.checkpoint is not None and "push" in partition.checkpoint

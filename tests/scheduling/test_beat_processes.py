@@ -69,7 +69,9 @@ def test_an_every_2s_schedule_fires_runs_that_succeed_with_their_interval(
         assert run.trigger == "schedule"
         assert run.interval_end - run.interval_start == timedelta(seconds=2)
         assert run.interval_end.timestamp() % 2 == 0  # aligned on the epoch
-        assert run.created_at - run.interval_end < timedelta(seconds=1.5)  # on time
+        # On time: beat wakes at least every second; the rest is the run's creation (a slow
+        # CI machine measured 1.7 s).
+        assert run.created_at - run.interval_end < timedelta(seconds=2.5)
         # The query returns its row only when both interval ends were bound, 2 s apart.
         assert run.node_runs.get().rows_out == 1
     ends = [r.interval_end for r in done]
