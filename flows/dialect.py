@@ -8,21 +8,19 @@ RETURNING``, CTEs, ``CAST``); what differs is said here:
   (one round trip, one commit; its parameters bound on the server, the statement unnamed and
   never prepared, so that a transaction-mode pooler passes it); SQLite, which has no data-modifying CTEs, runs them one by one
   in a transaction, each earlier result given to the next as a ``VALUES`` CTE of that name.
+- :func:`update` runs one statement that changes rows, as :func:`chain` runs its statements.
 - :func:`render` fills the few words that differ: ``{json_object_agg}`` and ``{skip_locked}``.
 - :func:`serialize` makes transactions of one kind run one at a time.
-- :func:`lazy_commit` lets a transaction commit without waiting for the disk.
+- :func:`lazy_commit_sql` lets a statement's transaction commit without waiting for the disk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from django.db import connection, transaction
-from django.db.models import Func, QuerySet, TextField, Value
-
-QuerySetT = TypeVar("QuerySetT", bound=QuerySet[Any])
 
 _WORDS = {
     "postgresql": {"json_object_agg": "json_object_agg", "skip_locked": "FOR UPDATE SKIP LOCKED"},
@@ -65,6 +63,18 @@ def chain(
         return cursor.fetchall() if cursor.description else []
 
 
+def update(sql: str, params: Mapping[str, Any]) -> int:
+    """Run one ``UPDATE`` (its parameters bound on the server on PostgreSQL, as :func:`chain`'s);
+    how many rows it changed."""
+    if connection.vendor == "postgresql":
+        with _bound_cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
 class _UnpreparedCursor(psycopg.Cursor[Any]):
     """A psycopg cursor that binds parameters on the server, each statement unnamed and never
     prepared (``prepare=False`` whatever the connection's ``prepare_threshold``): nothing of
@@ -95,7 +105,9 @@ def _as_ctes(
 ) -> tuple[str, dict[str, Any]]:
     """``WITH name(columns) AS (VALUES ...)`` for each earlier step's rows, and their values."""
     ctes, values = [], {}
-    for name, (columns, rows) in returned.items():
+    quote = connection.ops.quote_name
+    for name, (names, rows) in returned.items():
+        columns = [quote(column) for column in names]  # (a column may be a keyword: index)
         if not columns:
             continue
         if not rows:  # no row: the columns, and nothing
@@ -125,18 +137,18 @@ def serialize(key: int) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
-def lazy_commit(queryset: QuerySetT) -> QuerySetT:
-    """``queryset`` whose ``update`` commits without waiting for its log to reach the disk, in
-    the same single statement: for a write whose loss in a crash of the database server is
-    harmless, because the value before it is as correct, only less recent (a checkpoint,
-    progress). PostgreSQL: ``synchronous_commit`` off for that statement's transaction alone
-    (a later ordinary commit flushes it too, so what a crash loses is at most the last such
-    writes; a transaction-mode pooler passes it). Inside a transaction already, and on SQLite,
-    the commit is as usual."""
+#: The condition that relaxes a statement's commit (see :func:`lazy_commit_sql`).
+_RELAXED = "set_config('synchronous_commit', 'off', true) = 'off'"
+
+
+def lazy_commit_sql() -> str:
+    """``AND`` and a condition to add to the ``WHERE`` of a statement whose commit need not wait
+    for its log to reach the disk, in the same single statement: for a write whose loss in a
+    crash of the database server is harmless, because the value before it is as correct, only
+    less recent (a checkpoint, progress). PostgreSQL: ``synchronous_commit`` off for that
+    statement's transaction alone (a later ordinary commit flushes it too, so what a crash
+    loses is at most the last such writes; a transaction-mode pooler passes it). Nothing inside
+    a transaction already (its own commit decides), nor on SQLite."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return queryset
-    relaxed = Func(
-        Value("synchronous_commit"), Value("off"), Value(True),
-        function="set_config", output_field=TextField(),
-    )  # fmt: skip
-    return queryset.alias(_lazy_commit=relaxed).filter(_lazy_commit="off")
+        return ""
+    return f" AND {_RELAXED}"

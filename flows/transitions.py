@@ -10,17 +10,20 @@ The two changes every node task makes are one statement each on PostgreSQL (one 
 one commit): :func:`take` (claim the node, start a queued run, read the run and the outputs of
 its succeeded nodes) and :func:`finish_node` (record the outcome; for the run's last task,
 close the run). They are written once in SQL both backends run; ``flows.dialect`` runs them
-(``chain``). The other changes are single ORM updates.
+(``chain``). The other changes are single ORM updates, except those made once or more per
+partition, also written in SQL both backends run (decision 0047).
 
 A partition of a partitioned source (``PartitionRun``, executed by ``flows.engine.partitions``)
-is leased and changed the same way: :func:`take_partition` claims it with a new fence, and the
-changes made while it runs (:func:`heartbeat_many`, :func:`save_checkpoint`, :func:`retry_node`,
-:func:`finish_partition`, :func:`fail_partition`) are the node run's own, fenced alike; the
-reaper records a lost partition's task as sent again with :func:`mark_resent`.
+is leased and changed the same way: :func:`take_partition` claims it with a new fence (reading
+in the same statement its run, the node runs it executes and the connections' version), and the
+changes made while it runs (:func:`heartbeat_many`, :func:`save_checkpoint`, :func:`add_rows`,
+:func:`retry_node`, :func:`finish_partition`, :func:`fail_fan_out`) are the node run's own,
+fenced alike; the reaper records a lost partition's task as sent again with :func:`mark_resent`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -396,17 +399,39 @@ def heartbeat(node_run: NodeRun, **progress: Any) -> bool:
     )
 
 
+# A checkpoint saved by the node (or partition) running under its fence, its lease renewed.
+_SAVE_CHECKPOINT = """
+UPDATE {table} SET checkpoint = %(value)s, heartbeat_at = %(now)s, lease_expires_at = {renewed}
+WHERE id = %(id)s AND fence = %(fence)s AND status = 'running'{lazy}
+"""
+# The lease's expiry moved to ``expires`` (never earlier than it was), as ``_renewed``.
+_RENEWED = "CASE WHEN lease_expires_at > %(expires)s THEN lease_expires_at ELSE %(expires)s END"
+
+
 def save_checkpoint(node_run: Leased, value: Any) -> bool:
     """Store where a re-delivered node (or partition) resumes from (and renew its lease). False
     when it is no longer running under its fence.
 
-    Its commit does not wait for the disk (``dialect.lazy_commit``): a checkpoint lost in a crash
-    of the database server leaves the one before, from which the node resumes as correctly,
-    re-doing a little more (``http_post`` re-sends those batches with the same
+    Its commit does not wait for the disk (``dialect.lazy_commit_sql``): a checkpoint lost in a
+    crash of the database server leaves the one before, from which the node resumes as
+    correctly, re-doing a little more (``http_post`` re-sends those batches with the same
     Idempotency-Key)."""
     now = timezone.now()
-    mine = dialect.lazy_commit(_mine(node_run))
-    return bool(mine.update(checkpoint=value, heartbeat_at=now, lease_expires_at=_renewed(now)))
+    model = type(node_run)
+    sql = _leased_sql(_SAVE_CHECKPOINT, model, connection.vendor, dialect.lazy_commit_sql())
+    params = {
+        "value": model._meta.get_field("checkpoint").get_db_prep_value(value, connection),
+        "now": _db_time(now),
+        "expires": _db_time(lease.expiry(now)),
+        "id": node_run.pk,
+        "fence": node_run.fence,
+    }
+    return bool(dialect.update(sql, params))
+
+
+@functools.cache
+def _leased_sql(text: str, model: type[Any], _vendor: str, lazy: str, **more: str) -> str:
+    return dialect.render(text, table=model._meta.db_table, renewed=_RENEWED, lazy=lazy, **more)
 
 
 def heartbeat_many(
@@ -426,6 +451,16 @@ def heartbeat_many(
     return set(mine.values_list("pk", flat=True))
 
 
+# Rows added to node runs running under their fences (``{held}``: each one's id and fence),
+# their leases renewed.
+_ADD_ROWS = """
+UPDATE {table} SET heartbeat_at = %(now)s, lease_expires_at = {renewed},
+    rows_in = rows_in + CASE {rows_in} ELSE 0 END,
+    rows_out = rows_out + CASE {rows_out} ELSE 0 END
+WHERE status = 'running' AND ({held}){lazy}
+"""
+
+
 def add_rows(deltas: Mapping[NodeRun, tuple[int, int]]) -> int:
     """Add (rows in, rows out) to several node runs running under their fences, and renew
     their leases, in one statement.
@@ -433,25 +468,22 @@ def add_rows(deltas: Mapping[NodeRun, tuple[int, int]]) -> int:
     The rows are locked in whatever order the plan visits them, so two such statements on the
     same rows may deadlock; PostgreSQL then fails one, which progress writers skip. Progress
     is only shown (the join records the exact rows): its commit does not wait for the disk
-    (``dialect.lazy_commit``), so the rows' locks are held for less time."""
+    (``dialect.lazy_commit_sql``), so the rows' locks are held for less time."""
     if not deltas:
         return 0
-    held = Q()
-    for node_run in deltas:
-        held |= Q(pk=node_run.pk, fence=node_run.fence)
-
-    def added(position: int) -> Case:
-        steps = [When(pk=nr.pk, then=Value(delta[position])) for nr, delta in deltas.items()]
-        return Case(*steps, default=Value(0))
-
+    count = len(deltas)
+    sql = _leased_sql(
+        _ADD_ROWS, NodeRun, connection.vendor, dialect.lazy_commit_sql(),
+        rows_in=" ".join(f"WHEN id = %(id_{i})s THEN %(in_{i})s" for i in range(count)),
+        rows_out=" ".join(f"WHEN id = %(id_{i})s THEN %(out_{i})s" for i in range(count)),
+        held=" OR ".join(f"(id = %(id_{i})s AND fence = %(fence_{i})s)" for i in range(count)),
+    )  # fmt: skip
     now = timezone.now()
-    running = dialect.lazy_commit(NodeRun.objects.filter(held, status=NodeStatus.RUNNING))
-    return running.update(
-        heartbeat_at=now,
-        lease_expires_at=_renewed(now),
-        rows_in=F("rows_in") + added(0),
-        rows_out=F("rows_out") + added(1),
-    )
+    params: dict[str, Any] = {"now": _db_time(now), "expires": _db_time(lease.expiry(now))}
+    for i, (node_run, (rows_in, rows_out)) in enumerate(deltas.items()):
+        params.update({f"id_{i}": node_run.pk, f"fence_{i}": node_run.fence,
+                       f"in_{i}": rows_in, f"out_{i}": rows_out})  # fmt: skip
+    return dialect.update(sql, params)
 
 
 def hand_over(node_run: NodeRun, owner: str, lease_s: float) -> bool:
@@ -482,6 +514,10 @@ class PartitionClaim:
     outcome: str
     partition: PartitionRun | None = None
     took_over: bool = False
+    #: The connections' version as the claim read it (see :class:`Claim`).
+    connections: str | None = None
+    #: The node runs the partition executes, of those asked for, by key (with their fences).
+    node_runs: dict[str, NodeRun] = dataclasses.field(default_factory=dict)
 
 
 def add_partitions(
@@ -503,82 +539,147 @@ def add_partitions(
     )
 
 
+# The partition as it is now, and its run's status.
+_SEEN_PARTITION = """
+SELECT p.id, p.status, p.fence, p.lease_owner, r.status AS run_status
+FROM {partition} AS p JOIN {run} AS r ON r.id = p.run_id
+WHERE p.run_id = %(run)s AND p.source = %(source)s AND p.{index} = %(index)s
+"""
+# Claim it, as ``_CLAIM`` claims a node.
+_CLAIM_PARTITION = """
+UPDATE {partition} SET
+    status = 'running', attempts = attempts + 1, deliveries = deliveries + 1,
+    workers_lost = workers_lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+    fence = fence + 1, lease_owner = %(owner)s, lease_expires_at = %(expires)s,
+    started_at = %(now)s, heartbeat_at = %(now)s, finished_at = NULL
+WHERE run_id = %(run)s AND source = %(source)s AND {index} = %(index)s
+  AND (status = 'pending'
+       OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s
+                                   OR fence = %(gone_fence)s)))
+  AND EXISTS (SELECT 1 FROM {run} WHERE id = %(run)s AND status IN ('queued', 'running'))
+RETURNING {partition_columns}
+"""
+# What was seen; when claimed, the partition, its run, the connections' version and the node
+# runs it executes (one row each; ``{keys}``: their placeholders).
+_TAKEN_PARTITION = """
+SELECT seen.status, seen.fence, seen.lease_owner, seen.run_status, claimed.*, {run_columns},
+       CASE WHEN claimed.id IS NOT NULL THEN {connections_version} END, {node_run_columns}
+FROM seen
+LEFT JOIN claimed ON true
+LEFT JOIN {run} AS r ON claimed.id IS NOT NULL AND r.id = %(run)s
+LEFT JOIN {node} AS n ON claimed.id IS NOT NULL AND n.run_id = %(run)s
+                         AND n.node_key IN ({keys})
+ORDER BY n.id
+"""
+# What executing a partition reads of it (its task and traceback stay deferred).
+_PARTITION_FIELDS = (
+    "id", "run", "source", "index", "nodes", "status", "attempts", "deliveries", "workers_lost",
+    "resends", "resent_at", "rows", "failed_node", "error", "started_at", "finished_at",
+    "heartbeat_at", "duration_ms", "fence", "lease_owner", "lease_expires_at", "checkpoint",
+)  # fmt: skip
+# What executing a partition reads of the node runs it executes.
+_PARTITION_NODE_FIELDS = ("id", "run", "node_key", "node_type", "status", "fence", "started_at")
+
+
+@functools.cache
+def _partition_sql(text: str, _vendor: str, keys: int = 0) -> str:
+    quote = connection.ops.quote_name
+    return dialect.render(
+        text,
+        partition=PartitionRun._meta.db_table,
+        node=NodeRun._meta.db_table,
+        run=FlowRun._meta.db_table,
+        index=quote(PartitionRun._meta.get_field("index").column),
+        partition_columns=", ".join(
+            quote(PartitionRun._meta.get_field(n).column) for n in _PARTITION_FIELDS
+        ),
+        run_columns=_columns(FlowRun, _RUN_FIELDS, "r"),
+        node_run_columns=_columns(NodeRun, _PARTITION_NODE_FIELDS, "n"),
+        connections_version=nodes_models.version_sql(),
+        keys=", ".join(f"%(key_{i})s" for i in range(keys)) or "NULL",
+    )
+
+
 def take_partition(
-    run_id: str, source: str, index: int, *, owner: str | None = None
+    run_id: str,
+    source: str,
+    index: int,
+    *,
+    owner: str | None = None,
+    node_keys: Sequence[str] = (),
 ) -> PartitionClaim:
     """Take a partition for execution under a new lease, as :func:`take` takes a node: a pending
     partition, or a running one whose lease has run out or whose owner is a process of this
     machine that no longer exists, in an active run (``running``, ``attempts + 1``,
     ``deliveries + 1``, ``fence + 1``; a take-over also counts ``workers_lost + 1``).
 
-    Two statements when a pending partition is taken (claim, read); otherwise what is seen
-    decides."""
-    if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
-        return _taken_partition(run_id, source, index, took_over=False)
-    seen = (
-        PartitionRun.objects.filter(run_id=run_id, source=source, index=index)
-        .values_list("status", "fence", "lease_owner", "run__status")
-        .first()
-    )
-    if seen is None:
-        return PartitionClaim("missing")
-    status, fence, owner_seen, run_status = seen
-    if status == NodeStatus.SUCCEEDED:
-        return PartitionClaim("done")
-    if run_status not in ACTIVE_RUN_STATUSES and status == NodeStatus.PENDING:
+    One statement (PostgreSQL) claims it and reads it, its run (``partition.run``), the
+    connections' version (``connections``) and those of the node runs ``node_keys`` that it
+    executes (``node_runs``, by key); a second one when its owner is found gone."""
+    claim, seen = _take_partition(run_id, source, index, owner, node_keys, gone_fence=-1)
+    if claim.outcome == "busy" and seen is not None and lease.gone(seen[2]):
+        logger.warning("run %s %s partition %s: its owner %s is gone", run_id, source, index,
+                       seen[2])  # fmt: skip
+        claim, seen = _take_partition(run_id, source, index, owner, node_keys, gone_fence=seen[1])
+    if claim.outcome == "stop" and seen is not None and seen[0] == NodeStatus.PENDING:
         # Recorded as its source went on planning after the run had ended (``_end_run``
         # cancelled those recorded before): it never starts.
         PartitionRun.objects.filter(
             run_id=run_id, source=source, index=index, status=NodeStatus.PENDING
         ).update(status=NodeStatus.CANCELLED, finished_at=timezone.now(), error="run ended")
-    if run_status not in ACTIVE_RUN_STATUSES or status not in (
-        NodeStatus.PENDING,
-        NodeStatus.RUNNING,
-    ):
-        return PartitionClaim("stop")
-    if status == NodeStatus.RUNNING:
-        # Its lease has run out, or its owner (a process of this machine) is gone: take over.
-        now = timezone.now()
-        over = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-        if lease.gone(owner_seen):
-            logger.warning("run %s %s partition %s: its owner %s is gone", run_id, source,
-                           index, owner_seen)  # fmt: skip
-            over |= Q(fence=fence)
-        if _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.RUNNING) & over):
-            return _taken_partition(run_id, source, index, took_over=True)
-    elif _claim_partition(run_id, source, index, owner, Q(status=NodeStatus.PENDING)):
-        return _taken_partition(run_id, source, index, took_over=False)  # (pending since)
-    return PartitionClaim("busy")
+    return claim
 
 
-def _taken_partition(run_id: str, source: str, index: int, took_over: bool) -> PartitionClaim:
-    partition = PartitionRun.objects.get(run_id=run_id, source=source, index=index)
-    return PartitionClaim("execute", partition, took_over)
-
-
-def _claim_partition(run_id: str, source: str, index: int, owner: str | None, claimable: Q) -> bool:
+def _take_partition(
+    run_id: str,
+    source: str,
+    index: int,
+    owner: str | None,
+    node_keys: Sequence[str],
+    gone_fence: int,
+) -> tuple[PartitionClaim, tuple[Any, ...] | None]:
     now = timezone.now()
-    return bool(
-        PartitionRun.objects.filter(
-            claimable,
-            run_id=run_id,
-            source=source,
-            index=index,
-            run__status__in=ACTIVE_RUN_STATUSES,
-        ).update(
-            status=NodeStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            deliveries=F("deliveries") + 1,
-            workers_lost=F("workers_lost")
-            + Case(When(status=NodeStatus.RUNNING, then=Value(1)), default=Value(0)),
-            fence=F("fence") + 1,
-            lease_owner=owner or lease.owner(),
-            lease_expires_at=lease.expiry(now),
-            started_at=now,
-            heartbeat_at=now,
-            finished_at=None,
-        )
+    params = {
+        "run": _db_uuid(run_id),
+        "source": source,
+        "index": index,
+        "now": _db_time(now),
+        "owner": owner or lease.owner(),
+        "expires": _db_time(lease.expiry(now)),
+        "gone_fence": gone_fence,
+        **{f"key_{i}": key for i, key in enumerate(node_keys)},
+    }
+    vendor = connection.vendor
+    rows = dialect.chain(
+        [
+            ("seen", _partition_sql(_SEEN_PARTITION, vendor)),
+            ("claimed", _partition_sql(_CLAIM_PARTITION, vendor)),
+        ],
+        _partition_sql(_TAKEN_PARTITION, vendor, len(node_keys)),
+        params,
     )
+    if not rows:
+        return PartitionClaim("missing"), None
+    row = rows[0]
+    status, run_status = row[0], row[3]
+    claimed = row[4 : 4 + len(_PARTITION_FIELDS)]
+    if claimed[0] is None:
+        return PartitionClaim(_why_not(status, run_status)), row
+    partition = _from_row(PartitionRun, _PARTITION_FIELDS, claimed)
+    at = 4 + len(_PARTITION_FIELDS)
+    run = _from_row(FlowRun, _RUN_FIELDS, row[at : at + len(_RUN_FIELDS)])
+    partition.run = run
+    at += len(_RUN_FIELDS)
+    connections = row[at]
+    node_runs = {}
+    for each in rows:
+        if each[at + 1] is not None:
+            node_run = _from_row(NodeRun, _PARTITION_NODE_FIELDS, each[at + 1 :])
+            node_run.run = run
+            node_runs[node_run.node_key] = node_run
+    taken = PartitionClaim("execute", partition, status == NodeStatus.RUNNING)
+    taken.connections, taken.node_runs = connections, node_runs
+    return taken, row
 
 
 def mark_resent(partition: PartitionRun, now: datetime) -> bool:
@@ -612,9 +713,35 @@ def finish_partition(partition: PartitionRun, status: str, **fields: Any) -> boo
     """Move a partition running under its fence to a final status (``rows``, ``error``,
     ``traceback``, ``failed_node``) and end its lease. False when it was no longer running under
     that fence."""
+    unknown = set(fields) - _PARTITION_FINISH_FIELDS
+    if unknown:
+        raise TypeError(f"finish_partition() got unexpected fields {sorted(unknown)}")
     if "error" in fields:
         fields["error"] = clip_error(fields["error"])
-    return bool(_finish_orm(partition, status, **fields))
+    now = timezone.now()
+    get_field = PartitionRun._meta.get_field
+    quote = connection.ops.quote_name
+    figures = "".join(f", {quote(get_field(n).column)} = %({n})s" for n in sorted(fields))
+    sql = _leased_sql(_FINISH_PARTITION, PartitionRun, connection.vendor, "", figures=figures)
+    params = {
+        **{name: get_field(name).get_db_prep_value(v, connection) for name, v in fields.items()},
+        "status": status,
+        "now": _db_time(now),
+        "duration_ms": duration_ms(partition.started_at, now),
+        "id": partition.pk,
+        "fence": partition.fence,
+    }
+    return bool(dialect.update(sql, params))
+
+
+#: The fields a finished partition may record beside its status.
+_PARTITION_FINISH_FIELDS = frozenset({"rows", "error", "traceback", "failed_node"})
+
+_FINISH_PARTITION = """
+UPDATE {table} SET status = %(status)s, finished_at = %(now)s, duration_ms = %(duration_ms)s,
+    lease_owner = '', lease_expires_at = NULL{figures}
+WHERE id = %(id)s AND fence = %(fence)s AND status = 'running'
+"""
 
 
 def fail_fan_out(

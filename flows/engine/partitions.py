@@ -101,6 +101,7 @@ from flows.models import (
     PartitionRun,
 )
 from nodes import redaction
+from nodes.models import connections_read_at
 from nodes.redaction import Redactor
 from nodes.registry import registry
 from nodes.sdk import Node, NodeError, PortBatch, capabilities, run_cache
@@ -592,7 +593,10 @@ def run_partition(
     stored as the source's partition on the way; otherwise it is read from storage.
     """
     forget_other_runs(run_id)
-    claim = transitions.take_partition(run_id, source, partition)
+    combiners = combiners or []
+    # (the node runs a partition may execute: its ``nodes``, as ``_Starter`` records them)
+    keys = [source, *stretch, *combiners]
+    claim = transitions.take_partition(run_id, source, partition, node_keys=keys)
     if claim.outcome == "done":
         return {"partition": partition}
     if claim.outcome == "busy":
@@ -601,16 +605,11 @@ def run_partition(
     if claim.outcome != "execute" or claim.partition is None:
         raise PartitionStopped(f"run {run_id} has ended")
     part = claim.partition
-    run = FlowRun.objects.get(id=run_id)
+    run = part.run
     run.version = version_of(run.version_id)
-    node_runs = {
-        nr.node_key: nr for nr in NodeRun.objects.filter(run_id=run_id, node_key__in=part.nodes)
-    }
-    for node_run in node_runs.values():
-        node_run.run = run
+    node_runs = {key: claim.node_runs[key] for key in part.nodes}
     # (a combinable node after the stretch only stores its partial here: its node run is
     # its combine's, pending until the partitions are done)
-    combiners = combiners or []
     fan = [node_runs[key] for key in part.nodes if key not in combiners]
     if not _active(run, fan):
         _stop(part)
@@ -630,6 +629,7 @@ def run_partition(
         with (
             Heartbeat(part, *fan),
             redaction.scope(pipeline.redactor),
+            connections_read_at(claim.connections),  # (connections read once per process)
             observed as seen,
         ):
             try:

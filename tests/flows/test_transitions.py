@@ -22,6 +22,7 @@ from flows import transitions
 from flows.engine import lease
 from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.services import cancel_run
+from nodes import models as nodes_models
 from tests.conftest import wait_until
 from tests.flows.helpers import queued_run
 
@@ -319,6 +320,52 @@ def test_a_partition_is_taken_under_a_lease_and_a_stale_owner_cannot_finish_it(
         "succeeded", {"push": {"acked": 3}}, (4, 4),
     )  # fmt: skip
     assert transitions.take_partition(str(run.id), "orders", 0).outcome == "done"
+
+
+def test_taking_a_partition_reads_it_its_run_and_its_node_runs_in_one_statement(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """What a partition task reads before it streams: the partition under its new fence, its
+    run, the connections' version (a connection read once per process, decision 0038) and the
+    node runs it executes with their fences — in the statement that claims it (two on SQLite,
+    one transaction)."""
+    run = queued_run(minimal_flow)
+    FlowRun.objects.filter(id=run.id).update(status="running")
+    NodeRun.objects.filter(run=run, node_key__in=["paid", "push"]).update(status="running", fence=7)
+    transitions.add_partitions(str(run.id), "orders", [0, 1], ["paid", "shape", "push"])
+    keys = ["orders", "paid", "shape", "push", "absent"]
+    with CaptureQueriesContext(connection) as taking:
+        claim = transitions.take_partition(str(run.id), "orders", 0, node_keys=keys)
+    if connection.vendor == "postgresql":
+        assert len(taking) == 1
+    assert claim.outcome == "execute" and claim.partition is not None and not claim.took_over
+    part = claim.partition
+    assert (part.index, part.nodes, part.fence, part.attempts) == (
+        0,
+        ["paid", "shape", "push"],
+        1,
+        1,
+    )
+    assert part.run.id == run.id and part.run.status == "running"
+    assert part.run.version_id == run.version_id and part.run.params == run.params
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {nodes_models.version_sql()}")
+        assert claim.connections == cursor.fetchone()[0]
+    assert sorted(claim.node_runs) == ["orders", "paid", "push", "shape"]
+    for key, node_run in claim.node_runs.items():
+        stored = node(run, key)
+        assert (node_run.pk, node_run.fence, node_run.status) == (
+            stored.pk, stored.fence, stored.status,
+        )  # fmt: skip
+        assert node_run.run is part.run
+    # Not taken: nothing read beside what decides (the partition's other delivery is busy).
+    busy = transitions.take_partition(str(run.id), "orders", 0, node_keys=keys)
+    assert (busy.outcome, busy.partition, busy.node_runs) == ("busy", None, {})
+    # The run ends: a partition recorded but not started never starts.
+    FlowRun.objects.filter(id=run.id).update(status="cancelled")
+    assert transitions.take_partition(str(run.id), "orders", 1).outcome == "stop"
+    assert partition_of(run, 1).status == "cancelled"
+    assert transitions.take_partition(str(run.id), "orders", 2).outcome == "missing"
 
 
 def test_a_checkpoint_and_progress_commit_without_waiting_for_the_disk_and_nothing_else(
