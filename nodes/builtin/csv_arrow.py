@@ -30,6 +30,7 @@ from typing import IO, Any
 from nodes.builtin.file_formats import (
     CASTS,
     Columns,
+    FileFormatError,
     _csv_plan,
     _Locator,
     read_csv_python,
@@ -211,6 +212,7 @@ def read_csv(
                 )
             except pa.ArrowInvalid:  # a row's width, a byte that is not UTF-8: Python says
                 table = None
+                _check_utf8(data, end, lines)
         if (
             table is None
             or table.num_rows != count
@@ -233,6 +235,17 @@ def read_csv(
                 yield RowBatch(names, None, source=source)
             else:  # another form of a value, or a bad cell: cast now (it fails as before)
                 yield RowBatch(names, *source.build())
+
+
+def _check_utf8(data: bytes, end: int, lines: int) -> None:
+    """Raise for text that is not UTF-8 in ``data[:end]`` (which starts after ``lines``
+    lines), naming the line of the first bad byte. (Python's reader names a line near it:
+    where its decoder, a chunk ahead of the parser, stood.)"""
+    try:
+        data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = lines + data.count(b"\n", 0, exc.start) + 1
+        raise FileFormatError(f"not valid utf-8 text ({exc.reason})", f"near line {line}") from None
 
 
 def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:

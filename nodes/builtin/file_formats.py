@@ -148,6 +148,8 @@ def read_csv_python(
             if [] in rows:  # blank lines
                 rows = [row for row in rows if row]
                 locate = _Locator(start, -1, 0)
+                if not rows:  # blank lines only
+                    continue
             if positions is None and not casts:
                 if set(map(len, rows)) != {width}:
                     _wrong_width(rows, width, locate)
