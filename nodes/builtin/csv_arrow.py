@@ -216,10 +216,7 @@ def read_csv(
         if (
             table is None
             or table.num_rows != count
-            or any(
-                pc.max(pc.binary_length(column)).as_py() > limit
-                for column in table.columns
-            )
+            or any(pc.max(pc.binary_length(column)).as_py() > limit for column in table.columns)
         ):
             yield from by_python(head, lines)  # from this block on (``data`` holds it)
             return
