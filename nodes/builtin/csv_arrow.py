@@ -198,9 +198,7 @@ def read_csv(
             if not whole:
                 want = len(data) + BLOCK_BYTES  # lines longer than a block, or few
                 continue
-            for _ in range(count - whole):  # back to the end of the last whole batch
-                last = data.rfind(b"\n", 0, last)
-            end, count, want = last + 1, whole, BLOCK_BYTES
+            end, count, want = _after_line(data, last + 1, count, whole), whole, BLOCK_BYTES
         table = None
         if _whole_lines(data, end, quote):
             try:
@@ -236,6 +234,22 @@ def read_csv(
                 yield RowBatch(names, None, source=source)
             else:  # another form of a value, or a bad cell: cast now (it fails as before)
                 yield RowBatch(names, *source.build())
+
+
+def _after_line(data: bytes, end: int, count: int, wanted: int) -> int:
+    """Where the ``wanted``-th line of ``data`` ends, ``data[:end]`` holding ``count`` lines
+    (``end`` after a line end): a jump back by the lines' mean length, its lines counted,
+    repeated; the last few lines found one by one."""
+    mean = end / count
+    while count - wanted > 8:
+        at = data.rfind(b"\n", 0, max(end - int((count - wanted) * mean * 0.9), 0))
+        lines = data.count(b"\n", at + 1, end)
+        if at < 0 or count - lines < wanted:
+            break
+        end, count = at + 1, count - lines
+    for _ in range(count - wanted):
+        end = data.rfind(b"\n", 0, end - 1) + 1
+    return end
 
 
 def _pool() -> Any:

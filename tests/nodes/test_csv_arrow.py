@@ -407,3 +407,18 @@ def test_a_gzipped_file_in_many_blocks_streams_in_batches(
     )
     sizes = [len(batch) for batch in node.execute(context(root), {})]
     assert sizes == [1000] * 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_block_ends_after_the_line_wanted(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(500):
+        lengths = [rng.choice([0, 1, 5, rng.randint(0, 300)]) for _ in range(rng.randint(1, 400))]
+        data = b"\n".join(b"x" * n for n in lengths) + b"\nrest"
+        end = data.rfind(b"\n") + 1
+        count = data.count(b"\n")
+        wanted = rng.randint(1, count)
+        expected = 0
+        for _ in range(wanted):
+            expected = data.index(b"\n", expected) + 1
+        assert csv_arrow._after_line(data, end, count, wanted) == expected
