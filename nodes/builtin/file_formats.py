@@ -89,24 +89,67 @@ def read_csv(
     batch_size: int,
 ) -> Iterator[RowBatch]:
     """Row batches of a CSV file. With ``columns`` only those, cast to their types (an empty
-    cell is null for every type but string); without, every column of the header as text."""
+    cell is null for every type but string); without, every column of the header as text.
+
+    Read by Arrow when the options allow (:mod:`nodes.builtin.csv_arrow`: the same batches,
+    their rows built only when used), else by Python's ``csv``."""
+    from nodes.builtin import csv_arrow
+
+    if csv_arrow.eligible(columns, header, delimiter, quotechar, encoding):
+        return csv_arrow.read_csv(
+            stream,
+            columns=columns,
+            header=header,
+            delimiter=delimiter,
+            quotechar=quotechar,
+            batch_size=batch_size,
+        )
+    return read_csv_python(
+        stream,
+        columns=columns,
+        header=header,
+        delimiter=delimiter,
+        quotechar=quotechar,
+        encoding=encoding,
+        batch_size=batch_size,
+    )
+
+
+def read_csv_python(
+    stream: IO[bytes],
+    *,
+    columns: Columns | None,
+    header: bool,
+    delimiter: str,
+    quotechar: str,
+    encoding: str,
+    batch_size: int,
+    head: list[str] | None = None,
+    lines: int = 0,
+) -> Iterator[RowBatch]:
+    """:func:`read_csv` by Python's ``csv``. ``head`` and ``lines``: the stream goes on from
+    a file whose header (``head``, when ``header``) and first ``lines`` lines were read
+    already (line numbers count them)."""
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
     reader = csv.reader(text, delimiter=delimiter, quotechar=quotechar, strict=True)
     try:
-        head = next(reader, None) if header else list(columns or ())
         if head is None:
-            return
+            head = next(reader, None) if header else list(columns or ())
+            if head is None:
+                return
         names, positions, casts = _csv_plan(head, columns)
         width = len(head)
         while True:
-            start = reader.line_num
+            start = lines + reader.line_num
             rows = list(islice(reader, batch_size))
             if not rows:
                 return
-            locate = _Locator(start, reader.line_num, len(rows))
+            locate = _Locator(start, lines + reader.line_num, len(rows))
             if [] in rows:  # blank lines
                 rows = [row for row in rows if row]
                 locate = _Locator(start, -1, 0)
+                if not rows:  # blank lines only
+                    continue
             if positions is None and not casts:
                 if set(map(len, rows)) != {width}:
                     _wrong_width(rows, width, locate)
@@ -120,24 +163,35 @@ def read_csv(
                 _wrong_width(rows, width, locate)
             if positions is not None:
                 by_column = [by_column[i] for i in positions]
-            text_columns: list[Sequence[str]] | None = list(by_column)
-            for index, kind in casts:
-                read = by_column[index]
-                by_column[index] = _cast_column(read, kind, names[index], locate)
-                if text_columns is not None:
-                    column_text = _value_texts(read, kind)
-                    if column_text is None:
-                        text_columns = None
-                    else:
-                        text_columns[index] = column_text
-            yield RowBatch(names, list(zip(*by_column, strict=True)), text_columns)
+            yield RowBatch(names, *typed_rows(names, by_column, casts, locate))
     except csv.Error as exc:
-        raise FileFormatError(f"not valid CSV: {exc}", f"line {reader.line_num}") from None
+        raise FileFormatError(f"not valid CSV: {exc}", f"line {lines + reader.line_num}") from None
     except UnicodeDecodeError as exc:
         # Text is decoded a chunk ahead of the parser: the line is approximate.
         raise FileFormatError(
-            f"not valid {encoding} text ({exc.reason})", f"near line {reader.line_num + 1}"
+            f"not valid {encoding} text ({exc.reason})", f"near line {lines + reader.line_num + 1}"
         ) from None
+
+
+def typed_rows(
+    names: Sequence[str],
+    by_column: list[Any],
+    casts: Sequence[tuple[int, FieldType]],
+    locate: _Locator,
+) -> tuple[list[Any], list[Sequence[str]] | None]:
+    """The rows of a batch read as text columns, the ``casts`` columns cast (a bad cell
+    raises, located by ``locate``), and its text columns when every cast kept its text."""
+    text_columns: list[Sequence[str]] | None = list(by_column)
+    for index, kind in casts:
+        read = by_column[index]
+        by_column[index] = _cast_column(read, kind, names[index], locate)
+        if text_columns is not None:
+            column_text = _value_texts(read, kind)
+            if column_text is None:
+                text_columns = None
+            else:
+                text_columns[index] = column_text
+    return list(zip(*by_column, strict=True)), text_columns
 
 
 def _csv_plan(

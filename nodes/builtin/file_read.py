@@ -274,6 +274,10 @@ def _run_files(context: ExecutionContext) -> list[str] | None:
 
 def _with_file(batch: AnyBatch, key: str) -> AnyBatch:
     if type(batch) is RowBatch:
+        if batch.source is not None:
+            return RowBatch(
+                [*batch.names, FILE_FIELD], None, source=batch.source.with_constant(key)
+            )
         texts = batch.text_columns
         if texts is not None:
             texts = [*texts, [key] * len(batch.rows)]

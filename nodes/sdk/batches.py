@@ -12,13 +12,40 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import is_, itemgetter
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 Record = dict[str, Any]
 Batch = list[Record]
 RecordStream = Iterable[Batch]
 
 DEFAULT_BATCH_SIZE = 1000
+
+
+class RowSource(Protocol):
+    """Rows held in another form until a consumer needs Python values (``file_read`` of a
+    CSV file keeps the text it read in Arrow arrays): a :class:`RowBatch` built on one asks it
+    for its rows and text columns only when they are used."""
+
+    def __len__(self) -> int: ...
+
+    def build(self) -> tuple[list[Any], list[Sequence[str]] | None]:
+        """The rows and the text columns (or ``None``), as the batch would have held them."""
+        ...
+
+    def sliced(self, index: slice) -> RowSource: ...
+
+    def joined(self, others: Sequence[RowSource]) -> RowSource | None:
+        """This source followed by ``others`` (``None``: they cannot be joined as sources)."""
+        ...
+
+    def with_constant(self, value: str) -> RowSource:
+        """The same rows with one more column holding ``value`` in every row."""
+        ...
+
+    def copy_text(self, positions: Sequence[int]) -> bytes | None:
+        """The columns at ``positions`` as the text of ``COPY … FROM STDIN`` (``None``: not
+        at hand; the caller converts the rows)."""
+        ...
 
 
 class RowBatch(Sequence[Record]):
@@ -41,22 +68,59 @@ class RowBatch(Sequence[Record]):
     ``COPY``) sends them as they are instead of converting every value back. They are an
     optional companion: a node that builds new rows builds a batch without them; slices and
     re-cut batches keep them. Equality ignores them.
+
+    ``source`` (with ``rows`` ``None``): the rows are built from it when first used
+    (:class:`RowSource`); slices, re-cut batches and ``sql_write``'s ``COPY`` use the source
+    itself, so a batch that only goes from ``file_read`` into ``COPY`` never holds Python
+    values (decision 0049).
     """
 
-    __slots__ = ("names", "rows", "text_columns")
+    __slots__ = ("_rows", "_text_columns", "names", "source")
 
     def __init__(
         self,
         names: Sequence[str],
-        rows: list[tuple[Any, ...]],
+        rows: list[tuple[Any, ...]] | None,
         text_columns: list[Sequence[str]] | None = None,
+        source: RowSource | None = None,
     ) -> None:
         self.names = list(names)
-        self.rows = rows
-        self.text_columns = text_columns
+        self._rows = rows
+        self._text_columns = text_columns
+        self.source = source if rows is None else None
+        if rows is None and source is None:
+            raise ValueError("a row batch needs rows or a source of rows")
+
+    def _build(self) -> None:
+        assert self.source is not None
+        self._rows, self._text_columns = self.source.build()
+
+    @property
+    def rows(self) -> list[Any]:
+        if self._rows is None:
+            self._build()
+        return self._rows  # type: ignore[return-value]
+
+    @rows.setter
+    def rows(self, rows: list[Any]) -> None:
+        self._rows, self.source = rows, None
+
+    @property
+    def text_columns(self) -> list[Sequence[str]] | None:
+        if self._rows is None:
+            self._build()
+        return self._text_columns
+
+    @text_columns.setter
+    def text_columns(self, texts: list[Sequence[str]] | None) -> None:
+        if self._rows is None:
+            self._build()
+        self._text_columns = texts
 
     def __len__(self) -> int:
-        return len(self.rows)
+        if self._rows is None:
+            return len(self.source)  # type: ignore[arg-type]
+        return len(self._rows)
 
     def __iter__(self) -> Iterator[Record]:
         return map(dict, map(zip, repeat(self.names), self.rows))
@@ -69,6 +133,9 @@ class RowBatch(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
+            if self._rows is None:
+                assert self.source is not None
+                return RowBatch(self.names, None, source=self.source.sliced(index))
             texts = self.text_columns
             if texts is not None:
                 texts = [column[index] for column in texts]
@@ -163,6 +230,10 @@ def rebatch(batches: Iterable[_B], size: int) -> Iterator[_B]:
 def _joined(pieces: list[Any]) -> Any:
     first = pieces[0]
     if all(type(piece) is RowBatch and piece.names == first.names for piece in pieces):
+        if all(piece._rows is None for piece in pieces):
+            source = first.source.joined([piece.source for piece in pieces[1:]])
+            if source is not None:
+                return RowBatch(first.names, None, source=source)
         texts: list[Sequence[str]] | None = None
         if all(piece.text_columns is not None for piece in pieces):
             texts = [
@@ -182,6 +253,7 @@ __all__ = [
     "Record",
     "RecordStream",
     "RowBatch",
+    "RowSource",
     "as_records",
     "first_input",
     "has_null",

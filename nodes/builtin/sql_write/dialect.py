@@ -101,6 +101,10 @@ class BatchWrite:
     #: with them (``RowBatch.text_columns``): a dialect that writes text may send these
     #: instead of converting ``rows``.
     text_columns: Sequence[Sequence[str]] | None = None
+    #: The text of ``COPY … FROM STDIN`` for the rows in ``columns`` order, from the batch's
+    #: row source (``RowBatch.source``) when it has one: ``None`` from the call when it cannot
+    #: give it (the rows are then converted).
+    copy_text: Callable[[], bytes | None] | None = None
 
 
 class WriteSession(ABC):

@@ -272,7 +272,7 @@ class PostgresSession(WriteSession):
                 # Flushed with the next durable commit (WAL is flushed in order): see BatchWrite.
                 self.conn.execute("SET LOCAL synchronous_commit = off")
             if not upsert:
-                self._copy(_ident(job.table), job.columns, job.rows, json_columns, job.text_columns)
+                self._copy(_ident(job.table), job.columns, job, json_columns)
                 return BatchSummary(job.batch, len(job.rows), len(job.rows), 0)
             inserted, updated = self._upsert(job, json_columns)
             self.conn.execute(
@@ -297,17 +297,20 @@ class PostgresSession(WriteSession):
         self,
         target: sql.Composable,
         columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
+        job: BatchWrite,
         json_columns: list[int],
-        text_columns: Sequence[Sequence[str]] | None = None,
     ) -> None:
-        """``text_columns``: the values as ``str()`` of each, column by column (sent as they
-        are; not for JSON columns, whose values are written as JSON)."""
+        """The job's rows, as the text its row source gives, or its ``text_columns`` (the
+        values as ``str()`` of each, sent as they are), or converted; JSON columns' values
+        are written as JSON."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _idents(columns))
-        text = None
-        if text_columns is not None and not json_columns:
+        rows, text_columns = job.rows, job.text_columns
+        text: str | bytes | None = None
+        if job.copy_text is not None and not json_columns:
+            text = job.copy_text()
+        if text is None and text_columns is not None and not json_columns:
             text = copy_text_of_columns(text_columns)
-        elif not json_columns:
+        elif text is None and not json_columns:
             text = copy_text(rows, len(columns))
         with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
             if text is not None:
@@ -332,7 +335,7 @@ class PostgresSession(WriteSession):
                 batch, order
             )
         )
-        self._copy(batch, job.columns, job.rows, json_columns, job.text_columns)
+        self._copy(batch, job.columns, job, json_columns)
         others = [name for name in job.columns if name not in job.key] or list(job.key[:1])
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -124,6 +124,7 @@ class Loader:
             columns=self.columns,
             rows=_rows(batch, self.columns),
             text_columns=_text_columns(batch, self.columns),
+            copy_text=_copy_text(batch, self.columns),
             mode="upsert" if mode == "upsert" else "insert",
             key=self.config.key if mode == "upsert" else (),
             run_id=self.context.run_id,
@@ -187,7 +188,14 @@ def _fields(batch: AnyBatch) -> list[str]:
 
 
 def _rows(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[Any]]:
-    """The batch as value tuples in ``columns`` order (a missing field: null)."""
+    """The batch as value tuples in ``columns`` order (a missing field: null); built when
+    first used for a batch whose rows are not built yet (a ``RowBatch`` with a source)."""
+    if type(batch) is RowBatch and batch.source is not None:
+        return _LazyRows(batch, columns)
+    return _built_rows(batch, columns)
+
+
+def _built_rows(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[Any]]:
     if type(batch) is RowBatch:
         if batch.names == list(columns):
             return batch.rows
@@ -201,9 +209,47 @@ def _rows(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[Any]]:
         return [tuple(record.get(name) for name in columns) for record in batch]
 
 
+class _LazyRows(Sequence[Sequence[Any]]):
+    """A row batch's rows in ``columns`` order, built when first used (its length is
+    known before)."""
+
+    def __init__(self, batch: RowBatch, columns: Sequence[str]) -> None:
+        self.batch, self.columns = batch, columns
+        self.built: Sequence[Sequence[Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def _rows(self) -> Sequence[Sequence[Any]]:
+        if self.built is None:
+            self.built = _built_rows(self.batch, self.columns)
+        return self.built
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._rows()[index]
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        return iter(self._rows())
+
+
+def _copy_text(batch: AnyBatch, columns: Sequence[str]) -> Callable[[], bytes | None] | None:
+    """The batch's ``COPY`` text in ``columns`` order, from its row source when it has one
+    (``None``: it has not)."""
+    if type(batch) is not RowBatch or batch.source is None:
+        return None
+    positions = batch.positions()
+    if not all(name in positions for name in columns):
+        return None
+    source = batch.source
+    return lambda: source.copy_text([positions[name] for name in columns])
+
+
 def _text_columns(batch: AnyBatch, columns: Sequence[str]) -> Sequence[Sequence[str]] | None:
-    """The batch's ``text_columns`` in ``columns`` order, when it has them."""
-    if type(batch) is not RowBatch or batch.text_columns is None:
+    """The batch's ``text_columns`` in ``columns`` order, when it has them (not asked of a
+    batch whose rows are not built: its ``COPY`` text comes from :func:`_copy_text`)."""
+    if type(batch) is not RowBatch or batch.source is not None:
+        return None
+    if batch.text_columns is None:
         return None
     if batch.names == list(columns):
         return batch.text_columns
