@@ -114,8 +114,8 @@ def flow_runs(count: int) -> float:
 
     def all_done() -> bool:
         # As cheap as the raw chains' check, which stops at the first result not ready: one
-        # small query a poll. (Reading all the runs every 50 ms cost this process and the
-        # database about 8 ms of CPU per run, competing with the worker for the 2 cores.)
+        # small query a poll. (Reading all the runs every 50 ms cost this process 2-5 ms of
+        # CPU per run, and the database its share, competing with the worker for the cores.)
         while pending and FlowRun.objects.filter(id=pending[0], finished_at__isnull=False).exists():
             pending.pop(0)
         return not pending
