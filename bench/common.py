@@ -155,6 +155,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedstat_s(pid: int) -> tuple[float, float]:
+    """Seconds a process's threads have run on a CPU and waited for one while runnable
+    (``schedstat``; what its threads that ended used is not counted, zeros when it is gone)."""
+    running = waiting = 0
+    for thread in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            ran, waited = (thread / "schedstat").read_text().split()[:2]
+        except OSError:
+            continue
+        running, waiting = running + int(ran), waiting + int(waited)
+    return running / 1e9, waiting / 1e9
+
+
 def own_cpu_s() -> float:
     """User + system CPU time of this process so far, in seconds."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -102,6 +102,7 @@ class DatabaseCpu:
         self.every_s = every_s
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
+        self.sampler_cpu_s = 0.0  # the sampler thread's own CPU (in this process's figure)
         self._stop = threading.Event()
         self._scan(self.first)  # backends already there count from now
         self.last.update(self.first)
@@ -124,6 +125,17 @@ class DatabaseCpu:
             seen: dict[int, float] = {}
             self._scan(seen)
             self.last.update({pid: cpu for pid, cpu in seen.items() if cpu > 0})
+            self.sampler_cpu_s = time.thread_time()
+
+    def scan_now(self) -> None:
+        """Read the backends' CPU now (from the calling thread)."""
+        seen: dict[int, float] = {}
+        self._scan(seen)
+        self.last.update({pid: cpu for pid, cpu in seen.items() if cpu > 0})
+
+    def used_s(self) -> float:
+        """The CPU seconds used so far (while sampling)."""
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in list(self.last.items()))
 
     def stop(self) -> float:
         """Stop sampling; the CPU seconds used meanwhile."""

@@ -13,7 +13,11 @@ recorded). Both run on one broker and one worker with 2 pool processes.
   (``start_run`` / ``apply_async``) to the end of its last task (``finished_at`` / the time the
   last task returns): median and 95th percentile; and how long after that end the caller
   waiting for it returns (``wait_for_run`` / ``AsyncResult.get()``);
-- throughput: ``--concurrent`` runs started at once, divided by the time until the last ends.
+- throughput: ``--concurrent`` runs started at once, divided by the time until the last ends;
+- where it went, per run of each phase (``Meter``): CPU of the worker's processes, of this
+  (starting) process, of the PostgreSQL backends of the platform's and the source's databases,
+  and the pool processes' time on a CPU, waiting for one, and blocked (PostgreSQL's answers
+  and commits, Redis, the peer, or no work).
 
 Everything is measured ``--rounds`` times, flow and chain side by side in each round; the
 figures printed last are the medians over the rounds, with the ratios. ``--observe`` turns
@@ -36,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Peer, Worker, configure, source_url, wait_for
+from bench.common import Peer, Worker, children, configure, schedstat_s, source_url, wait_for
 
 #: Records each run sends (rows 3..10 of the 10 read).
 RECORDS_PER_RUN = 8
@@ -106,12 +110,18 @@ def flow_runs(count: int) -> float:
 
     started = time.time()
     ids = [start_run("bench-overhead").id for _ in range(count)]
+    pending = list(ids)
 
-    def all_done() -> list[FlowRun] | None:
-        runs = list(FlowRun.objects.filter(id__in=ids))
-        return runs if all(r.is_finished for r in runs) else None
+    def all_done() -> bool:
+        # As cheap as the raw chains' check, which stops at the first result not ready: one
+        # small query a poll. (Reading all the runs every 50 ms cost this process 2-5 ms of
+        # CPU per run, and the database its share, competing with the worker for the cores.)
+        while pending and FlowRun.objects.filter(id=pending[0], finished_at__isnull=False).exists():
+            pending.pop(0)
+        return not pending
 
-    runs = wait_for(all_done, 600, "the flow runs")
+    wait_for(all_done, 600, "the flow runs")
+    runs = list(FlowRun.objects.filter(id__in=ids))
     if any(r.status != "succeeded" for r in runs):
         raise SystemExit(f"a flow run failed: {[r.error for r in runs if r.error][:1]}")
     return max(r.finished_at.timestamp() for r in runs) - started  # type: ignore[union-attr]
@@ -149,6 +159,67 @@ def raw_once(peer_url: str) -> tuple[float, float]:
     return ended - started, time.time() - ended
 
 
+class Meter:
+    """CPU used so far: the worker's processes, this process (the samplers' threads apart), the
+    PostgreSQL backends of the platform's database and of the source's (sampled from ``/proc``:
+    a backend that starts and ends between two samples, as a raw chain's connection per run
+    does, is missed); and the time the pool processes waited for a CPU while runnable."""
+
+    def __init__(self, worker: Worker) -> None:
+        from bench.etl import DatabaseCpu
+
+        self.worker = worker
+        platform = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+        self.databases = {
+            "platform": DatabaseCpu(platform, every_s=0.25),
+            "source": DatabaseCpu(source_url().rsplit("/", 1)[1], every_s=0.25),
+        }
+        self.scans_s = 0.0  # this thread's CPU reading them
+
+    def read(self) -> dict[str, float]:
+        pool = children(self.worker.process.pid)
+        running, waiting = (sum(figures) for figures in zip(*map(schedstat_s, pool), strict=True))
+        scanning = time.thread_time()
+        for db in self.databases.values():  # (now: a phase may be shorter than a sample)
+            db.scan_now()
+        self.scans_s += time.thread_time() - scanning
+        samplers = self.scans_s + sum(db.sampler_cpu_s for db in self.databases.values())
+        return {
+            "wall": time.monotonic(),
+            "worker": self.worker.cpu_s(),
+            "starter": time.process_time() - samplers,
+            **{f"db_{name}": db.used_s() for name, db in self.databases.items()},
+            "pool_running": running,
+            "pool_waiting": waiting,
+            "pool_count": len(pool),
+        }
+
+    def stop(self) -> None:
+        for db in self.databases.values():
+            db.stop()
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What was spent between two readings; ``pool_blocked``: the pool processes' time neither
+    on a CPU nor runnable (waiting for PostgreSQL, Redis, the peer, or for work)."""
+    used = {name: after[name] - before[name] for name in before if name != "pool_count"}
+    used["pool_blocked"] = (
+        used["wall"] * after["pool_count"] - used["pool_running"] - used["pool_waiting"]
+    )
+    return used
+
+
+PHASE_FIGURES = (
+    "worker", "starter", "db_platform", "db_source", "pool_running", "pool_waiting", "pool_blocked"
+)  # fmt: skip
+
+
+def phase_line(label: str, used: dict[str, float], runs: int) -> str:
+    """The CPU and waiting per run of one phase, in ms."""
+    figures = ", ".join(f"{name} {used[name] / runs * 1000:.1f}" for name in PHASE_FIGURES)
+    return f"  {label}, ms per run: {figures}"
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
@@ -167,6 +238,7 @@ class Round:
     starter_cpu_s: float  # per flow run
     raw_worker_cpu_s: float  # per raw chain run
     raw_starter_cpu_s: float  # per raw chain run
+    phases: dict[str, dict[str, float]]  # what each phase spent (``spent``), in all
 
     def line(self, number: int) -> str:
         return (
@@ -179,28 +251,37 @@ class Round:
         )
 
 
-def one_round(worker: Worker, peer_url: str, runs: int, concurrent: int) -> Round:
+def one_round(meter: Meter, peer_url: str, runs: int, concurrent: int) -> Round:
     lat: dict[str, list[float]] = {"flow": [], "raw": []}
     wait: dict[str, list[float]] = {"flow": [], "raw": []}
-    cpu = {"flow": [0.0, 0.0], "raw": [0.0, 0.0]}  # worker, starting process
+    phases: dict[str, dict[str, float]] = {}
+
+    def add(phase: str, used: dict[str, float]) -> None:
+        into = phases.setdefault(phase, dict.fromkeys(used, 0.0))
+        for name, value in used.items():
+            into[name] += value
 
     def measured(kind: str, job: Callable[[], tuple[float, float]]) -> None:
-        worker_before, own_before = worker.cpu_s(), time.process_time()
+        before = meter.read()
         latency, waited = job()
-        cpu[kind][0] += worker.cpu_s() - worker_before
-        cpu[kind][1] += time.process_time() - own_before
+        add(f"{kind} one at a time", spent(before, meter.read()))
         lat[kind].append(latency)
         wait[kind].append(waited)
 
     for _ in range(runs):  # interleaved, so both see the same machine
         measured("flow", flow_once)
         measured("raw", lambda: raw_once(peer_url))
+    before = meter.read()
     flow_tp = concurrent / flow_runs(concurrent)
+    add(f"flow {concurrent} at once", spent(before, meter.read()))
+    before = meter.read()
     raw_tp = concurrent / raw_runs(concurrent, peer_url)
-    per_run = {kind: [seconds / runs for seconds in figures] for kind, figures in cpu.items()}
+    add(f"raw {concurrent} at once", spent(before, meter.read()))
+    flow, raw = phases["flow one at a time"], phases["raw one at a time"]
     return Round(
         lat["flow"], lat["raw"], wait["flow"], wait["raw"], flow_tp, raw_tp,
-        *per_run["flow"], *per_run["raw"],
+        flow["worker"] / runs, flow["starter"] / runs, raw["worker"] / runs, raw["starter"] / runs,
+        phases,
     )  # fmt: skip
 
 
@@ -252,17 +333,21 @@ def main() -> None:
     peer = Peer()
     install_flow(peer.url)
     worker = Worker(concurrency=2, include=["bench.rawtasks"]).wait_ready()
+    meter = Meter(worker)
     rounds: list[Round] = []
     try:
         flow_runs(2), raw_runs(2, peer.url)  # warm-up: imports, connections
         peer.reset()
         for number in range(1, args.rounds + 1):
-            rounds.append(one_round(worker, peer.url, args.runs, args.concurrent))
+            rounds.append(one_round(meter, peer.url, args.runs, args.concurrent))
             print(rounds[-1].line(number), flush=True)
+            for phase, used in rounds[-1].phases.items():
+                print(phase_line(phase, used, args.concurrent if "once" in phase else args.runs))
         sent = peer.stats()["records"]
         if sink is not None:
             print(observed(sink))
     finally:
+        meter.stop()
         worker.stop()
         peer.stop()
         if sink is not None:

@@ -172,7 +172,8 @@ class FlowRun(models.Model):
     """One execution of a flow version."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs")
+    # (no index of its own: flowrun_flow_status begins with it)
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs", db_index=False)
     version = models.ForeignKey(FlowVersion, on_delete=models.PROTECT, related_name="runs")
     status = models.CharField(
         "status", max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED
@@ -273,7 +274,11 @@ FINISHED_NODE_STATUSES = (
 class NodeRun(models.Model):
     """One node's execution within a run."""
 
-    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="node_runs")
+    # (no index of its own: noderun_unique_node begins with it. Each index is written again by
+    # every take and finish of a node run, none of which is a HOT update: decision 0048.)
+    run = models.ForeignKey(
+        FlowRun, on_delete=models.CASCADE, related_name="node_runs", db_index=False
+    )
     node_key = models.CharField("node", max_length=100)
     node_type = models.CharField("node type", max_length=100)
     position = models.PositiveIntegerField("position", default=0)
@@ -341,6 +346,7 @@ class NodeRun(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # (noderun_reused_from: the few rows that have one)
         help_text="The run whose output this node reused (reruns from a later node).",
     )
     partitioned = models.BooleanField(
@@ -360,7 +366,12 @@ class NodeRun(models.Model):
                 fields=["lease_expires_at"],
                 name="noderun_running_lease",
                 condition=Q(status="running"),
-            )
+            ),
+            models.Index(
+                fields=["reused_from"],
+                name="noderun_reused_from",
+                condition=Q(reused_from__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
