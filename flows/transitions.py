@@ -99,13 +99,14 @@ _RUN_FIELDS = (
 )  # fmt: skip
 
 
-def _columns(model: type[Any], names: Iterable[str], alias: str) -> str:
-    return ", ".join(f"{alias}.{model._meta.get_field(name).column}" for name in names)
+def _columns(model: type[Any], names: Iterable[str], alias: str, prefix: str = "") -> str:
+    return ", ".join(f"{alias}.{prefix}{model._meta.get_field(name).column}" for name in names)
 
 
-# The node as it is now, and its run's status.
+# The node as it is now, and its run (read once here: the later steps read it from ``seen``).
 _SEEN = """
-SELECT n.id, n.status, n.fence, n.lease_owner, n.lease_expires_at, r.status AS run_status
+SELECT n.id, n.status, n.fence, n.lease_owner, n.lease_expires_at, r.status AS run_status,
+       {seen_run_columns}
 FROM {node} AS n JOIN {run} AS r ON r.id = n.run_id
 WHERE n.run_id = %(run)s AND n.node_key = %(key)s
 """
@@ -121,7 +122,7 @@ WHERE run_id = %(run)s AND node_key = %(key)s
   AND (status = 'pending'
        OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s
                                    OR fence = %(gone_fence)s)))
-  AND EXISTS (SELECT 1 FROM {run} WHERE id = %(run)s AND status IN ('queued', 'running'))
+  AND EXISTS (SELECT 1 FROM seen WHERE run_status IN ('queued', 'running'))
 RETURNING {node_columns}
 """
 # Start the run if it was queued. (SKIP LOCKED: a run being finished, e.g. cancelled, holds its
@@ -142,7 +143,6 @@ SELECT seen.status, seen.fence, seen.lease_owner, seen.run_status, claimed.*, {r
        END
 FROM seen
 LEFT JOIN claimed ON true
-LEFT JOIN {run} AS r ON claimed.id IS NOT NULL AND r.id = %(run)s
 """
 
 
@@ -158,7 +158,11 @@ def _rendered(text: str, _vendor: str) -> str:
         node=NodeRun._meta.db_table,
         run=FlowRun._meta.db_table,
         node_columns=", ".join(NodeRun._meta.get_field(n).column for n in _NODE_FIELDS),
-        run_columns=_columns(FlowRun, _RUN_FIELDS, "r"),
+        run_columns=_columns(FlowRun, _RUN_FIELDS, "seen", "r_"),
+        seen_run_columns=", ".join(
+            f"r.{column} AS r_{column}"
+            for column in (FlowRun._meta.get_field(name).column for name in _RUN_FIELDS)
+        ),
         connections_version=nodes_models.version_sql(),
     )
 

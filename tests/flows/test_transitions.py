@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from flows import transitions
+from flows import dialect, transitions
 from flows.engine import lease
 from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.services import cancel_run
@@ -136,6 +136,42 @@ def test_take_and_finish_are_one_statement_each_on_postgresql(
     # the node's success and the run's close in one statement (then the run's end is announced)
     assert finish[0]["sql"].count("UPDATE") == 2
     assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_take_reads_the_run_once_besides_starting_it(
+    minimal_flow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (each table read is parsed, planned and executed by the server on every take: the run's
+    # row is read with the node, and the claim and the result read it from there)
+    run = queued_run(minimal_flow)
+    chained: list[tuple[Any, ...]] = []
+
+    def chain(*args: Any) -> list[tuple[Any, ...]]:
+        chained.append(args)
+        return run_chain(*args)
+
+    run_chain = dialect.chain
+    monkeypatch.setattr(dialect, "chain", chain)
+    assert transitions.take(str(run.id), "orders").outcome == "execute"
+    steps, final, params = chained[0]
+    statement = "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in steps) + " " + final
+    with dialect._bound_cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+        plan = cursor.fetchone()[0]
+    reads: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node["Node Type"] != "ModifyTable" and "Relation Name" in node:
+            reads.append(node["Relation Name"])
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"] if isinstance(plan, list) else plan)
+    # the run: with the node, then the start's locking read and its update; the node runs:
+    # the node, its claim and the outputs of the run's succeeded nodes
+    assert reads.count(FlowRun._meta.db_table) == 3
+    assert reads.count(NodeRun._meta.db_table) == 3
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
