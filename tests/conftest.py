@@ -96,6 +96,9 @@ class WorkerProcess:
         wait_until(self._ready, timeout, 0.25, f"worker did not start; see {self.log_path}")
         return self
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
@@ -280,8 +283,11 @@ def _clean_broker() -> None:
 def worker_process(
     django_db_setup: None, django_db_blocker: Any, _clean_broker: None
 ) -> Iterator[WorkerProcess]:
-    """One worker for the session, on the test database (created by pytest-django)."""
-    worker = WorkerProcess(settings.DATABASES["default"]["NAME"]).start()
+    """One worker for the session, on the test database (created by pytest-django), started
+    by the first test that needs it running (``worker``). A test that must have the queue to
+    itself stops it (the fault tests); the next test that needs it starts it again, so a
+    series of such tests costs no restart in between."""
+    worker = WorkerProcess(settings.DATABASES["default"]["NAME"])
     yield worker
     worker.stop()
 
@@ -290,6 +296,8 @@ def worker_process(
 def worker(worker_process: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
     """A running worker; the test's data is committed so that the worker sees it. After the
     test, the tasks it left running end before its data is flushed."""
+    if not worker_process.running():
+        worker_process.start()
     yield worker_process
     worker_process.settle()
 
