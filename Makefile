@@ -26,6 +26,10 @@ ENGINE_TESTS := tests/flows/test_transitions.py tests/flows/test_reaper.py \
 	tests/flows/test_cancel_busy_node.py tests/data/test_partitions.py tests/faults
 EMBEDDED_TESTS := tests/flows tests/data
 
+# Bytecode caches on for the tests even where the environment turns them off: every worker,
+# beat and web process the tests start would compile the platform's modules again, and pytest
+# would rewrite the asserts of every test module in each of the three passes.
+test: export PYTHONDONTWRITEBYTECODE =
 test: setup lint  ## Lint, then the whole test suite against PostgreSQL, Redis and real workers
 	$(BIN)/python -m pytest
 	FLOWPLATFORM_TEST_PGBOUNCER=1 $(BIN)/python -m pytest $(ENGINE_TESTS)

@@ -103,7 +103,8 @@ def test_a_partitioned_run_on_a_worker_keeps_its_data_in_s3(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    worker_process.stop()  # every task of this run must go to the S3 worker
+    worker_process.stop()  # every task of this run must go to the S3 worker (until the next
+    # test needing the session worker starts it again)
     s3_worker = WorkerProcess(settings.DATABASES["default"]["NAME"], extra_env=s3_env).start()
     try:
         with orders_table(600) as table:
@@ -112,7 +113,6 @@ def test_a_partitioned_run_on_a_worker_keeps_its_data_in_s3(
             run = wait_for_run(start_run("paid-orders-to-crm"), timeout=60)
     finally:
         s3_worker.stop()
-        worker_process.start()
     assert run.status == "succeeded", run.error
     assert len(posted_records(httpserver)) == len(table.expected_paid())
     stored = keys_in(s3_endpoint, bucket)

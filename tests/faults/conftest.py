@@ -29,7 +29,7 @@ def fault_workers(
     worker_process: WorkerProcess, transactional_db: None
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start fault workers on demand (``defaults=True``: with the default heartbeat and lease
-    settings); the session worker is stopped meanwhile."""
+    settings); the session worker is stopped (the next test needing it starts it again)."""
     worker_process.stop()
     started: list[WorkerProcess] = []
 
@@ -45,7 +45,6 @@ def fault_workers(
     yield start
     for worker in started:
         worker.kill()
-    worker_process.start()
 
 
 @pytest.fixture
