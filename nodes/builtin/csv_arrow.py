@@ -123,13 +123,18 @@ def read_csv(
     data, eof = b"", False
 
     def fill(size: int) -> None:
+        """Read until ``data`` holds ``size`` bytes or the stream ends (the bytes joined once)."""
         nonlocal data, eof
-        while not eof and len(data) < size:
-            more = stream.read(BLOCK_BYTES)
+        parts, held = [data], len(data)
+        while not eof and held < size:
+            more = stream.read(size - held)
             if more:
-                data += more
+                parts.append(more)
+                held += len(more)
             else:
                 eof = True
+        if len(parts) > 1:
+            data = b"".join(parts)
 
     def by_python(head: list[str] | None, lines: int) -> Iterator[RowBatch]:
         return read_csv_python(
@@ -151,8 +156,10 @@ def read_csv(
         return
     lines = 0
     if header:
-        while b"\n" not in data and not eof:
-            fill(len(data) + BLOCK_BYTES)
+        searched = 0  # a header longer than a block: read as much again, search the new bytes
+        while data.find(b"\n", searched) < 0 and not eof:
+            searched = len(data)
+            fill(2 * len(data) + BLOCK_BYTES)
         end = data.find(b"\n")
         line = (data if end < 0 else data[:end]).removesuffix(b"\r")
         if not line or not _whole_lines(line, len(line), quote):
@@ -185,20 +192,28 @@ def read_csv(
     )
     limit = csv.field_size_limit()
     want = BLOCK_BYTES
+    scanned = seen = 0  # ``data[:scanned]`` searched: ``seen`` line ends, the last at ``last``
+    last = -1
     while True:
         fill(want)
         if not data:
             return
         if eof:
-            end, count = len(data), data.count(b"\n") + (not data.endswith(b"\n"))
+            count = seen + data.count(b"\n", scanned) + (not data.endswith(b"\n"))
+            end = len(data)
         else:
-            last = data.rfind(b"\n")
-            count = data.count(b"\n", 0, last + 1) if last >= 0 else 0
-            whole = count // batch_size * batch_size
-            if not whole:
-                want = len(data) + BLOCK_BYTES  # lines longer than a block, or few
+            at = data.rfind(b"\n", scanned)
+            if at >= 0:
+                seen += data.count(b"\n", scanned, at + 1)
+                last = at
+            scanned = len(data)
+            whole = seen // batch_size * batch_size
+            if not whole:  # a batch longer than a block (or a line): read as much again
+                want = 2 * len(data)
                 continue
-            end, count, want = _after_line(data, last + 1, count, whole), whole, BLOCK_BYTES
+            end, count, want = _after_line(data, last + 1, seen, whole), whole, BLOCK_BYTES
+        scanned = seen = 0
+        last = -1
         table = None
         if _whole_lines(data, end, quote):
             try:

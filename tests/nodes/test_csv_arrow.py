@@ -422,3 +422,39 @@ def test_a_block_ends_after_the_line_wanted(seed: int) -> None:
         for _ in range(wanted):
             expected = data.index(b"\n", expected) + 1
         assert csv_arrow._after_line(data, end, count, wanted) == expected
+
+
+class _CountedReads(io.BytesIO):
+    """A file that counts the reads asked of it."""
+
+    reads = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_a_batch_longer_than_a_block_is_read_in_a_few_growing_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of about 64 blocks: the buffer doubles until it holds one (a few reads, each
+    pass searching only the new bytes), rather than growing by a block per pass, each pass
+    copying and searching the whole buffer again (work growing with the square of a batch)."""
+    monkeypatch.setattr(csv_arrow, "BLOCK_BYTES", 1024)
+    content = "id,amount\n" + "".join(f"{i},{i}.25\n" for i in range(30_000))
+    options: dict[str, Any] = {
+        "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 4_000,  # about 64 KB of lines
+    }
+    stream = _CountedReads(content.encode())
+    batches = list(csv_arrow.read_csv(stream, **options))
+    assert all(batch.source is not None for batch in batches)
+    python = list(read_csv_python(io.BytesIO(content.encode()), encoding="utf-8", **options))
+    assert [len(b) for b in batches] == [len(b) for b in python] == [4_000] * 7 + [2_000]
+    assert [b.rows for b in batches] == [b.rows for b in python]
+    assert [b.text_columns for b in batches] == [b.text_columns for b in python]
+    # 8 batches, each found in about log2(64) + 2 reads (a block at a time: about 400)
+    assert stream.reads <= 80, stream.reads
