@@ -12,7 +12,7 @@ a preview), while ``sql_write``'s ``COPY`` takes the text straight from the Arro
 bad cell) is cast by Python at once, as before: same values, same errors.
 
 Only blocks Python's ``csv`` reads the same way take this path: UTF-8 text without a byte
-order mark, whole lines of one record each — no quote character anywhere in the block, no
+order mark anywhere, whole lines of one record each — no quote character anywhere in the block, no
 blank line, no ``\\r`` but in ``\\r\\n``, no NUL, no field longer than ``csv``'s field size
 limit — with a row width Arrow accepts. At the first block that is not such, the rest of the
 file is read by Python's ``csv`` from that block on (batches are cut at the same lines as
@@ -297,6 +297,9 @@ def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:
         and not data.startswith((b"\n", b"\r\n"), 0, end)
         and data.find(b"\n\n", 0, end) < 0
         and data.find(b"\n\r\n", 0, end) < 0
+        # (Arrow drops a byte order mark at the start of what it reads; Python's ``csv`` keeps
+        # it in the cell: a block that holds one anywhere is read by Python)
+        and data.find(_BOM, 0, end) < 0
     )
 
 

@@ -458,3 +458,51 @@ def test_a_batch_longer_than_a_block_is_read_in_a_few_growing_reads(
     assert [b.text_columns for b in batches] == [b.text_columns for b in python]
     # 8 batches, each found in about log2(64) + 2 reads (a block at a time: about 400)
     assert stream.reads <= 80, stream.reads
+
+
+@pytest.mark.parametrize("at", ["after_header", "later_block", "mid_line", "no_header"])
+def test_a_byte_order_mark_inside_the_file_stays_in_its_cell(
+    at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow drops a byte order mark at the start of what it parses; Python's ``csv`` keeps it
+    in the cell, wherever it is after the file's start: such a block is read by Python."""
+    monkeypatch.setattr(csv_arrow, "BLOCK_BYTES", 64)
+    bom = "\ufeff"
+    lines = [f"{i},n{i}" for i in range(40)]
+    if at == "after_header":
+        lines[0] = f"{bom}id,name"
+    elif at == "later_block":  # at the start of every batch from line 20 (some start a block)
+        lines[20::4] = [f"{bom}{line}" for line in lines[20::4]]
+    else:
+        lines[25] = f"25,{bom}n25"
+    content = ("" if at == "no_header" else "id,name\n") + "\n".join(lines) + "\n"
+    options: dict[str, Any] = {
+        "columns": {"id": F.STRING, "name": F.STRING} if at != "after_header" else None,
+        "header": at != "no_header",
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 4,
+    }
+    batches = list(csv_arrow.read_csv(io.BytesIO(content.encode()), **options))
+    python = list(read_csv_python(io.BytesIO(content.encode()), encoding="utf-8", **options))
+    assert [b.rows for b in batches] == [b.rows for b in python]
+    assert [b.names for b in batches] == [b.names for b in python]
+    held = [row for b in batches for row in b.rows]
+    assert sum(bom in str(value) for row in held for value in row) == sum(
+        bom in line for line in lines
+    )
+    if at != "after_header":
+        assert batches[0].source is not None  # the blocks before it: by Arrow
+
+
+def test_a_byte_order_mark_after_the_header_is_a_cell_of_the_first_row() -> None:
+    data = b"id,name\n\xef\xbb\xbfid,name\n1,x\n"
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+    }
+    (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
+    assert batch.rows == [["\ufeffid", "name"], ["1", "x"]]
