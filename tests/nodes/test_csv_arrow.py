@@ -19,11 +19,20 @@ from psycopg import sql
 from nodes.builtin import csv_arrow
 from nodes.builtin.file_formats import FileFormatError, read_csv, read_csv_python
 from nodes.builtin.file_read import FileReadNode
+from nodes.builtin.sql_write.dialect import dialect_for
+from nodes.builtin.sql_write.node import SqlWriteNode
 from nodes.builtin.sql_write.postgres import copy_text
+from nodes.builtin.sql_write.run import Loader
 from nodes.sdk import FieldType
 from nodes.sdk.batches import RowBatch, rebatch
 from tests.nodes.test_file_nodes import context, put, root  # noqa: F401 - a fixture
-from tests.nodes.test_sql_write import query, rows_of, schema, write  # noqa: F401 - a fixture
+from tests.nodes.test_sql_write import (  # noqa: F401 - a fixture
+    context_for,
+    query,
+    rows_of,
+    schema,
+    write,
+)
 
 F = FieldType
 
@@ -484,6 +493,7 @@ def test_a_byte_order_mark_inside_the_file_stays_in_its_cell(
         "batch_size": 4,
     }
     batches = list(csv_arrow.read_csv(io.BytesIO(content.encode()), **options))
+    arrow = batches[0].source is not None
     python = list(read_csv_python(io.BytesIO(content.encode()), encoding="utf-8", **options))
     assert [b.rows for b in batches] == [b.rows for b in python]
     assert [b.names for b in batches] == [b.names for b in python]
@@ -492,7 +502,7 @@ def test_a_byte_order_mark_inside_the_file_stays_in_its_cell(
         bom in line for line in lines
     )
     if at != "after_header":
-        assert batches[0].source is not None  # the blocks before it: by Arrow
+        assert arrow  # the blocks before it: by Arrow
 
 
 def test_a_byte_order_mark_after_the_header_is_a_cell_of_the_first_row() -> None:
@@ -506,3 +516,38 @@ def test_a_byte_order_mark_after_the_header_is_a_cell_of_the_first_row() -> None
     }
     (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
     assert batch.rows == [["\ufeffid", "name"], ["1", "x"]]
+
+
+def test_rows_built_and_changed_in_place_are_what_copy_writes(
+    schema: str,  # noqa: F811
+) -> None:
+    """Once a batch's rows are built its Arrow source is dropped: a node that changes them in
+    place and passes the batch on has its values written, not the text read."""
+    query(
+        sql.SQL("create table {}.{} (id text, name text)").format(
+            sql.Identifier(schema), sql.Identifier("t")
+        )
+    )
+    data = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(6))
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 3,
+    }
+    batches = list(csv_arrow.read_csv(io.BytesIO(data), **options))
+    assert all(b.source is not None for b in batches)
+    batches[0].rows[1][1] = "changed"  # built, then changed in place
+    node = SqlWriteNode({"connection": "target", "table": f"{schema}.t"})
+    run_context = context_for()
+    target = run_context.connection("target")
+    opened = dialect_for(target.scheme).open(
+        target.url, run_context.redactor, statement_timeout_s=node.config.statement_timeout_s
+    )
+    with opened as session:
+        # the batches as they come (the node's re-cut would copy the built one)
+        list(Loader(node.config, session, run_context).write(batches))
+    assert [name for _, name in rows_of(f"{schema}.t")] == ["n0", "changed", "n2", "n3", "n4", "n5"]
+    # (the Arrow block is no longer held beside the rows; the other batches kept theirs)
+    assert batches[0].source is None and batches[1].source is not None
