@@ -137,7 +137,7 @@ class RowBatch(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
-            if self._rows is None:
+            if self._rows is None and index.step in (None, 1):  # (a step: the rows built)
                 assert self.source is not None
                 return RowBatch(self.names, None, source=self.source.sliced(index))
             texts = self.text_columns

@@ -551,3 +551,21 @@ def test_rows_built_and_changed_in_place_are_what_copy_writes(
     assert [name for _, name in rows_of(f"{schema}.t")] == ["n0", "changed", "n2", "n3", "n4", "n5"]
     # (the Arrow block is no longer held beside the rows; the other batches kept theirs)
     assert batches[0].source is None and batches[1].source is not None
+
+
+def test_a_batch_read_by_arrow_sliced_with_a_step_builds_its_rows() -> None:
+    data = b"id,amount\n" + b"".join(b"%d,%d.5\n" % (i, i) for i in range(9))
+    options: dict[str, Any] = {
+        "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+    }
+    (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
+    (python,) = read_csv_python(io.BytesIO(data), encoding="utf-8", **options)
+    assert batch.source is not None
+    assert batch[::2].rows == python[::2].rows == [(i, Decimal(f"{i}.5")) for i in range(0, 9, 2)]
+    assert batch[::-3].text_columns == python[::-3].text_columns
+    assert batch[1:3].rows == python[1:3].rows
+
