@@ -113,9 +113,11 @@ def read_csv(
     delimiter: str,
     quotechar: str,
     batch_size: int,
+    encoding: str = "utf-8",
 ) -> Iterator[RowBatch]:
     """Row batches of a UTF-8 CSV file (see the module): those of
-    :func:`~nodes.builtin.file_formats.read_csv_python`, built when used."""
+    :func:`~nodes.builtin.file_formats.read_csv_python`, built when used (``encoding``: a
+    name of UTF-8, as the errors spell it)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -143,7 +145,7 @@ def read_csv(
             header=header,
             delimiter=delimiter,
             quotechar=quotechar,
-            encoding="utf-8",
+            encoding=encoding,
             batch_size=batch_size,
             head=head,
             lines=lines,
@@ -226,7 +228,7 @@ def read_csv(
                 )
             except pa.ArrowInvalid:  # a row's width, a byte that is not UTF-8: Python says
                 table = None
-                _check_utf8(data, end, lines)
+                _check_utf8(data, end, lines, encoding)
         if (
             table is None
             or table.num_rows != count
@@ -276,15 +278,17 @@ def _pool() -> Any:
     return pa.system_memory_pool()
 
 
-def _check_utf8(data: bytes, end: int, lines: int) -> None:
+def _check_utf8(data: bytes, end: int, lines: int, encoding: str) -> None:
     """Raise for text that is not UTF-8 in ``data[:end]`` (which starts after ``lines``
-    lines), naming the line of the first bad byte. (Python's reader names a line near it:
+    lines), naming the encoding as given and the line of the first bad byte. (Python's reader names a line near it:
     where its decoder, a chunk ahead of the parser, stood.)"""
     try:
         data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         line = lines + data.count(b"\n", 0, exc.start) + 1
-        raise FileFormatError(f"not valid utf-8 text ({exc.reason})", f"near line {line}") from None
+        raise FileFormatError(
+            f"not valid {encoding} text ({exc.reason})", f"near line {line}"
+        ) from None
 
 
 def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:

@@ -569,3 +569,21 @@ def test_a_batch_read_by_arrow_sliced_with_a_step_builds_its_rows() -> None:
     assert batch[::-3].text_columns == python[::-3].text_columns
     assert batch[1:3].rows == python[1:3].rows
 
+
+@pytest.mark.parametrize("spelling", ["UTF8", "utf_8", "U8"])
+def test_invalid_utf8_is_reported_in_the_encoding_as_spelled(spelling: str) -> None:
+    data = b"id,name\n1,a\n2,\xff\n"
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+        "encoding": spelling,
+    }
+    with pytest.raises(FileFormatError) as failure:
+        list(read_csv(io.BytesIO(data), **options))
+    with pytest.raises(FileFormatError) as by_python:
+        list(read_csv_python(io.BytesIO(data), **options))
+    assert str(failure.value) == str(by_python.value)
+    assert str(failure.value).startswith(f"not valid {spelling} text")
