@@ -683,3 +683,24 @@ def test_a_checkpoint_cleared_is_stored_as_sql_null(minimal_flow: dict[str, Any]
     assert transitions.save_checkpoint(part, {"push": {"acked": 1}})
     assert transitions.save_checkpoint(part, None)
     assert PartitionRun.objects.filter(pk=part.pk, checkpoint__isnull=True).exists()
+
+
+def test_a_partition_recording_a_node_outside_its_stretch_fails_with_a_clear_error(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """A partition whose ``nodes`` name a node the delivery does not run in it (planned by
+    an older release) fails, with its fan-out and the run, saying which: no ``KeyError``."""
+    from flows.engine.failures import NodeFailed
+    from flows.engine.partitions import run_partition
+
+    run = queued_run(minimal_flow)
+    run_id = str(run.id)
+    for key in ("paid", "shape", "push"):
+        assert transitions.take(run_id, key, owner=lease.FAN_OUT, lease_s=60).outcome == "execute"
+    transitions.add_partitions(run_id, "orders", [0], ["paid", "shape", "push"])
+    with pytest.raises(NodeFailed, match="records node\\(s\\) 'push'"):
+        run_partition(run_id, "orders", ["paid", "shape"], 0)
+    part = partition_of(run)
+    assert part.status == "failed" and "'push', not of the stretch after 'orders'" in part.error
+    assert (part.failed_node, node(run, "paid").status) == ("paid", "failed")
+    assert FlowRun.objects.get(id=run.id).status == "failed"
