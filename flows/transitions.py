@@ -424,7 +424,8 @@ def save_checkpoint(node_run: Leased, value: Any) -> bool:
     model = type(node_run)
     sql = _leased_sql(_SAVE_CHECKPOINT, model, connection.vendor, dialect.lazy_commit_sql())
     params = {
-        "value": model._meta.get_field("checkpoint").get_db_prep_value(value, connection),
+        # (``get_db_prep_save``: ``None`` is SQL NULL, as saving the model stores it)
+        "value": model._meta.get_field("checkpoint").get_db_prep_save(value, connection),
         "now": _db_time(now),
         "expires": _db_time(lease.expiry(now)),
         "id": node_run.pk,
@@ -728,7 +729,7 @@ def finish_partition(partition: PartitionRun, status: str, **fields: Any) -> boo
     figures = "".join(f", {quote(get_field(n).column)} = %({n})s" for n in sorted(fields))
     sql = _leased_sql(_FINISH_PARTITION, PartitionRun, connection.vendor, "", figures=figures)
     params = {
-        **{name: get_field(name).get_db_prep_value(v, connection) for name, v in fields.items()},
+        **{name: get_field(name).get_db_prep_save(v, connection) for name, v in fields.items()},
         "status": status,
         "now": _db_time(now),
         "duration_ms": duration_ms(partition.started_at, now),

@@ -607,6 +607,9 @@ def run_partition(
     part = claim.partition
     run = part.run
     run.version = version_of(run.version_id)
+    unknown = [key for key in part.nodes if key not in keys]
+    if unknown:  # (recorded by a release that ran another stretch for this source)
+        _fail_unknown_nodes(part, claim.node_runs, source, unknown)
     node_runs = {key: claim.node_runs[key] for key in part.nodes}
     # (a combinable node after the stretch only stores its partial here: its node run is
     # its combine's, pending until the partitions are done)
@@ -670,6 +673,24 @@ def run_partition(
                        run_id, source, partition)  # fmt: skip
         raise Ignore()
     return {"partition": partition}
+
+
+def _fail_unknown_nodes(
+    part: PartitionRun, node_runs: dict[str, NodeRun], source: str, unknown: list[str]
+) -> None:
+    """Fail a partition that records nodes this delivery does not run in it (a partition
+    planned by an older release), with its first node known and the run; raises as ``_fail``."""
+    text = (
+        f"the partition records node(s) {', '.join(map(repr, unknown))}, not of the stretch "
+        f"after '{source}' this release runs: run the flow again"
+    )
+    first = next((node_runs[key] for key in part.nodes if key in node_runs), None)
+    if first is None:
+        first = NodeRun.objects.filter(run_id=part.run_id, node_key=source).first()
+    if first is None:  # (no node run to fail beside it: the partition alone)
+        transitions.finish_partition(part, NodeStatus.FAILED, error=text)
+        raise NodeFailed(f"partition {part.index}: {text}")
+    _fail(first, text, "", part.nodes, part)
 
 
 def _stop(part: PartitionRun) -> None:

@@ -12,7 +12,7 @@ a preview), while ``sql_write``'s ``COPY`` takes the text straight from the Arro
 bad cell) is cast by Python at once, as before: same values, same errors.
 
 Only blocks Python's ``csv`` reads the same way take this path: UTF-8 text without a byte
-order mark, whole lines of one record each — no quote character anywhere in the block, no
+order mark anywhere, whole lines of one record each — no quote character anywhere in the block, no
 blank line, no ``\\r`` but in ``\\r\\n``, no NUL, no field longer than ``csv``'s field size
 limit — with a row width Arrow accepts. At the first block that is not such, the rest of the
 file is read by Python's ``csv`` from that block on (batches are cut at the same lines as
@@ -113,9 +113,11 @@ def read_csv(
     delimiter: str,
     quotechar: str,
     batch_size: int,
+    encoding: str = "utf-8",
 ) -> Iterator[RowBatch]:
     """Row batches of a UTF-8 CSV file (see the module): those of
-    :func:`~nodes.builtin.file_formats.read_csv_python`, built when used."""
+    :func:`~nodes.builtin.file_formats.read_csv_python`, built when used (``encoding``: a
+    name of UTF-8, as the errors spell it)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -123,13 +125,18 @@ def read_csv(
     data, eof = b"", False
 
     def fill(size: int) -> None:
+        """Read until ``data`` holds ``size`` bytes or the stream ends (the bytes joined once)."""
         nonlocal data, eof
-        while not eof and len(data) < size:
-            more = stream.read(BLOCK_BYTES)
+        parts, held = [data], len(data)
+        while not eof and held < size:
+            more = stream.read(size - held)
             if more:
-                data += more
+                parts.append(more)
+                held += len(more)
             else:
                 eof = True
+        if len(parts) > 1:
+            data = b"".join(parts)
 
     def by_python(head: list[str] | None, lines: int) -> Iterator[RowBatch]:
         return read_csv_python(
@@ -138,7 +145,7 @@ def read_csv(
             header=header,
             delimiter=delimiter,
             quotechar=quotechar,
-            encoding="utf-8",
+            encoding=encoding,
             batch_size=batch_size,
             head=head,
             lines=lines,
@@ -151,8 +158,10 @@ def read_csv(
         return
     lines = 0
     if header:
-        while b"\n" not in data and not eof:
-            fill(len(data) + BLOCK_BYTES)
+        searched = 0  # a header longer than a block: read as much again, search the new bytes
+        while data.find(b"\n", searched) < 0 and not eof:
+            searched = len(data)
+            fill(2 * len(data) + BLOCK_BYTES)
         end = data.find(b"\n")
         line = (data if end < 0 else data[:end]).removesuffix(b"\r")
         if not line or not _whole_lines(line, len(line), quote):
@@ -185,20 +194,28 @@ def read_csv(
     )
     limit = csv.field_size_limit()
     want = BLOCK_BYTES
+    scanned = seen = 0  # ``data[:scanned]`` searched: ``seen`` line ends, the last at ``last``
+    last = -1
     while True:
         fill(want)
         if not data:
             return
         if eof:
-            end, count = len(data), data.count(b"\n") + (not data.endswith(b"\n"))
+            count = seen + data.count(b"\n", scanned) + (not data.endswith(b"\n"))
+            end = len(data)
         else:
-            last = data.rfind(b"\n")
-            count = data.count(b"\n", 0, last + 1) if last >= 0 else 0
-            whole = count // batch_size * batch_size
-            if not whole:
-                want = len(data) + BLOCK_BYTES  # lines longer than a block, or few
+            at = data.rfind(b"\n", scanned)
+            if at >= 0:
+                seen += data.count(b"\n", scanned, at + 1)
+                last = at
+            scanned = len(data)
+            whole = seen // batch_size * batch_size
+            if not whole:  # a batch longer than a block (or a line): read as much again
+                want = 2 * len(data)
                 continue
-            end, count, want = _after_line(data, last + 1, count, whole), whole, BLOCK_BYTES
+            end, count, want = _after_line(data, last + 1, seen, whole), whole, BLOCK_BYTES
+        scanned = seen = 0
+        last = -1
         table = None
         if _whole_lines(data, end, quote):
             try:
@@ -211,7 +228,7 @@ def read_csv(
                 )
             except pa.ArrowInvalid:  # a row's width, a byte that is not UTF-8: Python says
                 table = None
-                _check_utf8(data, end, lines)
+                _check_utf8(data, end, lines, encoding)
         if (
             table is None
             or table.num_rows != count
@@ -261,15 +278,17 @@ def _pool() -> Any:
     return pa.system_memory_pool()
 
 
-def _check_utf8(data: bytes, end: int, lines: int) -> None:
+def _check_utf8(data: bytes, end: int, lines: int, encoding: str) -> None:
     """Raise for text that is not UTF-8 in ``data[:end]`` (which starts after ``lines``
-    lines), naming the line of the first bad byte. (Python's reader names a line near it:
+    lines), naming the encoding as given and the line of the first bad byte. (Python's reader names a line near it:
     where its decoder, a chunk ahead of the parser, stood.)"""
     try:
         data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         line = lines + data.count(b"\n", 0, exc.start) + 1
-        raise FileFormatError(f"not valid utf-8 text ({exc.reason})", f"near line {line}") from None
+        raise FileFormatError(
+            f"not valid {encoding} text ({exc.reason})", f"near line {line}"
+        ) from None
 
 
 def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:
@@ -282,6 +301,9 @@ def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:
         and not data.startswith((b"\n", b"\r\n"), 0, end)
         and data.find(b"\n\n", 0, end) < 0
         and data.find(b"\n\r\n", 0, end) < 0
+        # (Arrow drops a byte order mark at the start of what it reads; Python's ``csv`` keeps
+        # it in the cell: a block that holds one anywhere is read by Python)
+        and data.find(_BOM, 0, end) < 0
     )
 
 

@@ -103,6 +103,7 @@ def read_csv(
             delimiter=delimiter,
             quotechar=quotechar,
             batch_size=batch_size,
+            encoding=encoding,
         )
     return read_csv_python(
         stream,

@@ -72,7 +72,8 @@ class RowBatch(Sequence[Record]):
     ``source`` (with ``rows`` ``None``): the rows are built from it when first used
     (:class:`RowSource`); slices, re-cut batches and ``sql_write``'s ``COPY`` use the source
     itself, so a batch that only goes from ``file_read`` into ``COPY`` never holds Python
-    values (decision 0049).
+    values (decision 0049). Once the rows are built the source is dropped (``source`` is
+    ``None``): what a node changes in them is what is written.
     """
 
     __slots__ = ("_rows", "_text_columns", "names", "source")
@@ -92,8 +93,11 @@ class RowBatch(Sequence[Record]):
             raise ValueError("a row batch needs rows or a source of rows")
 
     def _build(self) -> None:
+        # The source is dropped once built: the rows are the batch from then on (a node may
+        # change them in place and pass the batch on), and the source's memory is freed.
         assert self.source is not None
         self._rows, self._text_columns = self.source.build()
+        self.source = None
 
     @property
     def rows(self) -> list[Any]:
@@ -133,7 +137,7 @@ class RowBatch(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | RowBatch:
         if isinstance(index, slice):
-            if self._rows is None:
+            if self._rows is None and index.step in (None, 1):  # (a step: the rows built)
                 assert self.source is not None
                 return RowBatch(self.names, None, source=self.source.sliced(index))
             texts = self.text_columns

@@ -666,3 +666,41 @@ def test_a_run_cancelled_while_its_source_plans_hands_nothing_over_and_ends_the_
     produce_partitions.apply(args=[str(run.id), "orders", []])
     ended = node(run, "orders")
     assert (ended.status, ended.error, ended.lease_owner) == ("cancelled", "run ended", "")
+
+
+def test_a_checkpoint_cleared_is_stored_as_sql_null(minimal_flow: dict[str, Any]) -> None:
+    """``None`` saved as a checkpoint (of a node run or a partition) is SQL NULL, as saving
+    the model stores it, not the JSON value ``null``."""
+    run = queued_run(minimal_flow)
+    taken = transitions.take(str(run.id), "orders").node_run
+    assert taken is not None
+    assert transitions.save_checkpoint(taken, {"sent": 1})
+    assert transitions.save_checkpoint(taken, None)
+    assert NodeRun.objects.filter(pk=taken.pk, checkpoint__isnull=True).exists()
+    transitions.add_partitions(str(run.id), "push", [0], ["push"])
+    part = transitions.take_partition(str(run.id), "push", 0).partition
+    assert part is not None
+    assert transitions.save_checkpoint(part, {"push": {"acked": 1}})
+    assert transitions.save_checkpoint(part, None)
+    assert PartitionRun.objects.filter(pk=part.pk, checkpoint__isnull=True).exists()
+
+
+def test_a_partition_recording_a_node_outside_its_stretch_fails_with_a_clear_error(
+    minimal_flow: dict[str, Any],
+) -> None:
+    """A partition whose ``nodes`` name a node the delivery does not run in it (planned by
+    an older release) fails, with its fan-out and the run, saying which: no ``KeyError``."""
+    from flows.engine.failures import NodeFailed
+    from flows.engine.partitions import run_partition
+
+    run = queued_run(minimal_flow)
+    run_id = str(run.id)
+    for key in ("paid", "shape", "push"):
+        assert transitions.take(run_id, key, owner=lease.FAN_OUT, lease_s=60).outcome == "execute"
+    transitions.add_partitions(run_id, "orders", [0], ["paid", "shape", "push"])
+    with pytest.raises(NodeFailed, match="records node\\(s\\) 'push'"):
+        run_partition(run_id, "orders", ["paid", "shape"], 0)
+    part = partition_of(run)
+    assert part.status == "failed" and "'push', not of the stretch after 'orders'" in part.error
+    assert (part.failed_node, node(run, "paid").status) == ("paid", "failed")
+    assert FlowRun.objects.get(id=run.id).status == "failed"

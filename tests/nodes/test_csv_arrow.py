@@ -19,11 +19,20 @@ from psycopg import sql
 from nodes.builtin import csv_arrow
 from nodes.builtin.file_formats import FileFormatError, read_csv, read_csv_python
 from nodes.builtin.file_read import FileReadNode
+from nodes.builtin.sql_write.dialect import dialect_for
+from nodes.builtin.sql_write.node import SqlWriteNode
 from nodes.builtin.sql_write.postgres import copy_text
+from nodes.builtin.sql_write.run import Loader
 from nodes.sdk import FieldType
 from nodes.sdk.batches import RowBatch, rebatch
 from tests.nodes.test_file_nodes import context, put, root  # noqa: F401 - a fixture
-from tests.nodes.test_sql_write import query, rows_of, schema, write  # noqa: F401 - a fixture
+from tests.nodes.test_sql_write import (  # noqa: F401 - a fixture
+    context_for,
+    query,
+    rows_of,
+    schema,
+    write,
+)
 
 F = FieldType
 
@@ -422,3 +431,159 @@ def test_a_block_ends_after_the_line_wanted(seed: int) -> None:
         for _ in range(wanted):
             expected = data.index(b"\n", expected) + 1
         assert csv_arrow._after_line(data, end, count, wanted) == expected
+
+
+class _CountedReads(io.BytesIO):
+    """A file that counts the reads asked of it."""
+
+    reads = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_a_batch_longer_than_a_block_is_read_in_a_few_growing_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of about 64 blocks: the buffer doubles until it holds one (a few reads, each
+    pass searching only the new bytes), rather than growing by a block per pass, each pass
+    copying and searching the whole buffer again (work growing with the square of a batch)."""
+    monkeypatch.setattr(csv_arrow, "BLOCK_BYTES", 1024)
+    content = "id,amount\n" + "".join(f"{i},{i}.25\n" for i in range(30_000))
+    options: dict[str, Any] = {
+        "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 4_000,  # about 64 KB of lines
+    }
+    stream = _CountedReads(content.encode())
+    batches = list(csv_arrow.read_csv(stream, **options))
+    assert all(batch.source is not None for batch in batches)
+    python = list(read_csv_python(io.BytesIO(content.encode()), encoding="utf-8", **options))
+    assert [len(b) for b in batches] == [len(b) for b in python] == [4_000] * 7 + [2_000]
+    assert [b.rows for b in batches] == [b.rows for b in python]
+    assert [b.text_columns for b in batches] == [b.text_columns for b in python]
+    # 8 batches, each found in about log2(64) + 2 reads (a block at a time: about 400)
+    assert stream.reads <= 80, stream.reads
+
+
+@pytest.mark.parametrize("at", ["after_header", "later_block", "mid_line", "no_header"])
+def test_a_byte_order_mark_inside_the_file_stays_in_its_cell(
+    at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow drops a byte order mark at the start of what it parses; Python's ``csv`` keeps it
+    in the cell, wherever it is after the file's start: such a block is read by Python."""
+    monkeypatch.setattr(csv_arrow, "BLOCK_BYTES", 64)
+    bom = "\ufeff"
+    lines = [f"{i},n{i}" for i in range(40)]
+    if at == "after_header":
+        lines[0] = f"{bom}id,name"
+    elif at == "later_block":  # at the start of every batch from line 20 (some start a block)
+        lines[20::4] = [f"{bom}{line}" for line in lines[20::4]]
+    else:
+        lines[25] = f"25,{bom}n25"
+    content = ("" if at == "no_header" else "id,name\n") + "\n".join(lines) + "\n"
+    options: dict[str, Any] = {
+        "columns": {"id": F.STRING, "name": F.STRING} if at != "after_header" else None,
+        "header": at != "no_header",
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 4,
+    }
+    batches = list(csv_arrow.read_csv(io.BytesIO(content.encode()), **options))
+    arrow = batches[0].source is not None
+    python = list(read_csv_python(io.BytesIO(content.encode()), encoding="utf-8", **options))
+    assert [b.rows for b in batches] == [b.rows for b in python]
+    assert [b.names for b in batches] == [b.names for b in python]
+    held = [row for b in batches for row in b.rows]
+    assert sum(bom in str(value) for row in held for value in row) == sum(
+        bom in line for line in lines
+    )
+    if at != "after_header":
+        assert arrow  # the blocks before it: by Arrow
+
+
+def test_a_byte_order_mark_after_the_header_is_a_cell_of_the_first_row() -> None:
+    data = b"id,name\n\xef\xbb\xbfid,name\n1,x\n"
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+    }
+    (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
+    assert batch.rows == [["\ufeffid", "name"], ["1", "x"]]
+
+
+def test_rows_built_and_changed_in_place_are_what_copy_writes(
+    schema: str,  # noqa: F811
+) -> None:
+    """Once a batch's rows are built its Arrow source is dropped: a node that changes them in
+    place and passes the batch on has its values written, not the text read."""
+    query(
+        sql.SQL("create table {}.{} (id text, name text)").format(
+            sql.Identifier(schema), sql.Identifier("t")
+        )
+    )
+    data = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(6))
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 3,
+    }
+    batches = list(csv_arrow.read_csv(io.BytesIO(data), **options))
+    assert all(b.source is not None for b in batches)
+    batches[0].rows[1][1] = "changed"  # built, then changed in place
+    node = SqlWriteNode({"connection": "target", "table": f"{schema}.t"})
+    run_context = context_for()
+    target = run_context.connection("target")
+    opened = dialect_for(target.scheme).open(
+        target.url, run_context.redactor, statement_timeout_s=node.config.statement_timeout_s
+    )
+    with opened as session:
+        # the batches as they come (the node's re-cut would copy the built one)
+        list(Loader(node.config, session, run_context).write(batches))
+    assert [name for _, name in rows_of(f"{schema}.t")] == ["n0", "changed", "n2", "n3", "n4", "n5"]
+    # (the Arrow block is no longer held beside the rows; the other batches kept theirs)
+    assert batches[0].source is None and batches[1].source is not None
+
+
+def test_a_batch_read_by_arrow_sliced_with_a_step_builds_its_rows() -> None:
+    data = b"id,amount\n" + b"".join(b"%d,%d.5\n" % (i, i) for i in range(9))
+    options: dict[str, Any] = {
+        "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+    }
+    (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
+    (python,) = read_csv_python(io.BytesIO(data), encoding="utf-8", **options)
+    assert batch.source is not None
+    assert batch[::2].rows == python[::2].rows == [(i, Decimal(f"{i}.5")) for i in range(0, 9, 2)]
+    assert batch[::-3].text_columns == python[::-3].text_columns
+    assert batch[1:3].rows == python[1:3].rows
+
+
+@pytest.mark.parametrize("spelling", ["UTF8", "utf_8", "U8"])
+def test_invalid_utf8_is_reported_in_the_encoding_as_spelled(spelling: str) -> None:
+    data = b"id,name\n1,a\n2,\xff\n"
+    options: dict[str, Any] = {
+        "columns": None,
+        "header": True,
+        "delimiter": ",",
+        "quotechar": '"',
+        "batch_size": 10,
+        "encoding": spelling,
+    }
+    with pytest.raises(FileFormatError) as failure:
+        list(read_csv(io.BytesIO(data), **options))
+    with pytest.raises(FileFormatError) as by_python:
+        list(read_csv_python(io.BytesIO(data), **options))
+    assert str(failure.value) == str(by_python.value)
+    assert str(failure.value).startswith(f"not valid {spelling} text")
