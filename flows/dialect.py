@@ -17,10 +17,13 @@ RETURNING``, CTEs, ``CAST``); what differs is said here:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 from django.db import connection, transaction
+from psycopg._queries import PostgresQuery, QueryPart, _query2pg_nocache
+from psycopg.adapt import PyFormat
 
 _WORDS = {
     "postgresql": {"json_object_agg": "json_object_agg", "skip_locked": "FOR UPDATE SKIP LOCKED"},
@@ -75,10 +78,45 @@ def update(sql: str, params: Mapping[str, Any]) -> int:
         return int(cursor.rowcount)
 
 
+_CONVERTED_KEPT = 32  # statements (the engine's are a dozen, and a start's per flow size)
+_CONVERTED_MAX_LENGTH = 32768  # characters: longer ones are converted on every call
+
+
+@lru_cache(maxsize=_CONVERTED_KEPT)
+def _converted(
+    query: str, encoding: str
+) -> tuple[bytes, list[PyFormat], list[str] | None, list[QueryPart]]:
+    """``query`` with its ``%(name)s`` placeholders made PostgreSQL's ``$n`` (psycopg's own
+    conversion), remembered: the engine's statements are few and the same text every time."""
+    return _query2pg_nocache(query.encode(encoding), encoding)
+
+
+class _RememberedQuery(PostgresQuery):
+    """psycopg's conversion of a statement and its parameters, the statement's part remembered
+    whatever its length and number of parameters. psycopg remembers only statements of at most
+    4096 characters and 50 parameters; the engine's larger ones (the start of a run: its run,
+    node runs and audit entry in one statement, 130 parameters for 4 nodes) were converted
+    again on every call, a regular-expression pass over the whole text that was a fifth of a
+    start's client CPU."""
+
+    __slots__ = ()
+
+    def convert(self, query: Any, vars: Any) -> None:
+        if vars is None or not isinstance(query, str) or len(query) > _CONVERTED_MAX_LENGTH:
+            super().convert(query, vars)
+            return
+        converted = _converted(query, self._tx.encoding)
+        self.query, self._want_formats, self._order, self._parts = converted
+        self.dump(vars)
+
+
 class _UnpreparedCursor(psycopg.Cursor[Any]):
     """A psycopg cursor that binds parameters on the server, each statement unnamed and never
     prepared (``prepare=False`` whatever the connection's ``prepare_threshold``): nothing of
-    it outlives the statement, so it passes a transaction-mode pooler."""
+    it outlives the statement, so it passes a transaction-mode pooler. Its statements'
+    conversion to PostgreSQL's placeholders is remembered (:class:`_RememberedQuery`)."""
+
+    _query_cls = _RememberedQuery
 
     def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
         options["prepare"] = False

@@ -41,3 +41,26 @@ def test_a_run_its_node_runs_and_its_audit_entry_are_recorded_in_one_statement(
         assert inserts[0].count("INSERT INTO") == 3
     else:
         assert len(inserts) == 3
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_start_statement_is_converted_for_postgresql_once_per_process(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # (longer than psycopg remembers by itself: 4096 characters, 50 parameters)
+    from flows.dialect import _converted
+
+    flow, _ = apply_flow_file(minimal_flow)
+    with transaction.atomic():  # rolled back: nothing is dispatched
+        start_run(flow)  # (the flow's version resolved, the statement converted)
+        before = _converted.cache_info()
+        runs = [start_run(flow, params={"day": day}) for day in ("2026-01-02", "2026-01-03")]
+        after = _converted.cache_info()
+        # each start's own values, bound to the remembered statement
+        for run, day in zip(runs, ("2026-01-02", "2026-01-03"), strict=True):
+            assert FlowRun.objects.get(id=run.id).params == {"day": day}
+            assert NodeRun.objects.filter(run=run).count() == len(minimal_flow["nodes"])
+            assert AuditEntry.objects.filter(action=Action.RUN, object_id=str(run.id)).exists()
+        transaction.set_rollback(True)
+    assert after.misses == before.misses
+    assert after.hits >= before.hits + 2
