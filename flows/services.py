@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import current_app
 from celery.exceptions import CeleryError
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
@@ -161,7 +161,10 @@ def _insert(run: FlowRun, node_runs: list[NodeRun], audit: AuditEntry | None = N
 
 
 def _db_values(obj: Any, fields: list[Any]) -> list[Any]:
-    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+    # (this thread's connection itself: the ``connection`` proxy looks it up again on each of
+    # the hundreds of attribute reads the fields make, a sixth of this function's CPU)
+    db = connections[DEFAULT_DB_ALIAS]
+    return [field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields]
 
 
 def _node_run(run: FlowRun, index: int, node: dict[str, Any], reused: NodeRun | None) -> NodeRun:
