@@ -35,6 +35,8 @@ from tests.nodes.test_sql_write import (  # noqa: F401 - a fixture
 )
 
 F = FieldType
+#: The CSV options most cases read with: a header, commas, double quotes.
+COMMA_HEADED: dict[str, Any] = {"header": True, "delimiter": ",", "quotechar": '"'}
 
 
 def integer(rng: random.Random) -> str:
@@ -227,9 +229,7 @@ def test_the_usual_file_takes_the_fast_path_and_builds_rows_when_asked() -> None
     )
     options: dict[str, Any] = {
         "columns": {"id": F.INTEGER, "name": F.STRING, "amount": F.DECIMAL, "at": F.DATETIME},
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "encoding": "utf-8",
         "batch_size": 10,
     }
@@ -265,9 +265,7 @@ def test_options_arrow_cannot_match_are_read_by_python(
     data = prefix + b"id,ratio\n1,0.5\n2,1e3\n"
     settings: dict[str, Any] = {
         "columns": {"id": F.INTEGER, "ratio": F.STRING},
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "encoding": "utf-8",
         "batch_size": 10,
         **options,
@@ -289,9 +287,7 @@ def test_a_quoted_field_later_in_the_file_switches_to_python_at_its_block(
     content = "id,note\n" + "".join(f"{i},n{i}\n" for i in range(40)) + '40,"a, ""b""\nc"\n41,x\n'
     options: dict[str, Any] = {
         "columns": {"id": F.INTEGER, "note": F.STRING},
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 4,
     }
     batches = list(csv_arrow.read_csv(io.BytesIO(content.encode()), **options))
@@ -336,9 +332,7 @@ def test_invalid_utf8_fails_as_python_reports_it() -> None:
     data = b"id,name\n1,a\n2,\xff\n"
     options: dict[str, Any] = {
         "columns": None,
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 10,
     }
     with pytest.raises(FileFormatError, match="not valid utf-8 text") as failure:
@@ -453,9 +447,7 @@ def test_a_batch_longer_than_a_block_is_read_in_a_few_growing_reads(
     content = "id,amount\n" + "".join(f"{i},{i}.25\n" for i in range(30_000))
     options: dict[str, Any] = {
         "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 4_000,  # about 64 KB of lines
     }
     stream = _CountedReads(content.encode())
@@ -487,9 +479,8 @@ def test_a_byte_order_mark_inside_the_file_stays_in_its_cell(
     content = ("" if at == "no_header" else "id,name\n") + "\n".join(lines) + "\n"
     options: dict[str, Any] = {
         "columns": {"id": F.STRING, "name": F.STRING} if at != "after_header" else None,
+        **COMMA_HEADED,
         "header": at != "no_header",
-        "delimiter": ",",
-        "quotechar": '"',
         "batch_size": 4,
     }
     batches = list(csv_arrow.read_csv(io.BytesIO(content.encode()), **options))
@@ -509,9 +500,7 @@ def test_a_byte_order_mark_after_the_header_is_a_cell_of_the_first_row() -> None
     data = b"id,name\n\xef\xbb\xbfid,name\n1,x\n"
     options: dict[str, Any] = {
         "columns": None,
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 10,
     }
     (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
@@ -531,9 +520,7 @@ def test_rows_built_and_changed_in_place_are_what_copy_writes(
     data = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(6))
     options: dict[str, Any] = {
         "columns": None,
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 3,
     }
     batches = list(csv_arrow.read_csv(io.BytesIO(data), **options))
@@ -557,9 +544,7 @@ def test_a_batch_read_by_arrow_sliced_with_a_step_builds_its_rows() -> None:
     data = b"id,amount\n" + b"".join(b"%d,%d.5\n" % (i, i) for i in range(9))
     options: dict[str, Any] = {
         "columns": {"id": F.INTEGER, "amount": F.DECIMAL},
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 10,
     }
     (batch,) = csv_arrow.read_csv(io.BytesIO(data), **options)
@@ -575,9 +560,7 @@ def test_invalid_utf8_is_reported_in_the_encoding_as_spelled(spelling: str) -> N
     data = b"id,name\n1,a\n2,\xff\n"
     options: dict[str, Any] = {
         "columns": None,
-        "header": True,
-        "delimiter": ",",
-        "quotechar": '"',
+        **COMMA_HEADED,
         "batch_size": 10,
         "encoding": spelling,
     }
