@@ -30,9 +30,9 @@ from typing import IO, Any
 from nodes.builtin.file_formats import (
     CASTS,
     Columns,
-    FileFormatError,
     _csv_plan,
     _Locator,
+    not_encoded,
     read_csv_python,
     typed_rows,
 )
@@ -280,15 +280,12 @@ def _pool() -> Any:
 
 def _check_utf8(data: bytes, end: int, lines: int, encoding: str) -> None:
     """Raise for text that is not UTF-8 in ``data[:end]`` (which starts after ``lines``
-    lines), naming the encoding as given and the line of the first bad byte. (Python's reader names a line near it:
-    where its decoder, a chunk ahead of the parser, stood.)"""
+    lines), naming the encoding as given and the line of the first bad byte. (Python's reader
+    names a line near it: where its decoder, a chunk ahead of the parser, stood.)"""
     try:
         data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = lines + data.count(b"\n", 0, exc.start) + 1
-        raise FileFormatError(
-            f"not valid {encoding} text ({exc.reason})", f"near line {line}"
-        ) from None
+        raise not_encoded(encoding, exc, lines + data.count(b"\n", 0, exc.start) + 1) from None
 
 
 def _whole_lines(data: bytes, end: int, quote: bytes) -> bool:

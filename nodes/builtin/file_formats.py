@@ -70,6 +70,12 @@ class FileFormatError(ValueError):
         self.where, self.column = where, column
 
 
+def not_encoded(encoding: str, exc: UnicodeDecodeError, line: int) -> FileFormatError:
+    """The error of text that is not in ``encoding`` (as the flow spells it), near ``line``:
+    the same from both CSV readers."""
+    return FileFormatError(f"not valid {encoding} text ({exc.reason})", f"near line {line}")
+
+
 def decompressed(stream: IO[bytes], name: str, compression: str) -> IO[bytes]:
     """``stream`` read through gzip when ``compression`` says so (``auto``: a ``.gz`` name)."""
     if compression == "gzip" or (compression == "auto" and name.endswith(".gz")):
@@ -169,9 +175,7 @@ def read_csv_python(
         raise FileFormatError(f"not valid CSV: {exc}", f"line {lines + reader.line_num}") from None
     except UnicodeDecodeError as exc:
         # Text is decoded a chunk ahead of the parser: the line is approximate.
-        raise FileFormatError(
-            f"not valid {encoding} text ({exc.reason})", f"near line {lines + reader.line_num + 1}"
-        ) from None
+        raise not_encoded(encoding, exc, lines + reader.line_num + 1) from None
 
 
 def typed_rows(
