@@ -108,15 +108,19 @@ _SEEN = """
 SELECT n.id, n.status, n.fence, n.lease_owner, n.lease_expires_at, r.status AS run_status,
        {seen_run_columns}
 FROM {node} AS n JOIN {run} AS r ON r.id = n.run_id
-WHERE n.run_id = %(run)s AND n.node_key = %(key)s
+WHERE n.run_id = %(run)s AND n.node_key = %(key)s{lazy}
 """
 # Claim it: a pending node, or a running one whose lease has run out or whose owner is gone
-# (``gone_fence``: the fence it had when its owner was found gone), in an active run.
+# (``gone_fence``: the fence it had when its owner was found gone), in an active run. The new
+# fence is above the last one and at least the database server's clock in microseconds: a
+# take that a crash of the server lost (its commit does not wait for the disk) handed out a
+# fence no later take hands out again (decision 0050).
 _CLAIM = """
 UPDATE {node} SET
     status = 'running', attempts = attempts + 1, deliveries = deliveries + 1,
     workers_lost = workers_lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
-    fence = fence + 1, lease_owner = %(owner)s, lease_expires_at = %(expires)s,
+    fence = {greatest}(fence + 1, {clock_us}),
+    lease_owner = %(owner)s, lease_expires_at = %(expires)s,
     started_at = %(now)s, heartbeat_at = %(now)s, finished_at = NULL
 WHERE run_id = %(run)s AND node_key = %(key)s
   AND (status = 'pending'
@@ -146,15 +150,17 @@ LEFT JOIN claimed ON true
 """
 
 
-def _sql(text: str) -> str:
-    """A statement of this module as this database runs it (rendered once per backend)."""
-    return _rendered(text, connection.vendor)
+def _sql(text: str, lazy: str = "") -> str:
+    """A statement of this module as this database runs it (rendered once per backend);
+    ``lazy``: :func:`dialect.lazy_commit_sql` for its ``{lazy}``."""
+    return _rendered(text, connection.vendor, lazy)
 
 
 @functools.cache
-def _rendered(text: str, _vendor: str) -> str:
+def _rendered(text: str, _vendor: str, lazy: str = "") -> str:
     return dialect.render(
         text,
+        lazy=lazy,
         node=NodeRun._meta.db_table,
         run=FlowRun._meta.db_table,
         node_columns=", ".join(NodeRun._meta.get_field(n).column for n in _NODE_FIELDS),
@@ -171,9 +177,10 @@ def take(
     run_id: str, node_key: str, *, owner: str | None = None, lease_s: float | None = None
 ) -> Claim:
     """Take a run's node for execution: one statement (PostgreSQL) that claims it under a new
-    lease (``running``, ``attempts + 1``, ``deliveries + 1``, ``fence + 1``; a take-over also
-    counts ``workers_lost + 1``), starts a queued run and reads the run and the outputs of its
-    succeeded nodes.
+    lease (``running``, ``attempts + 1``, ``deliveries + 1``, a fence above the last one and at
+    least the database server's clock in microseconds; a take-over also counts
+    ``workers_lost + 1``), starts a queued run and reads the run and the outputs of its
+    succeeded nodes. Its commit does not wait for the disk (decision 0050).
 
     A node leased by a process of this machine that no longer exists is taken over at once
     (a second statement); one leased by a live or unknown owner is left to it (``busy``).
@@ -199,8 +206,10 @@ def _take(
         "expires": _db_time(lease.expiry(now, lease_s)),
         "gone_fence": gone_fence,
     }
+    # (its commit need not wait for the disk: see _CLAIM)
+    seen = _sql(_SEEN, dialect.lazy_commit_sql())
     rows = dialect.chain(
-        [("seen", _sql(_SEEN)), ("claimed", _sql(_CLAIM)), ("started", _sql(_START))],
+        [("seen", seen), ("claimed", _sql(_CLAIM)), ("started", _sql(_START))],
         _sql(_TAKEN),
         params,
     )

@@ -7,11 +7,12 @@ import json
 import threading
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from flowplatform.audit import context as audit_context
 from flowplatform.audit.models import Action
 from flowplatform.audit.record import record
+from flows import dialect
 from flows.definition import FlowSpec, NodePolicy
 from flows.models import Flow, FlowEdge, FlowNode, FlowVersion
 from flows.validation import FlowValidationError, validate_spec
@@ -90,9 +91,7 @@ _resolved_lock = threading.Lock()
 def _graph_state(flow: Flow) -> tuple[str, int | None]:
     """Everything of the stored graph a version is made of (as one comparable string) and the
     id of the flow's latest version, in one query."""
-    with connection.cursor() as cursor:
-        cursor.execute(_GRAPH_STATE_SQL, {"flow": flow.pk})
-        rows = cursor.fetchall()
+    rows = dialect.rows(_GRAPH_STATE_SQL, {"flow": flow.pk})
     latest_id = next((row[2] for row in rows if row[0] == 2), None)
     graph = [row for row in rows if row[0] != 2]
     return json.dumps([flow.run_timeout_s, graph], default=str), latest_id

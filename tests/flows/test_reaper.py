@@ -104,7 +104,8 @@ def test_an_orphaned_run_is_re_dispatched_and_its_node_taken_over(
     assert run.status == "succeeded", run.error
     assert run.redispatches == 1
     orders = run.node_runs.get(node_key="orders")
-    assert (orders.attempts, orders.workers_lost, orders.fence) == (2, 1, 2)
+    assert (orders.attempts, orders.workers_lost) == (2, 1)
+    assert orders.fence > 1  # taken again, under a new fence
     assert len(posted_records(httpserver)) == len(table.expected_paid())
 
 

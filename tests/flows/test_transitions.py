@@ -4,11 +4,12 @@ through PgBouncer and on SQLite)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -23,13 +24,18 @@ from flows.engine import lease
 from flows.models import FlowRun, NodeRun, PartitionRun
 from flows.services import cancel_run
 from nodes import models as nodes_models
-from tests.conftest import wait_until
+from tests.conftest import PGBOUNCER, wait_until
 from tests.flows.helpers import queued_run
 
 pytestmark = [
     pytest.mark.usefixtures("transactional_db", "example_connections"),
     pytest.mark.embedded,
 ]
+
+
+def clock_us(at: datetime) -> int:
+    """A time as the take's fence reads the clock: microseconds since 1970."""
+    return int(at.timestamp() * 1_000_000)
 
 
 def node(run: FlowRun, key: str) -> NodeRun:
@@ -49,11 +55,14 @@ def test_take_claims_a_pending_node_under_a_lease_and_starts_the_run(
     claim = transitions.take(str(run.id), "orders")
     assert claim.outcome == "execute" and claim.node_run is not None and not claim.took_over
     taken = node(run, "orders")
-    assert (taken.status, taken.attempts, taken.deliveries, taken.fence) == ("running", 1, 1, 1)
+    assert (taken.status, taken.attempts, taken.deliveries) == ("running", 1, 1)
     assert taken.lease_owner == lease.owner()
     ttl = timedelta(seconds=settings.FLOWPLATFORM_LEASE_TTL_S)
     assert before + ttl <= taken.lease_expires_at <= timezone.now() + ttl
-    assert claim.node_run.fence == 1 and claim.node_run.run.params == {}
+    # the fence: the database server's clock, in microseconds (the servers of the tests are
+    # this machine, whose clock the test reads; SQLite's clock counts milliseconds)
+    assert clock_us(before) - 1000 <= taken.fence <= clock_us(timezone.now())
+    assert claim.node_run.fence == taken.fence and claim.node_run.run.params == {}
     assert FlowRun.objects.get(id=run.id).status == "running"
     assert transitions.take(str(run.id), "orders").outcome == "busy"  # not twice at once
     assert node(run, "orders").attempts == 1
@@ -111,7 +120,7 @@ def test_the_taken_node_run_and_its_run_are_what_the_orm_reads_of_them(
     for name in fields:
         attname = NodeRun._meta.get_field(name).attname
         assert getattr(taken, attname) == getattr(read, attname), name
-    assert taken.fence == 1 and taken.status == "running" and taken.started_at is not None
+    assert taken.fence > 0 and taken.status == "running" and taken.started_at is not None
     its_run = taken.run
     assert not its_run._state.adding and its_run.pk == run.pk
     assert (its_run.params, its_run.payload) == ({"day": "2026-01-02"}, [1, "a"])
@@ -174,29 +183,104 @@ def test_the_take_reads_the_run_once_besides_starting_it(
     assert reads.count(NodeRun._meta.db_table) == 3
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'")
-def test_take_and_finish_leave_no_prepared_statement_in_the_session(
+#: The suite's second pass reaches PostgreSQL through PgBouncer (transaction mode).
+BEHIND_PGBOUNCER = bool(os.environ.get(PGBOUNCER))
+
+
+def run_through(run: FlowRun) -> None:
+    for key in ("orders", "paid", "shape", "push"):
+        claim = transitions.take(str(run.id), key)
+        assert claim.node_run is not None
+        assert transitions.finish_node(
+            claim.node_run, "succeeded", close=key == "push", rows_in=1, rows_out=1
+        )
+    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+
+
+def prepared_here() -> dict[str, str]:
+    """The statements prepared on this session: name -> text."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+        return dict(cursor.fetchall())
+
+
+@pytest.fixture
+def preparing() -> Any:
+    """Each test starts from a process that prepares, and leaves it so."""
+    dialect._preparing = True
+    yield
+    dialect._preparing = True
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
+@pytest.mark.usefixtures("preparing")
+def test_the_engine_statements_are_prepared_once_under_names_that_say_what_they_are(
     minimal_flow: dict[str, Any],
 ) -> None:
-    # (what a transaction-mode pooler needs: nothing named outlives the statement)
+    run_through(queued_run(minimal_flow))
+    first = prepared_here()
+    names = [name for name in first if name.startswith("flowplatform_")]
+    assert names and len(names) == len(first)  # the ORM's statements are never prepared
+    assert any("claimed AS" in first[name] for name in names)  # the take
+    # Another run: the same statements, planned once for the session.
+    run_through(queued_run(minimal_flow))
+    assert prepared_here() == first
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ["%claimed AS%"],
+        )
+        # 8 takes: PostgreSQL planned the first 5 for their values, then kept one plan
+        assert cursor.fetchall() == [(3, 5)]
+    # A new session names each statement the same (a pooler's server connection that another
+    # client prepared it on runs exactly it).
+    connection.close()
+    run_through(queued_run(minimal_flow))
+    assert set(prepared_here()) == set(first)
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
+@pytest.mark.usefixtures("preparing")
+@pytest.mark.parametrize("server_side", ["forgotten", "taken"])
+def test_a_session_that_does_not_keep_the_statements_runs_them_unprepared_from_then_on(
+    minimal_flow: dict[str, Any], server_side: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a transaction-mode pooler that does not track prepared statements does: the next
+    # transaction lands on a server connection where a name is missing ("forgotten"), or
+    # where it was prepared already ("taken": by another client, the same statement).
+    run_through(queued_run(minimal_flow))
+    names = list(prepared_here())
+    pgconn = connection.connection.pgconn  # (behind psycopg's back, as a pooler would be)
+    pgconn.exec_(b"DEALLOCATE ALL")
+    if server_side == "taken":
+        connection.connection._prepared._names.clear()
+        for name in names:
+            pgconn.exec_(f"PREPARE {name} AS SELECT 1".encode())
     run = queued_run(minimal_flow)
-    connection.ensure_connection()
-    raw = connection.connection
-    threshold = raw.prepare_threshold
-    raw.prepare_threshold = 0  # psycopg would prepare every statement it may
-    try:
-        for key in ("orders", "paid", "shape", "push"):
-            claim = transitions.take(str(run.id), key)
-            assert claim.node_run is not None
-            assert transitions.finish_node(
-                claim.node_run, "succeeded", close=key == "push", rows_in=1, rows_out=1
-            )
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-            assert cursor.fetchone() == (0,)
-    finally:
-        raw.prepare_threshold = threshold
-    assert FlowRun.objects.get(id=run.id).status == "succeeded"
+    run_through(run)  # every state change made, once
+    assert not dialect._preparing
+    assert "does not keep prepared statements" in caplog.text
+    node_runs = NodeRun.objects.filter(run=run)
+    assert [n.attempts for n in node_runs] == [1, 1, 1, 1]
+    assert {n.status for n in node_runs} == {"succeeded"}
+    kept = prepared_here()
+    run_through(queued_run(minimal_flow))
+    assert prepared_here() == kept  # nothing prepared any more
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
+@pytest.mark.usefixtures("preparing")
+def test_inside_a_transaction_the_engine_statements_run_unprepared(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # (a statement that failed there would abort the caller's transaction: no second try)
+    run = queued_run(minimal_flow)
+    connection.close()
+    with transaction.atomic():
+        claim = transitions.take(str(run.id), "orders")
+        assert claim.node_run is not None
+        assert prepared_here() == {}
 
 
 def test_a_lease_run_out_is_taken_over_and_the_first_owner_can_change_nothing(
@@ -209,7 +293,7 @@ def test_a_lease_run_out_is_taken_over_and_the_first_owner_can_change_nothing(
     second = transitions.take(str(run.id), "push")
     assert second.outcome == "execute" and second.took_over and second.node_run is not None
     now = node(run, "push")
-    assert (now.fence, now.attempts, now.workers_lost) == (2, 2, 1)
+    assert (now.attempts, now.workers_lost) == (2, 1) and now.fence > first.fence
     # Every change the first owner tries is refused: its fence is gone.
     assert not transitions.heartbeat(first, rows_in=5)
     assert not transitions.save_checkpoint(first, {"sent": 5})
@@ -218,12 +302,12 @@ def test_a_lease_run_out_is_taken_over_and_the_first_owner_can_change_nothing(
     assert not transitions.finish_node(first, "succeeded", rows_in=1, rows_out=1, output_ref="z")
     assert transitions.heartbeat_many({first.pk: first.fence}) == set()
     unchanged = node(run, "push")
-    assert (unchanged.status, unchanged.fence, unchanged.rows_in) == ("running", 2, 0)
+    assert (unchanged.status, unchanged.fence, unchanged.rows_in) == ("running", now.fence, 0)
     assert unchanged.checkpoint is None and unchanged.error == ""
     assert FlowRun.objects.get(id=run.id).status == "running"
     # The second owner's changes go through.
     assert transitions.save_checkpoint(second.node_run, {"sent": 7})
-    assert transitions.heartbeat_many({first.pk: 2}) == {first.pk}
+    assert transitions.heartbeat_many({first.pk: now.fence}) == {first.pk}
     assert transitions.finish_node(second.node_run, "succeeded", rows_in=1, rows_out=1)
     assert node(run, "push").status == "succeeded"
 
@@ -233,6 +317,7 @@ def test_a_node_whose_owner_on_this_machine_is_gone_is_taken_over_at_once(
 ) -> None:
     run = queued_run(minimal_flow)
     transitions.take(str(run.id), "push")
+    fence = node(run, "push").fence
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     machine = lease.owner().split(":")[0]
@@ -241,7 +326,7 @@ def test_a_node_whose_owner_on_this_machine_is_gone_is_taken_over_at_once(
     )
     claim = transitions.take(str(run.id), "push")  # the lease is live, its owner is not
     assert claim.outcome == "execute" and claim.took_over
-    assert (node(run, "push").workers_lost, node(run, "push").fence) == (1, 2)
+    assert node(run, "push").workers_lost == 1 and node(run, "push").fence > fence
 
 
 def test_a_node_leased_by_a_live_or_unknown_owner_is_left_to_it(
@@ -249,10 +334,11 @@ def test_a_node_leased_by_a_live_or_unknown_owner_is_left_to_it(
 ) -> None:
     run = queued_run(minimal_flow)
     transitions.take(str(run.id), "push")
+    fence = node(run, "push").fence
     for owner in ("other-host/4026531836:4242:0123abcd", lease.FAN_OUT, lease.owner()):
         NodeRun.objects.filter(run=run, node_key="push").update(lease_owner=owner)
         assert transitions.take(str(run.id), "push").outcome == "busy", owner
-    assert node(run, "push").fence == 1
+    assert node(run, "push").fence == fence
 
 
 def test_nothing_is_taken_in_a_cancelled_run(minimal_flow: dict[str, Any]) -> None:
@@ -275,7 +361,7 @@ def test_a_retry_ends_the_lease_and_the_retry_takes_the_node_under_a_new_fence(
     assert waiting.heartbeat_at is not None and waiting.heartbeat_at > timezone.now()
     retried = transitions.take(str(run.id), "orders")
     assert retried.outcome == "execute" and not retried.took_over
-    assert (node(run, "orders").attempts, node(run, "orders").fence) == (2, 2)
+    assert node(run, "orders").attempts == 2 and node(run, "orders").fence > first.fence
 
 
 def test_a_failure_skips_the_descendants_and_fails_the_run_with_a_clipped_error(
@@ -434,6 +520,49 @@ def test_a_checkpoint_and_progress_commit_without_waiting_for_the_disk_and_nothi
         assert transitions.save_checkpoint(part, {"push": {"acked": 2}})
     assert not any(relaxed in q["sql"] for q in inside.captured_queries)
     assert partition_of(run).checkpoint == {"push": {"acked": 2}}
+
+
+def test_a_node_take_commits_without_waiting_for_the_disk_and_its_finish_waits(
+    minimal_flow: dict[str, Any],
+) -> None:
+    run = queued_run(minimal_flow)
+    relaxed = "set_config('synchronous_commit', 'off', true)"
+    postgres = connection.vendor == "postgresql"
+    with CaptureQueriesContext(connection) as taking:
+        claim = transitions.take(str(run.id), "orders")
+    assert claim.node_run is not None
+    with CaptureQueriesContext(connection) as finishing:
+        assert transitions.finish_node(claim.node_run, "succeeded", rows_in=1, rows_out=1)
+    # (one statement on PostgreSQL; SQLite commits what it writes as it always does)
+    assert any(relaxed in q["sql"] for q in taking.captured_queries) == postgres
+    assert not any(relaxed in q["sql"] for q in finishing.captured_queries)
+    if postgres:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+
+
+def test_a_take_lost_in_a_crash_of_the_database_never_has_its_fence_handed_out_again(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # A take whose commit did not reach the disk before the server crashed: its worker got a
+    # fence and went on; the row came back as it was before. The next take must not hand the
+    # same fence to another worker (the first one's changes would pass the fence check).
+    run = queued_run(minimal_flow)
+    for _ in range(3):  # (and however often it happens to the same node)
+        before = node(run, "orders")
+        lost = transitions.take(str(run.id), "orders").node_run
+        assert lost is not None and lost.fence > before.fence
+        NodeRun.objects.filter(pk=before.pk).update(  # what the server had on disk
+            status=before.status, fence=before.fence, attempts=before.attempts,
+            lease_owner=before.lease_owner, lease_expires_at=before.lease_expires_at,
+        )  # fmt: skip
+        # (a restart; SQLite's clock counts milliseconds)
+        wait_until(lambda lost=lost: clock_us(timezone.now()) > lost.fence + 2000, 1.0)
+        again = transitions.take(str(run.id), "orders").node_run
+        assert again is not None and again.fence > lost.fence
+        assert not transitions.finish_node(lost, "succeeded", rows_in=1, rows_out=1)
+        NodeRun.objects.filter(pk=before.pk).update(status="pending", lease_owner="")
 
 
 def test_a_retried_partition_is_taken_again_under_a_new_fence_with_its_checkpoint(
