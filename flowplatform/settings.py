@@ -127,9 +127,11 @@ except (KeyError, ValueError) as exc:
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", 60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Nothing of the platform's lives in a database session (no prepared statements: Django's
-    # default; no session locks; no server-side cursors, which would outlive the transaction),
-    # so it may sit behind a transaction-mode pooler such as PgBouncer (docs/deployment.md).
+    # Nothing of the platform's needs a database session of its own (the engine's prepared
+    # statements are named after their content and run unprepared where a pooler does not keep
+    # them, decision 0050; no session locks; no server-side cursors, which would outlive the
+    # transaction), so it may sit behind a transaction-mode pooler such as PgBouncer
+    # (docs/deployment.md).
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

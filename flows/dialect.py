@@ -146,11 +146,21 @@ class _RememberedQuery(PostgresQuery):
 #: 1.21, hands each transaction whichever server connection is free).
 _preparing = True
 
-#: What PostgreSQL answers when a statement's name means nothing, or something else already,
-#: on the server connection a pooler chose; and when a schema change altered a prepared
-#: statement's result. Each is raised before the statement executes.
-_UNKEPT = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
-_RESULT_CHANGED = "cached plan must not change result type"
+#: What PostgreSQL answers when a statement's name means nothing, or is taken already, on the
+#: server connection a pooler chose (each raised before the statement executes); and when a
+#: schema change altered a prepared statement's result ("cached plan must not change result
+#: type", SQLSTATE 0A000).
+_UNKEPT = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+    psycopg.errors.FeatureNotSupported,
+)
+
+#: Most statements prepared on one connection; later ones run unprepared on it. A statement
+#: text has a name per set of parameter types (psycopg sends an integer as ``int2``, ``int4``
+#: or ``int8`` by its value, a ``None`` untyped), and none is deallocated while the
+#: connection lives (``DATABASE_CONN_MAX_AGE``, 60 s by default).
+PREPARED_PER_CONNECTION = 256
 
 
 class _EngineStatements(PrepareManager):
@@ -158,15 +168,19 @@ class _EngineStatements(PrepareManager):
     with ``prepare=True``; the ORM's never are), each named after its text and parameter types.
 
     PostgreSQL plans an unprepared statement on every call: for the take of a node (a few
-    data-modifying CTEs) that is three quarters of its server CPU (0.67 ms of 0.9). Prepared,
-    it is planned once per server connection.
+    data-modifying CTEs) that was three quarters of the server's CPU for it. Prepared, it is
+    planned for its values 5 times, then once for the session.
 
     Named after its content, a prepared statement is the same statement on every server
     connection that has the name, whichever client prepared it there: behind a pooler that
     does not track prepared statements, a name that is missing or already taken is an error
     before anything runs (never another statement run in its place), and the process then
-    stops preparing (``_preparing``) and runs the statement unprepared. The engine's
-    statements are a few dozen texts, kept all (none deallocated while the connection lives).
+    stops preparing (``_preparing``) and runs the statement unprepared.
+
+    A name, once prepared, is kept while the connection lives: nothing deallocates it (a pooler
+    may not pass ``DEALLOCATE``), neither a statement that failed after it was prepared (a
+    deadlock, a timeout: the server keeps the statement) nor a rollback (prepared statements
+    outlive transactions, and the engine prepares none inside one).
     """
 
     def get(self, query: PostgresQuery, prepare: bool | None = None) -> tuple[Prepare, bytes]:
@@ -176,6 +190,8 @@ class _EngineStatements(PrepareManager):
         name = self._names.get(key)
         if name is not None:
             return Prepare.YES, name
+        if len(self._names) >= PREPARED_PER_CONNECTION:
+            return Prepare.NO, b""
         return Prepare.SHOULD, _statement_name(key)
 
     def maybe_add_to_cache(
@@ -185,8 +201,18 @@ class _EngineStatements(PrepareManager):
             return None  # (psycopg would count the ORM's statements toward preparing them)
         return super().maybe_add_to_cache(query, prep, name)
 
+    def validate(
+        self, key: tuple[bytes, tuple[int, ...]], prep: Prepare, name: bytes, results: Any
+    ) -> None:
+        """Keep the name whatever the statement's outcome: once prepared, a statement stays
+        prepared on the server even when its execution failed."""
+
+    def clear(self) -> bool:
+        """Keep every name on a rollback (psycopg would deallocate them all)."""
+        return False
+
     def _rotate(self) -> None:
-        """Keep every name: they are few, and a pooler may not pass ``DEALLOCATE``."""
+        """Keep every name (see :data:`PREPARED_PER_CONNECTION`)."""
 
 
 def _statement_name(key: tuple[bytes, tuple[int, ...]]) -> bytes:
@@ -215,9 +241,7 @@ class _EngineCursor(psycopg.Cursor[Any]):
             prepared.prepare_threshold = 0
         try:
             return super().execute(query, params, prepare=True, **options)
-        except psycopg.Error as exc:
-            if not isinstance(exc, _UNKEPT) and _RESULT_CHANGED not in str(exc):
-                raise
+        except _UNKEPT as exc:
             _preparing = False
             prepared._names.clear()
             logger.warning(

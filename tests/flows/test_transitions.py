@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -221,10 +221,11 @@ def test_the_engine_statements_are_prepared_once_under_names_that_say_what_they_
     first = prepared_here()
     names = [name for name in first if name.startswith("flowplatform_")]
     assert names and len(names) == len(first)  # the ORM's statements are never prepared
-    assert any("claimed AS" in first[name] for name in names)  # the take
-    # Another run: the same statements, planned once for the session.
+    takes = {name for name in names if "claimed AS" in first[name]}
+    assert len(takes) == 1
+    # Another run: the same statement, planned once for the session.
     run_through(queued_run(minimal_flow))
-    assert prepared_here() == first
+    assert {name for name, text in prepared_here().items() if "claimed AS" in text} == takes
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
@@ -237,7 +238,38 @@ def test_the_engine_statements_are_prepared_once_under_names_that_say_what_they_
     # client prepared it on runs exactly it).
     connection.close()
     run_through(queued_run(minimal_flow))
-    assert set(prepared_here()) == set(first)
+    assert {name for name, text in prepared_here().items() if "claimed AS" in text} == takes
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
+@pytest.mark.usefixtures("preparing")
+def test_a_prepared_statement_stays_prepared_when_it_fails_or_a_transaction_rolls_back(
+    minimal_flow: dict[str, Any],
+) -> None:
+    # (its name is what it is: preparing it again would be refused, "already exists")
+    with pytest.raises(DataError):
+        dialect.rows("SELECT 1 / %(divisor)s", {"divisor": 0})  # prepared, then it fails
+    assert dialect.rows("SELECT 1 / %(divisor)s", {"divisor": 1}) == [(1,)]
+    run_through(queued_run(minimal_flow))
+    kept = prepared_here()
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        NodeRun.objects.update(rows_in=0)
+        raise ZeroDivisionError  # rolled back
+    assert prepared_here() == kept
+    run_through(queued_run(minimal_flow))
+    assert dialect._preparing
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
+@pytest.mark.usefixtures("preparing")
+def test_past_its_limit_a_connection_prepares_no_more_statements(
+    minimal_flow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialect, "PREPARED_PER_CONNECTION", 2)
+    connection.close()
+    run_through(queued_run(minimal_flow))
+    assert len(prepared_here()) == 2
+    assert dialect._preparing
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql' or BEHIND_PGBOUNCER")
