@@ -87,11 +87,7 @@ def chain(
 def update(sql: str, params: Mapping[str, Any]) -> int:
     """Run one ``UPDATE`` (its parameters bound on the server on PostgreSQL, as :func:`chain`'s);
     how many rows it changed."""
-    if connection.vendor == "postgresql":
-        with _bound_cursor() as cursor:
-            cursor.execute(sql, params)
-            return int(cursor.rowcount)
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
 
@@ -99,13 +95,14 @@ def update(sql: str, params: Mapping[str, Any]) -> int:
 def rows(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Run one ``SELECT`` (its parameters bound on the server on PostgreSQL, as :func:`chain`'s,
     and prepared: for a read made on every start of a run); its rows."""
-    if connection.vendor == "postgresql":
-        with _bound_cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def _cursor() -> Any:
+    """A cursor for one statement: on PostgreSQL :func:`_bound_cursor`'s, else Django's."""
+    return _bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
 
 
 _CONVERTED_KEPT = 32  # statements (the engine's are a dozen, and a start's per flow size)
